@@ -7,8 +7,16 @@
 
 pub mod agent;
 pub mod cmdline;
+pub mod cloud;
 pub mod config;
+pub mod discovery;
+pub mod etcd;
+pub mod formation;
 pub mod logging;
 pub mod metadata;
+pub mod pki;
+pub mod plan;
 pub mod retry;
+pub mod roles;
+pub mod service;
 pub mod state;

@@ -1,1 +1,189 @@
-//! The state directory.
+//! The agent's state directory (`/var/lib/muster` on a node).
+//!
+//! Everything the agent must remember across reboots lives here, so every
+//! phase can resume from disk. `status.json` is what `muster status` reads; it
+//! is written atomically (temp file + rename) and never holds a secret.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::metadata::ProviderKind;
+
+/// The image's default state directory.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/muster";
+
+/// The file `muster status` reads.
+pub const STATUS_FILE: &str = "status.json";
+
+/// Where in the boot pipeline (DESIGN.md) the agent is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    Starting,
+    Identify,
+    Configure,
+    Discover,
+    AssignRoles,
+    Pki,
+    Etcd,
+    ApiEndpoint,
+    Kubernetes,
+    Network,
+    Dns,
+    SteadyState,
+    /// Stopped after printing the plan (nothing past `configure` is built yet).
+    Planned,
+    /// Stopped on an error; `message` says why.
+    Failed,
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_else(|| format!("{self:?}"));
+        f.write_str(&s)
+    }
+}
+
+/// What the local agent is doing, as shown by `muster status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    pub phase: Phase,
+    pub provider: Option<ProviderKind>,
+    pub instance_id: Option<String>,
+    pub hostname: Option<String>,
+    pub cluster: Option<String>,
+    /// The role this node has taken, or `None` until roles are assigned.
+    pub role: Option<String>,
+    /// A short human-readable note: the plan summary or the failure.
+    pub message: Option<String>,
+    /// Seconds since the Unix epoch when this status was written.
+    pub updated_at: u64,
+    pub pid: u32,
+}
+
+impl Status {
+    pub fn new(phase: Phase) -> Self {
+        Status {
+            phase,
+            provider: None,
+            instance_id: None,
+            hostname: None,
+            cluster: None,
+            role: None,
+            message: None,
+            updated_at: 0,
+            pid: std::process::id(),
+        }
+    }
+}
+
+/// Errors reading or writing the state directory.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state directory {dir}: {source}")]
+    Dir { dir: PathBuf, source: std::io::Error },
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: not a valid status file: {source}")]
+    Parse { path: PathBuf, source: serde_json::Error },
+    #[error("{path}: no status yet — is the agent running with --state-dir {dir}?")]
+    NoStatus { path: PathBuf, dir: PathBuf },
+}
+
+/// A handle on the state directory.
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    root: PathBuf,
+}
+
+impl StateDir {
+    /// Names the directory; nothing is created until the first write, so an
+    /// invalid config leaves the disk untouched (S6).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        StateDir { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn status_path(&self) -> PathBuf {
+        self.root.join(STATUS_FILE)
+    }
+
+    /// Writes the status atomically: readers see the old or the new file,
+    /// never half of one.
+    pub fn write_status(&self, status: &Status) -> Result<(), StateError> {
+        std::fs::create_dir_all(&self.root)
+            .map_err(|source| StateError::Dir { dir: self.root.clone(), source })?;
+        let mut status = status.clone();
+        status.updated_at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let path = self.status_path();
+        let tmp = self.root.join(format!(".{STATUS_FILE}.{}", std::process::id()));
+        let io = |source| StateError::Io { path: tmp.clone(), source };
+        let body = serde_json::to_vec_pretty(&status).map_err(|e| io(std::io::Error::other(e)))?;
+        let mut file = std::fs::File::create(&tmp).map_err(io)?;
+        file.write_all(&body).map_err(io)?;
+        file.write_all(b"\n").map_err(io)?;
+        file.sync_all().map_err(io)?;
+        std::fs::rename(&tmp, &path).map_err(|source| StateError::Io { path: path.clone(), source })
+    }
+
+    /// Reads the last status the agent wrote.
+    pub fn read_status(&self) -> Result<Status, StateError> {
+        let path = self.status_path();
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StateError::NoStatus { path, dir: self.root.clone() });
+            }
+            Err(source) => return Err(StateError::Io { path, source }),
+        };
+        serde_json::from_slice(&bytes).map_err(|source| StateError::Parse { path, source })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_round_trips_and_the_dir_is_created_lazily() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = StateDir::new(tmp.path().join("state"));
+        assert!(!dir.root().exists(), "naming a state dir must not create it");
+        assert!(matches!(dir.read_status(), Err(StateError::NoStatus { .. })));
+
+        let mut s = Status::new(Phase::Planned);
+        s.role = Some("control-plane".into());
+        dir.write_status(&s).expect("write");
+        let back = dir.read_status().expect("read");
+        assert_eq!(back.phase, Phase::Planned);
+        assert_eq!(back.role.as_deref(), Some("control-plane"));
+        assert!(back.updated_at > 0);
+        let leftovers: Vec<_> = std::fs::read_dir(dir.root()).expect("ls").collect();
+        assert_eq!(leftovers.len(), 1, "no temp file may be left behind");
+    }
+
+    #[test]
+    fn a_corrupt_status_names_the_file() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        std::fs::write(tmp.path().join(STATUS_FILE), b"{not json").expect("write");
+        let err = StateDir::new(tmp.path()).read_status().expect_err("corrupt");
+        assert!(err.to_string().contains("status.json"), "{err}");
+    }
+
+    #[test]
+    fn phases_print_in_kebab_case() {
+        assert_eq!(Phase::AssignRoles.to_string(), "assign-roles");
+        assert_eq!(Phase::SteadyState.to_string(), "steady-state");
+    }
+}

@@ -2,17 +2,76 @@
 //!
 //! One module per provider. Each provider keeps fetching (HTTP, files) apart
 //! from a pure `parse` function that unit tests drive with recorded responses
-//! from the provider's public documentation (`tests/fixtures/<provider>/`).
+//! from the provider's public documentation (`tests/fixtures/metadata/<provider>/`).
+//!
+//! Entry points: [`identify`] (detect if needed, then fetch) and [`detect`].
+//! All HTTP providers share one retrying client (`http`): per-request
+//! timeout, capped backoff on timeouts, dropped connections and 5xx, and a
+//! final error naming the provider, the URL and the last cause.
+//!
+//! # Detection order
+//!
+//! [`detect`] stops at the first match:
+//!
+//! 1. `muster.platform=` on the kernel command line — the operator's word wins.
+//! 2. `file`, when `Options::metadata_file` is set — an explicit flag.
+//! 3. `qemu`, when `<fw_cfg_root>/by_name/opt/muster` exists — local, instant,
+//!    and only our lab creates it.
+//! 4. `openstack`, when a seed dir holds `openstack/latest/meta_data.json`;
+//!    then `nocloud`, when it holds `meta-data` (the more specific layout
+//!    is checked first).
+//! 5. `qemu`, when the SMBIOS serial carries a `ds=nocloud;…`/`muster;…` seed.
+//! 6. `metal`, when `muster.config=` is on the kernel command line: PXE boots
+//!    set it, and checking before the network means bare metal never waits
+//!    on link-local probes.
+//! 7. The network: AWS (token PUT answers 200), GCE (the answer carries
+//!    `Metadata-Flavor: Google`), Azure (`/metadata/instance` answers with a
+//!    `compute` object). The three probes run at once with a short timeout
+//!    (`Options::probe_timeout`); if several answer, that order decides.
+//!    All three use 169.254.169.254, which may not be reachable yet this
+//!    early in boot, so rounds repeat with `Options::backoff` until its
+//!    budget is spent, then [`MetadataError::NotDetected`] lists every check.
+//!
+//! Local checks come first because they cost nothing and cannot hang; the
+//! network is last because on bare metal or QEMU nothing answers there.
+//!
+//! Mounting a config drive or NoCloud volume is out of scope here: the image
+//! mounts it (by label `config-2` / `cidata`) at one of
+//! [`DEFAULT_SEED_DIRS`], or the caller passes `Options::seed_dir`.
+
+mod detect;
+mod error;
+mod http;
+mod local;
+mod value;
+
+pub mod aws;
+pub mod azure;
+pub mod file;
+pub mod gce;
+pub mod metal;
+pub mod nocloud;
+pub mod openstack;
+pub mod qemu;
+pub mod seed;
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::cmdline::KernelCmdline;
 use crate::retry::Backoff;
+
+pub use detect::{detect, parse_platform};
+pub use error::MetadataError;
+pub use http::{MAX_BODY, install_crypto_provider};
+
+/// Where an image mounts a config drive or NoCloud seed, in the order we look.
+pub const DEFAULT_SEED_DIRS: &[&str] = &["/run/muster/seed"];
 
 /// The metadata sources Muster understands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum)]
@@ -117,8 +176,15 @@ pub struct Options {
     pub fw_cfg_root: PathBuf,
     /// Root of the DMI/SMBIOS sysfs tree (`/sys/class/dmi/id`).
     pub dmi_root: PathBuf,
-    /// Where a config drive or NoCloud seed is mounted, if anywhere.
+    /// Where a config drive or NoCloud seed is mounted, if anywhere
+    /// (`None`: look in [`DEFAULT_SEED_DIRS`]).
     pub seed_dir: Option<PathBuf>,
+    /// Longest a single HTTP request may take before it counts as a timeout.
+    pub request_timeout: Duration,
+    /// Longest a detection probe may take (shorter: most probes find nothing).
+    pub probe_timeout: Duration,
+    /// Root for the local machine's files (`etc/hostname`, `etc/machine-id`).
+    pub host_root: PathBuf,
 }
 
 impl Default for Options {
@@ -132,6 +198,38 @@ impl Default for Options {
             fw_cfg_root: PathBuf::from("/sys/firmware/qemu_fw_cfg"),
             dmi_root: PathBuf::from("/sys/class/dmi/id"),
             seed_dir: None,
+            request_timeout: Duration::from_secs(2),
+            probe_timeout: Duration::from_secs(1),
+            host_root: PathBuf::from("/"),
         }
+    }
+}
+
+/// The seed directories to look in: `Options::seed_dir`, else the defaults.
+pub(crate) fn seed_dirs(opts: &Options) -> Vec<PathBuf> {
+    match &opts.seed_dir {
+        Some(dir) => vec![dir.clone()],
+        None => DEFAULT_SEED_DIRS.iter().map(PathBuf::from).collect(),
+    }
+}
+
+/// Identifies this machine: detects the provider unless `kind` is given,
+/// then fetches and parses its facts.
+#[tracing::instrument(name = "metadata.identify", skip_all, fields(provider))]
+pub async fn identify(kind: Option<ProviderKind>, opts: &Options) -> Result<InstanceFacts, MetadataError> {
+    let kind = match kind {
+        Some(kind) => kind,
+        None => detect(opts).await?,
+    };
+    tracing::Span::current().record("provider", kind.as_str());
+    match kind {
+        ProviderKind::Aws => aws::fetch(opts).await,
+        ProviderKind::Gce => gce::fetch(opts).await,
+        ProviderKind::Azure => azure::fetch(opts).await,
+        ProviderKind::Openstack => openstack::fetch(opts).await,
+        ProviderKind::Nocloud => nocloud::fetch(opts).await,
+        ProviderKind::Qemu => qemu::fetch(opts).await,
+        ProviderKind::Metal => metal::fetch(opts).await,
+        ProviderKind::File => file::fetch(opts).await,
     }
 }

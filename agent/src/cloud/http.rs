@@ -1,0 +1,147 @@
+//! The HTTP plumbing every cloud API client shares: one way to build a
+//! client, one body-size limit, one reading of "is this fault transient?".
+//!
+//! Unlike the metadata client, cloud API calls honour the usual proxy
+//! environment variables (`HTTPS_PROXY`, `NO_PROXY`): nodes in private subnets
+//! often reach the cloud APIs only through an egress proxy.
+
+use std::error::Error as _;
+use std::sync::Once;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+
+/// Largest answer we accept. A DescribeInstances page for 100 instances is
+/// about 1 MiB; this bounds memory against a misbehaving endpoint.
+pub const MAX_BODY: usize = 16 << 20;
+
+/// One HTTP answer (any status) with its whole body.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub body: Vec<u8>,
+}
+
+/// Why no answer came back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransportError {
+    /// A short cause for the operator ("connection refused", "timed out after 5.0s").
+    pub cause: String,
+    /// Retrying may help (timeouts, refused or reset connections).
+    pub transient: bool,
+}
+
+/// Builds the client for cloud API calls: per-request timeout, no redirects
+/// (an API never redirects; a redirect means a wrong endpoint). `via_proxy`
+/// false ignores the proxy variables: metadata servers must be reached directly.
+pub fn client(timeout: Duration, via_proxy: bool) -> Result<reqwest::Client, String> {
+    install_crypto_provider();
+    let builder = reqwest::Client::builder();
+    let builder = if via_proxy { builder } else { builder.no_proxy() };
+    builder
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .user_agent(concat!("muster-agent/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| describe(&e, timeout))
+}
+
+/// Sends one request and reads the whole body, whatever the status.
+pub async fn send(request: reqwest::RequestBuilder, timeout: Duration) -> Result<Reply, TransportError> {
+    let transient = |e: &reqwest::Error| TransportError {
+        cause: describe(e, timeout),
+        transient: !(e.is_builder() || e.is_redirect()),
+    };
+    let mut response = request.send().await.map_err(|e| transient(&e))?;
+    let status = response.status();
+    let too_big = || TransportError {
+        cause: format!("answer larger than {MAX_BODY} bytes"),
+        transient: false,
+    };
+    if response.content_length().is_some_and(|n| n > MAX_BODY as u64) {
+        return Err(too_big());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| transient(&e))? {
+        if body.len() + chunk.len() > MAX_BODY {
+            return Err(too_big());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Reply { status, body })
+}
+
+/// 5xx and 429 are the service asking us to come back later.
+pub fn is_transient_status(status: StatusCode) -> bool {
+    status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS
+}
+
+/// A short cause found by walking the error's sources down to the I/O error.
+pub fn describe(e: &reqwest::Error, timeout: Duration) -> String {
+    if e.is_timeout() {
+        return format!("timed out after {:.1}s", timeout.as_secs_f64());
+    }
+    let mut innermost = None;
+    let mut source = e.source();
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind as K;
+            return match io.kind() {
+                K::ConnectionRefused => "connection refused".to_string(),
+                K::ConnectionReset => "connection reset".to_string(),
+                K::ConnectionAborted => "connection aborted".to_string(),
+                K::TimedOut => format!("timed out after {:.1}s", timeout.as_secs_f64()),
+                _ => io.to_string(),
+            };
+        }
+        innermost = Some(s.to_string());
+        source = s.source();
+    }
+    innermost.unwrap_or_else(|| e.to_string())
+}
+
+/// reqwest is built with `rustls-no-provider`: a crypto provider must be
+/// installed before the first client is built, plain-http clients included.
+/// Installs ring once unless something else already installed a provider.
+pub fn install_crypto_provider() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if rustls::crypto::CryptoProvider::get_default().is_none() {
+            // Losing a race with another installer is fine: one provider is set either way.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+    });
+}
+
+/// Text of a body for an error message: UTF-8 (lossy), whitespace folded,
+/// cut at `max` characters.
+pub fn snippet(body: &[u8], max: usize) -> String {
+    let text = String::from_utf8_lossy(body);
+    let folded: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match folded.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}…", &folded[..cut]),
+        None => folded,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retryable_statuses() {
+        for s in [500u16, 502, 503, 504, 429] {
+            assert!(is_transient_status(StatusCode::from_u16(s).expect("valid")), "{s}");
+        }
+        for s in [200u16, 301, 400, 401, 403, 404] {
+            assert!(!is_transient_status(StatusCode::from_u16(s).expect("valid")), "{s}");
+        }
+    }
+
+    #[test]
+    fn snippets_are_short_and_single_line() {
+        assert_eq!(snippet(b"<html>\n  <h1>Bad\n Gateway</h1>", 100), "<html> <h1>Bad Gateway</h1>");
+        assert_eq!(snippet("ééééé".as_bytes(), 3), "ééé…");
+    }
+}

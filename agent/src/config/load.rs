@@ -1,0 +1,592 @@
+//! From texts to a validated [`Config`]: parse each layer, merge, decode
+//! with error recovery, then run the semantic checks. Pure: no disk.
+
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use super::de::{NodeDe, Prune};
+use super::error::{ConfigError, ConfigErrors};
+use super::locate::{Seg, remove};
+use super::merge::merge;
+use super::secret::{REDACTED, is_secret_key};
+use super::tree::{Entry, Loc, Node, Origin, Value, parse_stream};
+use super::types::Config;
+use super::validate::validate;
+use crate::cmdline::KernelCmdline;
+
+/// Where the image keeps its built-in defaults layer.
+pub const DEFAULTS_PATH: &str = "/usr/lib/muster/defaults.yaml";
+
+/// `muster.KEY=VALUE` keys that are not config settings: they steer the
+/// metadata layer and the agent itself. Everything else on the command
+/// line is a config override, and an unknown key is an error. Add new
+/// non-config parameters here.
+pub const NON_CONFIG_CMDLINE_KEYS: &[&str] = &[
+    "platform",
+    "config",
+    "metadataEndpoint",
+    "metadataFile",
+    "debug",
+    "log",
+    "logLevel",
+];
+
+/// Stop collecting after this many errors: the rest are noise.
+const MAX_ERRORS: usize = 100;
+
+/// One layer of config text and where it came from.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Layer {
+    /// Shown in errors: a path, or a phrase like `user data (aws)`.
+    pub origin: String,
+    pub text: String,
+}
+
+impl Layer {
+    pub fn new(origin: impl Into<String>, text: impl Into<String>) -> Self {
+        Layer {
+            origin: origin.into(),
+            text: text.into(),
+        }
+    }
+
+    /// Reads a layer from a file, named by its path.
+    pub fn read(path: &Path) -> std::io::Result<Self> {
+        Ok(Layer::new(
+            path.display().to_string(),
+            std::fs::read_to_string(path)?,
+        ))
+    }
+
+    /// Like [`Layer::read`], but a missing file is no layer (an image
+    /// without a defaults file).
+    pub fn read_optional(path: &Path) -> std::io::Result<Option<Self>> {
+        match Layer::read(path) {
+            Ok(l) => Ok(Some(l)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+// The text may hold the cluster secret.
+impl fmt::Debug for Layer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Layer")
+            .field("origin", &self.origin)
+            .field("text", &format_args!("<{} bytes>", self.text.len()))
+            .finish()
+    }
+}
+
+/// Merges the layers (image defaults < user data < kernel command line)
+/// and validates the result. All problems are reported together.
+pub fn load(
+    defaults: Option<Layer>,
+    user_data: Option<Layer>,
+    cmdline: &KernelCmdline,
+) -> Result<Config, ConfigErrors> {
+    let mut errors = Vec::new();
+    let mut trees = Vec::new();
+    for (rank, layer) in [defaults, user_data].into_iter().enumerate() {
+        if let Some(layer) = layer {
+            match parse_layer(&layer, rank) {
+                Ok(tree) => trees.push(tree),
+                Err(e) => errors.push(e),
+            }
+        }
+    }
+    match cmdline_layer(cmdline) {
+        Ok(Some(tree)) => trees.push(tree),
+        Ok(None) => {}
+        Err(mut e) => errors.append(&mut e),
+    }
+    let mut secrets = Vec::new();
+    trees
+        .iter()
+        .for_each(|t| collect_secret_values(t, false, &mut secrets));
+    if !errors.is_empty() {
+        return Err(finish(errors, &secrets));
+    }
+
+    let merged = trees.into_iter().reduce(merge).unwrap_or_else(empty_root);
+    let decoded = decode(merged.clone());
+    let mut errors = decoded.errors;
+    if let Some(config) = decoded.config {
+        errors.extend(validate(&config, &merged, &decoded.pruned));
+        if errors.is_empty() {
+            return Ok(config);
+        }
+    }
+    Err(finish(errors, &secrets))
+}
+
+/// Validates one config document (`muster config validate FILE`).
+pub fn validate_text(origin: &str, text: &str) -> Result<Config, ConfigErrors> {
+    load(
+        None,
+        Some(Layer::new(origin, text)),
+        &KernelCmdline::default(),
+    )
+}
+
+fn empty_root() -> Node {
+    Node::null(Loc {
+        origin: Arc::new(Origin {
+            name: "(no config given)".into(),
+            rank: 0,
+            has_positions: false,
+        }),
+        line: 1,
+        col: 1,
+        bytes: 0..0,
+    })
+}
+
+/// Sorts errors into source order, drops repeats and scrubs secrets.
+fn finish(mut errors: Vec<(usize, ConfigError)>, secrets: &[String]) -> ConfigErrors {
+    errors.sort_by(|(ra, a), (rb, b)| (ra, a.line, a.col).cmp(&(rb, b.line, b.col)));
+    let mut out: Vec<ConfigError> = Vec::new();
+    for (_, mut e) in errors {
+        e.scrub(secrets);
+        if !out.contains(&e) {
+            out.push(e);
+        }
+    }
+    ConfigErrors::new(out)
+}
+
+fn located(loc: &Loc, segs: &[Seg], message: impl Into<String>) -> (usize, ConfigError) {
+    (loc.origin.rank, ConfigError::at(loc, segs, message))
+}
+
+/// Parses one layer: plain Muster YAML/JSON, or `#cloud-config` with a
+/// `muster:` key. Returns the config mapping (or null).
+fn parse_layer(layer: &Layer, rank: usize) -> Result<Node, (usize, ConfigError)> {
+    let origin = Arc::new(Origin {
+        name: layer.origin.clone(),
+        rank,
+        has_positions: true,
+    });
+    let start = Loc {
+        origin: origin.clone(),
+        line: 1,
+        col: 1,
+        bytes: 0..0,
+    };
+    let head = layer.text.trim_start_matches('\u{feff}');
+    let refuse = |what: &str| {
+        located(
+            &start,
+            &[],
+            format!(
+                "user data is {what}; Muster reads YAML (or JSON) settings, or a #cloud-config with a `muster:` key"
+            ),
+        )
+    };
+    if head.starts_with("#!") {
+        return Err(refuse("a script (`#!`)"));
+    }
+    if head.starts_with("Content-Type:") || head.starts_with("MIME-Version:") {
+        return Err(refuse("a MIME multi-part message"));
+    }
+    let cloud_config = head.starts_with("#cloud-config");
+
+    let mut docs =
+        parse_stream(&layer.text, &origin).map_err(|e| located(&e.loc, &[], e.message))?;
+    if docs.len() > 1 {
+        let second = &docs[1].loc;
+        return Err(located(
+            second,
+            &[],
+            "more than one YAML document; Muster reads exactly one",
+        ));
+    }
+    let root = docs.pop().unwrap_or_else(|| Node::null(start.clone()));
+    let root = if cloud_config {
+        muster_key(root, &start)?
+    } else {
+        root
+    };
+    match &root.value {
+        Value::Map(_) => Ok(root),
+        _ if root.is_null() => Ok(root),
+        other => Err(located(
+            &root.loc,
+            &[],
+            format!("expected a mapping of settings, found {}", kind(other)),
+        )),
+    }
+}
+
+/// The value of `muster:` in a cloud-config; other keys belong to
+/// cloud-init, which the image does not run, so they are only noted.
+fn muster_key(root: Node, start: &Loc) -> Result<Node, (usize, ConfigError)> {
+    let Value::Map(entries) = root.value else {
+        return Err(located(
+            &root.loc,
+            &[],
+            "a #cloud-config must be a mapping with a `muster:` key",
+        ));
+    };
+    let (ours, others): (Vec<Entry>, Vec<Entry>) =
+        entries.into_iter().partition(|e| e.key == "muster");
+    if !others.is_empty() {
+        let names: Vec<&str> = others.iter().map(|e| e.key.as_str()).collect();
+        tracing::info!(
+            origin = %start.origin.name,
+            keys = %names.join(", "),
+            "ignoring cloud-init keys in #cloud-config: the image has no cloud-init; Muster reads only `muster:`"
+        );
+    }
+    match ours.into_iter().next() {
+        Some(e) => Ok(e.value),
+        None => Err(located(
+            start,
+            &[],
+            "#cloud-config has no `muster:` key holding the cluster config",
+        )),
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Scalar(_) => "a single value",
+        Value::Seq(_) => "a sequence",
+        Value::Map(_) => "a mapping",
+    }
+}
+
+/// Builds a tree from `muster.KEY=VALUE` parameters, KEY a dotted camelCase
+/// path, VALUE a YAML scalar (or flow collection: `[a, b]`).
+fn cmdline_layer(cmdline: &KernelCmdline) -> Result<Option<Node>, Vec<(usize, ConfigError)>> {
+    let mut tree: Option<Node> = None;
+    let mut errors = Vec::new();
+    for (key, value) in cmdline.params() {
+        if NON_CONFIG_CMDLINE_KEYS.contains(&key.as_str()) {
+            continue;
+        }
+        let secret = key.split('.').any(is_secret_key);
+        let shown = if secret { REDACTED } else { value.as_str() };
+        let origin = Arc::new(Origin {
+            name: format!("kernel command line: muster.{key}={shown}"),
+            rank: 2,
+            has_positions: false,
+        });
+        let loc = Loc {
+            origin: origin.clone(),
+            line: 0,
+            col: 0,
+            bytes: 0..0,
+        };
+        let segs: Vec<&str> = key.split('.').collect();
+        if segs.iter().any(|s| s.is_empty()) {
+            errors.push(located(
+                &loc,
+                &[],
+                "empty segment in the key (expected e.g. `muster.apiEndpoint.vip=...`)",
+            ));
+            continue;
+        }
+        let mut node = match parse_stream(value, &origin) {
+            Ok(mut docs) if docs.len() <= 1 => {
+                docs.pop().unwrap_or_else(|| Node::null(loc.clone()))
+            }
+            Ok(_) => {
+                errors.push(located(
+                    &loc,
+                    &[],
+                    "the value holds more than one YAML document",
+                ));
+                continue;
+            }
+            Err(e) => {
+                // The parser's messages are generic; they never quote the value.
+                errors.push(located(
+                    &loc,
+                    &[],
+                    format!("the value is not a valid YAML value: {}", e.message),
+                ));
+                continue;
+            }
+        };
+        node.relocate(&loc);
+        for seg in segs.iter().rev() {
+            node = Node {
+                value: Value::Map(vec![Entry {
+                    key: (*seg).to_string(),
+                    key_loc: loc.clone(),
+                    value: node,
+                }]),
+                loc: loc.clone(),
+            };
+        }
+        tree = Some(match tree {
+            Some(t) => merge(t, node),
+            None => node,
+        });
+    }
+    if errors.is_empty() {
+        Ok(tree)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Values under secret-like keys, to scrub from any message.
+fn collect_secret_values(node: &Node, secret: bool, out: &mut Vec<String>) {
+    match &node.value {
+        Value::Scalar(s) if secret && !s.text.is_empty() => out.push(s.text.clone()),
+        Value::Scalar(_) => {}
+        Value::Seq(items) => items
+            .iter()
+            .for_each(|i| collect_secret_values(&i.node, secret, out)),
+        Value::Map(entries) => entries
+            .iter()
+            .for_each(|e| collect_secret_values(&e.value, secret || is_secret_key(&e.key), out)),
+    }
+}
+
+pub(crate) struct Decoded {
+    pub config: Option<Config>,
+    pub errors: Vec<(usize, ConfigError)>,
+    /// Paths removed to get past an error; checks touching them are skipped.
+    pub pruned: Vec<Vec<Seg>>,
+}
+
+/// Deserializes the merged tree. serde stops at the first error, so each
+/// error's node is pruned and decoding runs again, until it succeeds; the
+/// errors of every round are the result.
+pub(crate) fn decode(mut tree: Node) -> Decoded {
+    let mut errors = Vec::new();
+    let mut pruned: Vec<Vec<Seg>> = Vec::new();
+    while errors.len() < MAX_ERRORS {
+        let de = NodeDe {
+            node: &tree,
+            path: &[],
+            key_loc: None,
+        };
+        let e = match Config::deserialize(de) {
+            Ok(config) => {
+                return Decoded {
+                    config: Some(config),
+                    errors,
+                    pruned,
+                };
+            }
+            Err(e) => e,
+        };
+        let Some(at) = e.at.clone() else {
+            errors.push(located(&tree.loc, &[], e.message()));
+            break;
+        };
+        let (target, cascade) = match at.prune {
+            Prune::Node(p) => (p, false),
+            // A key missing only because we pruned it is not news.
+            Prune::Mapping(m) => (m, pruned.contains(&at.path)),
+        };
+        if !cascade {
+            errors.push(located(&at.loc, &at.path, e.message()));
+        }
+        if !remove(&mut tree, &target) {
+            break;
+        }
+        pruned.push(target);
+    }
+    Decoded {
+        config: None,
+        errors,
+        pruned,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::types::{EtcdPlacement, VipMode};
+
+    const SECRET: &str = "fake-cluster-secret-do-not-use-0123456789";
+
+    fn user(text: &str) -> Option<Layer> {
+        Some(Layer::new("user.yaml", text))
+    }
+
+    fn errs(r: Result<Config, ConfigErrors>) -> Vec<String> {
+        r.expect_err("should fail")
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = validate_text(
+            "u",
+            &format!("cluster:\n  name: demo\n  secret: {SECRET}\n"),
+        )
+        .expect("valid");
+        assert_eq!(c.topology.control_plane.count, 3);
+        assert_eq!(c.topology.etcd.placement, EtcdPlacement::ControlPlane);
+        assert_eq!(c.kubernetes.pod_cidr.to_string(), "10.244.0.0/16");
+        assert_eq!(c.api_endpoint.resolved_mode(VipMode::Arp), VipMode::None);
+        assert_eq!(c.api_endpoint.port, 6443);
+    }
+
+    #[test]
+    fn json_is_yaml_too() {
+        let text = format!(
+            "{{\"cluster\": {{\"name\": \"demo\", \"secret\": \"{SECRET}\"}}, \"addons\": [\"argocd\"]}}"
+        );
+        let c = validate_text("u.json", &text).expect("valid");
+        assert_eq!(c.addons[0].name, "argocd");
+    }
+
+    #[test]
+    fn collects_unknown_keys_type_errors_and_semantic_errors_together() {
+        let text = format!(
+            "cluster:\n  name: demo\n  secret: {SECRET}\napiEndpoint:\n  vpi: 10.0.0.1\n  port: high\ntopology:\n  etcd:\n    placement: dedicated\n    count: 2\n"
+        );
+        let e = errs(validate_text("user.yaml", &text));
+        assert_eq!(
+            e,
+            [
+                "user.yaml:5:3: apiEndpoint.vpi: unknown key `vpi`; did you mean `vip`?",
+                "user.yaml:6:9: apiEndpoint.port: invalid type: string \"high\", expected a whole number from 0 to 65535",
+                "user.yaml:10:12: topology.etcd.count: must be 1, 3, 5 or 7: a 2-member etcd loses quorum when either member fails, worse than one member; use 3",
+            ]
+        );
+    }
+
+    #[test]
+    fn missing_name_and_secret_are_reported_at_the_cluster_key() {
+        let e = errs(validate_text(
+            "u",
+            "cluster: {}\ntopology:\n  controlPlane:\n    count: 4\n",
+        ));
+        assert_eq!(e.len(), 3, "{e:?}");
+        assert!(
+            e[0].starts_with("u:1:1: cluster.name: missing required key `name`"),
+            "{e:?}"
+        );
+        assert!(
+            e[2].starts_with("u:4:12: topology.controlPlane.count: must be 1, 3 or 5"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn cloud_config_muster_key() {
+        let text = format!(
+            "#cloud-config\npackages: [vim]\nmuster:\n  cluster:\n    name: demo\n    secret: {SECRET}\n  bogus: 1\n"
+        );
+        let e = errs(validate_text("ud", &text));
+        assert_eq!(
+            e,
+            [
+                "ud:7:3: bogus: unknown key `bogus`; expected `cluster`, `topology`, `discovery`, `apiEndpoint`, `kubernetes`, `mesh`, `dns`, `addons` or `metadata`"
+            ]
+        );
+        let e = errs(validate_text("ud", "#cloud-config\npackages: [vim]\n"));
+        assert!(e[0].contains("no `muster:` key"), "{e:?}");
+    }
+
+    #[test]
+    fn layers_merge_and_errors_name_their_layer() {
+        let defaults = Layer::new(
+            "defaults.yaml",
+            "kubernetes:\n  cni: calico\n  podCidr: 10.96.0.0/16\napiEndpoint:\n  port: 6443\n",
+        );
+        let user = user(&format!(
+            "cluster:\n  name: demo\n  secret: {SECRET}\napiEndpoint:\n  vip: 10.0.0.5\n"
+        ));
+        let cmd = KernelCmdline::parse(
+            "muster.platform=metal muster.apiEndpoint.mode=arp muster.topology.controlPlane.count=5",
+        );
+        let e = errs(load(Some(defaults.clone()), user.clone(), &cmd));
+        assert_eq!(
+            e,
+            [
+                "defaults.yaml:3:12: kubernetes.podCidr: kubernetes.podCidr `10.96.0.0/16` and kubernetes.serviceCidr `10.96.0.0/12` overlap"
+            ]
+        );
+
+        let cmd = KernelCmdline::parse(
+            "muster.apiEndpoint.mode=arp muster.kubernetes.podCidr=10.244.0.0/16 muster.topology.controlPlane.count=5",
+        );
+        let c = load(Some(defaults), user, &cmd).expect("valid");
+        assert_eq!(c.topology.control_plane.count, 5);
+        assert_eq!(c.api_endpoint.mode, Some(VipMode::Arp));
+        assert_eq!(
+            c.api_endpoint.vip.map(|v| v.to_string()).as_deref(),
+            Some("10.0.0.5")
+        );
+        assert_eq!(c.kubernetes.cni, crate::config::types::Cni::Calico);
+    }
+
+    #[test]
+    fn cmdline_errors_name_the_parameter_and_hide_secrets() {
+        let cmd = KernelCmdline::parse(&format!(
+            "muster.clustr.name=x muster.cluster.secret={SECRET} muster.topology.controlPlane.count=two"
+        ));
+        let e = errs(load(None, user("cluster: {name: demo}\n"), &cmd));
+        assert_eq!(
+            e,
+            [
+                "kernel command line: muster.clustr.name=x: clustr: unknown key `clustr`; did you mean `cluster`?",
+                "kernel command line: muster.topology.controlPlane.count=two: topology.controlPlane.count: invalid type: string \"two\", expected a whole number from 0 to 255",
+            ]
+        );
+        let cmd = KernelCmdline::parse(
+            "muster.cluster.secret=short muster.config=http://x/ muster.platform=qemu",
+        );
+        let e = errs(load(None, user("cluster: {name: demo}\n"), &cmd));
+        assert_eq!(
+            e,
+            [
+                "kernel command line: muster.cluster.secret=<redacted>: cluster.secret: too short: the cluster secret needs at least 32 characters (e.g. `openssl rand -base64 32`)"
+            ]
+        );
+    }
+
+    #[test]
+    fn secret_never_in_errors() {
+        for text in [
+            format!("cluster:\n  name: demo\n  secret: [{SECRET}]\n"),
+            format!("cluster:\n  name: demo\n  secret: {{a: {SECRET}}}\n"),
+            "cluster:\n  name: demo\n  secret: tooshort-but-secret\n".to_string(),
+            format!("cluster:\n  name: demo\n  secret: {SECRET}\n  secret2: {SECRET}\n"),
+            format!("cluster:\n  name: {SECRET}_X\n  secret: {SECRET}\n"),
+        ] {
+            let e = validate_text("u", &text).expect_err("invalid");
+            let all = format!("{e}\n{e:?}");
+            assert!(
+                !all.contains(SECRET) && !all.contains("tooshort-but-secret"),
+                "{all}"
+            );
+        }
+    }
+
+    #[test]
+    fn syntax_errors_and_odd_documents() {
+        let e = errs(validate_text("u", "a: [1, 2\nb: 1\n"));
+        assert!(e[0].starts_with("u:2:2: "), "{e:?}");
+        let e = errs(validate_text("u", "a: 1\n---\nb: 2\n"));
+        assert!(e[0].contains("more than one YAML document"), "{e:?}");
+        let e = errs(validate_text("u", "- a\n"));
+        assert!(e[0].contains("expected a mapping"), "{e:?}");
+        let e = errs(validate_text("u", "#!/bin/sh\necho hi\n"));
+        assert!(e[0].contains("script"), "{e:?}");
+        let e = errs(validate_text("u", "cluster: &a {name: x, secret: *a}\n"));
+        assert!(e[0].contains("alias"), "{e:?}");
+        let e = errs(validate_text("u", "a: 1\na: 2\n"));
+        assert!(
+            e[0].contains("duplicate key `a` (first given on line 1)"),
+            "{e:?}"
+        );
+        let e = errs(load(None, None, &KernelCmdline::default()));
+        assert!(e[0].contains("missing required key `name`"), "{e:?}");
+    }
+}

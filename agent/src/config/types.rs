@@ -1,0 +1,549 @@
+//! The cluster config as typed values. Doc comments here become the
+//! descriptions in `configs/schema.json`; checks that span fields live in
+//! `validate.rs`.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use ipnet::IpNet;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::secret::Secret;
+
+/// A Muster cluster config: what users paste into launch-template user data
+/// (plain YAML/JSON, or under the `muster:` key of a `#cloud-config`).
+/// Only `cluster.name` and `cluster.secret` are required.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schemars(title = "Muster cluster config", transform = super::schema::require_cluster)]
+pub struct Config {
+    // Defaulted only so that a missing name or secret is reported with the
+    // other errors (by validation) instead of ending decoding early; the
+    // schema still says required.
+    #[serde(default)]
+    pub cluster: Cluster,
+    #[serde(default)]
+    pub topology: Topology,
+    #[serde(default)]
+    pub discovery: Discovery,
+    #[serde(default)]
+    pub api_endpoint: ApiEndpoint,
+    #[serde(default)]
+    pub kubernetes: Kubernetes,
+    #[serde(default)]
+    pub mesh: Mesh,
+    #[serde(default)]
+    pub dns: Dns,
+    /// Add-ons installed once the API is up: a name (`argocd`) or
+    /// `{name, version}`.
+    #[serde(default)]
+    pub addons: Vec<Addon>,
+    #[serde(default)]
+    pub metadata: MetadataSettings,
+}
+
+/// Identity of the cluster, shared by every node of it.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+#[schemars(transform = super::schema::require_name_and_secret)]
+pub struct Cluster {
+    /// Cluster name: a DNS label (lowercase letters, digits, `-`; at most 63).
+    /// At most one etcd cluster is ever formed per name.
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub name: String,
+    /// The one shared credential (at least 32 characters) from which nodes
+    /// authenticate each other. Never logged.
+    #[schemars(length(min = 32))]
+    pub secret: Secret,
+}
+
+/// Which machine does what.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct Topology {
+    /// This node's role. `auto`: the first members of the group, in a total
+    /// order, become etcd/control plane, the rest workers. A fixed role
+    /// suits a separate worker group.
+    pub role: Role,
+    pub control_plane: ControlPlane,
+    pub etcd: Etcd,
+    pub workers: Workers,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Role {
+    #[default]
+    Auto,
+    ControlPlane,
+    Etcd,
+    Worker,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct ControlPlane {
+    /// Control-plane nodes: 1, 3 or 5.
+    #[schemars(extend("enum" = [1, 3, 5]))]
+    pub count: u8,
+}
+
+impl Default for ControlPlane {
+    fn default() -> Self {
+        ControlPlane { count: 3 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct Etcd {
+    /// `controlPlane`: one etcd member on each control-plane node (stacked).
+    /// `dedicated`: separate etcd nodes.
+    pub placement: EtcdPlacement,
+    /// Members when `placement: dedicated`: 1, 3, 5 or 7 (default 3). An even
+    /// count is rejected: it tolerates no more failures than one fewer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = [1, 3, 5, 7, null]))]
+    pub count: Option<u8>,
+}
+
+impl Etcd {
+    /// Members when dedicated and no count is given.
+    pub const DEFAULT_DEDICATED_COUNT: u8 = 3;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum EtcdPlacement {
+    #[default]
+    ControlPlane,
+    Dedicated,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct Workers {
+    /// Node labels for workers.
+    pub labels: BTreeMap<String, String>,
+    /// Node taints for workers: `key=value:Effect`, `key:Effect`, or
+    /// `{key, value, effect}`.
+    pub taints: Vec<Taint>,
+}
+
+/// A Kubernetes node taint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Taint {
+    pub key: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    pub effect: TaintEffect,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum TaintEffect {
+    NoSchedule,
+    PreferNoSchedule,
+    NoExecute,
+}
+
+/// How a node finds its peers. Give at most one method; none means
+/// `cloudGroup` of the platform the node booted on.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+#[schemars(extend("maxProperties" = 1))]
+pub struct Discovery {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cloud_group: Option<CloudGroup>,
+    #[serde(rename = "static", skip_serializing_if = "Option::is_none")]
+    pub static_peers: Option<StaticPeers>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns: Option<DnsDiscovery>,
+}
+
+/// The chosen discovery method, with the default applied.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DiscoveryMethod<'a> {
+    CloudGroup(CloudGroup),
+    Static(&'a StaticPeers),
+    Dns(&'a DnsDiscovery),
+}
+
+impl Discovery {
+    /// The method to use (validation guarantees at most one is set).
+    pub fn method(&self) -> DiscoveryMethod<'_> {
+        match (&self.cloud_group, &self.static_peers, &self.dns) {
+            (_, Some(s), _) => DiscoveryMethod::Static(s),
+            (_, _, Some(d)) => DiscoveryMethod::Dns(d),
+            (g, _, _) => DiscoveryMethod::CloudGroup(g.clone().unwrap_or_default()),
+        }
+    }
+}
+
+/// Peers are the members of an autoscaling/managed instance group.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct CloudGroup {
+    /// Cloud API to ask; default: the platform this node booted on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider: Option<CloudProvider>,
+    /// ASG or MIG name; default: this instance's own group.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CloudProvider {
+    Aws,
+    Gce,
+}
+
+/// A fixed list of peers (bare metal, labs).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct StaticPeers {
+    /// IPv4 addresses or host names of every node that may hold a control
+    /// plane or etcd role (this node included).
+    #[schemars(length(min = 1))]
+    pub peers: Vec<String>,
+}
+
+/// Peers are the records of a DNS name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct DnsDiscovery {
+    /// Name to resolve, e.g. `_muster._tcp.prod.example.com` for SRV.
+    pub name: String,
+    #[serde(default)]
+    pub record: DnsRecord,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum DnsRecord {
+    #[default]
+    A,
+    Srv,
+}
+
+/// The floating Kubernetes API endpoint `https://VIP:PORT`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct ApiEndpoint {
+    /// The virtual IPv4 address; outside the pod and service CIDRs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vip: Option<Ipv4Addr>,
+    /// How the VIP moves: `arp` (shared L2), `bgp` (announce to routers),
+    /// `aws` / `gce` (cloud API mover), `none`. Default: `none` without a
+    /// vip; with one, the platform's own (`aws`, `gce`, else `arp`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<VipMode>,
+    /// Network interface for the VIP; default: the one with the default route.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
+    /// BGP peering; required with `mode: bgp`, refused otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bgp: Option<Bgp>,
+    /// API server port.
+    pub port: u16,
+    /// DNS name clients use for the API (added to the serving certificate).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns_name: Option<String>,
+}
+
+impl Default for ApiEndpoint {
+    fn default() -> Self {
+        ApiEndpoint {
+            vip: None,
+            mode: None,
+            interface: None,
+            bgp: None,
+            port: 6443,
+            dns_name: None,
+        }
+    }
+}
+
+impl ApiEndpoint {
+    /// The mode in force: the explicit one; else `none` without a vip, else
+    /// `platform_default` (see [`VipMode::for_platform`]).
+    pub fn resolved_mode(&self, platform_default: VipMode) -> VipMode {
+        match (self.mode, self.vip) {
+            (Some(m), _) => m,
+            (None, None) => VipMode::None,
+            (None, Some(_)) => platform_default,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum VipMode {
+    Arp,
+    Bgp,
+    Aws,
+    Gce,
+    None,
+}
+
+impl VipMode {
+    /// The natural mover on a platform named as in `muster.platform=`.
+    pub fn for_platform(platform: &str) -> VipMode {
+        match platform {
+            "aws" => VipMode::Aws,
+            "gce" => VipMode::Gce,
+            _ => VipMode::Arp,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VipMode::Arp => "arp",
+            VipMode::Bgp => "bgp",
+            VipMode::Aws => "aws",
+            VipMode::Gce => "gce",
+            VipMode::None => "none",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Bgp {
+    /// Our autonomous system number.
+    pub local_asn: u32,
+    /// Routers to announce the VIP to.
+    #[schemars(length(min = 1))]
+    pub peers: Vec<BgpPeer>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BgpPeer {
+    pub address: Ipv4Addr,
+    pub asn: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct Kubernetes {
+    /// Kubernetes version, `MAJOR.MINOR.PATCH` (e.g. `1.33.2`); default: the
+    /// version the image ships. Quote it: YAML reads `1.33` as a number.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Pod network; must not overlap `serviceCidr`.
+    pub pod_cidr: IpNet,
+    /// Service network; must not overlap `podCidr`.
+    pub service_cidr: IpNet,
+    pub cni: Cni,
+}
+
+impl Default for Kubernetes {
+    fn default() -> Self {
+        Kubernetes {
+            version: None,
+            pod_cidr: IpNet::V4(ipnet::Ipv4Net::new_assert(Ipv4Addr::new(10, 244, 0, 0), 16)),
+            service_cidr: IpNet::V4(ipnet::Ipv4Net::new_assert(Ipv4Addr::new(10, 96, 0, 0), 12)),
+            cni: Cni::Cilium,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Cni {
+    #[default]
+    Cilium,
+    Calico,
+}
+
+/// Multi-cluster membership.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct Mesh {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cilium: Option<CiliumMesh>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub istio: Option<IstioMesh>,
+}
+
+/// Cilium Cluster Mesh (needs `kubernetes.cni: cilium`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CiliumMesh {
+    /// Name in the mesh; default: `cluster.name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_name: Option<String>,
+    /// Unique per mesh member, 1 to 255.
+    #[schemars(range(min = 1, max = 255))]
+    pub cluster_id: u32,
+}
+
+/// Istio multi-cluster.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct IstioMesh {
+    pub enabled: bool,
+    /// Istio network name; clusters on different networks talk through
+    /// east-west gateways. Default: one network.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+}
+
+/// DNS names for the API and nodes, published at bootstrap and then
+/// handed to ExternalDNS.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct Dns {
+    pub provider: DnsProvider,
+    /// Zone to publish in, e.g. `prod.example.com`; required with a provider.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+    /// Name of the API inside the zone (`api` → `api.<zone>`); a name ending
+    /// in `.` is absolute.
+    pub api_name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rfc2136: Option<Rfc2136>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route53: Option<Route53>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cloudflare: Option<Cloudflare>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub external_dns: Option<ExternalDns>,
+}
+
+impl Default for Dns {
+    fn default() -> Self {
+        Dns {
+            provider: DnsProvider::None,
+            zone: None,
+            api_name: "api".into(),
+            rfc2136: None,
+            route53: None,
+            cloudflare: None,
+            external_dns: None,
+        }
+    }
+}
+
+impl Dns {
+    /// The API's fully qualified name (without the trailing dot), if a zone is set.
+    pub fn api_fqdn(&self) -> Option<String> {
+        if let Some(abs) = self.api_name.strip_suffix('.') {
+            return Some(abs.to_string());
+        }
+        let zone = self.zone.as_deref()?.trim_end_matches('.');
+        Some(format!("{}.{zone}", self.api_name))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DnsProvider {
+    #[default]
+    None,
+    Rfc2136,
+    Route53,
+    Cloudflare,
+}
+
+impl DnsProvider {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DnsProvider::None => "none",
+            DnsProvider::Rfc2136 => "rfc2136",
+            DnsProvider::Route53 => "route53",
+            DnsProvider::Cloudflare => "cloudflare",
+        }
+    }
+}
+
+/// Dynamic DNS updates (BIND and friends).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Rfc2136 {
+    /// Primary server, `HOST` or `HOST:PORT` (port 53 by default).
+    pub server: String,
+    pub tsig: Tsig,
+}
+
+/// TSIG key for signed updates.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Tsig {
+    pub key_name: String,
+    #[serde(default)]
+    pub algorithm: TsigAlgorithm,
+    /// Base64 key material.
+    pub secret: Secret,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+pub enum TsigAlgorithm {
+    #[serde(rename = "hmac-sha256")]
+    #[default]
+    HmacSha256,
+    #[serde(rename = "hmac-sha384")]
+    HmacSha384,
+    #[serde(rename = "hmac-sha512")]
+    HmacSha512,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct Route53 {
+    /// Hosted zone id; default: looked up by `dns.zone`. Credentials come
+    /// from the instance role.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hosted_zone_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Cloudflare {
+    /// API token with Zone.DNS edit permission.
+    pub api_token: Secret,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct ExternalDns {
+    /// TXT ownership id ExternalDNS takes over with; default: `cluster.name`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner_id: Option<String>,
+}
+
+/// An add-on: a name, or `{name, version}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Addon {
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+/// Add-ons Muster knows how to install.
+pub const KNOWN_ADDONS: &[&str] = &[
+    "argocd",
+    "cert-manager",
+    "external-dns",
+    "grafana",
+    "ingress-nginx",
+    "metallb",
+    "metrics-server",
+    "prometheus",
+];
+
+/// How this node may reach its metadata service.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct MetadataSettings {
+    /// AWS: allow falling back to IMDSv1 (no session token). Off: IMDSv1 is
+    /// open to SSRF.
+    pub allow_imdsv1: bool,
+}

@@ -1,0 +1,39 @@
+//! discover — who are this machine's peers?
+//!
+//! Sources: a static list from the config, DNS, the cloud's group API (AWS
+//! autoscaling group, GCE managed instance group). Every source yields the
+//! same [`Peer`] records; role assignment orders them (see `roles`).
+
+pub mod aws_asg;
+pub mod error;
+pub mod gce_mig;
+pub mod group;
+
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+/// Where a peer is in its machine lifecycle, as the source reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Lifecycle {
+    /// Booting (AWS `Pending`, GCE `CREATING`/`VERIFYING`...).
+    Pending,
+    /// Running and in service.
+    InService,
+    /// On its way out (terminating, stopping, detaching, unhealthy).
+    Leaving,
+    /// The source does not say (static lists, DNS).
+    Unknown,
+}
+
+/// One member of this machine's group (this machine included).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Peer {
+    /// Stable identity: the instance id, or the address for static/DNS peers.
+    pub id: String,
+    pub address: Ipv4Addr,
+    /// Launch time in milliseconds since the Unix epoch, when the source knows it.
+    pub launched_at_ms: Option<u64>,
+    pub lifecycle: Lifecycle,
+}

@@ -1,0 +1,351 @@
+//! etcd formation — form a new cluster, start as a listed member, join, or wait.
+//!
+//! `decide` is a pure function from what this node observed to one decision,
+//! so the rules that keep invariant S1 (one cluster per name) and S2 (no lost
+//! data) are tested by simulation (`tests/bootstrap_simulation.rs`) without
+//! machines. The argument for S1 is written in docs/design/bootstrap.md.
+//!
+//! The rules, in order — the first that applies wins:
+//! 1. A local etcd data directory exists → restart that member, whatever else
+//!    is seen (never `new` over existing data, S2).
+//! 2. Peers answer for more than one cluster → refuse to act (and alarm).
+//! 3. A cluster answers → it decides (a running cluster always goes first):
+//!    listed without data → start as that member; not listed and the cluster
+//!    wants more members → join as a learner; otherwise no etcd here.
+//! 4. No cluster answers: until this node's view has settled, wait.
+//! 5. Settled and in the formation set (the first N etcd candidates in the
+//!    total order of `roles`) → form with exactly that set; else wait.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+use crate::discovery::Peer;
+use crate::roles::{self, Role, Topology};
+
+/// The etcd peer port.
+pub const PEER_PORT: u16 = 2380;
+/// The etcd client port.
+pub const CLIENT_PORT: u16 = 2379;
+
+/// One member as an etcd cluster lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FoundMember {
+    pub id: u64,
+    /// Empty until the member has started once (etcd 3.5 behaviour).
+    pub name: String,
+    pub peer_urls: Vec<String>,
+    pub is_learner: bool,
+}
+
+/// A cluster that answered a probe of a peer's etcd client port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FoundCluster {
+    pub cluster_id: u64,
+    pub members: Vec<FoundMember>,
+    /// Whether a leader was seen: a cluster still forming has none.
+    pub has_leader: bool,
+}
+
+/// Everything `decide` looks at.
+#[derive(Debug, Clone)]
+pub struct Observed<'a> {
+    pub cluster_name: &'a str,
+    pub me: &'a Peer,
+    pub topology: Topology,
+    /// The role this node already holds (persisted), if any.
+    pub sticky_role: Option<Role>,
+    /// This node's view of its group (itself included).
+    pub view: &'a [Peer],
+    /// The view has stopped changing and the settle time since this node's
+    /// launch has passed (see bootstrap.md for why this matters).
+    pub settled: bool,
+    /// The local etcd data directory exists.
+    pub local_data: bool,
+    /// Clusters found by probing the peers' etcd client ports.
+    pub clusters: &'a [FoundCluster],
+}
+
+/// A member of the initial cluster: etcd name and peer URL.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct InitialMember {
+    pub name: String,
+    pub peer_url: String,
+}
+
+/// What to do next.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "decision", rename_all = "kebab-case")]
+pub enum Decision {
+    /// Restart the member whose data is on disk.
+    Restart,
+    /// Start a brand-new cluster with exactly these members.
+    Form { initial: Vec<InitialMember>, token: String },
+    /// This node is listed in a running cluster but has no data: start it as
+    /// that member (`existing` when the cluster has a leader, else `new` with
+    /// the forming cluster's set and token).
+    StartListed { cluster_id: u64, initial: Vec<InitialMember>, token: String, existing: bool },
+    /// Add this node to the cluster as a learner, then start it.
+    Join { cluster_id: u64 },
+    /// This node runs no etcd member; `role` is what it is instead.
+    NoEtcd { role: Role },
+    /// Nothing safe to do yet.
+    Wait { reason: String },
+    /// More than one cluster answers for this cluster name: S1 is broken
+    /// somewhere; touch nothing and alarm.
+    Conflict { cluster_ids: Vec<u64> },
+}
+
+/// The peer URL a node advertises.
+pub fn peer_url(peer: &Peer) -> String {
+    format!("https://{}:{PEER_PORT}", peer.address)
+}
+
+/// The initial-cluster token: derived from the cluster name and the member
+/// set, so two nodes that computed different sets can never form one cluster
+/// by accident, and a node that sees a forming cluster can recompute it.
+pub fn token(cluster_name: &str, initial: &[InitialMember]) -> String {
+    let urls: BTreeSet<&str> = initial.iter().map(|m| m.peer_url.as_str()).collect();
+    // FNV-1a: stable across versions and platforms; this is a label, not a secret.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in cluster_name.bytes().chain(urls.iter().flat_map(|u| u.bytes().chain([0u8]))) {
+        h ^= u64::from(byte);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("muster-{cluster_name}-{h:016x}")
+}
+
+fn initial_from_found(cluster: &FoundCluster) -> Vec<InitialMember> {
+    let mut initial: Vec<InitialMember> = cluster
+        .members
+        .iter()
+        .filter_map(|m| {
+            m.peer_urls.first().map(|url| InitialMember { name: m.name.clone(), peer_url: url.clone() })
+        })
+        .collect();
+    initial.sort();
+    initial
+}
+
+/// Decides the next etcd step for this node. Pure.
+pub fn decide(o: &Observed<'_>) -> Decision {
+    if o.local_data {
+        return Decision::Restart;
+    }
+    let ids: BTreeSet<u64> = o.clusters.iter().map(|c| c.cluster_id).collect();
+    if ids.len() > 1 {
+        return Decision::Conflict { cluster_ids: ids.into_iter().collect() };
+    }
+    let my_url = peer_url(o.me);
+    if let Some(cluster) = o.clusters.first() {
+        return decide_with_cluster(o, cluster, &my_url);
+    }
+    if let Some(role) = o.sticky_role.filter(|r| !o.topology.runs_etcd(*r)) {
+        return Decision::NoEtcd { role };
+    }
+    if !o.settled {
+        return Decision::Wait { reason: "waiting for the group view to settle".into() };
+    }
+    let set = roles::formation_set(o.topology, o.view);
+    if !set.iter().any(|p| p.id == o.me.id) {
+        return Decision::Wait {
+            reason: format!(
+                "not among the first {} candidates; waiting for them to form the cluster",
+                o.topology.etcd_members()
+            ),
+        };
+    }
+    let mut initial: Vec<InitialMember> =
+        set.iter().map(|p| InitialMember { name: p.id.clone(), peer_url: peer_url(p) }).collect();
+    initial.sort();
+    let token = token(o.cluster_name, &initial);
+    Decision::Form { initial, token }
+}
+
+fn decide_with_cluster(o: &Observed<'_>, cluster: &FoundCluster, my_url: &str) -> Decision {
+    let listed = cluster.members.iter().any(|m| m.peer_urls.iter().any(|u| u == my_url));
+    if listed {
+        let mut initial = initial_from_found(cluster);
+        // Members that never started have no name yet; ours is our id.
+        for m in initial.iter_mut().filter(|m| m.peer_url == my_url) {
+            m.name = o.me.id.clone();
+        }
+        let token = token(o.cluster_name, &initial);
+        return Decision::StartListed { cluster_id: cluster.cluster_id, initial, token, existing: cluster.has_leader };
+    }
+    if let Some(role) = o.sticky_role.filter(|r| !o.topology.runs_etcd(*r)) {
+        return Decision::NoEtcd { role };
+    }
+    if !cluster.has_leader {
+        return Decision::Wait { reason: format!("cluster {:x} is still forming", cluster.cluster_id) };
+    }
+    if cluster.members.len() < o.topology.etcd_members() {
+        return Decision::Join { cluster_id: cluster.cluster_id };
+    }
+    let role = if o.topology.dedicated_etcd_count.is_some() {
+        // Dedicated etcd is full: fill the control plane or become a worker.
+        roles::auto_role(o.topology, o.view, &o.me.id)
+            .filter(|r| *r != Role::Etcd)
+            .unwrap_or(Role::Worker)
+    } else {
+        Role::Worker
+    };
+    Decision::NoEtcd { role }
+}
+
+/// Whether a node may trust its view enough to form a cluster.
+///
+/// The view must not have changed for `settle_ms`, and `settle_ms` must have
+/// passed since the launch of the last member of the formation set: any
+/// machine launched before that one is then visible (the group API's lag is
+/// at most `settle_ms`, the assumption stated in bootstrap.md), so every
+/// settled node computes the same formation set. Peers without a launch time
+/// (static lists, DNS) rely on the stable-view part only: their order is the
+/// list's, the same on every node.
+pub fn settled(now_ms: u64, view_stable_since_ms: u64, formation_set: &[Peer], settle_ms: u64) -> bool {
+    let last_launch = formation_set.iter().filter_map(|p| p.launched_at_ms).max().unwrap_or(0);
+    now_ms >= view_stable_since_ms.saturating_add(settle_ms) && now_ms >= last_launch.saturating_add(settle_ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::discovery::Lifecycle;
+    use std::net::Ipv4Addr;
+
+    const STACKED3: Topology = Topology { control_plane_count: 3, dedicated_etcd_count: None };
+
+    fn peer(i: u8) -> Peer {
+        Peer {
+            id: format!("i-{i}"),
+            address: Ipv4Addr::new(10, 0, 0, i),
+            launched_at_ms: Some(1000),
+            lifecycle: Lifecycle::InService,
+        }
+    }
+
+    fn observed<'a>(me: &'a Peer, view: &'a [Peer], clusters: &'a [FoundCluster]) -> Observed<'a> {
+        Observed {
+            cluster_name: "prod",
+            me,
+            topology: STACKED3,
+            sticky_role: None,
+            view,
+            settled: true,
+            local_data: false,
+            clusters,
+        }
+    }
+
+    fn found(id: u64, members: &[&Peer], has_leader: bool) -> FoundCluster {
+        FoundCluster {
+            cluster_id: id,
+            members: members
+                .iter()
+                .enumerate()
+                .map(|(n, p)| FoundMember {
+                    id: n as u64 + 1,
+                    name: p.id.clone(),
+                    peer_urls: vec![peer_url(p)],
+                    is_learner: false,
+                })
+                .collect(),
+            has_leader,
+        }
+    }
+
+    #[test]
+    fn existing_data_always_restarts() {
+        let view: Vec<_> = (1..=3).map(peer).collect();
+        let clusters = [found(1, &[&view[1]], true), found(2, &[&view[2]], true)];
+        let mut o = observed(&view[0], &view, &clusters);
+        o.local_data = true;
+        assert_eq!(decide(&o), Decision::Restart);
+    }
+
+    #[test]
+    fn first_three_form_with_the_same_set_and_token_and_the_rest_wait() {
+        let view: Vec<_> = (1..=5).map(peer).collect();
+        let decisions: Vec<_> = view.iter().map(|me| decide(&observed(me, &view, &[]))).collect();
+        let Decision::Form { initial, token } = &decisions[0] else { panic!("{:?}", decisions[0]) };
+        assert_eq!(initial.len(), 3);
+        assert_eq!(decisions[1], decisions[0]);
+        assert_eq!(decisions[2], decisions[0]);
+        assert!(matches!(decisions[3], Decision::Wait { .. }));
+        assert!(matches!(decisions[4], Decision::Wait { .. }));
+        assert!(token.starts_with("muster-prod-"));
+    }
+
+    #[test]
+    fn unsettled_nodes_wait() {
+        let view: Vec<_> = (1..=3).map(peer).collect();
+        let mut o = observed(&view[0], &view, &[]);
+        o.settled = false;
+        assert!(matches!(decide(&o), Decision::Wait { .. }));
+    }
+
+    #[test]
+    fn a_running_cluster_decides_first() {
+        let view: Vec<_> = (1..=4).map(peer).collect();
+        // Node 4 would never be in the formation set, but the cluster has room.
+        let clusters = [found(7, &[&view[0], &view[1]], true)];
+        assert_eq!(decide(&observed(&view[3], &view, &clusters)), Decision::Join { cluster_id: 7 });
+        // A full cluster makes it a worker.
+        let clusters = [found(7, &[&view[0], &view[1], &view[2]], true)];
+        assert_eq!(decide(&observed(&view[3], &view, &clusters)), Decision::NoEtcd { role: Role::Worker });
+        // Even node 1, first in order, joins rather than forming anew.
+        let clusters = [found(7, &[&view[1], &view[2]], true)];
+        assert_eq!(decide(&observed(&view[0], &view, &clusters)), Decision::Join { cluster_id: 7 });
+    }
+
+    #[test]
+    fn a_listed_member_without_data_starts_as_that_member() {
+        let view: Vec<_> = (1..=3).map(peer).collect();
+        let forming = [found(9, &[&view[0], &view[1], &view[2]], false)];
+        match decide(&observed(&view[2], &view, &forming)) {
+            Decision::StartListed { existing, initial, token, .. } => {
+                assert!(!existing, "a forming cluster is joined with state new");
+                let Decision::Form { initial: own, token: own_token } = decide(&observed(&view[2], &view, &[])) else {
+                    panic!("expected form")
+                };
+                assert_eq!((initial, token), (own, own_token), "same set and token as forming it itself");
+            }
+            d => panic!("{d:?}"),
+        }
+        let formed = [found(9, &[&view[0], &view[1], &view[2]], true)];
+        assert!(matches!(decide(&observed(&view[2], &view, &formed)), Decision::StartListed { existing: true, .. }));
+    }
+
+    #[test]
+    fn two_clusters_in_view_is_a_conflict_and_nothing_is_done() {
+        let view: Vec<_> = (1..=3).map(peer).collect();
+        let clusters = [found(1, &[&view[0]], true), found(2, &[&view[1]], true)];
+        assert_eq!(decide(&observed(&view[2], &view, &clusters)), Decision::Conflict { cluster_ids: vec![1, 2] });
+    }
+
+    #[test]
+    fn sticky_workers_stay_workers() {
+        let view: Vec<_> = (1..=3).map(peer).collect();
+        let mut o = observed(&view[0], &view, &[]);
+        o.sticky_role = Some(Role::Worker);
+        assert_eq!(decide(&o), Decision::NoEtcd { role: Role::Worker });
+    }
+
+    #[test]
+    fn settling_waits_for_the_last_formation_member_and_a_stable_view() {
+        let mut set: Vec<_> = (1..=3).map(peer).collect();
+        set[2].launched_at_ms = Some(5_000);
+        assert!(!settled(6_000, 0, &set, 2_000));
+        assert!(settled(7_000, 0, &set, 2_000));
+        assert!(!settled(7_000, 6_000, &set, 2_000), "view changed 1 s ago");
+    }
+
+    #[test]
+    fn the_token_depends_on_the_set_not_its_order() {
+        let a = InitialMember { name: "a".into(), peer_url: "https://10.0.0.1:2380".into() };
+        let b = InitialMember { name: "b".into(), peer_url: "https://10.0.0.2:2380".into() };
+        assert_eq!(token("x", &[a.clone(), b.clone()]), token("x", &[b.clone(), a.clone()]));
+        assert_ne!(token("x", &[a.clone()]), token("x", &[a.clone(), b]));
+        assert_ne!(token("x", &[a.clone()]), token("y", &[a]));
+    }
+}

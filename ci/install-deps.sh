@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Installs every system package the build and the test tiers need, on a fresh
+# Debian machine (run as root). Idempotent: re-running installs nothing new.
+set -euo pipefail
+
+# Test tools land here (not on the system PATH) so they never shadow the host's.
+TOOLS=${MUSTER_TOOLS:-/opt/muster-test}
+
+need_apt=()
+want() { dpkg -s "$1" >/dev/null 2>&1 || need_apt+=("$1"); }
+
+want build-essential          # C toolchain for -sys crates
+want pkg-config
+want protobuf-compiler        # etcd-client's build (protoc) ...
+want libprotobuf-dev          # ... and its well-known .proto files
+want iproute2                 # tier 1: network namespaces, veth, bridges
+want python3-venv             # tier 1: moto (AWS API emulator) in a venv
+
+if [ "${#need_apt[@]}" -gt 0 ]; then
+    echo "ci/install-deps: apt-get install ${need_apt[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
+fi
+
+# etcd: the version the image ships (Debian 13 trixie, 3.5.x). Bookworm only
+# has 3.4, so fetch trixie's .deb with a private apt state (the host's sources
+# stay untouched) and unpack it; it runs fine on bookworm.
+if [ ! -x "$TOOLS/etcd/usr/bin/etcd" ]; then
+    echo "ci/install-deps: etcd-server from Debian 13 into $TOOLS/etcd"
+    apt_dir=$(mktemp -d)
+    mkdir -p "$apt_dir/lists/partial" "$apt_dir/cache/archives/partial" "$TOOLS/etcd"
+    echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie main" \
+        >"$apt_dir/sources.list"
+    apt_opts=(-o Dir::Etc::SourceList="$apt_dir/sources.list" -o Dir::Etc::SourceParts=/dev/null
+        -o Dir::State::Lists="$apt_dir/lists" -o Dir::Cache="$apt_dir/cache")
+    apt-get "${apt_opts[@]}" update -qq
+    (cd "$apt_dir" && apt-get "${apt_opts[@]}" download etcd-server etcd-client 2>/dev/null)
+    for deb in "$apt_dir"/etcd-*.deb; do dpkg -x "$deb" "$TOOLS/etcd"; done
+    rm -rf "$apt_dir"
+fi
+"$TOOLS/etcd/usr/bin/etcd" --version | head -1
+
+# moto: the AWS API emulator, in its own venv.
+if [ ! -x "$TOOLS/moto/bin/moto_server" ]; then
+    echo "ci/install-deps: moto[server] into $TOOLS/moto"
+    python3 -m venv "$TOOLS/moto"
+    "$TOOLS/moto/bin/pip" install -q 'moto[server]>=5,<6'
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "ci/install-deps: cargo not found; install the Rust toolchain (rustup) first" >&2
+    exit 1
+fi
+rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt

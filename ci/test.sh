@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, then every test tier that exists.
+# This is the README's test command; .ci/run calls it on a fresh machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash ci/install-deps.sh
+
+echo "== rustfmt"
+cargo fmt --all --check
+
+echo "== clippy (-D warnings)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "== tests (tier 0 unit + tier 1 host)"
+if cargo nextest --version >/dev/null 2>&1; then
+    # Two cores: keep test parallelism at the core count.
+    cargo nextest run --workspace --locked --no-fail-fast --test-threads 2
+else
+    cargo test --workspace --locked --no-fail-fast
+fi
