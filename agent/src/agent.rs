@@ -1,17 +1,25 @@
 //! The agent daemon: runs the boot pipeline of DESIGN.md phase by phase.
 //!
-//! Today it runs `identify` and `configure`, then logs the plan it would
-//! follow for the later phases (which land with their own modules) and stops
-//! in phase `planned`. Nothing is written to the state directory before the
-//! merged config is valid (S6).
+//! identify → configure → (plan logged) → pki → discover / assign roles /
+//! etcd, then the steady-state loop. Phases after etcd (VIP, Kubernetes,
+//! network, DNS) are not built yet; the plan says so. Nothing is written to
+//! the state directory before the merged config is valid (S6).
 
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use tracing::{info, info_span, Instrument};
 
 use crate::config::{self, Config, ConfigErrors, Layer};
+use crate::discovery::source::{PeerSource, SourceError};
+use crate::etcd::client::{EtcdError, EtcdTls};
+use crate::etcd::flags::TlsFiles;
+use crate::etcd::runner::{Runner, RunnerConfig};
 use crate::metadata::{self, InstanceFacts, MetadataError, ProviderKind};
-use crate::plan::Plan;
+use crate::pki::{self, CertKind, ClusterCa, NodeIdentity, PkiError};
+use crate::plan::{self, Plan};
+use crate::service::{child::ChildSupervisor, SupervisorKind, Supervisor, ServiceError};
 use crate::state::{Phase, StateDir, StateError, Status};
 
 /// The image's defaults file, the lowest config layer.
@@ -26,6 +34,31 @@ pub struct AgentArgs {
     pub config_file: Option<PathBuf>,
     pub defaults_file: PathBuf,
     pub state_dir: StateDir,
+    /// Stop after logging the plan (no pki, no etcd).
+    pub plan_only: bool,
+    pub supervisor: SupervisorKind,
+    pub etcd_bin: PathBuf,
+    pub timing: Timing,
+}
+
+/// Timers of the etcd loop; the defaults suit production, tests shorten them.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub tick: Duration,
+    pub replace_after: Duration,
+    pub heartbeat_ms: u32,
+    pub election_ms: u32,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            tick: Duration::from_millis(500),
+            replace_after: Duration::from_secs(60),
+            heartbeat_ms: 100,
+            election_ms: 1000,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +73,16 @@ pub enum AgentError {
     NoConfig { provider: ProviderKind },
     #[error(transparent)]
     State(#[from] StateError),
+    #[error("identify: the {provider} metadata gives no private IPv4 address; etcd needs one")]
+    NoAddress { provider: ProviderKind },
+    #[error("pki: {0}")]
+    Pki(#[from] PkiError),
+    #[error("etcd: {0}")]
+    Etcd(#[from] EtcdError),
+    #[error(transparent)]
+    Discovery(#[from] SourceError),
+    #[error(transparent)]
+    Service(#[from] ServiceError),
 }
 
 /// Runs the pipeline as far as it is built.
@@ -62,18 +105,76 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
     // From here on the state directory may be written.
     let plan = Plan::build(&facts, &config);
     for step in &plan.steps {
-        info!(phase = %step.phase, "plan: {}", step.action);
+        let built = if step.built { "" } else { " (not built yet: skipped)" };
+        info!(phase = %step.phase, "plan: {}{built}", step.action);
     }
     let mut status = Status::new(Phase::Planned);
     status.provider = Some(facts.provider);
     status.instance_id = Some(facts.instance_id.clone());
     status.hostname = facts.hostname.clone();
     status.cluster = Some(config.cluster.name.clone());
-    status.role = None;
     status.message = Some(plan.summary());
     args.state_dir.write_status(&status)?;
-    info!(state_dir = %args.state_dir.root().display(), "plan recorded; later phases are not built yet, stopping");
+    if args.plan_only {
+        info!(state_dir = %args.state_dir.root().display(), "plan recorded; --plan-only, stopping");
+        return Ok(());
+    }
+
+    let ip = facts.private_ipv4.ok_or(AgentError::NoAddress { provider: facts.provider })?;
+    let pki_dir = args.state_dir.root().join("pki");
+    let node_pki = info_span!("pki").in_scope(|| -> Result<_, AgentError> {
+        let ca = ClusterCa::derive(&config.cluster.name, config.cluster.secret.expose().as_bytes())?;
+        let hostname = facts.hostname.clone().unwrap_or_else(|| facts.instance_id.clone());
+        let node = NodeIdentity::new(hostname, [IpAddr::V4(ip), IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)]);
+        let node_pki = pki::ensure_node_certs(&pki_dir, &ca, &node)?;
+        info!(dir = %pki_dir.display(), ca = %ca.spki_sha256(), "node certificates ready");
+        Ok(node_pki)
+    })?;
+    let tls = EtcdTls::from_pki(&node_pki)?;
+    let tls_files = {
+        let (server_cert, server_key) = pki::cert_paths(&pki_dir, CertKind::EtcdServer);
+        let (peer_cert, peer_key) = pki::cert_paths(&pki_dir, CertKind::EtcdPeer);
+        TlsFiles { ca: node_pki.ca_path.clone(), server_cert, server_key, peer_cert, peer_key }
+    };
+    let supervisor = match args.supervisor {
+        SupervisorKind::Child => Supervisor::Child(ChildSupervisor::new(args.state_dir.root().join("services"))),
+        SupervisorKind::Systemd => return Err(ServiceError::SystemdNotBuilt { name: "muster-etcd".into() }.into()),
+    };
+    let source = PeerSource::from_config(config.discovery.method(), &facts)?;
+    let runner = Runner::new(
+        RunnerConfig {
+            cluster_name: config.cluster.name.clone(),
+            topology: plan::topology(&config),
+            ip,
+            state: args.state_dir.clone(),
+            supervisor,
+            etcd_bin: args.etcd_bin.clone(),
+            tls_files,
+            tls,
+            replace_after: args.timing.replace_after,
+            heartbeat_ms: args.timing.heartbeat_ms,
+            election_ms: args.timing.election_ms,
+            tick: args.timing.tick,
+            status,
+        },
+        source,
+    );
+    runner.run(shutdown_signal()).instrument(info_span!("etcd")).await;
     Ok(())
+}
+
+/// Resolves on SIGTERM (systemd stop) or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => std::future::pending().await,
+    }
 }
 
 /// Merges image defaults < user data (or `--config`) < kernel command line.
@@ -120,6 +221,19 @@ pub fn render_status_text(status: &Status) -> String {
     out.push_str(&format!("cluster:     {}\n", dash(&status.cluster)));
     out.push_str(&format!("role:        {}\n", dash(&status.role)));
     out.push_str(&format!("message:     {}\n", dash(&status.message)));
+    if let Some(etcd) = &status.etcd {
+        out.push_str(&format!("etcd:        cluster {} member {} leader {}\n", etcd.cluster_id, etcd.member_id, etcd.leader_id));
+        for m in &etcd.members {
+            out.push_str(&format!(
+                "  {:<16} {:<22} {:<28} {}{}\n",
+                m.id,
+                m.name,
+                m.peer_url,
+                if m.healthy { "healthy" } else { "UNHEALTHY" },
+                if m.is_learner { " (learner)" } else { "" }
+            ));
+        }
+    }
     out.push_str(&format!("agent pid:   {}\n", status.pid));
     out
 }

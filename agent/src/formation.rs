@@ -6,15 +6,17 @@
 //! machines. The argument for S1 is written in docs/design/bootstrap.md.
 //!
 //! The rules, in order — the first that applies wins:
-//! 1. A local etcd data directory exists → restart that member, whatever else
-//!    is seen (never `new` over existing data, S2).
+//! 1. A local etcd data directory exists → restart that member (never `new`
+//!    over existing data, S2) — unless a cluster with a leader answers and no
+//!    longer lists this member: it was removed while away, so set its data
+//!    aside (kept, not deleted) and join afresh.
 //! 2. Peers answer for more than one cluster → refuse to act (and alarm).
 //! 3. A cluster answers → it decides (a running cluster always goes first):
 //!    listed without data → start as that member; not listed and the cluster
 //!    wants more members → join as a learner; otherwise no etcd here.
 //! 4. No cluster answers: until this node's view has settled, wait.
-//! 5. Settled and in the formation set (the first N etcd candidates in the
-//!    total order of `roles`) → form with exactly that set; else wait.
+//! 5. Settled, seeing at least N etcd candidates, and among the first N in
+//!    the total order of `roles` → form with exactly that set; else wait.
 
 use std::collections::BTreeSet;
 
@@ -79,6 +81,9 @@ pub struct InitialMember {
 pub enum Decision {
     /// Restart the member whose data is on disk.
     Restart,
+    /// This member was removed from the cluster while it was away: move its
+    /// data directory aside (never delete it) and decide again.
+    Retire { cluster_id: u64 },
     /// Start a brand-new cluster with exactly these members.
     Form { initial: Vec<InitialMember>, token: String },
     /// This node is listed in a running cluster but has no data: start it as
@@ -129,14 +134,20 @@ fn initial_from_found(cluster: &FoundCluster) -> Vec<InitialMember> {
 
 /// Decides the next etcd step for this node. Pure.
 pub fn decide(o: &Observed<'_>) -> Decision {
+    let my_url = peer_url(o.me);
     if o.local_data {
-        return Decision::Restart;
+        let removed = o.clusters.iter().find(|c| {
+            c.has_leader && !c.members.iter().any(|m| m.peer_urls.iter().any(|u| *u == my_url))
+        });
+        return match removed {
+            Some(c) if o.clusters.len() == 1 => Decision::Retire { cluster_id: c.cluster_id },
+            _ => Decision::Restart,
+        };
     }
     let ids: BTreeSet<u64> = o.clusters.iter().map(|c| c.cluster_id).collect();
     if ids.len() > 1 {
         return Decision::Conflict { cluster_ids: ids.into_iter().collect() };
     }
-    let my_url = peer_url(o.me);
     if let Some(cluster) = o.clusters.first() {
         return decide_with_cluster(o, cluster, &my_url);
     }
@@ -147,6 +158,13 @@ pub fn decide(o: &Observed<'_>) -> Decision {
         return Decision::Wait { reason: "waiting for the group view to settle".into() };
     }
     let set = roles::formation_set(o.topology, o.view);
+    if set.len() < o.topology.etcd_members() {
+        // Never form a smaller cluster than asked for: a lone early node would
+        // otherwise form a cluster of one while the others form another.
+        return Decision::Wait {
+            reason: format!("seeing {} of the {} etcd candidates needed to form", set.len(), o.topology.etcd_members()),
+        };
+    }
     if !set.iter().any(|p| p.id == o.me.id) {
         return Decision::Wait {
             reason: format!(
@@ -264,6 +282,20 @@ mod tests {
     }
 
     #[test]
+    fn a_member_removed_while_away_retires_its_data_instead_of_restarting() {
+        let view: Vec<_> = (1..=4).map(peer).collect();
+        let without_me = [found(5, &[&view[1], &view[2], &view[3]], true)];
+        let mut o = observed(&view[0], &view, &without_me);
+        o.local_data = true;
+        assert_eq!(decide(&o), Decision::Retire { cluster_id: 5 });
+        // A cluster still forming (no leader) proves nothing: restart.
+        let forming = [found(5, &[&view[1], &view[2], &view[3]], false)];
+        let mut o = observed(&view[0], &view, &forming);
+        o.local_data = true;
+        assert_eq!(decide(&o), Decision::Restart);
+    }
+
+    #[test]
     fn first_three_form_with_the_same_set_and_token_and_the_rest_wait() {
         let view: Vec<_> = (1..=5).map(peer).collect();
         let decisions: Vec<_> = view.iter().map(|me| decide(&observed(me, &view, &[]))).collect();
@@ -274,6 +306,12 @@ mod tests {
         assert!(matches!(decisions[3], Decision::Wait { .. }));
         assert!(matches!(decisions[4], Decision::Wait { .. }));
         assert!(token.starts_with("muster-prod-"));
+    }
+
+    #[test]
+    fn a_view_smaller_than_the_cluster_never_forms() {
+        let view: Vec<_> = (1..=2).map(peer).collect();
+        assert!(matches!(decide(&observed(&view[0], &view, &[])), Decision::Wait { .. }));
     }
 
     #[test]

@@ -9,7 +9,8 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use url::Url;
 
-use muster::agent::{self, AgentArgs, AgentError};
+use muster::agent::{self, AgentArgs, AgentError, Timing};
+use muster::service::SupervisorKind;
 use muster::config;
 use muster::logging::{self, LogFormat};
 use muster::metadata::{self, ProviderKind};
@@ -117,6 +118,26 @@ struct AgentCli {
     /// Where the agent keeps its state.
     #[arg(long, default_value = state::DEFAULT_STATE_DIR)]
     state_dir: PathBuf,
+    /// Log the plan and stop (no certificates, no etcd).
+    #[arg(long)]
+    plan_only: bool,
+    /// What runs etcd: systemd units (the image) or child processes.
+    #[arg(long, value_enum, default_value_t = SupervisorKind::Systemd)]
+    supervisor: SupervisorKind,
+    /// The etcd binary.
+    #[arg(long, env = "MUSTER_ETCD_BIN", default_value = "/usr/bin/etcd")]
+    etcd_bin: PathBuf,
+    /// Replace an etcd member unreachable this many seconds (quorum permitting).
+    #[arg(long, default_value_t = 60)]
+    replace_after_secs: u64,
+    /// Milliseconds between two rounds of the agent loop.
+    #[arg(long, default_value_t = 500)]
+    tick_ms: u64,
+    /// etcd heartbeat interval and election timeout, in milliseconds.
+    #[arg(long, default_value_t = 100)]
+    etcd_heartbeat_ms: u32,
+    #[arg(long, default_value_t = 1000)]
+    etcd_election_ms: u32,
 }
 
 #[derive(Args)]
@@ -241,6 +262,15 @@ async fn agent_command(args: AgentCli) -> ExitCode {
         config_file: args.config,
         defaults_file: args.defaults,
         state_dir: StateDir::new(args.state_dir),
+        plan_only: args.plan_only,
+        supervisor: args.supervisor,
+        etcd_bin: args.etcd_bin,
+        timing: Timing {
+            tick: std::time::Duration::from_millis(args.tick_ms),
+            replace_after: std::time::Duration::from_secs(args.replace_after_secs),
+            heartbeat_ms: args.etcd_heartbeat_ms,
+            election_ms: args.etcd_election_ms,
+        },
     };
     match agent::run(agent_args).await {
         Ok(()) => ExitCode::SUCCESS,

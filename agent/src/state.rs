@@ -61,9 +61,31 @@ pub struct Status {
     pub role: Option<String>,
     /// A short human-readable note: the plan summary or the failure.
     pub message: Option<String>,
+    /// The local etcd member and the cluster it sees, once etcd runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etcd: Option<EtcdStatus>,
     /// Seconds since the Unix epoch when this status was written.
     pub updated_at: u64,
     pub pid: u32,
+}
+
+/// The etcd part of `muster status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EtcdStatus {
+    /// Cluster id in hex, as `etcdctl` prints it.
+    pub cluster_id: String,
+    pub member_id: String,
+    pub leader_id: String,
+    pub members: Vec<MemberStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberStatus {
+    pub id: String,
+    pub name: String,
+    pub peer_url: String,
+    pub is_learner: bool,
+    pub healthy: bool,
 }
 
 impl Status {
@@ -76,6 +98,7 @@ impl Status {
             cluster: None,
             role: None,
             message: None,
+            etcd: None,
             updated_at: 0,
             pid: std::process::id(),
         }

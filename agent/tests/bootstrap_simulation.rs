@@ -173,7 +173,11 @@ fn run(seed: u64, settle_ms: u64) -> BTreeSet<String> {
             local_data: false,
             clusters: &clusters,
         };
-        match formation::decide(&observed) {
+        let d = formation::decide(&observed);
+        if std::env::var("SIM_TRACE").is_ok() && !matches!(d, Decision::Wait{..}) {
+            eprintln!("t={t} node={} launched={:?} view={:?} settled={} clusters={:?} -> {:?}", me.id, me.launched_at_ms, peers.iter().map(|p| (&p.id, p.launched_at_ms)).collect::<Vec<_>>(), observed.settled, clusters.iter().map(|c| (c.cluster_id, c.members.len(), c.has_leader)).collect::<Vec<_>>(), d);
+        }
+        match d {
             Decision::Form { initial, token } => s.nodes[i].started = Some((initial, token)),
             Decision::StartListed { initial, token, .. } => s.nodes[i].started = Some((initial, token)),
             Decision::Join { cluster_id } => {
@@ -186,10 +190,21 @@ fn run(seed: u64, settle_ms: u64) -> BTreeSet<String> {
                 });
                 s.nodes[i].joined = token;
             }
-            Decision::Restart | Decision::NoEtcd { .. } | Decision::Wait { .. } | Decision::Conflict { .. } => {}
+            Decision::Restart | Decision::Retire { .. } | Decision::NoEtcd { .. } | Decision::Wait { .. } | Decision::Conflict { .. } => {}
         }
     }
     s.nodes.iter().filter_map(|n| n.started.as_ref().map(|(_, t)| t.clone())).filter(|t| quorate(&s, t)).collect()
+}
+
+#[test]
+fn trace_one() {
+    if let Ok(seed) = std::env::var("SIM_TRACE") {
+        let mut rng = Rng(seed.parse().unwrap());
+        let s = generate(&mut rng);
+        for n in &s.nodes { eprintln!("{} launched {:?} dies {:?}", n.peer.id, n.peer.launched_at_ms, n.dies_at); }
+        eprintln!("etcd {}", s.topology.control_plane_count);
+        eprintln!("{:?}", run(seed.parse().unwrap(), MAX_LAG_MS));
+    }
 }
 
 #[test]

@@ -17,11 +17,19 @@ use support::hermetic;
 const AZURE_PATH: &str = "/metadata/instance?api-version=2021-02-01";
 
 fn gce(server: &FakeServer) {
-    server.route("GET", "/computeMetadata/v1/", Reply::ok("instance/\nproject/\n").header("Metadata-Flavor", "Google"));
+    server.route(
+        "GET",
+        "/computeMetadata/v1/",
+        Reply::ok("instance/\nproject/\n").header("Metadata-Flavor", "Google"),
+    );
 }
 
 fn azure(server: &FakeServer) {
-    server.route("GET", AZURE_PATH, Reply::ok(support::read_fixture("azure/instance-linux.json")));
+    server.route(
+        "GET",
+        AZURE_PATH,
+        Reply::ok(support::read_fixture("azure/instance-linux.json")),
+    );
 }
 
 #[tokio::test]
@@ -30,7 +38,10 @@ async fn the_kernel_command_line_wins() {
     std::fs::create_dir_all(dir.path().join("fw_cfg/by_name/opt/muster")).expect("mkdir");
     let mut opts = hermetic(dir.path(), None);
     opts.cmdline = KernelCmdline::parse("quiet muster.platform=gce");
-    assert_eq!(metadata::detect(&opts).await.expect("detects"), ProviderKind::Gce);
+    assert_eq!(
+        metadata::detect(&opts).await.expect("detects"),
+        ProviderKind::Gce
+    );
     opts.cmdline = KernelCmdline::parse("muster.platform=vmware");
     let e = metadata::detect(&opts).await.expect_err("unknown");
     assert!(matches!(e, MetadataError::UnknownPlatform { .. }), "{e:?}");
@@ -44,17 +55,29 @@ async fn local_sources_are_checked_before_the_network() {
     std::fs::create_dir_all(dir.path().join("seed")).expect("mkdir");
     std::fs::write(dir.path().join("seed/meta-data"), "instance-id: x\n").expect("write");
     let opts = hermetic(dir.path(), Some(server.url()));
-    assert_eq!(metadata::detect(&opts).await.expect("detects"), ProviderKind::Nocloud);
-    assert_eq!(server.total(), 0, "no network probe when a local source exists");
+    assert_eq!(
+        metadata::detect(&opts).await.expect("detects"),
+        ProviderKind::Nocloud
+    );
+    assert_eq!(
+        server.total(),
+        0,
+        "no network probe when a local source exists"
+    );
 }
 
 #[tokio::test]
 async fn aws_is_detected_by_its_token_put() {
     let server = FakeServer::start().await;
-    server.imds(Imds::V2Only { token_max_uses: None });
+    server.imds(Imds::V2Only {
+        token_max_uses: None,
+    });
     let dir = tempfile::tempdir().expect("tempdir");
     let opts = hermetic(dir.path(), Some(server.url()));
-    assert_eq!(metadata::detect(&opts).await.expect("detects"), ProviderKind::Aws);
+    assert_eq!(
+        metadata::detect(&opts).await.expect("detects"),
+        ProviderKind::Aws
+    );
     assert_eq!(server.count("PUT", TOKEN_PATH), 1);
 }
 
@@ -66,9 +89,14 @@ async fn imdsv1_only_counts_as_aws_only_when_allowed() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut opts = hermetic(dir.path(), Some(server.url()));
     opts.allow_imdsv1 = true;
-    assert_eq!(metadata::detect(&opts).await.expect("detects"), ProviderKind::Aws);
+    assert_eq!(
+        metadata::detect(&opts).await.expect("detects"),
+        ProviderKind::Aws
+    );
     opts.allow_imdsv1 = false;
-    let e = metadata::detect(&opts).await.expect_err("v1 alone is not enough");
+    let e = metadata::detect(&opts)
+        .await
+        .expect_err("v1 alone is not enough");
     assert!(matches!(e, MetadataError::NotDetected { .. }), "{e:?}");
 }
 
@@ -78,15 +106,28 @@ async fn gce_is_detected_by_the_flavor_header_only() {
     gce(&server);
     let dir = tempfile::tempdir().expect("tempdir");
     let opts = hermetic(dir.path(), Some(server.url()));
-    assert_eq!(metadata::detect(&opts).await.expect("detects"), ProviderKind::Gce);
-    let probe = server.seen().into_iter().find(|s| s.target == "/computeMetadata/v1/").expect("probed");
+    assert_eq!(
+        metadata::detect(&opts).await.expect("detects"),
+        ProviderKind::Gce
+    );
+    let probe = server
+        .seen()
+        .into_iter()
+        .find(|s| s.target == "/computeMetadata/v1/")
+        .expect("probed");
     assert_eq!(probe.header("metadata-flavor"), Some("Google"));
 
     let impostor = FakeServer::start().await;
     impostor.route("GET", "/computeMetadata/v1/", Reply::ok("instance/\n"));
     let opts = hermetic(dir.path(), Some(impostor.url()));
-    let e = metadata::detect(&opts).await.expect_err("no header, not GCE");
-    assert!(e.to_string().contains("lacks the Metadata-Flavor: Google header"), "{e}");
+    let e = metadata::detect(&opts)
+        .await
+        .expect_err("no header, not GCE");
+    assert!(
+        e.to_string()
+            .contains("lacks the Metadata-Flavor: Google header"),
+        "{e}"
+    );
 }
 
 #[tokio::test]
@@ -95,8 +136,15 @@ async fn azure_is_detected_by_its_instance_document() {
     azure(&server);
     let dir = tempfile::tempdir().expect("tempdir");
     let opts = hermetic(dir.path(), Some(server.url()));
-    assert_eq!(metadata::detect(&opts).await.expect("detects"), ProviderKind::Azure);
-    let probe = server.seen().into_iter().find(|s| s.target == AZURE_PATH).expect("probed");
+    assert_eq!(
+        metadata::detect(&opts).await.expect("detects"),
+        ProviderKind::Azure
+    );
+    let probe = server
+        .seen()
+        .into_iter()
+        .find(|s| s.target == AZURE_PATH)
+        .expect("probed");
     assert_eq!(probe.header("metadata"), Some("true"));
 }
 
@@ -108,23 +156,38 @@ async fn when_several_answer_the_documented_order_decides() {
     azure(&server);
     let dir = tempfile::tempdir().expect("tempdir");
     let opts = hermetic(dir.path(), Some(server.url()));
-    assert_eq!(metadata::detect(&opts).await.expect("detects"), ProviderKind::Aws);
+    assert_eq!(
+        metadata::detect(&opts).await.expect("detects"),
+        ProviderKind::Aws
+    );
 
     let server = FakeServer::start().await;
     gce(&server);
     azure(&server);
     let opts = hermetic(dir.path(), Some(server.url()));
-    assert_eq!(metadata::detect(&opts).await.expect("detects"), ProviderKind::Gce);
+    assert_eq!(
+        metadata::detect(&opts).await.expect("detects"),
+        ProviderKind::Gce
+    );
 }
 
 #[tokio::test]
 async fn probes_are_retried_while_the_network_comes_up() {
     let server = FakeServer::start().await;
-    server.imds(Imds::V2Only { token_max_uses: None });
-    server.script("PUT", TOKEN_PATH, vec![Step::Drop, Step::Reply(Reply::status(503)), Step::Pass]);
+    server.imds(Imds::V2Only {
+        token_max_uses: None,
+    });
+    server.script(
+        "PUT",
+        TOKEN_PATH,
+        vec![Step::Drop, Step::Reply(Reply::status(503)), Step::Pass],
+    );
     let dir = tempfile::tempdir().expect("tempdir");
     let opts = hermetic(dir.path(), Some(server.url()));
-    assert_eq!(metadata::detect(&opts).await.expect("detects"), ProviderKind::Aws);
+    assert_eq!(
+        metadata::detect(&opts).await.expect("detects"),
+        ProviderKind::Aws
+    );
     assert_eq!(server.count("PUT", TOKEN_PATH), 3);
 }
 
@@ -135,7 +198,11 @@ async fn nothing_found_lists_every_check_within_the_budget() {
     let opts = hermetic(dir.path(), Some(url.clone()));
     let start = Instant::now();
     let e = metadata::detect(&opts).await.expect_err("nothing anywhere");
-    assert!(start.elapsed() < Duration::from_secs(3), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
     let MetadataError::NotDetected { tried, .. } = &e else {
         panic!("unexpected {e:?}");
     };
@@ -153,7 +220,10 @@ async fn nothing_found_lists_every_check_within_the_budget() {
     ] {
         assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
     }
-    assert!(e.to_string().starts_with("no metadata source found after "), "{e}");
+    assert!(
+        e.to_string().starts_with("no metadata source found after "),
+        "{e}"
+    );
 }
 
 #[tokio::test]
@@ -166,6 +236,10 @@ async fn a_blackholed_link_local_address_cannot_stall_detection() {
     let opts = hermetic(dir.path(), Some(server.url()));
     let start = Instant::now();
     let e = metadata::detect(&opts).await.expect_err("nothing answers");
-    assert!(start.elapsed() < Duration::from_secs(3), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
     assert!(e.to_string().contains("timed out after 0.2s"), "{e}");
 }

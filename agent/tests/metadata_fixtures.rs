@@ -12,7 +12,8 @@ use support::{assert_golden, read_fixture, read_fixture_text};
 
 /// The AWS fixture is one answer per IMDS path; build `Responses` from it.
 fn aws_responses() -> aws::Responses {
-    let map: HashMap<String, String> = serde_json::from_str(&read_fixture_text("aws/imds.json")).expect("json");
+    let map: HashMap<String, String> =
+        serde_json::from_str(&read_fixture_text("aws/imds.json")).expect("json");
     let get = |p: &str| map.get(p).cloned();
     let tags = aws::parse_tag_keys(&get(aws::TAGS).unwrap_or_default())
         .into_iter()
@@ -34,13 +35,19 @@ fn aws_responses() -> aws::Responses {
 #[test]
 fn aws_imds_answers() {
     let facts = aws::parse(&aws_responses()).expect("parses");
-    assert_eq!(facts.group.as_deref(), Some("muster-etcd"), "group from aws:autoscaling:groupName");
+    assert_eq!(
+        facts.group.as_deref(),
+        Some("muster-etcd"),
+        "group from aws:autoscaling:groupName"
+    );
     assert_golden("aws/expected.json", &facts);
 }
 
 #[test]
 fn aws_identity_document_from_the_docs() {
-    let doc = aws::parse_identity_document(&read_fixture_text("aws/instance-identity-document.json")).expect("parses");
+    let doc =
+        aws::parse_identity_document(&read_fixture_text("aws/instance-identity-document.json"))
+            .expect("parses");
     assert_eq!(doc.instance_id.as_deref(), Some("i-1234567890abcdef0"));
     assert_eq!(doc.region.as_deref(), Some("us-west-2"));
     assert_eq!(doc.availability_zone.as_deref(), Some("us-west-2b"));
@@ -51,7 +58,10 @@ fn aws_identity_document_from_the_docs() {
         identity_document: Some(read_fixture_text("aws/instance-identity-document.json")),
         ..aws::Responses::default()
     };
-    assert_golden("aws/expected-identity-document-only.json", &aws::parse(&only_doc).expect("parses"));
+    assert_golden(
+        "aws/expected-identity-document-only.json",
+        &aws::parse(&only_doc).expect("parses"),
+    );
 }
 
 #[test]
@@ -70,7 +80,10 @@ fn aws_no_tags_no_user_data_no_public_ip() {
 #[test]
 fn gce_recursive_instance() {
     let facts = gce::parse(&read_fixture("gce/instance.json")).expect("parses");
-    assert_eq!(facts.instance_id, "7015181712655481713", "u64 id kept exactly");
+    assert_eq!(
+        facts.instance_id, "7015181712655481713",
+        "u64 id kept exactly"
+    );
     assert_eq!(facts.group.as_deref(), Some("muster-cp"));
     assert_golden("gce/expected.json", &facts);
 }
@@ -78,7 +91,11 @@ fn gce_recursive_instance() {
 #[test]
 fn azure_full_instance_both_tabs() {
     let windows = azure::parse(&read_fixture("azure/instance-windows.json")).expect("parses");
-    assert_eq!(windows.user_data.as_deref(), Some("foobar"), "userData is base64 of foobar");
+    assert_eq!(
+        windows.user_data.as_deref(),
+        Some("foobar"),
+        "userData is base64 of foobar"
+    );
     assert_golden("azure/expected-windows.json", &windows);
     let linux = azure::parse(&read_fixture("azure/instance-linux.json")).expect("parses");
     assert_eq!(linux.user_data, None);
@@ -108,8 +125,11 @@ fn openstack_config_drive() {
 
 #[test]
 fn nocloud_seed() {
-    let facts = nocloud::parse(&read_fixture("nocloud/meta-data"), Some(&read_fixture("nocloud/user-data")))
-        .expect("parses");
+    let facts = nocloud::parse(
+        &read_fixture("nocloud/meta-data"),
+        Some(&read_fixture("nocloud/user-data")),
+    )
+    .expect("parses");
     assert_eq!(facts.hostname.as_deref(), Some("myhost"));
     assert_golden("nocloud/expected.json", &facts);
 }
@@ -130,7 +150,10 @@ fn file_facts() {
     let path = support::fixture("file/facts.yaml");
     let text = read_fixture_text("file/facts.yaml");
     let parsed = metadata::file::parse(&text, false, &path.display().to_string()).expect("parses");
-    assert_eq!(parsed.user_data_file.as_deref(), Some(std::path::Path::new("cluster.yaml")));
+    assert_eq!(
+        parsed.user_data_file.as_deref(),
+        Some(std::path::Path::new("cluster.yaml"))
+    );
     let facts = parsed
         .into_facts("facts.yaml", Some(read_fixture_text("file/cluster.yaml")))
         .expect("facts");

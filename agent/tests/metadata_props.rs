@@ -5,12 +5,15 @@
 use std::collections::BTreeMap;
 
 use muster::cmdline::KernelCmdline;
-use muster::metadata::{aws, azure, file, gce, metal, nocloud, openstack, qemu, seed};
 use muster::metadata::{MetadataError, ProviderKind};
+use muster::metadata::{aws, azure, file, gce, metal, nocloud, openstack, qemu, seed};
 use proptest::prelude::*;
 
 fn config() -> ProptestConfig {
-    ProptestConfig { cases: 128, ..ProptestConfig::default() }
+    ProptestConfig {
+        cases: 128,
+        ..ProptestConfig::default()
+    }
 }
 
 /// JSON-ish text: more likely than random bytes to get deep into the parsers.
@@ -23,11 +26,32 @@ fn jsonish() -> impl Strategy<Value = String> {
         ".{0,12}".prop_map(|s| serde_json::to_string(&s).unwrap_or_default()),
     ];
     let keys = prop_oneof![
-        Just("id"), Just("zone"), Just("compute"), Just("vmId"), Just("userData"), Just("network"),
-        Just("interface"), Just("ipv4"), Just("ipAddress"), Just("privateIpAddress"), Just("uuid"),
-        Just("meta"), Just("networkInterfaces"), Just("accessConfigs"), Just("externalIp"), Just("ip"),
-        Just("attributes"), Just("user-data"), Just("created-by"), Just("tags"), Just("tagsList"),
-        Just("name"), Just("value"), Just("instanceId"), Just("region"), Just("privateIp"),
+        Just("id"),
+        Just("zone"),
+        Just("compute"),
+        Just("vmId"),
+        Just("userData"),
+        Just("network"),
+        Just("interface"),
+        Just("ipv4"),
+        Just("ipAddress"),
+        Just("privateIpAddress"),
+        Just("uuid"),
+        Just("meta"),
+        Just("networkInterfaces"),
+        Just("accessConfigs"),
+        Just("externalIp"),
+        Just("ip"),
+        Just("attributes"),
+        Just("user-data"),
+        Just("created-by"),
+        Just("tags"),
+        Just("tagsList"),
+        Just("name"),
+        Just("value"),
+        Just("instanceId"),
+        Just("region"),
+        Just("privateIp"),
     ];
     leaf.prop_recursive(4, 48, 6, move |inner| {
         prop_oneof![
@@ -43,9 +67,20 @@ fn jsonish() -> impl Strategy<Value = String> {
 /// YAML-ish text built from the keys the seed and file parsers know.
 fn yamlish() -> impl Strategy<Value = String> {
     let key = prop_oneof![
-        Just("instance-id"), Just("local-hostname"), Just("hostname"), Just("private-ipv4"), Just("local-ipv4"),
-        Just("zone"), Just("tags"), Just("instance_id"), Just("private_ipv4"), Just("user_data"),
-        Just("user_data_file"), Just("provider"), Just("group"), Just("x"),
+        Just("instance-id"),
+        Just("local-hostname"),
+        Just("hostname"),
+        Just("private-ipv4"),
+        Just("local-ipv4"),
+        Just("zone"),
+        Just("tags"),
+        Just("instance_id"),
+        Just("private_ipv4"),
+        Just("user_data"),
+        Just("user_data_file"),
+        Just("provider"),
+        Just("group"),
+        Just("x"),
     ];
     let value = prop_oneof![
         "[a-z0-9.:/ -]{0,16}",
@@ -57,12 +92,18 @@ fn yamlish() -> impl Strategy<Value = String> {
         Just("*anchor".to_string()),
         Just("&a b".to_string()),
     ];
-    prop::collection::vec((key, value), 0..6)
-        .prop_map(|kv| kv.into_iter().map(|(k, v)| format!("{k}: {v}\n")).collect::<String>())
+    prop::collection::vec((key, value), 0..6).prop_map(|kv| {
+        kv.into_iter()
+            .map(|(k, v)| format!("{k}: {v}\n"))
+            .collect::<String>()
+    })
 }
 
 fn no_secret(e: &MetadataError, secret: &str) {
-    assert!(!e.to_string().contains(secret), "error echoes user data: {e}");
+    assert!(
+        !e.to_string().contains(secret),
+        "error echoes user data: {e}"
+    );
 }
 
 proptest! {

@@ -40,14 +40,24 @@ fn ca_certificate_is_a_pathlen_0_ed25519_ca() {
     assert!(ku.key_cert_sign() && ku.crl_sign());
     assert!(!ku.digital_signature() && !ku.key_encipherment());
 
-    let cn = |n: &X509Name| n.iter_common_name().next().unwrap().as_str().unwrap().to_owned();
+    let cn = |n: &X509Name| {
+        n.iter_common_name()
+            .next()
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
     assert_eq!(cn(cert.subject()), "muster-ca prod");
     assert_eq!(cert.subject(), cert.issuer());
     let org = cert.subject().iter_organization().next().unwrap();
     assert_eq!(org.as_str().unwrap(), "muster");
 
     // Ed25519 (1.3.101.112), fixed validity.
-    assert_eq!(cert.signature_algorithm.algorithm.to_id_string(), "1.3.101.112");
+    assert_eq!(
+        cert.signature_algorithm.algorithm.to_id_string(),
+        "1.3.101.112"
+    );
     assert_eq!(cert.validity().not_before.timestamp(), 1_735_689_600); // 2025-01-01
     assert_eq!(cert.validity().not_after.timestamp(), 4_891_363_200); // 2125-01-01
 
@@ -57,7 +67,13 @@ fn ca_certificate_is_a_pathlen_0_ed25519_ca() {
 
 #[test]
 fn serial_is_derived_too() {
-    let serial = |c: &ClusterCa| parse_x509_certificate(c.cert_der()).unwrap().1.raw_serial().to_vec();
+    let serial = |c: &ClusterCa| {
+        parse_x509_certificate(c.cert_der())
+            .unwrap()
+            .1
+            .raw_serial()
+            .to_vec()
+    };
     let other = ClusterCa::derive("prod", OTHER_SECRET).unwrap();
     assert_eq!(serial(&ca()), serial(&ca()));
     assert_ne!(serial(&ca()), serial(&other));
@@ -67,9 +83,15 @@ fn serial_is_derived_too() {
 fn short_secret_is_refused_without_echoing_it() {
     let secret = b"hunter2-hunter2-hunter2-hunter2"; // 31 bytes
     let err = ClusterCa::derive("prod", secret).unwrap_err();
-    assert!(matches!(err, PkiError::SecretTooShort { len: 31 }), "{err:?}");
+    assert!(
+        matches!(err, PkiError::SecretTooShort { len: 31 }),
+        "{err:?}"
+    );
     let text = format!("{err} {err:?}");
-    assert!(text.contains("31 bytes") && text.contains("at least 32"), "{text}");
+    assert!(
+        text.contains("31 bytes") && text.contains("at least 32"),
+        "{text}"
+    );
     assert!(!text.contains("hunter2"), "{text}");
 }
 

@@ -13,7 +13,9 @@ use muster::pki::{
 };
 use pki_common::{ca, node, other_ca};
 use rustls::pki_types::ServerName;
-use rustls::{ClientConfig, ClientConnection, Connection, RootCertStore, ServerConfig, ServerConnection};
+use rustls::{
+    ClientConfig, ClientConnection, Connection, RootCertStore, ServerConfig, ServerConnection,
+};
 use tempfile::TempDir;
 
 fn pki_dir(ca: &ClusterCa) -> TempDir {
@@ -39,7 +41,9 @@ fn pump(from: &mut Connection, to: &mut Connection) -> Result<(), rustls::Error>
 /// Handshake, then the client sends "ping" and the server must read it.
 fn exchange(client: ClientConfig, server: ServerConfig, name: &str) -> Result<(), String> {
     let name = ServerName::try_from(name.to_owned()).unwrap();
-    let mut c: Connection = ClientConnection::new(Arc::new(client), name).unwrap().into();
+    let mut c: Connection = ClientConnection::new(Arc::new(client), name)
+        .unwrap()
+        .into();
     let mut s: Connection = ServerConnection::new(Arc::new(server)).unwrap().into();
     c.writer().write_all(b"ping").unwrap();
     for _ in 0..10 {
@@ -79,12 +83,18 @@ fn client_from_another_cluster_is_refused() {
     let (mine, theirs) = (pki_dir(&ca()), pki_dir(&other_ca()));
     // The intruder trusts our CA (it is public) but holds a leaf of its own.
     let read = |f: &str| std::fs::read_to_string(theirs.path().join(f)).unwrap();
-    let intruder =
-        client_config_from_pem(ca().cert_pem(), &read("client.crt"), &KeyPem::new(read("client.key")))
-            .unwrap();
+    let intruder = client_config_from_pem(
+        ca().cert_pem(),
+        &read("client.crt"),
+        &KeyPem::new(read("client.key")),
+    )
+    .unwrap();
     let server = server_config(mine.path(), CertKind::EtcdServer).unwrap();
     let err = exchange(intruder, server, "10.0.0.7").unwrap_err();
-    assert!(err.starts_with("server refused") && err.contains("UnknownIssuer"), "{err}");
+    assert!(
+        err.starts_with("server refused") && err.contains("BadSignature"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -92,14 +102,18 @@ fn client_without_a_certificate_is_refused() {
     let mine = pki_dir(&ca());
     let mut roots = RootCertStore::empty();
     roots.add(ca().cert_der().clone()).unwrap();
-    let anonymous = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let anonymous =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
     let server = server_config(mine.path(), CertKind::EtcdServer).unwrap();
     let err = exchange(anonymous, server, "10.0.0.7").unwrap_err();
-    assert!(err.starts_with("server refused") && err.contains("NoCertificatesPresented"), "{err}");
+    assert!(
+        err.starts_with("server refused") && err.contains("no certificates"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -107,7 +121,10 @@ fn server_from_another_cluster_is_refused() {
     let (mine, theirs) = (pki_dir(&ca()), pki_dir(&other_ca()));
     let (c, s) = cfgs(mine.path(), theirs.path());
     let err = exchange(c, s, "10.0.0.7").unwrap_err();
-    assert!(err.starts_with("client refused") && err.contains("UnknownIssuer"), "{err}");
+    assert!(
+        err.starts_with("client refused") && err.contains("BadSignature"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -120,7 +137,10 @@ fn a_client_cert_cannot_serve_and_names_are_checked() {
 
     let (c, s) = cfgs(a.path(), b.path());
     let err = exchange(c, s, "10.9.9.9").unwrap_err();
-    assert!(err.starts_with("client refused") && err.contains("NotValidForName"), "{err}");
+    assert!(
+        err.starts_with("client refused") && err.contains("not valid for name"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -40,7 +40,7 @@ pub fn parse_rfc3339_ms(s: &str) -> Result<u64, String> {
             return Err(bad("empty fraction"));
         }
         // Keep milliseconds, drop the finer digits.
-        for (i, c) in frac.bytes().take(3).enumerate() {
+        for (i, c) in frac.bytes().take(digits.min(3)).enumerate() {
             millis += i64::from(c - b'0') * 10i64.pow(2 - i as u32);
         }
         rest = &frac[digits..];
@@ -99,7 +99,8 @@ mod tests {
         assert_eq!(parse_rfc3339_ms("1970-01-01T00:00:00Z"), Ok(0));
         // date -u -d 2018-05-08T16:46:19Z +%s  => 1525797979
         assert_eq!(parse_rfc3339_ms("2018-05-08T16:46:19.000Z"), Ok(1_525_797_979_000));
-        assert_eq!(parse_rfc3339_ms("2026-11-22T02:58:48.292968Z"), Ok(1_795_402_728_292));
+        // date -u -d 2026-11-22T02:58:48Z +%s => 1795316328; microseconds are cut to ms.
+        assert_eq!(parse_rfc3339_ms("2026-11-22T02:58:48.292968Z"), Ok(1_795_316_328_292));
         // 05:10:11.123-08:00 is 13:10:11.123Z; date -u -d 2024-03-04T13:10:11Z +%s => 1709557811
         assert_eq!(parse_rfc3339_ms("2024-03-04T05:10:11.123-08:00"), Ok(1_709_557_811_123));
         assert_eq!(parse_rfc3339_ms("2024-03-04T18:40:11.5+05:30"), Ok(1_709_557_811_500));
@@ -122,6 +123,21 @@ mod tests {
             "2018-05-08T16:46:19.000Zjunk",
         ] {
             assert!(parse_rfc3339_ms(s).is_err(), "{s:?} must be rejected");
+        }
+    }
+
+    proptest::proptest! {
+        // Cloud answers are external input: no string may panic the parser.
+        #[test]
+        fn never_panics(s in "\\PC{0,40}") {
+            let _ = parse_rfc3339_ms(&s);
+        }
+
+        #[test]
+        fn never_panics_near_valid_forms(
+            s in "[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9+:-]{0,5})?(Z|[+-][0-9]{2}:[0-9]{2}|.{0,4})"
+        ) {
+            let _ = parse_rfc3339_ms(&s);
         }
     }
 }

@@ -43,7 +43,8 @@ pub(crate) struct DeError {
     message: String,
     /// The message without any value from the input.
     redacted: String,
-    pub at: Option<At>,
+    /// Boxed: errors travel through every serde call and should stay small.
+    pub at: Option<Box<At>>,
 }
 
 impl DeError {
@@ -207,7 +208,7 @@ impl<'de> NodeDe<'de, '_> {
         {
             e.message = format!("{}: `{}`", e.message, s.text);
         }
-        e.at = Some(At { loc, path, prune });
+        e.at = Some(Box::new(At { loc, path, prune }));
         e
     }
 
@@ -271,7 +272,7 @@ impl<'de> de::Deserializer<'de> for NodeDe<'de, '_> {
     /// Any non-null scalar is a string: `name: 123` means "123".
     fn deserialize_str<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
         let r = match self.scalar() {
-            Some(s) if !self.is_null() || !s.plain => visitor.visit_borrowed_str(&s.text),
+            Some(s) if !self.is_null() => visitor.visit_borrowed_str(&s.text),
             _ => self.visit_any(visitor),
         };
         r.map_err(|e| self.attach(e))
@@ -442,11 +443,11 @@ impl<'de> de::MapAccess<'de> for MapDe<'de, '_> {
             .map(Some)
             .map_err(|mut e| {
                 if e.at.is_none() {
-                    e.at = Some(At {
+                    e.at = Some(Box::new(At {
                         loc: entry.key_loc.clone(),
                         path: path.clone(),
                         prune: Prune::Node(path),
-                    });
+                    }));
                 }
                 e
             })
@@ -515,14 +516,15 @@ fn resolve(text: &str) -> Resolved {
         _ => {}
     }
     let digits = |s: &str, radix: u32| !s.is_empty() && s.chars().all(|c| c.is_digit(radix));
-    if let Some(hex) = text.strip_prefix("0x") {
-        if digits(hex, 16) {
-            return i128::from_str_radix(hex, 16).map_or(Resolved::Str, Resolved::Int);
-        }
-    } else if let Some(oct) = text.strip_prefix("0o") {
-        if digits(oct, 8) {
-            return i128::from_str_radix(oct, 8).map_or(Resolved::Str, Resolved::Int);
-        }
+    if let Some(hex) = text.strip_prefix("0x")
+        && digits(hex, 16)
+    {
+        return i128::from_str_radix(hex, 16).map_or(Resolved::Str, Resolved::Int);
+    }
+    if let Some(oct) = text.strip_prefix("0o")
+        && digits(oct, 8)
+    {
+        return i128::from_str_radix(oct, 8).map_or(Resolved::Str, Resolved::Int);
     }
     let unsigned = text.strip_prefix(['-', '+']).unwrap_or(text);
     if digits(unsigned, 10) {

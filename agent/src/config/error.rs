@@ -7,7 +7,7 @@ use super::secret::REDACTED;
 use super::tree::Loc;
 
 /// One problem in the config.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ConfigError {
     /// The file or source (`user data`, `/usr/lib/muster/defaults.yaml`,
     /// `kernel command line: muster.KEY=VALUE`).

@@ -1,17 +1,17 @@
 //! From texts to a validated [`Config`]: parse each layer, merge, decode
 //! with error recovery, then run the semantic checks. Pure: no disk.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
-use serde::Deserialize;
-
-use super::de::{NodeDe, Prune};
+use super::decode::decode;
 use super::error::{ConfigError, ConfigErrors};
-use super::locate::{Seg, remove};
+use super::locate::Seg;
 use super::merge::merge;
-use super::secret::{REDACTED, is_secret_key};
+use super::overrides::cmdline_layer;
+use super::secret::is_secret_key;
 use super::tree::{Entry, Loc, Node, Origin, Value, parse_stream};
 use super::types::Config;
 use super::validate::validate;
@@ -20,22 +20,8 @@ use crate::cmdline::KernelCmdline;
 /// Where the image keeps its built-in defaults layer.
 pub const DEFAULTS_PATH: &str = "/usr/lib/muster/defaults.yaml";
 
-/// `muster.KEY=VALUE` keys that are not config settings: they steer the
-/// metadata layer and the agent itself. Everything else on the command
-/// line is a config override, and an unknown key is an error. Add new
-/// non-config parameters here.
-pub const NON_CONFIG_CMDLINE_KEYS: &[&str] = &[
-    "platform",
-    "config",
-    "metadataEndpoint",
-    "metadataFile",
-    "debug",
-    "log",
-    "logLevel",
-];
-
 /// Stop collecting after this many errors: the rest are noise.
-const MAX_ERRORS: usize = 100;
+pub(crate) const MAX_ERRORS: usize = 100;
 
 /// One layer of config text and where it came from.
 #[derive(Clone, PartialEq, Eq)]
@@ -146,20 +132,37 @@ fn empty_root() -> Node {
     })
 }
 
-/// Sorts errors into source order, drops repeats and scrubs secrets.
+/// Sorts errors into source order, drops repeats, scrubs secrets and keeps
+/// the first [`MAX_ERRORS`].
 fn finish(mut errors: Vec<(usize, ConfigError)>, secrets: &[String]) -> ConfigErrors {
     errors.sort_by(|(ra, a), (rb, b)| (ra, a.line, a.col).cmp(&(rb, b.line, b.col)));
+    let mut seen = HashSet::new();
     let mut out: Vec<ConfigError> = Vec::new();
+    let mut dropped = 0usize;
     for (_, mut e) in errors {
-        e.scrub(secrets);
-        if !out.contains(&e) {
-            out.push(e);
+        if !seen.insert(e.clone()) {
+            continue;
         }
+        if out.len() == MAX_ERRORS {
+            dropped += 1;
+            continue;
+        }
+        e.scrub(secrets);
+        out.push(e);
+    }
+    if let (true, Some(last)) = (dropped > 0, out.last()) {
+        out.push(ConfigError {
+            origin: last.origin.clone(),
+            line: None,
+            col: None,
+            path: String::new(),
+            message: format!("{dropped} more errors not shown"),
+        });
     }
     ConfigErrors::new(out)
 }
 
-fn located(loc: &Loc, segs: &[Seg], message: impl Into<String>) -> (usize, ConfigError) {
+pub(crate) fn located(loc: &Loc, segs: &[Seg], message: impl Into<String>) -> (usize, ConfigError) {
     (loc.origin.rank, ConfigError::at(loc, segs, message))
 }
 
@@ -260,82 +263,6 @@ fn kind(v: &Value) -> &'static str {
     }
 }
 
-/// Builds a tree from `muster.KEY=VALUE` parameters, KEY a dotted camelCase
-/// path, VALUE a YAML scalar (or flow collection: `[a, b]`).
-fn cmdline_layer(cmdline: &KernelCmdline) -> Result<Option<Node>, Vec<(usize, ConfigError)>> {
-    let mut tree: Option<Node> = None;
-    let mut errors = Vec::new();
-    for (key, value) in cmdline.params() {
-        if NON_CONFIG_CMDLINE_KEYS.contains(&key.as_str()) {
-            continue;
-        }
-        let secret = key.split('.').any(is_secret_key);
-        let shown = if secret { REDACTED } else { value.as_str() };
-        let origin = Arc::new(Origin {
-            name: format!("kernel command line: muster.{key}={shown}"),
-            rank: 2,
-            has_positions: false,
-        });
-        let loc = Loc {
-            origin: origin.clone(),
-            line: 0,
-            col: 0,
-            bytes: 0..0,
-        };
-        let segs: Vec<&str> = key.split('.').collect();
-        if segs.iter().any(|s| s.is_empty()) {
-            errors.push(located(
-                &loc,
-                &[],
-                "empty segment in the key (expected e.g. `muster.apiEndpoint.vip=...`)",
-            ));
-            continue;
-        }
-        let mut node = match parse_stream(value, &origin) {
-            Ok(mut docs) if docs.len() <= 1 => {
-                docs.pop().unwrap_or_else(|| Node::null(loc.clone()))
-            }
-            Ok(_) => {
-                errors.push(located(
-                    &loc,
-                    &[],
-                    "the value holds more than one YAML document",
-                ));
-                continue;
-            }
-            Err(e) => {
-                // The parser's messages are generic; they never quote the value.
-                errors.push(located(
-                    &loc,
-                    &[],
-                    format!("the value is not a valid YAML value: {}", e.message),
-                ));
-                continue;
-            }
-        };
-        node.relocate(&loc);
-        for seg in segs.iter().rev() {
-            node = Node {
-                value: Value::Map(vec![Entry {
-                    key: (*seg).to_string(),
-                    key_loc: loc.clone(),
-                    value: node,
-                }]),
-                loc: loc.clone(),
-            };
-        }
-        tree = Some(match tree {
-            Some(t) => merge(t, node),
-            None => node,
-        });
-    }
-    if errors.is_empty() {
-        Ok(tree)
-    } else {
-        Err(errors)
-    }
-}
-
 /// Values under secret-like keys, to scrub from any message.
 fn collect_secret_values(node: &Node, secret: bool, out: &mut Vec<String>) {
     match &node.value {
@@ -347,59 +274,6 @@ fn collect_secret_values(node: &Node, secret: bool, out: &mut Vec<String>) {
         Value::Map(entries) => entries
             .iter()
             .for_each(|e| collect_secret_values(&e.value, secret || is_secret_key(&e.key), out)),
-    }
-}
-
-pub(crate) struct Decoded {
-    pub config: Option<Config>,
-    pub errors: Vec<(usize, ConfigError)>,
-    /// Paths removed to get past an error; checks touching them are skipped.
-    pub pruned: Vec<Vec<Seg>>,
-}
-
-/// Deserializes the merged tree. serde stops at the first error, so each
-/// error's node is pruned and decoding runs again, until it succeeds; the
-/// errors of every round are the result.
-pub(crate) fn decode(mut tree: Node) -> Decoded {
-    let mut errors = Vec::new();
-    let mut pruned: Vec<Vec<Seg>> = Vec::new();
-    while errors.len() < MAX_ERRORS {
-        let de = NodeDe {
-            node: &tree,
-            path: &[],
-            key_loc: None,
-        };
-        let e = match Config::deserialize(de) {
-            Ok(config) => {
-                return Decoded {
-                    config: Some(config),
-                    errors,
-                    pruned,
-                };
-            }
-            Err(e) => e,
-        };
-        let Some(at) = e.at.clone() else {
-            errors.push(located(&tree.loc, &[], e.message()));
-            break;
-        };
-        let (target, cascade) = match at.prune {
-            Prune::Node(p) => (p, false),
-            // A key missing only because we pruned it is not news.
-            Prune::Mapping(m) => (m, pruned.contains(&at.path)),
-        };
-        if !cascade {
-            errors.push(located(&at.loc, &at.path, e.message()));
-        }
-        if !remove(&mut tree, &target) {
-            break;
-        }
-        pruned.push(target);
-    }
-    Decoded {
-        config: None,
-        errors,
-        pruned,
     }
 }
 
@@ -588,5 +462,57 @@ mod tests {
         );
         let e = errs(load(None, None, &KernelCmdline::default()));
         assert!(e[0].contains("missing required key `name`"), "{e:?}");
+    }
+
+    #[test]
+    fn error_count_is_capped() {
+        let peers: Vec<String> = (0..500).map(|i| format!("bad_peer_{i}")).collect();
+        let text = format!(
+            "cluster: {{name: demo, secret: {SECRET}}}\ndiscovery:\n  static:\n    peers: [{}]\n",
+            peers.join(", ")
+        );
+        let e = validate_text("u", &text).expect_err("invalid peers");
+        assert_eq!(e.len(), MAX_ERRORS + 1);
+        assert_eq!(
+            e.errors()[MAX_ERRORS].to_string(),
+            "u: 400 more errors not shown"
+        );
+    }
+
+    #[test]
+    fn cmdline_values_are_yaml_including_flow_collections() {
+        let cmd = KernelCmdline::parse(
+            r#"muster.addons=[argocd,metallb] muster.topology.workers.labels="{node.example.com/rack: r12}" muster.metadata.allowImdsv1"#,
+        );
+        let c = load(
+            None,
+            user(&format!("cluster: {{name: demo, secret: {SECRET}}}\n")),
+            &cmd,
+        )
+        .expect("valid");
+        let names: Vec<&str> = c.addons.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(names, ["argocd", "metallb"]);
+        assert_eq!(
+            c.topology
+                .workers
+                .labels
+                .get("node.example.com/rack")
+                .map(String::as_str),
+            Some("r12")
+        );
+        assert!(c.metadata.allow_imdsv1, "a bare `muster.KEY` means true");
+        let cmd = KernelCmdline::parse("muster.addons=[unclosed muster..x=1");
+        let e = errs(load(
+            None,
+            user(&format!("cluster: {{name: demo, secret: {SECRET}}}\n")),
+            &cmd,
+        ));
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(
+            e[0].starts_with(
+                "kernel command line: muster.addons=[unclosed: the value is not a valid YAML value"
+            ),
+            "{e:?}"
+        );
     }
 }

@@ -18,17 +18,20 @@
 //! [`Secret`] type that never prints itself, and [`redact_user_data`] masks
 //! them in raw text (invariant S5).
 //!
-//! Layout: `tree` (located YAML), `merge`, `de` (serde over the tree),
-//! `load` (layers, recovery), `validate` (semantic checks), `types`,
+//! Layout: `tree` (located YAML), `load` (layers, cloud-config),
+//! `overrides` (kernel command line), `merge`, `de` (serde over the tree),
+//! `decode` (error recovery), `validate` (semantic checks), `types`,
 //! `forms` (string-or-mapping values), `secret`, `locate`, `error`,
 //! `schema`.
 
 mod de;
+mod decode;
 mod error;
 mod forms;
 mod load;
 mod locate;
 mod merge;
+mod overrides;
 mod schema;
 mod secret;
 mod tree;
@@ -36,7 +39,8 @@ mod types;
 mod validate;
 
 pub use error::{ConfigError, ConfigErrors};
-pub use load::{DEFAULTS_PATH, Layer, NON_CONFIG_CMDLINE_KEYS, load, validate_text};
+pub use load::{DEFAULTS_PATH, Layer, load, validate_text};
+pub use overrides::NON_CONFIG_CMDLINE_KEYS;
 pub use schema::schema_json;
 pub use secret::{REDACTED, Secret, redact_user_data};
 pub use types::*;

@@ -299,29 +299,17 @@ impl Builder {
                 });
             }
             Event::SequenceEnd | Event::MappingEnd => {
-                let node = match self.stack.pop() {
-                    Some(Frame::Seq { loc, anchor, items }) => (
-                        Node {
-                            value: Value::Seq(items),
-                            loc,
-                        },
-                        anchor,
-                    ),
+                let (value, loc, anchor) = match self.stack.pop() {
+                    Some(Frame::Seq { loc, anchor, items }) => (Value::Seq(items), loc, anchor),
                     Some(Frame::Map {
                         loc,
                         anchor,
                         entries,
                         ..
-                    }) => (
-                        Node {
-                            value: Value::Map(entries),
-                            loc,
-                        },
-                        anchor,
-                    ),
+                    }) => (Value::Map(entries), loc, anchor),
                     None => return Err(self.error(span, "unbalanced collection end")),
                 };
-                self.finish(node.0, node.1, span)?;
+                self.finish(Node { value, loc }, anchor, span)?;
             }
             // Stream markers, comments and other presentation events carry no data.
             _ => {}

@@ -37,3 +37,5 @@ pub struct Peer {
     pub launched_at_ms: Option<u64>,
     pub lifecycle: Lifecycle,
 }
+pub mod source;
+pub mod static_list;

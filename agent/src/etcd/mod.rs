@@ -1,4 +1,6 @@
 //! etcd — form, join, restart and heal the cluster's etcd.
 
+pub mod client;
 pub mod flags;
 pub mod membership;
+pub mod runner;

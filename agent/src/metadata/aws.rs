@@ -67,7 +67,13 @@ impl std::fmt::Debug for Responses {
             .field("availability_zone", &self.availability_zone)
             .field("identity_document", &self.identity_document)
             .field("tags", &self.tags)
-            .field("user_data", &self.user_data.as_ref().map(|u| format!("<{} bytes>", u.len())))
+            .field(
+                "user_data",
+                &self
+                    .user_data
+                    .as_ref()
+                    .map(|u| format!("<{} bytes>", u.len())),
+            )
             .finish()
     }
 }
@@ -85,7 +91,8 @@ pub struct IdentityDocument {
 
 /// Parses the instance identity document (JSON).
 pub fn parse_identity_document(text: &str) -> Result<IdentityDocument, MetadataError> {
-    serde_json::from_str(text).map_err(|e| MetadataError::parse(P, IDENTITY_DOCUMENT, e.to_string()))
+    serde_json::from_str(text)
+        .map_err(|e| MetadataError::parse(P, IDENTITY_DOCUMENT, e.to_string()))
 }
 
 /// Parses the `tags/instance` listing: one tag key per line.
@@ -99,7 +106,11 @@ pub fn parse_tag_keys(text: &str) -> Vec<String> {
 
 /// Turns the collected answers into facts. Pure.
 pub fn parse(r: &Responses) -> Result<InstanceFacts, MetadataError> {
-    let doc = r.identity_document.as_deref().map(parse_identity_document).transpose()?;
+    let doc = r
+        .identity_document
+        .as_deref()
+        .map(parse_identity_document)
+        .transpose()?;
     let doc = doc.unwrap_or_default();
     let instance_id = non_empty(r.instance_id.as_deref())
         .or_else(|| non_empty(doc.instance_id.as_deref()))
@@ -120,7 +131,8 @@ pub fn parse(r: &Responses) -> Result<InstanceFacts, MetadataError> {
         private_ipv4,
         public_ipv4: ipv4(P, PUBLIC_IPV4, r.public_ipv4.as_deref())?,
         region: non_empty(r.region.as_deref()).or_else(|| non_empty(doc.region.as_deref())),
-        zone: non_empty(r.availability_zone.as_deref()).or_else(|| non_empty(doc.availability_zone.as_deref())),
+        zone: non_empty(r.availability_zone.as_deref())
+            .or_else(|| non_empty(doc.availability_zone.as_deref())),
         group: non_empty(tags.get(GROUP_TAG).map(String::as_str)),
         tags,
         user_data,
@@ -152,7 +164,8 @@ pub async fn fetch(opts: &Options) -> Result<InstanceFacts, MetadataError> {
         for key in parse_tag_keys(&listing) {
             let url = tag_url(&base, &key)?;
             if let Some(value) = imds.get_url(&url).await? {
-                r.tags.push((key, http::text(P, &url, value)?.trim().to_string()));
+                r.tags
+                    .push((key, http::text(P, &url, value)?.trim().to_string()));
             }
         }
     } else {
@@ -199,7 +212,11 @@ enum TokenError {
 }
 
 impl<'a> Imds<'a> {
-    async fn connect(client: &'a HttpClient, base: &'a Url, allow_imdsv1: bool) -> Result<Self, MetadataError> {
+    async fn connect(
+        client: &'a HttpClient,
+        base: &'a Url,
+        allow_imdsv1: bool,
+    ) -> Result<Self, MetadataError> {
         let mut imds = Imds {
             client,
             base,
@@ -248,14 +265,21 @@ impl<'a> Imds<'a> {
         let token = http::text(P, url, reply.body).map_err(TokenError::Other)?;
         let token = token.trim();
         if token.is_empty() {
-            return Err(TokenError::Other(MetadataError::parse(P, url.as_str(), "empty IMDSv2 token")));
+            return Err(TokenError::Other(MetadataError::parse(
+                P,
+                url.as_str(),
+                "empty IMDSv2 token",
+            )));
         }
         Ok(token.to_string())
     }
 
     async fn get_text(&mut self, path: &str) -> Result<Option<String>, MetadataError> {
         let url = http::join(P, self.base, path)?;
-        self.get_url(&url).await?.map(|b| http::text(P, &url, b)).transpose()
+        self.get_url(&url)
+            .await?
+            .map(|b| http::text(P, &url, b))
+            .transpose()
     }
 
     async fn get(&mut self, path: &str) -> Result<Option<Vec<u8>>, MetadataError> {
@@ -296,7 +320,11 @@ impl<'a> Imds<'a> {
 
     async fn send_get(&self, url: &Url) -> Result<http::Reply, MetadataError> {
         match &self.token {
-            Some(token) => self.client.send(Method::GET, url, &[(TOKEN_HEADER, token)]).await,
+            Some(token) => {
+                self.client
+                    .send(Method::GET, url, &[(TOKEN_HEADER, token)])
+                    .await
+            }
             None => self.client.send(Method::GET, url, &[]).await,
         }
     }
@@ -307,14 +335,21 @@ impl<'a> Imds<'a> {
 pub(crate) async fn probe(client: &HttpClient, base: &Url, opts: &Options) -> Result<(), String> {
     let url = http::join(P, base, TOKEN_PATH).map_err(|e| e.to_string())?;
     let reply = client
-        .probe(Method::PUT, &url, &[(TOKEN_TTL_HEADER, TOKEN_TTL_SECONDS)], opts.probe_timeout)
+        .probe(
+            Method::PUT,
+            &url,
+            &[(TOKEN_TTL_HEADER, TOKEN_TTL_SECONDS)],
+            opts.probe_timeout,
+        )
         .await?;
     if reply.status == StatusCode::OK {
         return Ok(());
     }
     if opts.allow_imdsv1 {
         let url = http::join(P, base, INSTANCE_ID).map_err(|e| e.to_string())?;
-        let reply = client.probe(Method::GET, &url, &[], opts.probe_timeout).await?;
+        let reply = client
+            .probe(Method::GET, &url, &[], opts.probe_timeout)
+            .await?;
         if reply.status == StatusCode::OK {
             return Ok(());
         }
@@ -330,7 +365,10 @@ mod tests {
     fn tag_keys_become_single_path_segments() {
         let base = Url::parse("http://127.0.0.1:1/").expect("url");
         let u = tag_url(&base, GROUP_TAG).expect("url");
-        assert_eq!(u.as_str(), "http://127.0.0.1:1/latest/meta-data/tags/instance/aws:autoscaling:groupName");
+        assert_eq!(
+            u.as_str(),
+            "http://127.0.0.1:1/latest/meta-data/tags/instance/aws:autoscaling:groupName"
+        );
         let u = tag_url(&base, "a/b c").expect("url");
         assert_eq!(u.path(), "/latest/meta-data/tags/instance/a%2Fb%20c");
     }

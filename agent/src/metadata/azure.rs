@@ -93,7 +93,8 @@ struct IpAddress {
 
 /// Parses the `/metadata/instance` JSON. Pure.
 pub fn parse(body: &[u8]) -> Result<InstanceFacts, MetadataError> {
-    let i: Instance = serde_json::from_slice(body).map_err(|e| MetadataError::parse(P, ORIGIN, e.to_string()))?;
+    let i: Instance =
+        serde_json::from_slice(body).map_err(|e| MetadataError::parse(P, ORIGIN, e.to_string()))?;
     let c = &i.compute;
     let instance_id = non_empty(c.vm_id.as_deref())
         .ok_or_else(|| MetadataError::parse(P, ORIGIN, "no instance id (compute.vmId)"))?;
@@ -118,8 +119,12 @@ pub fn parse(body: &[u8]) -> Result<InstanceFacts, MetadataError> {
     Ok(InstanceFacts {
         provider: P,
         instance_id,
-        hostname: non_empty(c.os_profile.as_ref().and_then(|o| o.computer_name.as_deref()))
-            .or_else(|| non_empty(c.name.as_deref())),
+        hostname: non_empty(
+            c.os_profile
+                .as_ref()
+                .and_then(|o| o.computer_name.as_deref()),
+        )
+        .or_else(|| non_empty(c.name.as_deref())),
         private_ipv4: ipv4(
             P,
             "network.interface[0].ipv4.ipAddress[0].privateIpAddress",
@@ -152,16 +157,25 @@ pub fn parse_tags(s: &str) -> BTreeMap<String, String> {
 
 /// The `tagsList` form (JSON array of `{name, value}`), as the docs' sample shows.
 pub fn parse_tags_list(body: &[u8]) -> Result<BTreeMap<String, String>, MetadataError> {
-    let list: Vec<Tag> =
-        serde_json::from_slice(body).map_err(|e| MetadataError::parse(P, "compute.tagsList", e.to_string()))?;
-    Ok(list.into_iter().filter(|t| !t.name.is_empty()).map(|t| (t.name, t.value)).collect())
+    let list: Vec<Tag> = serde_json::from_slice(body)
+        .map_err(|e| MetadataError::parse(P, "compute.tagsList", e.to_string()))?;
+    Ok(list
+        .into_iter()
+        .filter(|t| !t.name.is_empty())
+        .map(|t| (t.name, t.value))
+        .collect())
 }
 
 fn decode_user_data(encoded: &str) -> Result<Option<String>, MetadataError> {
-    let compact: String = encoded.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    let compact: String = encoded
+        .chars()
+        .filter(|c| !c.is_ascii_whitespace())
+        .collect();
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(compact.as_bytes())
-        .map_err(|e| MetadataError::parse(P, "compute.userData", format!("not valid base64 ({e})")))?;
+        .map_err(|e| {
+            MetadataError::parse(P, "compute.userData", format!("not valid base64 ({e})"))
+        })?;
     local::user_data(P, "compute.userData", &bytes)
 }
 
@@ -193,11 +207,14 @@ pub async fn fetch(opts: &Options) -> Result<InstanceFacts, MetadataError> {
 /// Detection probe: `/metadata/instance` answers 200 with a `compute` object.
 pub(crate) async fn probe(client: &HttpClient, base: &Url, opts: &Options) -> Result<(), String> {
     let url = http::join(P, base, INSTANCE_PATH).map_err(|e| e.to_string())?;
-    let reply = client.probe(Method::GET, &url, &[HEADER], opts.probe_timeout).await?;
+    let reply = client
+        .probe(Method::GET, &url, &[HEADER], opts.probe_timeout)
+        .await?;
     if reply.status != StatusCode::OK {
         return Err(format!("HTTP {}", reply.status));
     }
-    let value: serde_json::Value = serde_json::from_slice(&reply.body).map_err(|_| "answer is not JSON".to_string())?;
+    let value: serde_json::Value =
+        serde_json::from_slice(&reply.body).map_err(|_| "answer is not JSON".to_string())?;
     if value.get("compute").is_some() {
         Ok(())
     } else {
@@ -215,13 +232,19 @@ mod tests {
         assert_eq!(t.len(), 3);
         assert_eq!(t.get("ReferenceNumber").map(String::as_str), Some("123456"));
         assert!(parse_tags("").is_empty());
-        assert_eq!(parse_tags("url:http://x").get("url").map(String::as_str), Some("http://x"));
+        assert_eq!(
+            parse_tags("url:http://x").get("url").map(String::as_str),
+            Some("http://x")
+        );
     }
 
     #[test]
     fn user_data_must_be_base64_and_error_hides_it() {
         let body = br#"{"compute":{"vmId":"v","userData":"c2VjcmV0IQ=="}}"#;
-        assert_eq!(parse(body).expect("parses").user_data.as_deref(), Some("secret!"));
+        assert_eq!(
+            parse(body).expect("parses").user_data.as_deref(),
+            Some("secret!")
+        );
         let body = br#"{"compute":{"vmId":"v","userData":"not base64 hunter2!"}}"#;
         let e = parse(body).expect_err("bad base64");
         assert!(e.to_string().contains("compute.userData"), "{e}");
@@ -230,7 +253,8 @@ mod tests {
 
     #[test]
     fn tags_list_wins_over_tags_string() {
-        let body = br#"{"compute":{"vmId":"v","tags":"a:1","tagsList":[{"name":"b","value":"2"}]}}"#;
+        let body =
+            br#"{"compute":{"vmId":"v","tags":"a:1","tagsList":[{"name":"b","value":"2"}]}}"#;
         let f = parse(body).expect("parses");
         assert_eq!(f.tags.len(), 1);
         assert_eq!(f.tags.get("b").map(String::as_str), Some("2"));

@@ -5,7 +5,9 @@ use clap::ValueEnum as _;
 use url::Url;
 
 use super::http::HttpClient;
-use super::{MetadataError, Options, ProviderKind, aws, azure, gce, nocloud, openstack, qemu, seed_dirs};
+use super::{
+    MetadataError, Options, ProviderKind, aws, azure, gce, nocloud, openstack, qemu, seed_dirs,
+};
 use crate::retry;
 
 /// The link-local address all three clouds serve metadata on.
@@ -56,7 +58,10 @@ fn detect_local(opts: &Options, tried: &mut Vec<String>) -> Option<ProviderKind>
         if nocloud::is_seed(&dir) {
             return Some(ProviderKind::Nocloud);
         }
-        tried.push(format!("a config drive or NoCloud seed in {} (absent)", dir.display()));
+        tried.push(format!(
+            "a config drive or NoCloud seed in {} (absent)",
+            dir.display()
+        ));
     }
 
     // A small sysfs file; reading it synchronously is fine this once.
@@ -65,7 +70,10 @@ fn detect_local(opts: &Options, tried: &mut Vec<String>) -> Option<ProviderKind>
     if qemu::serial_has_seed(&serial) {
         return Some(ProviderKind::Qemu);
     }
-    tried.push(format!("a seed in the SMBIOS serial {} (none)", serial_path.display()));
+    tried.push(format!(
+        "a seed in the SMBIOS serial {} (none)",
+        serial_path.display()
+    ));
 
     if opts.cmdline.get("config").is_some() {
         return Some(ProviderKind::Metal);
@@ -75,7 +83,10 @@ fn detect_local(opts: &Options, tried: &mut Vec<String>) -> Option<ProviderKind>
 }
 
 /// Step 7: probe AWS, GCE and Azure at once, in rounds, within the backoff budget.
-async fn detect_network(opts: &Options, mut tried: Vec<String>) -> Result<ProviderKind, MetadataError> {
+async fn detect_network(
+    opts: &Options,
+    mut tried: Vec<String>,
+) -> Result<ProviderKind, MetadataError> {
     let base = match &opts.endpoint {
         Some(url) => url.clone(),
         None => Url::parse(CLOUD_ENDPOINT).map_err(|e| MetadataError::NotConfigured {
@@ -152,7 +163,10 @@ mod tests {
         opts.metadata_file = None;
         assert_eq!(detect_local(&opts, &mut tried), Some(ProviderKind::Qemu));
         std::fs::remove_dir_all(root.join("fw_cfg")).expect("rm");
-        assert_eq!(detect_local(&opts, &mut tried), Some(ProviderKind::Openstack));
+        assert_eq!(
+            detect_local(&opts, &mut tried),
+            Some(ProviderKind::Openstack)
+        );
         std::fs::remove_dir_all(root.join("seed/openstack")).expect("rm");
         assert_eq!(detect_local(&opts, &mut tried), Some(ProviderKind::Nocloud));
         std::fs::remove_file(root.join("seed/meta-data")).expect("rm");

@@ -66,7 +66,10 @@ pub enum MetadataError {
 
     /// The provider lacks a setting it cannot work without.
     #[error("{provider} metadata: {what}")]
-    NotConfigured { provider: ProviderKind, what: String },
+    NotConfigured {
+        provider: ProviderKind,
+        what: String,
+    },
 
     /// `muster.platform=` names no provider we know.
     #[error(
@@ -77,7 +80,10 @@ pub enum MetadataError {
 
     /// Detection found nothing within its time budget.
     #[error("no metadata source found after {:.1}s; looked for: {}", .elapsed.as_secs_f64(), .tried.join("; "))]
-    NotDetected { tried: Vec<String>, elapsed: Duration },
+    NotDetected {
+        tried: Vec<String>,
+        elapsed: Duration,
+    },
 }
 
 impl MetadataError {
@@ -95,7 +101,11 @@ impl MetadataError {
         }
     }
 
-    pub(crate) fn parse(provider: ProviderKind, origin: impl Into<String>, cause: impl Into<String>) -> Self {
+    pub(crate) fn parse(
+        provider: ProviderKind,
+        origin: impl Into<String>,
+        cause: impl Into<String>,
+    ) -> Self {
         MetadataError::Parse {
             provider,
             origin: origin.into(),
@@ -131,7 +141,10 @@ mod tests {
             tried: vec!["a".into(), "b".into()],
             elapsed: Duration::from_secs(2),
         };
-        assert_eq!(e.to_string(), "no metadata source found after 2.0s; looked for: a; b");
+        assert_eq!(
+            e.to_string(),
+            "no metadata source found after 2.0s; looked for: a; b"
+        );
         assert_eq!(e.provider(), None);
     }
 }

@@ -55,7 +55,13 @@ impl std::fmt::Debug for FactsFile {
             .field("zone", &self.zone)
             .field("group", &self.group)
             .field("tags", &self.tags)
-            .field("user_data", &self.user_data.as_ref().map(|u| format!("<{} bytes>", u.len())))
+            .field(
+                "user_data",
+                &self
+                    .user_data
+                    .as_ref()
+                    .map(|u| format!("<{} bytes>", u.len())),
+            )
             .field("user_data_file", &self.user_data_file)
             .finish()
     }
@@ -69,25 +75,42 @@ pub fn parse(text: &str, json: bool, origin: &str) -> Result<FactsFile, Metadata
         FactsFile::default()
     } else {
         // Without the snippet: the file may hold user data inline.
-        serde_saphyr::from_str(text).map_err(|e| MetadataError::parse(P, origin, e.without_snippet().to_string()))?
+        serde_saphyr::from_str(text)
+            .map_err(|e| MetadataError::parse(P, origin, e.without_snippet().to_string()))?
     };
     if file.user_data.is_some() && file.user_data_file.is_some() {
-        return Err(MetadataError::parse(P, origin, "give user_data or user_data_file, not both"));
+        return Err(MetadataError::parse(
+            P,
+            origin,
+            "give user_data or user_data_file, not both",
+        ));
     }
     Ok(file)
 }
 
 impl FactsFile {
     /// Builds the facts; `user_data` is the content of `user_data_file`, if any.
-    pub fn into_facts(self, origin: &str, user_data: Option<String>) -> Result<InstanceFacts, MetadataError> {
+    pub fn into_facts(
+        self,
+        origin: &str,
+        user_data: Option<String>,
+    ) -> Result<InstanceFacts, MetadataError> {
         let instance_id = non_empty(self.instance_id.as_deref())
             .ok_or_else(|| MetadataError::parse(P, origin, "instance_id is required"))?;
         Ok(InstanceFacts {
             provider: self.provider.unwrap_or(P),
             instance_id,
             hostname: non_empty(self.hostname.as_deref()),
-            private_ipv4: ipv4(P, &format!("{origin}: private_ipv4"), self.private_ipv4.as_deref())?,
-            public_ipv4: ipv4(P, &format!("{origin}: public_ipv4"), self.public_ipv4.as_deref())?,
+            private_ipv4: ipv4(
+                P,
+                &format!("{origin}: private_ipv4"),
+                self.private_ipv4.as_deref(),
+            )?,
+            public_ipv4: ipv4(
+                P,
+                &format!("{origin}: public_ipv4"),
+                self.public_ipv4.as_deref(),
+            )?,
             region: non_empty(self.region.as_deref()),
             zone: non_empty(self.zone.as_deref()),
             group: non_empty(self.group.as_deref()),
@@ -100,10 +123,13 @@ impl FactsFile {
 /// Reads `Options::metadata_file` (and its `user_data_file`).
 #[tracing::instrument(name = "metadata.file", skip_all, fields(path))]
 pub async fn fetch(opts: &Options) -> Result<InstanceFacts, MetadataError> {
-    let path = opts.metadata_file.as_deref().ok_or_else(|| MetadataError::NotConfigured {
-        provider: P,
-        what: "no facts file given (Options::metadata_file)".into(),
-    })?;
+    let path = opts
+        .metadata_file
+        .as_deref()
+        .ok_or_else(|| MetadataError::NotConfigured {
+            provider: P,
+            what: "no facts file given (Options::metadata_file)".into(),
+        })?;
     tracing::Span::current().record("path", path.display().to_string());
     let facts = read(path).await?;
     tracing::info!(
@@ -118,7 +144,9 @@ async fn read(path: &Path) -> Result<InstanceFacts, MetadataError> {
     let origin = path.display().to_string();
     let bytes = local::read_required(P, path).await?;
     let text = local::utf8(P, &origin, &bytes)?;
-    let json = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json"));
+    let json = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("json"));
     let mut file = parse(&text, json, &origin)?;
     let user_data = match file.user_data_file.take() {
         Some(rel) => {
@@ -141,22 +169,44 @@ mod tests {
             .expect("yaml")
             .into_facts("f.yaml", None)
             .expect("facts");
-        assert_eq!((f.provider, f.instance_id.as_str()), (ProviderKind::File, "a"));
-        let f = parse(r#"{"provider":"aws","instance_id":"i-1","user_data":"x: 1"}"#, true, "f.json")
-            .expect("json")
-            .into_facts("f.json", None)
-            .expect("facts");
+        assert_eq!(
+            (f.provider, f.instance_id.as_str()),
+            (ProviderKind::File, "a")
+        );
+        let f = parse(
+            r#"{"provider":"aws","instance_id":"i-1","user_data":"x: 1"}"#,
+            true,
+            "f.json",
+        )
+        .expect("json")
+        .into_facts("f.json", None)
+        .expect("facts");
         assert_eq!(f.provider, ProviderKind::Aws);
         assert_eq!(f.user_data.as_deref(), Some("x: 1"));
     }
 
     #[test]
     fn typos_and_conflicts_are_errors_without_echoing_secrets() {
-        let e = parse("instance_id: a\nuser_data: hunter2\nhostnme: x\n", false, "f.yaml").expect_err("typo");
+        let e = parse(
+            "instance_id: a\nuser_data: hunter2\nhostnme: x\n",
+            false,
+            "f.yaml",
+        )
+        .expect_err("typo");
         assert!(e.to_string().contains("hostnme"), "{e}");
         assert!(!e.to_string().contains("hunter2"), "{e}");
-        let e = parse("instance_id: a\nuser_data: x\nuser_data_file: u\n", false, "f.yaml").expect_err("both");
+        let e = parse(
+            "instance_id: a\nuser_data: x\nuser_data_file: u\n",
+            false,
+            "f.yaml",
+        )
+        .expect_err("both");
         assert!(e.to_string().contains("not both"), "{e}");
-        assert!(parse("", false, "f").expect("empty").into_facts("f", None).is_err());
+        assert!(
+            parse("", false, "f")
+                .expect("empty")
+                .into_facts("f", None)
+                .is_err()
+        );
     }
 }

@@ -67,7 +67,8 @@ struct AccessConfig {
 
 /// Parses the recursive instance JSON. Pure.
 pub fn parse(body: &[u8]) -> Result<InstanceFacts, MetadataError> {
-    let i: Instance = serde_json::from_slice(body).map_err(|e| MetadataError::parse(P, ORIGIN, e.to_string()))?;
+    let i: Instance =
+        serde_json::from_slice(body).map_err(|e| MetadataError::parse(P, ORIGIN, e.to_string()))?;
     // The id is a JSON number (up to 2^64) in the recursive form, a string elsewhere.
     let instance_id = match &i.id {
         Some(serde_json::Value::Number(n)) => Some(n.to_string()),
@@ -80,9 +81,19 @@ pub fn parse(body: &[u8]) -> Result<InstanceFacts, MetadataError> {
         None => (None, None),
     };
     let nic = i.network_interfaces.first();
-    let private_ipv4 = ipv4(P, "networkInterfaces[0].ip", nic.and_then(|n| n.ip.as_deref()))?;
-    let external = nic.and_then(|n| n.access_configs.first()).and_then(|a| a.external_ip.as_deref());
-    let public_ipv4 = ipv4(P, "networkInterfaces[0].accessConfigs[0].externalIp", external)?;
+    let private_ipv4 = ipv4(
+        P,
+        "networkInterfaces[0].ip",
+        nic.and_then(|n| n.ip.as_deref()),
+    )?;
+    let external = nic
+        .and_then(|n| n.access_configs.first())
+        .and_then(|a| a.external_ip.as_deref());
+    let public_ipv4 = ipv4(
+        P,
+        "networkInterfaces[0].accessConfigs[0].externalIp",
+        external,
+    )?;
     let attribute = |key: &str| match i.attributes.get(key) {
         Some(serde_json::Value::String(s)) => Some(s.as_str()),
         _ => None,
@@ -141,7 +152,9 @@ pub async fn fetch(opts: &Options) -> Result<InstanceFacts, MetadataError> {
     tracing::Span::current().record("endpoint", base.as_str());
     let client = HttpClient::new(P, opts)?;
     let url = http::join(P, &base, INSTANCE_PATH)?;
-    let reply = client.send(Method::GET, &url, &[(FLAVOR_HEADER, FLAVOR)]).await?;
+    let reply = client
+        .send(Method::GET, &url, &[(FLAVOR_HEADER, FLAVOR)])
+        .await?;
     if reply.status != StatusCode::OK {
         return Err(MetadataError::Http {
             provider: P,
@@ -168,7 +181,9 @@ fn check_flavor(headers: &reqwest::header::HeaderMap) -> Result<(), String> {
     match headers.get(FLAVOR_HEADER).map(|v| v.to_str()) {
         Some(Ok(v)) if v == FLAVOR => Ok(()),
         Some(_) => Err(format!("response header {FLAVOR_HEADER} is not {FLAVOR:?}")),
-        None => Err(format!("response lacks the {FLAVOR_HEADER}: {FLAVOR} header")),
+        None => Err(format!(
+            "response lacks the {FLAVOR_HEADER}: {FLAVOR} header"
+        )),
     }
 }
 
@@ -176,7 +191,12 @@ fn check_flavor(headers: &reqwest::header::HeaderMap) -> Result<(), String> {
 pub(crate) async fn probe(client: &HttpClient, base: &Url, opts: &Options) -> Result<(), String> {
     let url = http::join(P, base, "computeMetadata/v1/").map_err(|e| e.to_string())?;
     let reply = client
-        .probe(Method::GET, &url, &[(FLAVOR_HEADER, FLAVOR)], opts.probe_timeout)
+        .probe(
+            Method::GET,
+            &url,
+            &[(FLAVOR_HEADER, FLAVOR)],
+            opts.probe_timeout,
+        )
         .await?;
     if reply.status != StatusCode::OK {
         return Err(format!("HTTP {}", reply.status));
@@ -194,21 +214,31 @@ mod tests {
             split_zone("projects/123/zones/us-central1-a"),
             ("us-central1-a".into(), Some("us-central1".into()))
         );
-        assert_eq!(split_zone("europe-west4-b"), ("europe-west4-b".into(), Some("europe-west4".into())));
+        assert_eq!(
+            split_zone("europe-west4-b"),
+            ("europe-west4-b".into(), Some("europe-west4".into()))
+        );
         assert_eq!(split_zone("nodash"), ("nodash".into(), None));
     }
 
     #[test]
     fn group_comes_from_zonal_and_regional_managers() {
         assert_eq!(
-            group_from_created_by("projects/123/zones/us-central1-a/instanceGroupManagers/etcd-mig").as_deref(),
+            group_from_created_by(
+                "projects/123/zones/us-central1-a/instanceGroupManagers/etcd-mig"
+            )
+            .as_deref(),
             Some("etcd-mig")
         );
         assert_eq!(
-            group_from_created_by("projects/123/regions/us-central1/instanceGroupManagers/cp").as_deref(),
+            group_from_created_by("projects/123/regions/us-central1/instanceGroupManagers/cp")
+                .as_deref(),
             Some("cp")
         );
-        assert_eq!(group_from_created_by("projects/123/zones/z/instanceGroupManagers/"), None);
+        assert_eq!(
+            group_from_created_by("projects/123/zones/z/instanceGroupManagers/"),
+            None
+        );
         assert_eq!(group_from_created_by("someone"), None);
     }
 

@@ -62,7 +62,10 @@ impl HttpClient {
             .build()
             .map_err(|e| MetadataError::NotConfigured {
                 provider,
-                what: format!("cannot build an HTTP client: {}", describe(&e, opts.request_timeout)),
+                what: format!(
+                    "cannot build an HTTP client: {}",
+                    describe(&e, opts.request_timeout)
+                ),
             })?;
         Ok(HttpClient {
             provider,
@@ -74,7 +77,12 @@ impl HttpClient {
 
     /// Sends a request, retrying transient faults within the backoff budget.
     /// Any non-transient reply (2xx, 3xx, 4xx) is returned for the caller to judge.
-    pub async fn send(&self, method: Method, url: &Url, headers: &[(&str, &str)]) -> Result<Reply, MetadataError> {
+    pub async fn send(
+        &self,
+        method: Method,
+        url: &Url,
+        headers: &[(&str, &str)],
+    ) -> Result<Reply, MetadataError> {
         let result = retry::retry(
             self.backoff,
             |f: &Fault| matches!(f, Fault::Transient(_)),
@@ -114,9 +122,11 @@ impl HttpClient {
         headers: &[(&str, &str)],
         timeout: Duration,
     ) -> Result<Reply, String> {
-        self.attempt(method, url, headers, timeout).await.map_err(|f| match f {
-            Fault::Transient(c) | Fault::Permanent(c) => c,
-        })
+        self.attempt(method, url, headers, timeout)
+            .await
+            .map_err(|f| match f {
+                Fault::Transient(c) | Fault::Permanent(c) => c,
+            })
     }
 
     async fn attempt(
@@ -135,25 +145,38 @@ impl HttpClient {
         if is_transient_status(status) {
             return Err(Fault::Transient(format!("HTTP {status}")));
         }
-        if response.content_length().is_some_and(|n| n > MAX_BODY as u64) {
-            return Err(Fault::Permanent(format!("response body larger than {MAX_BODY} bytes")));
+        if response
+            .content_length()
+            .is_some_and(|n| n > MAX_BODY as u64)
+        {
+            return Err(Fault::Permanent(format!(
+                "response body larger than {MAX_BODY} bytes"
+            )));
         }
         let headers = response.headers().clone();
         let mut body = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(|e| classify(&e, timeout))? {
             if body.len() + chunk.len() > MAX_BODY {
-                return Err(Fault::Permanent(format!("response body larger than {MAX_BODY} bytes")));
+                return Err(Fault::Permanent(format!(
+                    "response body larger than {MAX_BODY} bytes"
+                )));
             }
             body.extend_from_slice(&chunk);
         }
-        Ok(Reply { status, headers, body })
+        Ok(Reply {
+            status,
+            headers,
+            body,
+        })
     }
 }
 
 /// 5xx and 429 are the service asking us to come back; Azure documents 410
 /// the same way ("retry after some time for a max of 70 seconds").
 fn is_transient_status(status: StatusCode) -> bool {
-    status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::GONE
+    status.is_server_error()
+        || status == StatusCode::TOO_MANY_REQUESTS
+        || status == StatusCode::GONE
 }
 
 fn classify(e: &reqwest::Error, timeout: Duration) -> Fault {
@@ -213,7 +236,11 @@ pub(crate) fn join(provider: ProviderKind, base: &Url, path: &str) -> Result<Url
 }
 
 /// The endpoint to use: `Options::endpoint` or the provider's well-known one.
-pub(crate) fn endpoint(provider: ProviderKind, opts: &Options, default: &str) -> Result<Url, MetadataError> {
+pub(crate) fn endpoint(
+    provider: ProviderKind,
+    opts: &Options,
+    default: &str,
+) -> Result<Url, MetadataError> {
     match &opts.endpoint {
         Some(url) => Ok(url.clone()),
         None => Url::parse(default).map_err(|e| MetadataError::NotConfigured {
@@ -224,8 +251,13 @@ pub(crate) fn endpoint(provider: ProviderKind, opts: &Options, default: &str) ->
 }
 
 /// Body as text; metadata services answer in UTF-8.
-pub(crate) fn text(provider: ProviderKind, url: &Url, body: Vec<u8>) -> Result<String, MetadataError> {
-    String::from_utf8(body).map_err(|_| MetadataError::parse(provider, url.as_str(), "the answer is not UTF-8 text"))
+pub(crate) fn text(
+    provider: ProviderKind,
+    url: &Url,
+    body: Vec<u8>,
+) -> Result<String, MetadataError> {
+    String::from_utf8(body)
+        .map_err(|_| MetadataError::parse(provider, url.as_str(), "the answer is not UTF-8 text"))
 }
 
 #[cfg(test)]
@@ -235,23 +267,45 @@ mod tests {
     #[test]
     fn retryable_statuses() {
         for s in [500u16, 502, 503, 504, 429, 410] {
-            assert!(is_transient_status(StatusCode::from_u16(s).expect("valid")), "{s}");
+            assert!(
+                is_transient_status(StatusCode::from_u16(s).expect("valid")),
+                "{s}"
+            );
         }
         for s in [200u16, 301, 400, 401, 403, 404, 405] {
-            assert!(!is_transient_status(StatusCode::from_u16(s).expect("valid")), "{s}");
+            assert!(
+                !is_transient_status(StatusCode::from_u16(s).expect("valid")),
+                "{s}"
+            );
         }
     }
 
     #[test]
     fn joining_keeps_queries_and_endpoint_overrides_default() {
         let base = Url::parse("http://127.0.0.1:9/").expect("url");
-        let u = join(ProviderKind::Azure, &base, "metadata/instance?api-version=2021-02-01").expect("join");
-        assert_eq!(u.as_str(), "http://127.0.0.1:9/metadata/instance?api-version=2021-02-01");
-        let opts = Options { endpoint: Some(base.clone()), ..Options::default() };
-        assert_eq!(endpoint(ProviderKind::Aws, &opts, "http://169.254.169.254/").expect("ep"), base);
+        let u = join(
+            ProviderKind::Azure,
+            &base,
+            "metadata/instance?api-version=2021-02-01",
+        )
+        .expect("join");
+        assert_eq!(
+            u.as_str(),
+            "http://127.0.0.1:9/metadata/instance?api-version=2021-02-01"
+        );
+        let opts = Options {
+            endpoint: Some(base.clone()),
+            ..Options::default()
+        };
+        assert_eq!(
+            endpoint(ProviderKind::Aws, &opts, "http://169.254.169.254/").expect("ep"),
+            base
+        );
         let opts = Options::default();
         assert_eq!(
-            endpoint(ProviderKind::Aws, &opts, "http://169.254.169.254/").expect("ep").as_str(),
+            endpoint(ProviderKind::Aws, &opts, "http://169.254.169.254/")
+                .expect("ep")
+                .as_str(),
             "http://169.254.169.254/"
         );
     }

@@ -10,7 +10,10 @@ use super::http::MAX_BODY;
 use super::{MetadataError, ProviderKind};
 
 /// Reads a file; a missing file is `None`.
-pub(crate) async fn read_optional(provider: ProviderKind, path: &Path) -> Result<Option<Vec<u8>>, MetadataError> {
+pub(crate) async fn read_optional(
+    provider: ProviderKind,
+    path: &Path,
+) -> Result<Option<Vec<u8>>, MetadataError> {
     let file = match tokio::fs::File::open(path).await {
         Ok(f) => f,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
@@ -42,16 +45,24 @@ pub(crate) async fn read_optional(provider: ProviderKind, path: &Path) -> Result
 }
 
 /// Reads a file that must exist.
-pub(crate) async fn read_required(provider: ProviderKind, path: &Path) -> Result<Vec<u8>, MetadataError> {
-    read_optional(provider, path).await?.ok_or_else(|| MetadataError::Read {
-        provider,
-        path: path.to_path_buf(),
-        cause: std::io::Error::new(ErrorKind::NotFound, "no such file"),
-    })
+pub(crate) async fn read_required(
+    provider: ProviderKind,
+    path: &Path,
+) -> Result<Vec<u8>, MetadataError> {
+    read_optional(provider, path)
+        .await?
+        .ok_or_else(|| MetadataError::Read {
+            provider,
+            path: path.to_path_buf(),
+            cause: std::io::Error::new(ErrorKind::NotFound, "no such file"),
+        })
 }
 
 /// Reads a one-line sysfs or /etc value: trimmed, `None` if missing or empty.
-pub(crate) async fn read_value(provider: ProviderKind, path: &Path) -> Result<Option<String>, MetadataError> {
+pub(crate) async fn read_value(
+    provider: ProviderKind,
+    path: &Path,
+) -> Result<Option<String>, MetadataError> {
     let Some(bytes) = read_optional(provider, path).await? else {
         return Ok(None);
     };
@@ -60,19 +71,30 @@ pub(crate) async fn read_value(provider: ProviderKind, path: &Path) -> Result<Op
 }
 
 /// Bytes as UTF-8 text, or a parse error naming where they came from.
-pub(crate) fn utf8(provider: ProviderKind, origin: &str, bytes: &[u8]) -> Result<String, MetadataError> {
+pub(crate) fn utf8(
+    provider: ProviderKind,
+    origin: &str,
+    bytes: &[u8],
+) -> Result<String, MetadataError> {
     String::from_utf8(bytes.to_vec()).map_err(|e| {
         MetadataError::parse(
             provider,
             origin,
-            format!("not UTF-8 text (invalid byte at offset {})", e.utf8_error().valid_up_to()),
+            format!(
+                "not UTF-8 text (invalid byte at offset {})",
+                e.utf8_error().valid_up_to()
+            ),
         )
     })
 }
 
 /// User data as text: empty means none. Compressed (gzip) user data is not
 /// supported and fails here with a clear message rather than later in config.
-pub(crate) fn user_data(provider: ProviderKind, origin: &str, bytes: &[u8]) -> Result<Option<String>, MetadataError> {
+pub(crate) fn user_data(
+    provider: ProviderKind,
+    origin: &str,
+    bytes: &[u8],
+) -> Result<Option<String>, MetadataError> {
     if bytes.is_empty() {
         return Ok(None);
     }
@@ -94,10 +116,21 @@ mod tests {
     async fn missing_is_none_and_values_are_trimmed() {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("v");
-        assert!(read_optional(ProviderKind::Qemu, &p).await.expect("ok").is_none());
+        assert!(
+            read_optional(ProviderKind::Qemu, &p)
+                .await
+                .expect("ok")
+                .is_none()
+        );
         assert!(read_required(ProviderKind::Qemu, &p).await.is_err());
         std::fs::write(&p, "  abc \n").expect("write");
-        assert_eq!(read_value(ProviderKind::Qemu, &p).await.expect("ok").as_deref(), Some("abc"));
+        assert_eq!(
+            read_value(ProviderKind::Qemu, &p)
+                .await
+                .expect("ok")
+                .as_deref(),
+            Some("abc")
+        );
         std::fs::write(&p, "\n").expect("write");
         assert_eq!(read_value(ProviderKind::Qemu, &p).await.expect("ok"), None);
     }
@@ -107,14 +140,21 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("big");
         std::fs::write(&p, vec![b'a'; MAX_BODY + 1]).expect("write");
-        let e = read_optional(ProviderKind::Nocloud, &p).await.expect_err("too big");
+        let e = read_optional(ProviderKind::Nocloud, &p)
+            .await
+            .expect_err("too big");
         assert!(e.to_string().contains("larger than"), "{e}");
     }
 
     #[test]
     fn user_data_rules() {
         assert_eq!(user_data(ProviderKind::Aws, "x", b"").expect("ok"), None);
-        assert_eq!(user_data(ProviderKind::Aws, "x", b"a: 1").expect("ok").as_deref(), Some("a: 1"));
+        assert_eq!(
+            user_data(ProviderKind::Aws, "x", b"a: 1")
+                .expect("ok")
+                .as_deref(),
+            Some("a: 1")
+        );
         let e = user_data(ProviderKind::Aws, "x", &[0x1f, 0x8b, 8, 0]).expect_err("gzip");
         assert!(e.to_string().contains("gzip"), "{e}");
         let e = user_data(ProviderKind::Aws, "x", &[b'a', 0xff]).expect_err("not utf8");

@@ -58,13 +58,17 @@ pub fn config_source(cmdline: &KernelCmdline) -> Result<Option<ConfigSource>, Me
     }
     if value.starts_with("file://") {
         let url = Url::parse(&value).map_err(|e| bad(&format!("not a valid file URL ({e})")))?;
-        let path = url.to_file_path().map_err(|()| bad("file URL does not name a local path"))?;
+        let path = url
+            .to_file_path()
+            .map_err(|()| bad("file URL does not name a local path"))?;
         return Ok(Some(ConfigSource::Path(path)));
     }
     if value.starts_with('/') {
         return Ok(Some(ConfigSource::Path(PathBuf::from(value))));
     }
-    Err(bad("must be an http:// or https:// URL, a file:// URL or an absolute path"))
+    Err(bad(
+        "must be an http:// or https:// URL, a file:// URL or an absolute path",
+    ))
 }
 
 /// Builds the facts from the command line and the local machine. Pure.
@@ -83,7 +87,8 @@ pub fn parse(
                 "no instance id: set muster.instance-id=, or give the machine an SMBIOS UUID or /etc/machine-id",
             )
         })?;
-    let hostname = non_empty(cmdline.get("hostname")).or_else(|| local.etc_hostname.as_deref().and_then(hostname_file));
+    let hostname = non_empty(cmdline.get("hostname"))
+        .or_else(|| local.etc_hostname.as_deref().and_then(hostname_file));
     Ok(InstanceFacts {
         provider: P,
         instance_id,
@@ -100,14 +105,24 @@ pub fn parse(
 
 /// Firmware often ships placeholder UUIDs; those would make every machine the same.
 fn usable_uuid(uuid: &str) -> bool {
-    let hex: String = uuid.chars().filter(|c| *c != '-').collect::<String>().to_ascii_lowercase();
+    let hex: String = uuid
+        .chars()
+        .filter(|c| *c != '-')
+        .collect::<String>()
+        .to_ascii_lowercase();
     let placeholder = "03000200040005000006000700080009";
-    !hex.is_empty() && hex.chars().any(|c| c != '0') && hex.chars().any(|c| c != 'f') && hex != placeholder
+    !hex.is_empty()
+        && hex.chars().any(|c| c != '0')
+        && hex.chars().any(|c| c != 'f')
+        && hex != placeholder
 }
 
 /// `/etc/hostname`: the first line that is not a comment (hostname(5)).
 fn hostname_file(text: &str) -> Option<String> {
-    text.lines().map(str::trim).find(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_string)
+    text.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
 }
 
 /// Reads the command line's config source and the local machine, then parses.
@@ -169,12 +184,18 @@ mod tests {
     fn config_sources() {
         let c = |s: &str| config_source(&KernelCmdline::parse(s));
         assert_eq!(c("").expect("ok"), None);
-        assert!(matches!(c("muster.config=https://10.0.0.1/c.yaml").expect("ok"), Some(ConfigSource::Url(_))));
+        assert!(matches!(
+            c("muster.config=https://10.0.0.1/c.yaml").expect("ok"),
+            Some(ConfigSource::Url(_))
+        ));
         assert_eq!(
             c("muster.config=file:///boot/c.yaml").expect("ok"),
             Some(ConfigSource::Path("/boot/c.yaml".into()))
         );
-        assert_eq!(c("muster.config=/boot/c.yaml").expect("ok"), Some(ConfigSource::Path("/boot/c.yaml".into())));
+        assert_eq!(
+            c("muster.config=/boot/c.yaml").expect("ok"),
+            Some(ConfigSource::Path("/boot/c.yaml".into()))
+        );
         assert!(c("muster.config=tftp://x/c").is_err());
         assert!(c("muster.config=relative.yaml").is_err());
     }
@@ -191,10 +212,18 @@ mod tests {
         assert_eq!(f.instance_id, "0123abcd", "placeholder UUID skipped");
         assert_eq!(f.hostname.as_deref(), Some("node-7"));
         m.product_uuid = Some("6d2b7f1c-1111-2222-3333-444455556666".into());
-        assert_eq!(parse(&cmd, &m, None).expect("parses").instance_id, "6d2b7f1c-1111-2222-3333-444455556666");
-        let cmd = KernelCmdline::parse("muster.instance-id=pxe-9 muster.hostname=h muster.ip=10.9.0.9/16");
+        assert_eq!(
+            parse(&cmd, &m, None).expect("parses").instance_id,
+            "6d2b7f1c-1111-2222-3333-444455556666"
+        );
+        let cmd = KernelCmdline::parse(
+            "muster.instance-id=pxe-9 muster.hostname=h muster.ip=10.9.0.9/16",
+        );
         let f = parse(&cmd, &m, None).expect("parses");
-        assert_eq!((f.instance_id.as_str(), f.hostname.as_deref()), ("pxe-9", Some("h")));
+        assert_eq!(
+            (f.instance_id.as_str(), f.hostname.as_deref()),
+            ("pxe-9", Some("h"))
+        );
         assert_eq!(f.private_ipv4, Some(std::net::Ipv4Addr::new(10, 9, 0, 9)));
         let none = LocalMachine {
             machine_id: Some("uninitialized".into()),

@@ -74,7 +74,19 @@ pub use http::{MAX_BODY, install_crypto_provider};
 pub const DEFAULT_SEED_DIRS: &[&str] = &["/run/muster/seed"];
 
 /// The metadata sources Muster understands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum ProviderKind {
     /// AWS EC2 instance metadata (IMDSv2).
@@ -151,7 +163,13 @@ impl std::fmt::Debug for InstanceFacts {
             .field("zone", &self.zone)
             .field("group", &self.group)
             .field("tags", &self.tags)
-            .field("user_data", &self.user_data.as_ref().map(|u| format!("<{} bytes>", u.len())))
+            .field(
+                "user_data",
+                &self
+                    .user_data
+                    .as_ref()
+                    .map(|u| format!("<{} bytes>", u.len())),
+            )
             .finish()
     }
 }
@@ -216,7 +234,10 @@ pub(crate) fn seed_dirs(opts: &Options) -> Vec<PathBuf> {
 /// Identifies this machine: detects the provider unless `kind` is given,
 /// then fetches and parses its facts.
 #[tracing::instrument(name = "metadata.identify", skip_all, fields(provider))]
-pub async fn identify(kind: Option<ProviderKind>, opts: &Options) -> Result<InstanceFacts, MetadataError> {
+pub async fn identify(
+    kind: Option<ProviderKind>,
+    opts: &Options,
+) -> Result<InstanceFacts, MetadataError> {
     let kind = match kind {
         Some(kind) => kind,
         None => detect(opts).await?,

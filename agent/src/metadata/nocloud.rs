@@ -19,7 +19,10 @@ pub const USER_DATA: &str = "user-data";
 pub fn parse(meta_data: &[u8], user_data: Option<&[u8]>) -> Result<InstanceFacts, MetadataError> {
     let text = local::utf8(P, META_DATA, meta_data)?;
     let meta = seed::parse_meta_data(P, META_DATA, &text)?;
-    let user_data = user_data.map(|b| local::user_data(P, USER_DATA, b)).transpose()?.flatten();
+    let user_data = user_data
+        .map(|b| local::user_data(P, USER_DATA, b))
+        .transpose()?
+        .flatten();
     meta.into_facts(P, META_DATA, user_data)
 }
 
@@ -46,19 +49,29 @@ pub async fn fetch(opts: &Options) -> Result<InstanceFacts, MetadataError> {
 
 fn find_dir(opts: &Options) -> Result<PathBuf, MetadataError> {
     let dirs = super::seed_dirs(opts);
-    dirs.iter().find(|d| is_seed(d)).cloned().ok_or_else(|| MetadataError::NotConfigured {
-        provider: P,
-        what: format!(
-            "no seed directory with a {META_DATA} file (looked in {})",
-            dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
-        ),
-    })
+    dirs.iter()
+        .find(|d| is_seed(d))
+        .cloned()
+        .ok_or_else(|| MetadataError::NotConfigured {
+            provider: P,
+            what: format!(
+                "no seed directory with a {META_DATA} file (looked in {})",
+                dirs.iter()
+                    .map(|d| d.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        })
 }
 
 /// Parse errors name the file inside the seed dir; give them the full path.
 pub(crate) fn at_dir(e: MetadataError, dir: &Path) -> MetadataError {
     match e {
-        MetadataError::Parse { provider, origin, cause } => MetadataError::Parse {
+        MetadataError::Parse {
+            provider,
+            origin,
+            cause,
+        } => MetadataError::Parse {
             provider,
             origin: format!("{}/{origin}", dir.display()),
             cause,

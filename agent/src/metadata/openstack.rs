@@ -39,9 +39,10 @@ struct MetaData {
 
 /// Parses `meta_data.json` and the optional `user_data`. Pure.
 pub fn parse(meta_data: &[u8], user_data: Option<&[u8]>) -> Result<InstanceFacts, MetadataError> {
-    let m: MetaData = serde_json::from_slice(meta_data).map_err(|e| MetadataError::parse(P, META_DATA, e.to_string()))?;
-    let instance_id =
-        non_empty(m.uuid.as_deref()).ok_or_else(|| MetadataError::parse(P, META_DATA, "no instance id (uuid)"))?;
+    let m: MetaData = serde_json::from_slice(meta_data)
+        .map_err(|e| MetadataError::parse(P, META_DATA, e.to_string()))?;
+    let instance_id = non_empty(m.uuid.as_deref())
+        .ok_or_else(|| MetadataError::parse(P, META_DATA, "no instance id (uuid)"))?;
     // Properties are strings in Nova; other scalars are shown as JSON text.
     let tags: BTreeMap<String, String> = m
         .meta
@@ -61,7 +62,10 @@ pub fn parse(meta_data: &[u8], user_data: Option<&[u8]>) -> Result<InstanceFacts
         zone: non_empty(m.availability_zone.as_deref()),
         group: non_empty(tags.get(GROUP_PROPERTY).map(String::as_str)),
         tags,
-        user_data: user_data.map(|b| local::user_data(P, USER_DATA, b)).transpose()?.flatten(),
+        user_data: user_data
+            .map(|b| local::user_data(P, USER_DATA, b))
+            .transpose()?
+            .flatten(),
     })
 }
 
@@ -88,13 +92,19 @@ pub async fn fetch(opts: &Options) -> Result<InstanceFacts, MetadataError> {
 
 fn find_dir(opts: &Options) -> Result<PathBuf, MetadataError> {
     let dirs = super::seed_dirs(opts);
-    dirs.iter().find(|d| is_config_drive(d)).cloned().ok_or_else(|| MetadataError::NotConfigured {
-        provider: P,
-        what: format!(
-            "no config drive with {META_DATA} (looked in {})",
-            dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
-        ),
-    })
+    dirs.iter()
+        .find(|d| is_config_drive(d))
+        .cloned()
+        .ok_or_else(|| MetadataError::NotConfigured {
+            provider: P,
+            what: format!(
+                "no config drive with {META_DATA} (looked in {})",
+                dirs.iter()
+                    .map(|d| d.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        })
 }
 
 #[cfg(test)]
@@ -103,7 +113,11 @@ mod tests {
 
     #[test]
     fn group_property_and_scalar_meta() {
-        let f = parse(br#"{"uuid":"u","name":"n","meta":{"muster-group":"g","count":3}}"#, Some(b"")).expect("parses");
+        let f = parse(
+            br#"{"uuid":"u","name":"n","meta":{"muster-group":"g","count":3}}"#,
+            Some(b""),
+        )
+        .expect("parses");
         assert_eq!(f.hostname.as_deref(), Some("n"));
         assert_eq!(f.group.as_deref(), Some("g"));
         assert_eq!(f.tags.get("count").map(String::as_str), Some("3"));

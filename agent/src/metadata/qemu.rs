@@ -49,10 +49,34 @@ impl std::fmt::Debug for FwCfg {
     // User data may hold the cluster secret: only its size is shown.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FwCfg")
-            .field("meta_data", &self.meta_data.as_ref().map(|m| String::from_utf8_lossy(m).into_owned()))
-            .field("user_data", &self.user_data.as_ref().map(|u| format!("<{} bytes>", u.len())))
-            .field("instance_id", &self.instance_id.as_ref().map(|m| String::from_utf8_lossy(m).into_owned()))
-            .field("hostname", &self.hostname.as_ref().map(|m| String::from_utf8_lossy(m).into_owned()))
+            .field(
+                "meta_data",
+                &self
+                    .meta_data
+                    .as_ref()
+                    .map(|m| String::from_utf8_lossy(m).into_owned()),
+            )
+            .field(
+                "user_data",
+                &self
+                    .user_data
+                    .as_ref()
+                    .map(|u| format!("<{} bytes>", u.len())),
+            )
+            .field(
+                "instance_id",
+                &self
+                    .instance_id
+                    .as_ref()
+                    .map(|m| String::from_utf8_lossy(m).into_owned()),
+            )
+            .field(
+                "hostname",
+                &self
+                    .hostname
+                    .as_ref()
+                    .map(|m| String::from_utf8_lossy(m).into_owned()),
+            )
             .finish()
     }
 }
@@ -76,19 +100,34 @@ pub fn parse(fw: &FwCfg, smbios: &Smbios) -> Result<InstanceFacts, MetadataError
     if let Some(host) = &fw.hostname {
         meta.local_hostname = Some(local::utf8(P, HOSTNAME, host)?);
     }
-    let serial = smbios.product_serial.as_deref().map(parse_serial).unwrap_or_default();
-    let pick = |keys: &[&str]| keys.iter().find_map(|k| non_empty(serial.get(*k).map(String::as_str)));
+    let serial = smbios
+        .product_serial
+        .as_deref()
+        .map(parse_serial)
+        .unwrap_or_default();
+    let pick = |keys: &[&str]| {
+        keys.iter()
+            .find_map(|k| non_empty(serial.get(*k).map(String::as_str)))
+    };
     if non_empty(meta.instance_id.as_deref()).is_none() {
-        meta.instance_id = pick(&["i", "instance-id"]).or_else(|| non_empty(smbios.product_uuid.as_deref()));
+        meta.instance_id =
+            pick(&["i", "instance-id"]).or_else(|| non_empty(smbios.product_uuid.as_deref()));
     }
-    if non_empty(meta.local_hostname.as_deref()).is_none() && non_empty(meta.hostname.as_deref()).is_none() {
+    if non_empty(meta.local_hostname.as_deref()).is_none()
+        && non_empty(meta.hostname.as_deref()).is_none()
+    {
         meta.local_hostname = pick(&["h", "local-hostname", "hostname"]);
     }
     if meta.private_ipv4.is_none() {
         meta.private_ipv4 = pick(&["ip", "private-ipv4"]);
         ipv4(P, "SMBIOS serial: ip", meta.private_ipv4.as_deref())?;
     }
-    let user_data = fw.user_data.as_deref().map(|b| local::user_data(P, USER_DATA, b)).transpose()?.flatten();
+    let user_data = fw
+        .user_data
+        .as_deref()
+        .map(|b| local::user_data(P, USER_DATA, b))
+        .transpose()?
+        .flatten();
     meta.into_facts(P, "fw_cfg opt/muster", user_data)
 }
 
@@ -131,7 +170,10 @@ pub async fn fetch(opts: &Options) -> Result<InstanceFacts, MetadataError> {
         product_uuid: dmi(&opts.dmi_root.join("product_uuid")).await,
         product_serial: dmi(&opts.dmi_root.join("product_serial")).await,
     };
-    let has_seed = smbios.product_serial.as_deref().is_some_and(serial_has_seed);
+    let has_seed = smbios
+        .product_serial
+        .as_deref()
+        .is_some_and(serial_has_seed);
     if !has_fw_cfg(&opts.fw_cfg_root) && !has_seed {
         return Err(MetadataError::NotConfigured {
             provider: P,

@@ -35,12 +35,17 @@ pub struct MetaData {
 }
 
 /// Parses a `meta-data` document. Empty text is an empty document.
-pub fn parse_meta_data(provider: ProviderKind, origin: &str, text: &str) -> Result<MetaData, MetadataError> {
+pub fn parse_meta_data(
+    provider: ProviderKind,
+    origin: &str,
+    text: &str,
+) -> Result<MetaData, MetadataError> {
     if text.trim().is_empty() {
         return Ok(MetaData::default());
     }
     // Without the snippet: the message must not quote the file's content.
-    serde_saphyr::from_str(text).map_err(|e| MetadataError::parse(provider, origin, e.without_snippet().to_string()))
+    serde_saphyr::from_str(text)
+        .map_err(|e| MetadataError::parse(provider, origin, e.without_snippet().to_string()))
 }
 
 impl MetaData {
@@ -56,9 +61,18 @@ impl MetaData {
         Ok(InstanceFacts {
             provider,
             instance_id,
-            hostname: non_empty(self.local_hostname.as_deref()).or_else(|| non_empty(self.hostname.as_deref())),
-            private_ipv4: ipv4(provider, &format!("{origin}: private-ipv4"), self.private_ipv4.as_deref())?,
-            public_ipv4: ipv4(provider, &format!("{origin}: public-ipv4"), self.public_ipv4.as_deref())?,
+            hostname: non_empty(self.local_hostname.as_deref())
+                .or_else(|| non_empty(self.hostname.as_deref())),
+            private_ipv4: ipv4(
+                provider,
+                &format!("{origin}: private-ipv4"),
+                self.private_ipv4.as_deref(),
+            )?,
+            public_ipv4: ipv4(
+                provider,
+                &format!("{origin}: public-ipv4"),
+                self.public_ipv4.as_deref(),
+            )?,
             region: non_empty(self.region.as_deref()),
             zone: non_empty(self.zone.as_deref()),
             group: non_empty(self.group.as_deref()),
@@ -91,10 +105,13 @@ mod tests {
 
     #[test]
     fn errors_do_not_quote_the_file() {
-        let e = parse_meta_data(P, "meta-data", "instance-id: [secret-value]\n").expect_err("not a string");
+        let e = parse_meta_data(P, "meta-data", "instance-id: [secret-value]\n")
+            .expect_err("not a string");
         assert!(!e.to_string().contains("secret-value"), "{e}");
         assert!(e.to_string().contains("line 1"), "{e}");
-        let e = parse_meta_data(P, "meta-data", "").expect("empty is fine").into_facts(P, "meta-data", None);
+        let e = parse_meta_data(P, "meta-data", "")
+            .expect("empty is fine")
+            .into_facts(P, "meta-data", None);
         assert!(e.expect_err("no id").to_string().contains("no instance-id"));
     }
 }

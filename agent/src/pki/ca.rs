@@ -4,9 +4,9 @@ use std::fmt;
 use std::time::SystemTime;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, PKCS_ED25519, PublicKeyData,
-    SanType, SerialNumber, date_time_ymd, string::Ia5String,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, PKCS_ED25519, PublicKeyData, SanType,
+    SerialNumber, date_time_ymd, string::Ia5String,
 };
 use ring::rand::{SecureRandom, SystemRandom};
 use ring::{digest, hkdf};
@@ -62,11 +62,17 @@ impl ClusterCa {
         pkcs8.resize(48, 0);
         hkdf_sha256(secret, HKDF_SALT, &[b"cluster-ca/", name], &mut pkcs8[16..])?;
         // PrivatePkcs8KeyDer wipes its bytes on drop; rcgen keeps its own copy.
-        let key = KeyPair::from_pkcs8_der_and_sign_algo(&PrivatePkcs8KeyDer::from(pkcs8), &PKCS_ED25519)
-            .map_err(|_| PkiError::Crypto("loading the derived CA key"))?;
+        let key =
+            KeyPair::from_pkcs8_der_and_sign_algo(&PrivatePkcs8KeyDer::from(pkcs8), &PKCS_ED25519)
+                .map_err(|_| PkiError::Crypto("loading the derived CA key"))?;
 
         let mut serial = [0u8; 16];
-        hkdf_sha256(secret, HKDF_SALT, &[b"cluster-ca-serial/", name], &mut serial)?;
+        hkdf_sha256(
+            secret,
+            HKDF_SALT,
+            &[b"cluster-ca-serial/", name],
+            &mut serial,
+        )?;
         serial[0] &= 0x7f; // a positive INTEGER
 
         let params = ca_params(cluster_name, &serial);
@@ -150,7 +156,9 @@ fn validate_cluster_name(name: &str) -> Result<(), PkiError> {
     }
     let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_');
     if !name.chars().all(ok) {
-        return Err(bad("only ASCII letters, digits, '-', '.' and '_' are allowed"));
+        return Err(bad(
+            "only ASCII letters, digits, '-', '.' and '_' are allowed",
+        ));
     }
     Ok(())
 }
@@ -275,7 +283,8 @@ mod tests {
         let mut okm = [0u8; 42];
         // Info given in two parts: ring concatenates them.
         hkdf_sha256(&ikm, &salt, &[&info[..3], &info[3..]], &mut okm).unwrap();
-        let want = "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865";
+        let want =
+            "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865";
         assert_eq!(okm.to_vec(), unhex(want));
     }
 
@@ -298,7 +307,10 @@ mod tests {
         let s = [1u8; 32];
         for bad in ["", "a b", "ünï", &"x".repeat(55), "a/b"] {
             let err = ClusterCa::derive(bad, &s).unwrap_err();
-            assert!(matches!(err, PkiError::InvalidClusterName { .. }), "{bad}: {err}");
+            assert!(
+                matches!(err, PkiError::InvalidClusterName { .. }),
+                "{bad}: {err}"
+            );
         }
         assert!(ClusterCa::derive(&"x".repeat(54), &s).is_ok());
         assert!(ClusterCa::derive("prod-eu.1_a", &s).is_ok());

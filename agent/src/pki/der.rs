@@ -92,10 +92,10 @@ pub(crate) fn cert_names(cert_der: &[u8]) -> Option<CertNames> {
 
     let mut names = subject_names(subject)?;
     while let Some((tag, value)) = tbs.next() {
-        if tag == EXTENSIONS {
-            if let Some(san) = find_extension(value, OID_SAN)? {
-                names.sans = general_names(san)?;
-            }
+        if tag == EXTENSIONS
+            && let Some(san) = find_extension(value, OID_SAN)?
+        {
+            names.sans = general_names(san)?;
         }
     }
     Some(names)
@@ -184,8 +184,10 @@ mod tests {
         ])
         .unwrap();
         p.distinguished_name = rcgen::DistinguishedName::new();
-        p.distinguished_name.push(rcgen::DnType::OrganizationName, "grp");
-        p.distinguished_name.push(rcgen::DnType::CommonName, "node-1");
+        p.distinguished_name
+            .push(rcgen::DnType::OrganizationName, "grp");
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, "node-1");
         let key = rcgen::KeyPair::generate().unwrap();
         let cert = p.self_signed(&key).unwrap();
 

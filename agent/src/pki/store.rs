@@ -110,7 +110,10 @@ impl NodePki {
 /// Path of `<stem>.crt` and `<stem>.key` in `dir`.
 pub fn cert_paths(dir: &Path, kind: CertKind) -> (PathBuf, PathBuf) {
     let stem = kind.stem();
-    (dir.join(format!("{stem}.crt")), dir.join(format!("{stem}.key")))
+    (
+        dir.join(format!("{stem}.crt")),
+        dir.join(format!("{stem}.key")),
+    )
 }
 
 /// Makes `dir` hold this CA and a valid certificate of every
@@ -148,19 +151,20 @@ pub fn ensure_certs_at(
     let mut certs = Vec::with_capacity(specs.len());
     for (kind, spec) in specs {
         let (cert_path, key_path) = cert_paths(dir, kind);
-        let (cert_pem, key_pem, outcome) =
-            match check_existing(ca, &spec, &cert_path, &key_path, now)? {
-                Ok((cert, key)) => (cert, key, Outcome::Kept),
-                Err(reason) => {
-                    let issued = ca.issue_at(&spec, now)?;
-                    // Key first: a crash between the renames leaves a
-                    // mismatched pair, which the next run detects.
-                    write_atomic(&key_path, issued.key_pem.expose().as_bytes(), KEY_MODE)?;
-                    write_atomic(&cert_path, issued.cert_pem.as_bytes(), CERT_MODE)?;
-                    tracing::info!(%kind, %reason, path = %cert_path.display(), "issued certificate");
-                    (issued.cert_pem, issued.key_pem, Outcome::Issued(reason))
-                }
-            };
+        let (cert_pem, key_pem, outcome) = match check_existing(
+            ca, &spec, &cert_path, &key_path, now,
+        )? {
+            Ok((cert, key)) => (cert, key, Outcome::Kept),
+            Err(reason) => {
+                let issued = ca.issue_at(&spec, now)?;
+                // Key first: a crash between the renames leaves a
+                // mismatched pair, which the next run detects.
+                write_atomic(&key_path, issued.key_pem.expose().as_bytes(), KEY_MODE)?;
+                write_atomic(&cert_path, issued.cert_pem.as_bytes(), CERT_MODE)?;
+                tracing::info!(%kind, %reason, path = %cert_path.display(), "issued certificate");
+                (issued.cert_pem, issued.key_pem, Outcome::Issued(reason))
+            }
+        };
         certs.push(NodeCert {
             kind,
             cert_path,
@@ -227,7 +231,11 @@ fn judge(
     }
 
     let names = der::cert_names(cert_der).ok_or(Reason::Unparsable)?;
-    let mut sans: Vec<San> = names.sans.into_iter().collect::<Option<_>>().ok_or(Reason::NamesChanged)?;
+    let mut sans: Vec<San> = names
+        .sans
+        .into_iter()
+        .collect::<Option<_>>()
+        .ok_or(Reason::NamesChanged)?;
     sans.sort();
     if names.common_name.as_ref() != Some(&spec.common_name)
         || names.organization != spec.organization
@@ -251,7 +259,9 @@ pub(crate) fn verify_at(
     at: SystemTime,
 ) -> Result<(), String> {
     let anchor = webpki::anchor_from_trusted_cert(ca.cert_der()).map_err(|e| e.to_string())?;
-    let since = at.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let since = at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
     for usage in usages {
         let eku = match usage {
             Usage::ServerAuth => KeyUsage::server_auth(),

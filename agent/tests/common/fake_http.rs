@@ -33,10 +33,18 @@ pub struct Reply {
 
 impl Reply {
     pub fn ok(body: impl Into<Vec<u8>>) -> Self {
-        Reply { status: 200, headers: Vec::new(), body: body.into() }
+        Reply {
+            status: 200,
+            headers: Vec::new(),
+            body: body.into(),
+        }
     }
     pub fn status(status: u16) -> Self {
-        Reply { status, headers: Vec::new(), body: Vec::new() }
+        Reply {
+            status,
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
     }
     pub fn header(mut self, name: &str, value: &str) -> Self {
         self.headers.push((name.to_string(), value.to_string()));
@@ -82,7 +90,10 @@ pub struct Seen {
 impl Seen {
     pub fn header(&self, name: &str) -> Option<&str> {
         let name = name.to_ascii_lowercase();
-        self.headers.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -110,13 +121,17 @@ impl Drop for FakeServer {
 
 impl FakeServer {
     pub async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
         let addr = listener.local_addr().expect("local addr");
         let state = Arc::new(Mutex::new(State::default()));
         let shared = state.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 let state = shared.clone();
                 tokio::spawn(async move {
                     let _ = serve(stream, state).await;
@@ -136,13 +151,17 @@ impl FakeServer {
     }
 
     pub fn route(&self, method: &str, target: &str, reply: Reply) -> &Self {
-        self.lock().routes.insert((method.to_string(), target.to_string()), reply);
+        self.lock()
+            .routes
+            .insert((method.to_string(), target.to_string()), reply);
         self
     }
 
     pub fn script(&self, method: &str, target: &str, steps: Vec<Step>) -> &Self {
         assert!(!steps.is_empty(), "a script needs at least one step");
-        self.lock().scripts.insert((method.to_string(), target.to_string()), (steps, 0));
+        self.lock()
+            .scripts
+            .insert((method.to_string(), target.to_string()), (steps, 0));
         self
     }
 
@@ -153,7 +172,8 @@ impl FakeServer {
 
     /// Serves every `"path": "body"` pair of a JSON object as a GET route.
     pub fn routes_from_json(&self, json: &str) -> &Self {
-        let map: HashMap<String, String> = serde_json::from_str(json).expect("fixture is a JSON object of strings");
+        let map: HashMap<String, String> =
+            serde_json::from_str(json).expect("fixture is a JSON object of strings");
         for (path, body) in map {
             let target = format!("/{}", encode_path(&path));
             self.route("GET", &target, Reply::ok(body));
@@ -166,7 +186,11 @@ impl FakeServer {
     }
 
     pub fn count(&self, method: &str, target: &str) -> usize {
-        self.lock().seen.iter().filter(|s| s.method == method && s.target == target).count()
+        self.lock()
+            .seen
+            .iter()
+            .filter(|s| s.method == method && s.target == target)
+            .count()
     }
 
     pub fn total(&self) -> usize {
@@ -262,7 +286,11 @@ async fn read_request(stream: &mut TcpStream) -> std::io::Result<Option<Seen>> {
         }
         have += n;
     }
-    Ok(Some(Seen { method, target, headers }))
+    Ok(Some(Seen {
+        method,
+        target,
+        headers,
+    }))
 }
 
 fn decide(state: &Arc<Mutex<State>>, seen: Seen) -> Step {
@@ -276,12 +304,17 @@ fn decide(state: &Arc<Mutex<State>>, seen: Seen) -> Step {
             return step;
         }
     }
-    if let Some(mode) = s.imds {
-        if let Some(step) = imds_rules(&mut s, mode, &seen) {
-            return Step::Reply(step);
-        }
+    if let Some(mode) = s.imds
+        && let Some(step) = imds_rules(&mut s, mode, &seen)
+    {
+        return Step::Reply(step);
     }
-    Step::Reply(s.routes.get(&key).cloned().unwrap_or_else(|| Reply::status(404)))
+    Step::Reply(
+        s.routes
+            .get(&key)
+            .cloned()
+            .unwrap_or_else(|| Reply::status(404)),
+    )
 }
 
 /// The token rules; `None` means "carry on to the routes".
@@ -293,7 +326,10 @@ fn imds_rules(s: &mut State, mode: Imds, seen: &Seen) -> Option<Reply> {
         if mode == Imds::V1Only {
             return Some(Reply::status(403));
         }
-        if seen.header("x-aws-ec2-metadata-token-ttl-seconds").is_none() {
+        if seen
+            .header("x-aws-ec2-metadata-token-ttl-seconds")
+            .is_none()
+        {
             return Some(Reply::status(400));
         }
         s.issued += 1;

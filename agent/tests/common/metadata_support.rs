@@ -9,7 +9,9 @@ use muster::metadata::{InstanceFacts, Options};
 use muster::retry::Backoff;
 
 pub fn fixture(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/metadata").join(rel)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/metadata")
+        .join(rel)
 }
 
 pub fn read_fixture(rel: &str) -> Vec<u8> {
@@ -30,10 +32,14 @@ pub fn assert_golden(rel: &str, facts: &InstanceFacts) {
         std::fs::write(&path, text).expect("write golden");
         return;
     }
-    let want: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap_or_else(|e| {
-        panic!("golden {}: {e} (run with UPDATE_GOLDEN=1 to create it)", path.display())
-    }))
-    .expect("golden is JSON");
+    let want: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap_or_else(|e| {
+            panic!(
+                "golden {}: {e} (run with UPDATE_GOLDEN=1 to create it)",
+                path.display()
+            )
+        }))
+        .expect("golden is JSON");
     assert_eq!(got, want, "facts differ from {}", path.display());
 }
 

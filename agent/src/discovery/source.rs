@@ -1,0 +1,109 @@
+//! Picks the discovery source from the config and lists the group's peers.
+
+use std::time::Duration;
+
+use url::Url;
+
+use super::error::DiscoveryError;
+use super::{aws_asg, static_list, Peer};
+use crate::cloud::aws::{AwsClient, AwsOptions, Credentials};
+use crate::config::{CloudProvider, DiscoveryMethod, DnsRecord};
+use crate::metadata::{InstanceFacts, ProviderKind};
+
+/// Environment variable pointing the AWS client at another endpoint (moto in
+/// tests, a VPC endpoint proxy in production).
+pub const AWS_ENDPOINT_ENV: &str = "MUSTER_AWS_ENDPOINT";
+
+/// A configured source of peers.
+pub enum PeerSource {
+    Static(Vec<String>),
+    /// DNS A records of a name (resolved through the system resolver).
+    DnsA(String),
+    AwsGroup { client: Box<AwsClient>, group: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("discovery: {0}")]
+    Discovery(#[from] DiscoveryError),
+    #[error("discovery: {0}")]
+    Resolve(#[from] static_list::ResolveError),
+    #[error("discovery: {what} is not built yet; use `discovery.static` or an AWS group")]
+    NotBuilt { what: &'static str },
+    #[error("discovery: {0}")]
+    Setup(String),
+}
+
+impl PeerSource {
+    /// Builds the source the config names, with the instance's facts filling
+    /// the defaults (its own group, its region).
+    pub fn from_config(method: DiscoveryMethod<'_>, facts: &InstanceFacts) -> Result<PeerSource, SourceError> {
+        match method {
+            DiscoveryMethod::Static(s) => Ok(PeerSource::Static(s.peers.clone())),
+            DiscoveryMethod::Dns(d) => match d.record {
+                DnsRecord::A => Ok(PeerSource::DnsA(d.name.clone())),
+                DnsRecord::Srv => Err(SourceError::NotBuilt { what: "SRV record discovery" }),
+            },
+            DiscoveryMethod::CloudGroup(g) => {
+                let provider = g.provider.unwrap_or(match facts.provider {
+                    ProviderKind::Gce => CloudProvider::Gce,
+                    _ => CloudProvider::Aws,
+                });
+                if provider == CloudProvider::Gce {
+                    return Err(SourceError::NotBuilt { what: "GCE managed instance group discovery in the agent loop" });
+                }
+                let group = g.name.clone().or_else(|| facts.group.clone()).ok_or_else(|| {
+                    SourceError::Setup("no autoscaling group: set discovery.cloudGroup.name or tag the instance".into())
+                })?;
+                let region = facts.region.clone().ok_or_else(|| {
+                    SourceError::Setup("the instance metadata has no region for the AWS API".into())
+                })?;
+                let mut opts = AwsOptions::new(region);
+                if let Ok(endpoint) = std::env::var(AWS_ENDPOINT_ENV) {
+                    opts.endpoint = Some(
+                        Url::parse(&endpoint).map_err(|e| SourceError::Setup(format!("{AWS_ENDPOINT_ENV}: {e}")))?,
+                    );
+                }
+                let credentials = Credentials::from_env().map_err(|e| SourceError::Setup(e.to_string()))?;
+                let client = AwsClient::new(opts, credentials).map_err(|e| SourceError::Setup(e.to_string()))?;
+                Ok(PeerSource::AwsGroup { client: Box::new(client), group })
+            }
+        }
+    }
+
+    /// How long a view must stay unchanged (and the formation set's last
+    /// launch be past) before this node may form a cluster: the bound on
+    /// the source's staleness that the S1 argument assumes (bootstrap.md).
+    pub fn settle_time(&self) -> Duration {
+        match self {
+            // The same list on every node: nothing to wait for.
+            PeerSource::Static(_) => Duration::ZERO,
+            PeerSource::DnsA(_) => Duration::from_secs(5),
+            // AWS's documented eventual consistency for Describe* calls is
+            // seconds; 10 s leaves a margin at little cost to a boot.
+            PeerSource::AwsGroup { .. } => Duration::from_secs(10),
+        }
+    }
+
+    /// Lists the peers now.
+    pub async fn list(&self) -> Result<Vec<Peer>, SourceError> {
+        match self {
+            PeerSource::Static(entries) => Ok(static_list::resolve(entries).await?),
+            PeerSource::DnsA(name) => {
+                let addrs = tokio::net::lookup_host((name.as_str(), 0)).await.map_err(|source| {
+                    static_list::ResolveError::Lookup { entry: name.clone(), source }
+                })?;
+                let mut peers: Vec<Peer> = addrs
+                    .filter_map(|a| match a.ip() {
+                        std::net::IpAddr::V4(ip) => Some(static_list::address_peer(ip)),
+                        std::net::IpAddr::V6(_) => None,
+                    })
+                    .collect();
+                peers.sort_by(|a, b| a.id.cmp(&b.id));
+                peers.dedup();
+                Ok(peers)
+            }
+            PeerSource::AwsGroup { client, group } => Ok(aws_asg::list_group(client, group).await?.peers),
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! Talking to etcd over mutual TLS: probing peers for a cluster, reading
+//! membership and health, and the membership changes. Thin wrappers over
+//! etcd-client that turn its answers into this crate's plain types.
+
+use std::time::Duration;
+
+use etcd_client::{Certificate, Client, ConnectOptions, Identity, LockOptions, MemberAddOptions, TlsOptions};
+
+use crate::formation::{FoundCluster, FoundMember, CLIENT_PORT};
+use crate::pki::{CertKind, NodePki};
+
+/// How long one probe or health check may take: a dead peer must not stall
+/// the loop.
+pub const PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
+
+#[derive(Debug, thiserror::Error)]
+pub enum EtcdError {
+    #[error("etcd at {endpoints}: {source}")]
+    Rpc { endpoints: String, source: etcd_client::Error },
+    #[error("etcd at {endpoints}: no answer within {timeout_ms} ms")]
+    Timeout { endpoints: String, timeout_ms: u128 },
+    #[error("node pki in {dir}: no {kind} certificate")]
+    MissingCert { dir: String, kind: &'static str },
+}
+
+/// The agent's client identity and the cluster CA, as PEM.
+#[derive(Clone)]
+pub struct EtcdTls {
+    ca_pem: String,
+    cert_pem: String,
+    key_pem: String,
+}
+
+impl std::fmt::Debug for EtcdTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EtcdTls { <certificates and key redacted> }")
+    }
+}
+
+impl EtcdTls {
+    /// The agent's client certificate from the node's pki dir.
+    pub fn from_pki(pki: &NodePki) -> Result<EtcdTls, EtcdError> {
+        let client = pki.get(CertKind::Client).ok_or_else(|| EtcdError::MissingCert {
+            dir: pki.dir.display().to_string(),
+            kind: CertKind::Client.stem(),
+        })?;
+        let ca_pem = std::fs::read_to_string(&pki.ca_path).map_err(|_| EtcdError::MissingCert {
+            dir: pki.dir.display().to_string(),
+            kind: "ca",
+        })?;
+        Ok(EtcdTls { ca_pem, cert_pem: client.cert_pem.clone(), key_pem: client.key_pem.expose().to_string() })
+    }
+
+    fn options(&self, timeout: Duration) -> ConnectOptions {
+        let tls = TlsOptions::new()
+            .ca_certificate(Certificate::from_pem(&self.ca_pem))
+            .identity(Identity::from_pem(&self.cert_pem, &self.key_pem));
+        ConnectOptions::new().with_tls(tls).with_connect_timeout(timeout).with_timeout(timeout)
+    }
+}
+
+/// The client URL of the member at `ip`.
+pub fn client_url(ip: impl std::fmt::Display) -> String {
+    format!("https://{ip}:{CLIENT_PORT}")
+}
+
+/// Runs an etcd call with a deadline, naming the endpoints on failure.
+async fn within<T>(
+    endpoints: &[String],
+    timeout: Duration,
+    fut: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+) -> Result<T, EtcdError> {
+    match tokio::time::timeout(timeout, fut).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(source)) => Err(EtcdError::Rpc { endpoints: endpoints.join(","), source }),
+        Err(_) => Err(EtcdError::Timeout { endpoints: endpoints.join(","), timeout_ms: timeout.as_millis() }),
+    }
+}
+
+/// A connection to a cluster through the given endpoints.
+pub struct Etcd {
+    client: Client,
+    endpoints: Vec<String>,
+    timeout: Duration,
+}
+
+impl Etcd {
+    pub async fn connect(endpoints: Vec<String>, tls: &EtcdTls, timeout: Duration) -> Result<Etcd, EtcdError> {
+        let client = within(&endpoints, timeout, Client::connect(endpoints.clone(), Some(tls.options(timeout)))).await?;
+        Ok(Etcd { client, endpoints, timeout })
+    }
+
+    /// Cluster id, this endpoint's member id and the leader it knows (0: none).
+    pub async fn status(&mut self) -> Result<(u64, u64, u64), EtcdError> {
+        let s = within(&self.endpoints, self.timeout, self.client.status()).await?;
+        let (cluster, member) = s.header().map(|h| (h.cluster_id(), h.member_id())).unwrap_or((0, 0));
+        Ok((cluster, member, s.leader()))
+    }
+
+    pub async fn members(&mut self) -> Result<Vec<FoundMember>, EtcdError> {
+        let list = within(&self.endpoints, self.timeout, self.client.member_list()).await?;
+        Ok(list
+            .members()
+            .iter()
+            .map(|m| FoundMember {
+                id: m.id(),
+                name: m.name().to_string(),
+                peer_urls: m.peer_urls().to_vec(),
+                is_learner: m.is_learner(),
+            })
+            .collect())
+    }
+
+    /// Adds a learner; returns its member id.
+    pub async fn add_learner(&mut self, peer_url: &str) -> Result<u64, EtcdError> {
+        let options = MemberAddOptions::new().with_is_learner();
+        let r = within(&self.endpoints, self.timeout, self.client.member_add([peer_url], Some(options))).await?;
+        Ok(r.member().map(|m| m.id()).unwrap_or(0))
+    }
+
+    pub async fn promote(&mut self, id: u64) -> Result<(), EtcdError> {
+        within(&self.endpoints, self.timeout, self.client.member_promote(id)).await.map(|_| ())
+    }
+
+    pub async fn remove(&mut self, id: u64) -> Result<(), EtcdError> {
+        within(&self.endpoints, self.timeout, self.client.member_remove(id)).await.map(|_| ())
+    }
+
+    /// Takes the cluster-wide membership lock, held by a lease of `ttl_s`
+    /// seconds so a crashed holder cannot keep it. Returns (lock key, lease).
+    pub async fn lock_membership(&mut self, ttl_s: i64) -> Result<(Vec<u8>, i64), EtcdError> {
+        let lease = within(&self.endpoints, self.timeout, self.client.lease_grant(ttl_s, None)).await?.id();
+        let options = LockOptions::new().with_lease(lease);
+        let wait = self.timeout * 4;
+        let key = within(&self.endpoints, wait, self.client.lock("muster/membership", Some(options))).await?;
+        Ok((key.key().to_vec(), lease))
+    }
+
+    pub async fn unlock_membership(&mut self, key: Vec<u8>, lease: i64) {
+        // Revoking the lease releases the lock even if unlock fails.
+        let _ = within(&self.endpoints, self.timeout, self.client.unlock(key)).await;
+        let _ = within(&self.endpoints, self.timeout, self.client.lease_revoke(lease)).await;
+    }
+
+    pub async fn put(&mut self, key: &str, value: &str) -> Result<(), EtcdError> {
+        within(&self.endpoints, self.timeout, self.client.put(key, value, None)).await.map(|_| ())
+    }
+
+    pub async fn get(&mut self, key: &str) -> Result<Option<String>, EtcdError> {
+        let r = within(&self.endpoints, self.timeout, self.client.get(key, None)).await?;
+        Ok(r.kvs().first().map(|kv| String::from_utf8_lossy(kv.value()).into_owned()))
+    }
+}
+
+/// Asks one peer's etcd what cluster it belongs to. `None` when nothing
+/// answers (no etcd there yet, machine down, or a certificate we reject).
+pub async fn probe(endpoint: String, tls: &EtcdTls) -> Option<FoundCluster> {
+    let mut etcd = Etcd::connect(vec![endpoint], tls, PROBE_TIMEOUT).await.ok()?;
+    let (cluster_id, _, leader) = etcd.status().await.ok()?;
+    let members = etcd.members().await.ok()?;
+    Some(FoundCluster { cluster_id, members, has_leader: leader != 0 })
+}
+
+/// Whether the member serving `endpoint` answers and knows a leader.
+pub async fn healthy(endpoint: String, tls: &EtcdTls) -> bool {
+    match Etcd::connect(vec![endpoint], tls, PROBE_TIMEOUT).await {
+        Ok(mut etcd) => matches!(etcd.status().await, Ok((_, _, leader)) if leader != 0),
+        Err(_) => false,
+    }
+}

@@ -1,0 +1,183 @@
+//! AWS Auto Scaling discovery against moto, the AWS API emulator: a real
+//! VPC, subnet, launch template and group, created through Muster's own
+//! light client, then listed with `discovery::aws_asg::list_group`.
+//! Loopback only. Fails (never skips) when moto is not installed.
+
+mod support;
+
+use std::collections::HashSet;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use muster::cloud::aws::{AUTOSCALING, AwsClient, AwsError, AwsOptions, Credentials, EC2};
+use muster::discovery::aws_asg::list_group;
+use muster::discovery::error::DiscoveryError;
+use muster::discovery::group::GroupView;
+use muster::discovery::Lifecycle;
+use muster::retry::Backoff;
+use support::moto::Moto;
+
+const REGION: &str = "us-east-1";
+
+fn client(moto: &Moto, credentials: Credentials) -> AwsClient {
+    let mut opts = AwsOptions::new(REGION);
+    opts.endpoint = Some(moto.endpoint.clone());
+    opts.backoff = Backoff {
+        initial: Duration::from_millis(20),
+        max_delay: Duration::from_millis(200),
+        total: Duration::from_secs(10),
+    };
+    AwsClient::new(opts, credentials).expect("client")
+}
+
+fn test_credentials() -> Credentials {
+    Credentials::new("AKIDMUSTERTEST", "muster-test-secret", None)
+}
+
+fn params(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+/// The text of the first `<tag>` in an answer (setup only needs ids).
+fn first(xml: &str, tag: &str) -> String {
+    let open = format!("<{tag}>");
+    let start = xml.find(&open).unwrap_or_else(|| panic!("no <{tag}> in {xml}")) + open.len();
+    let end = start + xml[start..].find('<').expect("closing tag");
+    xml[start..end].to_string()
+}
+
+/// VPC + subnet + launch template + an Auto Scaling group of `desired`.
+async fn create_group(aws: &AwsClient, name: &str, desired: u32) {
+    let vpc = aws.query(&EC2, "CreateVpc", &params(&[("CidrBlock", "10.0.0.0/16")])).await.expect("CreateVpc");
+    let vpc_id = first(&vpc, "vpcId");
+    let subnet = aws
+        .query(
+            &EC2,
+            "CreateSubnet",
+            &params(&[("VpcId", &vpc_id), ("CidrBlock", "10.0.1.0/24"), ("AvailabilityZone", "us-east-1a")]),
+        )
+        .await
+        .expect("CreateSubnet");
+    let subnet_id = first(&subnet, "subnetId");
+    aws.query(
+        &EC2,
+        "CreateLaunchTemplate",
+        &params(&[
+            ("LaunchTemplateName", name),
+            ("LaunchTemplateData.ImageId", "ami-12345678"),
+            ("LaunchTemplateData.InstanceType", "t3.micro"),
+        ]),
+    )
+    .await
+    .expect("CreateLaunchTemplate");
+    aws.query(
+        &AUTOSCALING,
+        "CreateAutoScalingGroup",
+        &params(&[
+            ("AutoScalingGroupName", name),
+            ("LaunchTemplate.LaunchTemplateName", name),
+            ("MinSize", "0"),
+            ("MaxSize", "10"),
+            ("DesiredCapacity", &desired.to_string()),
+            ("VPCZoneIdentifier", &subnet_id),
+        ]),
+    )
+    .await
+    .expect("CreateAutoScalingGroup");
+}
+
+async fn autoscaling(aws: &AwsClient, action: &str, pairs: &[(&str, &str)]) {
+    aws.query(&AUTOSCALING, action, &params(pairs)).await.unwrap_or_else(|e| panic!("{action}: {e}"));
+}
+
+fn assert_all_in_service(view: &GroupView, n: usize) {
+    assert_eq!(view.peers.len(), n, "{view:#?}");
+    let ids: HashSet<&str> = view.peers.iter().map(|p| p.id.as_str()).collect();
+    let ips: HashSet<Ipv4Addr> = view.peers.iter().map(|p| p.address).collect();
+    assert_eq!((ids.len(), ips.len()), (n, n), "ids and addresses are distinct: {view:#?}");
+    for p in &view.peers {
+        assert!(p.id.starts_with("i-"), "{p:?}");
+        let [a, b, c, _] = p.address.octets();
+        assert_eq!((a, b, c), (10, 0, 1), "address from the subnet: {p:?}");
+        assert!(p.launched_at_ms.is_some_and(|ms| ms > 1_600_000_000_000), "{p:?}");
+        assert_eq!(p.lifecycle, Lifecycle::InService, "{p:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_group_of_three_then_five() {
+    let moto = Moto::start();
+    let aws = client(&moto, test_credentials());
+    create_group(&aws, "muster-cp", 3).await;
+
+    let view = list_group(&aws, "muster-cp").await.expect("list 3");
+    assert_eq!(view.desired_capacity, 3);
+    assert_all_in_service(&view, 3);
+
+    autoscaling(&aws, "SetDesiredCapacity", &[("AutoScalingGroupName", "muster-cp"), ("DesiredCapacity", "5")]).await;
+    let bigger = list_group(&aws, "muster-cp").await.expect("list 5");
+    assert_eq!(bigger.desired_capacity, 5);
+    assert_all_in_service(&bigger, 5);
+    for p in &view.peers {
+        assert!(bigger.peers.contains(p), "the first three are unchanged: {p:?}");
+    }
+}
+
+#[tokio::test]
+async fn terminated_unhealthy_and_standby_members() {
+    let moto = Moto::start();
+    let aws = client(&moto, test_credentials());
+    create_group(&aws, "muster-cp", 4).await;
+    let before = list_group(&aws, "muster-cp").await.expect("list");
+    assert_all_in_service(&before, 4);
+    let ids: Vec<&str> = before.peers.iter().map(|p| p.id.as_str()).collect();
+
+    // Scale in by terminating one member: it is gone from the group.
+    autoscaling(
+        &aws,
+        "TerminateInstanceInAutoScalingGroup",
+        &[("InstanceId", ids[0]), ("ShouldDecrementDesiredCapacity", "true")],
+    )
+    .await;
+    autoscaling(&aws, "SetInstanceHealth", &[("InstanceId", ids[1]), ("HealthStatus", "Unhealthy")]).await;
+    autoscaling(
+        &aws,
+        "EnterStandby",
+        &[("AutoScalingGroupName", "muster-cp"), ("InstanceIds.member.1", ids[2]), ("ShouldDecrementDesiredCapacity", "true")],
+    )
+    .await;
+
+    let after = list_group(&aws, "muster-cp").await.expect("list");
+    assert_eq!(after.desired_capacity, 2, "{after:#?}");
+    let state = |id: &str| after.peers.iter().find(|p| p.id == id).map(|p| p.lifecycle);
+    assert_eq!(state(ids[0]), None, "terminated: gone from the group");
+    assert_eq!(state(ids[1]), Some(Lifecycle::Leaving), "unhealthy");
+    assert_eq!(state(ids[2]), Some(Lifecycle::Leaving), "standby");
+    assert_eq!(state(ids[3]), Some(Lifecycle::InService));
+}
+
+#[tokio::test]
+async fn an_unknown_group_is_named_in_the_error() {
+    let moto = Moto::start();
+    let aws = client(&moto, test_credentials());
+    let err = list_group(&aws, "no-such-group").await.expect_err("unknown group");
+    assert!(matches!(err, DiscoveryError::GroupNotFound { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains("\"no-such-group\"") && text.contains("region us-east-1"), "{text}");
+}
+
+#[tokio::test]
+async fn wrong_credentials_fail_at_once_with_a_clear_error() {
+    // With INITIAL_NO_AUTH_ACTION_COUNT=0 moto checks keys against its IAM, as AWS does.
+    let moto = Moto::start_with_env(&[("INITIAL_NO_AUTH_ACTION_COUNT", "0")]);
+    let aws = client(&moto, Credentials::new("AKIDWRONG", "wrong-secret", None));
+    let err = list_group(&aws, "muster-cp").await.expect_err("refused");
+    let DiscoveryError::Aws(AwsError::Api { code, status, attempts, .. }) = &err else {
+        panic!("expected an AWS API error, got {err:?}");
+    };
+    assert_eq!((code.as_str(), *status, *attempts), ("InvalidClientTokenId", 403, 1), "not retried");
+    let text = err.to_string();
+    assert!(text.contains("aws autoscaling DescribeAutoScalingGroups at http://127.0.0.1:"), "{text}");
+    assert!(text.contains("check the credentials"), "{text}");
+    assert!(!text.contains("wrong-secret"), "{text}");
+}
