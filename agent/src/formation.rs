@@ -38,6 +38,9 @@ pub struct FoundMember {
     pub name: String,
     pub peer_urls: Vec<String>,
     pub is_learner: bool,
+    /// Answered this round's probe as part of this cluster.
+    #[serde(default)]
+    pub healthy: bool,
 }
 
 /// A cluster that answered a probe of a peer's etcd client port.
@@ -200,6 +203,13 @@ fn decide_with_cluster(o: &Observed<'_>, cluster: &FoundCluster, my_url: &str) -
     if cluster.members.len() < o.topology.etcd_members() {
         return Decision::Join { cluster_id: cluster.cluster_id };
     }
+    if let Some(down) = cluster.members.iter().find(|m| !m.healthy) {
+        // Full, but a member is down: it may be removed soon (replacement),
+        // and this node should take its place rather than settle as a worker.
+        return Decision::Wait {
+            reason: format!("cluster {:x} is full but member {:x} is down; waiting to see if it is replaced", cluster.cluster_id, down.id),
+        };
+    }
     let role = if o.topology.dedicated_etcd_count.is_some() {
         // Dedicated etcd is full: fill the control plane or become a worker.
         roles::auto_role(o.topology, o.view, &o.me.id)
@@ -266,6 +276,7 @@ mod tests {
                     name: p.id.clone(),
                     peer_urls: vec![peer_url(p)],
                     is_learner: false,
+                    healthy: true,
                 })
                 .collect(),
             has_leader,
@@ -328,9 +339,13 @@ mod tests {
         // Node 4 would never be in the formation set, but the cluster has room.
         let clusters = [found(7, &[&view[0], &view[1]], true)];
         assert_eq!(decide(&observed(&view[3], &view, &clusters)), Decision::Join { cluster_id: 7 });
-        // A full cluster makes it a worker.
+        // A full, healthy cluster makes it a worker.
         let clusters = [found(7, &[&view[0], &view[1], &view[2]], true)];
         assert_eq!(decide(&observed(&view[3], &view, &clusters)), Decision::NoEtcd { role: Role::Worker });
+        // A full cluster with a member down: wait, it may need a replacement.
+        let mut degraded = found(7, &[&view[0], &view[1], &view[2]], true);
+        degraded.members[2].healthy = false;
+        assert!(matches!(decide(&observed(&view[3], &view, &[degraded])), Decision::Wait { .. }));
         // Even node 1, first in order, joins rather than forming anew.
         let clusters = [found(7, &[&view[1], &view[2]], true)];
         assert_eq!(decide(&observed(&view[0], &view, &clusters)), Decision::Join { cluster_id: 7 });

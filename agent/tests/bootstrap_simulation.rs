@@ -132,7 +132,12 @@ fn probe(s: &Scenario, view: &[Peer], t: u64) -> Vec<FoundCluster> {
             .0
             .iter()
             .enumerate()
-            .map(|(k, m)| FoundMember { id: k as u64, name: m.name.clone(), peer_urls: vec![m.peer_url.clone()], is_learner: false })
+            .map(|(k, m)| {
+                let healthy = s.nodes.iter().any(|n| {
+                    formation::peer_url(&n.peer) == m.peer_url && alive(n, t) && n.started.as_ref().is_some_and(|(_, tk)| *tk == token)
+                });
+                FoundMember { id: k as u64, name: m.name.clone(), peer_urls: vec![m.peer_url.clone()], is_learner: false, healthy }
+            })
             .collect();
         for joiner in s.nodes.iter().filter(|m| m.joined.as_deref() == Some(token.as_str())) {
             members.push(FoundMember {
@@ -140,6 +145,7 @@ fn probe(s: &Scenario, view: &[Peer], t: u64) -> Vec<FoundCluster> {
                 name: joiner.peer.id.clone(),
                 peer_urls: vec![formation::peer_url(&joiner.peer)],
                 is_learner: true,
+                healthy: alive(joiner, t),
             });
         }
         let cluster_id = token.bytes().fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));

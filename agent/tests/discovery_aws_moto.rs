@@ -10,10 +10,10 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use muster::cloud::aws::{AUTOSCALING, AwsClient, AwsError, AwsOptions, Credentials, EC2};
+use muster::discovery::Lifecycle;
 use muster::discovery::aws_asg::list_group;
 use muster::discovery::error::DiscoveryError;
 use muster::discovery::group::GroupView;
-use muster::discovery::Lifecycle;
 use muster::retry::Backoff;
 use support::moto::Moto;
 
@@ -35,26 +35,39 @@ fn test_credentials() -> Credentials {
 }
 
 fn params(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 /// The text of the first `<tag>` in an answer (setup only needs ids).
 fn first(xml: &str, tag: &str) -> String {
     let open = format!("<{tag}>");
-    let start = xml.find(&open).unwrap_or_else(|| panic!("no <{tag}> in {xml}")) + open.len();
+    let start = xml
+        .find(&open)
+        .unwrap_or_else(|| panic!("no <{tag}> in {xml}"))
+        + open.len();
     let end = start + xml[start..].find('<').expect("closing tag");
     xml[start..end].to_string()
 }
 
 /// VPC + subnet + launch template + an Auto Scaling group of `desired`.
 async fn create_group(aws: &AwsClient, name: &str, desired: u32) {
-    let vpc = aws.query(&EC2, "CreateVpc", &params(&[("CidrBlock", "10.0.0.0/16")])).await.expect("CreateVpc");
+    let vpc = aws
+        .query(&EC2, "CreateVpc", &params(&[("CidrBlock", "10.0.0.0/16")]))
+        .await
+        .expect("CreateVpc");
     let vpc_id = first(&vpc, "vpcId");
     let subnet = aws
         .query(
             &EC2,
             "CreateSubnet",
-            &params(&[("VpcId", &vpc_id), ("CidrBlock", "10.0.1.0/24"), ("AvailabilityZone", "us-east-1a")]),
+            &params(&[
+                ("VpcId", &vpc_id),
+                ("CidrBlock", "10.0.1.0/24"),
+                ("AvailabilityZone", "us-east-1a"),
+            ]),
         )
         .await
         .expect("CreateSubnet");
@@ -87,19 +100,28 @@ async fn create_group(aws: &AwsClient, name: &str, desired: u32) {
 }
 
 async fn autoscaling(aws: &AwsClient, action: &str, pairs: &[(&str, &str)]) {
-    aws.query(&AUTOSCALING, action, &params(pairs)).await.unwrap_or_else(|e| panic!("{action}: {e}"));
+    aws.query(&AUTOSCALING, action, &params(pairs))
+        .await
+        .unwrap_or_else(|e| panic!("{action}: {e}"));
 }
 
 fn assert_all_in_service(view: &GroupView, n: usize) {
     assert_eq!(view.peers.len(), n, "{view:#?}");
     let ids: HashSet<&str> = view.peers.iter().map(|p| p.id.as_str()).collect();
     let ips: HashSet<Ipv4Addr> = view.peers.iter().map(|p| p.address).collect();
-    assert_eq!((ids.len(), ips.len()), (n, n), "ids and addresses are distinct: {view:#?}");
+    assert_eq!(
+        (ids.len(), ips.len()),
+        (n, n),
+        "ids and addresses are distinct: {view:#?}"
+    );
     for p in &view.peers {
         assert!(p.id.starts_with("i-"), "{p:?}");
         let [a, b, c, _] = p.address.octets();
         assert_eq!((a, b, c), (10, 0, 1), "address from the subnet: {p:?}");
-        assert!(p.launched_at_ms.is_some_and(|ms| ms > 1_600_000_000_000), "{p:?}");
+        assert!(
+            p.launched_at_ms.is_some_and(|ms| ms > 1_600_000_000_000),
+            "{p:?}"
+        );
         assert_eq!(p.lifecycle, Lifecycle::InService, "{p:?}");
     }
 }
@@ -114,12 +136,23 @@ async fn a_group_of_three_then_five() {
     assert_eq!(view.desired_capacity, 3);
     assert_all_in_service(&view, 3);
 
-    autoscaling(&aws, "SetDesiredCapacity", &[("AutoScalingGroupName", "muster-cp"), ("DesiredCapacity", "5")]).await;
+    autoscaling(
+        &aws,
+        "SetDesiredCapacity",
+        &[
+            ("AutoScalingGroupName", "muster-cp"),
+            ("DesiredCapacity", "5"),
+        ],
+    )
+    .await;
     let bigger = list_group(&aws, "muster-cp").await.expect("list 5");
     assert_eq!(bigger.desired_capacity, 5);
     assert_all_in_service(&bigger, 5);
     for p in &view.peers {
-        assert!(bigger.peers.contains(p), "the first three are unchanged: {p:?}");
+        assert!(
+            bigger.peers.contains(p),
+            "the first three are unchanged: {p:?}"
+        );
     }
 }
 
@@ -136,14 +169,26 @@ async fn terminated_unhealthy_and_standby_members() {
     autoscaling(
         &aws,
         "TerminateInstanceInAutoScalingGroup",
-        &[("InstanceId", ids[0]), ("ShouldDecrementDesiredCapacity", "true")],
+        &[
+            ("InstanceId", ids[0]),
+            ("ShouldDecrementDesiredCapacity", "true"),
+        ],
     )
     .await;
-    autoscaling(&aws, "SetInstanceHealth", &[("InstanceId", ids[1]), ("HealthStatus", "Unhealthy")]).await;
+    autoscaling(
+        &aws,
+        "SetInstanceHealth",
+        &[("InstanceId", ids[1]), ("HealthStatus", "Unhealthy")],
+    )
+    .await;
     autoscaling(
         &aws,
         "EnterStandby",
-        &[("AutoScalingGroupName", "muster-cp"), ("InstanceIds.member.1", ids[2]), ("ShouldDecrementDesiredCapacity", "true")],
+        &[
+            ("AutoScalingGroupName", "muster-cp"),
+            ("InstanceIds.member.1", ids[2]),
+            ("ShouldDecrementDesiredCapacity", "true"),
+        ],
     )
     .await;
 
@@ -160,10 +205,18 @@ async fn terminated_unhealthy_and_standby_members() {
 async fn an_unknown_group_is_named_in_the_error() {
     let moto = Moto::start();
     let aws = client(&moto, test_credentials());
-    let err = list_group(&aws, "no-such-group").await.expect_err("unknown group");
-    assert!(matches!(err, DiscoveryError::GroupNotFound { .. }), "{err:?}");
+    let err = list_group(&aws, "no-such-group")
+        .await
+        .expect_err("unknown group");
+    assert!(
+        matches!(err, DiscoveryError::GroupNotFound { .. }),
+        "{err:?}"
+    );
     let text = err.to_string();
-    assert!(text.contains("\"no-such-group\"") && text.contains("region us-east-1"), "{text}");
+    assert!(
+        text.contains("\"no-such-group\"") && text.contains("region us-east-1"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -172,12 +225,41 @@ async fn wrong_credentials_fail_at_once_with_a_clear_error() {
     let moto = Moto::start_with_env(&[("INITIAL_NO_AUTH_ACTION_COUNT", "0")]);
     let aws = client(&moto, Credentials::new("AKIDWRONG", "wrong-secret", None));
     let err = list_group(&aws, "muster-cp").await.expect_err("refused");
-    let DiscoveryError::Aws(AwsError::Api { code, status, attempts, .. }) = &err else {
+    let DiscoveryError::Aws(AwsError::Api {
+        code,
+        status,
+        attempts,
+        ..
+    }) = &err
+    else {
         panic!("expected an AWS API error, got {err:?}");
     };
-    assert_eq!((code.as_str(), *status, *attempts), ("InvalidClientTokenId", 403, 1), "not retried");
+    assert_eq!(
+        (code.as_str(), *status, *attempts),
+        ("InvalidClientTokenId", 403, 1),
+        "not retried"
+    );
     let text = err.to_string();
-    assert!(text.contains("aws autoscaling DescribeAutoScalingGroups at http://127.0.0.1:"), "{text}");
+    assert!(
+        text.contains("aws autoscaling DescribeAutoScalingGroups at http://127.0.0.1:"),
+        "{text}"
+    );
     assert!(text.contains("check the credentials"), "{text}");
     assert!(!text.contains("wrong-secret"), "{text}");
+}
+
+#[test]
+fn moto_is_stopped_even_when_a_test_panics() {
+    let payload = std::thread::spawn(|| {
+        let moto = Moto::start();
+        let port = moto.endpoint.port().expect("port");
+        std::panic::panic_any(port);
+    })
+    .join()
+    .expect_err("the thread panics");
+    let port = *payload.downcast::<u16>().expect("the port");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "moto still answers on {port}"
+    );
 }

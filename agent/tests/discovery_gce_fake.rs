@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use muster::cloud::gce::compute::{MigLocation, MigRef};
 use muster::cloud::gce::{GceClient, GceError, GceOptions};
+use muster::discovery::Lifecycle;
 use muster::discovery::error::DiscoveryError;
 use muster::discovery::gce_mig::list_group;
-use muster::discovery::Lifecycle;
 use muster::retry::Backoff;
 use support::fake_http::{FakeServer, Request, Response};
 
@@ -21,7 +21,8 @@ fn fixture(name: &str) -> String {
 }
 
 const TOKEN: &str = "/computeMetadata/v1/instance/service-accounts/default/token";
-const IGM: &str = "/compute/v1/projects/example-project/zones/us-central1-a/instanceGroupManagers/muster-cp";
+const IGM: &str =
+    "/compute/v1/projects/example-project/zones/us-central1-a/instanceGroupManagers/muster-cp";
 
 fn mig() -> MigRef {
     MigRef {
@@ -36,7 +37,11 @@ fn client(fake: &FakeServer) -> GceClient {
         api_base: fake.base.join("compute/v1/").expect("url"),
         metadata_base: fake.base.clone(),
         static_token: None,
-        backoff: Backoff { initial: Duration::from_millis(10), max_delay: Duration::from_millis(50), total: Duration::from_secs(5) },
+        backoff: Backoff {
+            initial: Duration::from_millis(10),
+            max_delay: Duration::from_millis(50),
+            total: Duration::from_secs(5),
+        },
         request_timeout: Duration::from_secs(5),
     })
     .expect("client")
@@ -58,16 +63,19 @@ fn answer(r: &Request) -> Response {
                 Response::json(fixture("list_managed_instances.json"))
             }
         }
-        ("GET", "/compute/v1/projects/example-project/zones/us-central1-a/instances/muster-cp-9j4g") => {
-            Response::json(fixture("instance.json"))
-        }
+        (
+            "GET",
+            "/compute/v1/projects/example-project/zones/us-central1-a/instances/muster-cp-9j4g",
+        ) => Response::json(fixture("instance.json")),
         ("GET", p) if p.contains("/instances/muster-cp-") => {
             // The others: same shape, their own name, id and address.
             let name = p.rsplit('/').next().unwrap_or_default();
             let (id, ip) = match name {
                 "muster-cp-c63g" => ("4462422841867240255", "10.128.0.3"),
                 "muster-cp-f1hm" => ("6309299611401323327", "10.128.0.5"),
-                _ => return Response::new(404, "application/json", fixture("error_not_found.json")),
+                _ => {
+                    return Response::new(404, "application/json", fixture("error_not_found.json"));
+                }
             };
             Response::json(
                 fixture("instance.json")
@@ -85,13 +93,29 @@ async fn lists_the_group_with_a_metadata_token() {
     let fake = FakeServer::start(|_, r| answer(r)).await;
     let view = list_group(&client(&fake), &mig()).await.expect("listed");
     assert_eq!(view.desired_capacity, 3);
-    let got: Vec<(&str, Ipv4Addr, Lifecycle)> = view.peers.iter().map(|p| (p.id.as_str(), p.address, p.lifecycle)).collect();
+    let got: Vec<(&str, Ipv4Addr, Lifecycle)> = view
+        .peers
+        .iter()
+        .map(|p| (p.id.as_str(), p.address, p.lifecycle))
+        .collect();
     assert_eq!(
         got,
         [
-            ("1974815549671473983", Ipv4Addr::new(10, 128, 0, 2), Lifecycle::InService),
-            ("4462422841867240255", Ipv4Addr::new(10, 128, 0, 3), Lifecycle::Leaving),
-            ("6309299611401323327", Ipv4Addr::new(10, 128, 0, 5), Lifecycle::Leaving),
+            (
+                "1974815549671473983",
+                Ipv4Addr::new(10, 128, 0, 2),
+                Lifecycle::InService
+            ),
+            (
+                "4462422841867240255",
+                Ipv4Addr::new(10, 128, 0, 3),
+                Lifecycle::Leaving
+            ),
+            (
+                "6309299611401323327",
+                Ipv4Addr::new(10, 128, 0, 5),
+                Lifecycle::Leaving
+            ),
             ("muster-cp-dck1", Ipv4Addr::UNSPECIFIED, Lifecycle::Pending),
             ("muster-cp-zz00", Ipv4Addr::UNSPECIFIED, Lifecycle::Pending),
         ]
@@ -102,23 +126,54 @@ async fn lists_the_group_with_a_metadata_token() {
     assert_eq!(token_requests.len(), 1, "the token is cached");
     assert_eq!(token_requests[0].header("metadata-flavor"), Some("Google"));
     for r in requests.iter().filter(|r| r.target != TOKEN) {
-        assert_eq!(r.header("authorization"), Some("Bearer YOUR_ACCESS_TOKEN"), "{r:?}");
+        assert_eq!(
+            r.header("authorization"),
+            Some("Bearer YOUR_ACCESS_TOKEN"),
+            "{r:?}"
+        );
     }
-    assert!(requests.iter().any(|r| r.target.ends_with("listManagedInstances?pageToken=CkQI2r3_page2")), "paged");
-    assert!(requests.iter().any(|r| r.target.ends_with("muster-cp-dck1")), "provisioning: fetched (404 is fine)");
-    assert!(!requests.iter().any(|r| r.target.ends_with("muster-cp-zz00")), "not created yet: not fetched");
+    assert!(
+        requests.iter().any(|r| r
+            .target
+            .ends_with("listManagedInstances?pageToken=CkQI2r3_page2")),
+        "paged"
+    );
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.target.ends_with("muster-cp-dck1")),
+        "provisioning: fetched (404 is fine)"
+    );
+    assert!(
+        !requests
+            .iter()
+            .any(|r| r.target.ends_with("muster-cp-zz00")),
+        "not created yet: not fetched"
+    );
 }
 
 #[tokio::test]
 async fn an_unknown_group_is_named() {
     let fake = FakeServer::start(|_, r| {
-        if r.target == TOKEN { answer(r) } else { Response::new(404, "application/json", fixture("error_not_found.json")) }
+        if r.target == TOKEN {
+            answer(r)
+        } else {
+            Response::new(404, "application/json", fixture("error_not_found.json"))
+        }
     })
     .await;
     let err = list_group(&client(&fake), &mig()).await.expect_err("404");
-    assert!(matches!(err, DiscoveryError::GroupNotFound { .. }), "{err:?}");
+    assert!(
+        matches!(err, DiscoveryError::GroupNotFound { .. }),
+        "{err:?}"
+    );
     let text = err.to_string();
-    assert!(text.contains("projects/example-project/zones/us-central1-a/instanceGroupManagers/muster-cp"), "{text}");
+    assert!(
+        text.contains(
+            "projects/example-project/zones/us-central1-a/instanceGroupManagers/muster-cp"
+        ),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -140,23 +195,46 @@ async fn a_503_and_an_expired_token_are_retried() {
 async fn missing_permission_fails_at_once_with_a_hint() {
     let forbidden = r#"{"error":{"code":403,"message":"Required 'compute.instanceGroupManagers.get' permission for 'projects/example-project/zones/us-central1-a/instanceGroupManagers/muster-cp'","errors":[{"message":"Required permission","domain":"global","reason":"forbidden"}]}}"#;
     let fake = FakeServer::start(move |_, r| {
-        if r.target == TOKEN { answer(r) } else { Response::new(403, "application/json", forbidden) }
+        if r.target == TOKEN {
+            answer(r)
+        } else {
+            Response::new(403, "application/json", forbidden)
+        }
     })
     .await;
     let err = list_group(&client(&fake), &mig()).await.expect_err("403");
     assert_eq!(fake.requests().len(), 2, "token + one API call, no retries");
-    let DiscoveryError::Gce(GceError::Api { status: 403, reason, .. }) = &err else { panic!("{err:?}") };
+    let DiscoveryError::Gce(GceError::Api {
+        status: 403,
+        reason,
+        ..
+    }) = &err
+    else {
+        panic!("{err:?}")
+    };
     assert_eq!(reason.as_deref(), Some("forbidden"));
     let text = err.to_string();
-    assert!(text.contains("Required 'compute.instanceGroupManagers.get' permission") && text.contains("roles/compute.viewer"), "{text}");
+    assert!(
+        text.contains("Required 'compute.instanceGroupManagers.get' permission")
+            && text.contains("roles/compute.viewer"),
+        "{text}"
+    );
     assert!(!text.contains("YOUR_ACCESS_TOKEN"), "{text}");
 }
 
 #[tokio::test]
 async fn no_service_account_is_a_token_error() {
     let fake = FakeServer::start(|_, _| Response::new(404, "text/html", "Not Found")).await;
-    let err = list_group(&client(&fake), &mig()).await.expect_err("no token");
+    let err = list_group(&client(&fake), &mig())
+        .await
+        .expect_err("no token");
     let text = err.to_string();
-    assert!(matches!(err, DiscoveryError::Gce(GceError::Token { .. })), "{err:?}");
-    assert!(text.contains("metadata server") && text.contains("service account"), "{text}");
+    assert!(
+        matches!(err, DiscoveryError::Gce(GceError::Token { .. })),
+        "{err:?}"
+    );
+    assert!(
+        text.contains("metadata server") && text.contains("service account"),
+        "{text}"
+    );
 }

@@ -295,3 +295,40 @@ fn debug_of_node_pki_shows_no_pem() {
     }
     assert!(dbg.contains("etcd-peer.key"), "{dbg}");
 }
+
+/// Figures, not an assertion: `cargo test -p muster-agent --test pki_store
+/// -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn print_timings() {
+    let runs = 20u32;
+    let t = std::time::Instant::now();
+    for _ in 0..runs {
+        let ca = ca();
+        for kind in CertKind::ALL {
+            let spec = muster::pki::LeafSpec::for_kind(kind, &node()).unwrap();
+            ca.issue(&spec).unwrap();
+        }
+    }
+    eprintln!("derive CA + issue 3 certs: {:?}", t.elapsed() / runs);
+
+    let (mut first, mut again) = (Duration::ZERO, Duration::ZERO);
+    for _ in 0..runs {
+        let tmp = tempfile::tempdir().unwrap();
+        let ca = ca();
+        let t = std::time::Instant::now();
+        ensure_node_certs(tmp.path(), &ca, &node()).unwrap();
+        first += t.elapsed();
+        let t = std::time::Instant::now();
+        ensure_node_certs(tmp.path(), &ca, &node()).unwrap();
+        again += t.elapsed();
+    }
+    eprintln!(
+        "ensure_node_certs, fresh dir (writes + fsync): {:?}",
+        first / runs
+    );
+    eprintln!(
+        "ensure_node_certs, all kept (verify only): {:?}",
+        again / runs
+    );
+}

@@ -37,7 +37,11 @@ pub struct TransportError {
 pub fn client(timeout: Duration, via_proxy: bool) -> Result<reqwest::Client, String> {
     install_crypto_provider();
     let builder = reqwest::Client::builder();
-    let builder = if via_proxy { builder } else { builder.no_proxy() };
+    let builder = if via_proxy {
+        builder
+    } else {
+        builder.no_proxy()
+    };
     builder
         .redirect(reqwest::redirect::Policy::none())
         .timeout(timeout)
@@ -48,7 +52,10 @@ pub fn client(timeout: Duration, via_proxy: bool) -> Result<reqwest::Client, Str
 }
 
 /// Sends one request and reads the whole body, whatever the status.
-pub async fn send(request: reqwest::RequestBuilder, timeout: Duration) -> Result<Reply, TransportError> {
+pub async fn send(
+    request: reqwest::RequestBuilder,
+    timeout: Duration,
+) -> Result<Reply, TransportError> {
     let transient = |e: &reqwest::Error| TransportError {
         cause: describe(e, timeout),
         transient: !(e.is_builder() || e.is_redirect()),
@@ -59,7 +66,10 @@ pub async fn send(request: reqwest::RequestBuilder, timeout: Duration) -> Result
         cause: format!("answer larger than {MAX_BODY} bytes"),
         transient: false,
     };
-    if response.content_length().is_some_and(|n| n > MAX_BODY as u64) {
+    if response
+        .content_length()
+        .is_some_and(|n| n > MAX_BODY as u64)
+    {
         return Err(too_big());
     }
     let mut body = Vec::new();
@@ -132,16 +142,25 @@ mod tests {
     #[test]
     fn retryable_statuses() {
         for s in [500u16, 502, 503, 504, 429] {
-            assert!(is_transient_status(StatusCode::from_u16(s).expect("valid")), "{s}");
+            assert!(
+                is_transient_status(StatusCode::from_u16(s).expect("valid")),
+                "{s}"
+            );
         }
         for s in [200u16, 301, 400, 401, 403, 404] {
-            assert!(!is_transient_status(StatusCode::from_u16(s).expect("valid")), "{s}");
+            assert!(
+                !is_transient_status(StatusCode::from_u16(s).expect("valid")),
+                "{s}"
+            );
         }
     }
 
     #[test]
     fn snippets_are_short_and_single_line() {
-        assert_eq!(snippet(b"<html>\n  <h1>Bad\n Gateway</h1>", 100), "<html> <h1>Bad Gateway</h1>");
+        assert_eq!(
+            snippet(b"<html>\n  <h1>Bad\n Gateway</h1>", 100),
+            "<html> <h1>Bad Gateway</h1>"
+        );
         assert_eq!(snippet("ééééé".as_bytes(), 3), "ééé…");
     }
 }

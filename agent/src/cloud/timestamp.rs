@@ -11,7 +11,12 @@ pub fn parse_rfc3339_ms(s: &str) -> Result<u64, String> {
         return Err(bad("non-ASCII character"));
     }
     let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' || b[16] != b':'
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
     {
         return Err(bad("expected YYYY-MM-DDTHH:MM:SS"));
     }
@@ -48,7 +53,10 @@ pub fn parse_rfc3339_ms(s: &str) -> Result<u64, String> {
 
     let offset_minutes = match rest {
         "Z" | "z" => 0,
-        _ if rest.len() == 6 && (rest.starts_with('+') || rest.starts_with('-')) && rest.as_bytes()[3] == b':' => {
+        _ if rest.len() == 6
+            && (rest.starts_with('+') || rest.starts_with('-'))
+            && rest.as_bytes()[3] == b':' =>
+        {
             let sign = if rest.starts_with('-') { -1 } else { 1 };
             let base = s.len() - 6;
             let (oh, om) = (num(base + 1, base + 3)?, num(base + 4, base + 6)?);
@@ -98,13 +106,28 @@ mod tests {
     fn aws_gce_and_moto_forms() {
         assert_eq!(parse_rfc3339_ms("1970-01-01T00:00:00Z"), Ok(0));
         // date -u -d 2018-05-08T16:46:19Z +%s  => 1525797979
-        assert_eq!(parse_rfc3339_ms("2018-05-08T16:46:19.000Z"), Ok(1_525_797_979_000));
+        assert_eq!(
+            parse_rfc3339_ms("2018-05-08T16:46:19.000Z"),
+            Ok(1_525_797_979_000)
+        );
         // date -u -d 2026-11-22T02:58:48Z +%s => 1795316328; microseconds are cut to ms.
-        assert_eq!(parse_rfc3339_ms("2026-11-22T02:58:48.292968Z"), Ok(1_795_316_328_292));
+        assert_eq!(
+            parse_rfc3339_ms("2026-11-22T02:58:48.292968Z"),
+            Ok(1_795_316_328_292)
+        );
         // 05:10:11.123-08:00 is 13:10:11.123Z; date -u -d 2024-03-04T13:10:11Z +%s => 1709557811
-        assert_eq!(parse_rfc3339_ms("2024-03-04T05:10:11.123-08:00"), Ok(1_709_557_811_123));
-        assert_eq!(parse_rfc3339_ms("2024-03-04T18:40:11.5+05:30"), Ok(1_709_557_811_500));
-        assert_eq!(parse_rfc3339_ms("2000-02-29T00:00:00Z"), Ok(951_782_400_000));
+        assert_eq!(
+            parse_rfc3339_ms("2024-03-04T05:10:11.123-08:00"),
+            Ok(1_709_557_811_123)
+        );
+        assert_eq!(
+            parse_rfc3339_ms("2024-03-04T18:40:11.5+05:30"),
+            Ok(1_709_557_811_500)
+        );
+        assert_eq!(
+            parse_rfc3339_ms("2000-02-29T00:00:00Z"),
+            Ok(951_782_400_000)
+        );
     }
 
     #[test]

@@ -10,13 +10,17 @@ use tracing::Instrument;
 use super::error::DiscoveryError;
 use super::group::GroupView;
 use super::{Lifecycle, Peer};
+use crate::cloud::aws::AwsClient;
 use crate::cloud::aws::autoscaling::{self, AutoScalingGroup};
 use crate::cloud::aws::ec2::{self, Ec2Instance};
-use crate::cloud::aws::AwsClient;
 
 /// Lists the members of the Auto Scaling group `group_name`.
 pub async fn list_group(client: &AwsClient, group_name: &str) -> Result<GroupView, DiscoveryError> {
-    let span = tracing::info_span!("discover_aws_asg", group = group_name, region = client.region());
+    let span = tracing::info_span!(
+        "discover_aws_asg",
+        group = group_name,
+        region = client.region()
+    );
     async {
         let group = autoscaling::describe_auto_scaling_group(client, group_name)
             .await?
@@ -25,10 +29,22 @@ pub async fn list_group(client: &AwsClient, group_name: &str) -> Result<GroupVie
                 name: group_name.to_string(),
                 location: format!("region {}", client.region()),
             })?;
-        let ids: Vec<String> = group.instances.iter().map(|i| i.instance_id.clone()).collect();
-        let instances = if ids.is_empty() { Vec::new() } else { ec2::describe_instances(client, &ids).await? };
+        let ids: Vec<String> = group
+            .instances
+            .iter()
+            .map(|i| i.instance_id.clone())
+            .collect();
+        let instances = if ids.is_empty() {
+            Vec::new()
+        } else {
+            ec2::describe_instances(client, &ids).await?
+        };
         let view = assemble(&group, &instances);
-        tracing::debug!(desired = view.desired_capacity, members = view.peers.len(), "group listed");
+        tracing::debug!(
+            desired = view.desired_capacity,
+            members = view.peers.len(),
+            "group listed"
+        );
         Ok(view)
     }
     .instrument(span)
@@ -39,14 +55,21 @@ pub async fn list_group(client: &AwsClient, group_name: &str) -> Result<GroupVie
 /// Members EC2 does not know yet (eventual consistency) or that have no
 /// private address yet are `Pending` with address `0.0.0.0`.
 pub fn assemble(group: &AutoScalingGroup, instances: &[Ec2Instance]) -> GroupView {
-    let by_id: HashMap<&str, &Ec2Instance> = instances.iter().map(|i| (i.instance_id.as_str(), i)).collect();
+    let by_id: HashMap<&str, &Ec2Instance> = instances
+        .iter()
+        .map(|i| (i.instance_id.as_str(), i))
+        .collect();
     let mut peers: Vec<Peer> = group
         .instances
         .iter()
         .map(|member| {
             let ec2 = by_id.get(member.instance_id.as_str());
             let address = ec2.and_then(|i| i.private_ip);
-            let mut state = lifecycle(&member.lifecycle_state, &member.health_status, ec2.map(|i| i.state.as_str()));
+            let mut state = lifecycle(
+                &member.lifecycle_state,
+                &member.health_status,
+                ec2.map(|i| i.state.as_str()),
+            );
             if address.is_none() && state == Lifecycle::InService {
                 state = Lifecycle::Pending;
             }
@@ -59,7 +82,10 @@ pub fn assemble(group: &AutoScalingGroup, instances: &[Ec2Instance]) -> GroupVie
         })
         .collect();
     peers.sort_by(|a, b| a.id.cmp(&b.id));
-    GroupView { desired_capacity: group.desired_capacity, peers }
+    GroupView {
+        desired_capacity: group.desired_capacity,
+        peers,
+    }
 }
 
 /// The peer's lifecycle from the group's `LifecycleState` and
@@ -69,7 +95,10 @@ pub fn assemble(group: &AutoScalingGroup, instances: &[Ec2Instance]) -> GroupVie
 /// is stopping or terminating is gone whatever the group still says.
 pub fn lifecycle(asg_state: &str, health_status: &str, ec2_state: Option<&str>) -> Lifecycle {
     if health_status.eq_ignore_ascii_case("Unhealthy")
-        || matches!(ec2_state, Some("shutting-down" | "terminated" | "stopping" | "stopped"))
+        || matches!(
+            ec2_state,
+            Some("shutting-down" | "terminated" | "stopping" | "stopped")
+        )
     {
         return Lifecycle::Leaving;
     }
@@ -77,7 +106,9 @@ pub fn lifecycle(asg_state: &str, health_status: &str, ec2_state: Option<&str>) 
         s if s.starts_with("Pending") => Lifecycle::Pending,
         "InService" => Lifecycle::InService,
         s if s.starts_with("Terminating") => Lifecycle::Leaving,
-        "Terminated" | "Detaching" | "Detached" | "EnteringStandby" | "Standby" => Lifecycle::Leaving,
+        "Terminated" | "Detaching" | "Detached" | "EnteringStandby" | "Standby" => {
+            Lifecycle::Leaving
+        }
         // Warm-pool states (Warmed:*) and anything newer: not ours to guess.
         other => {
             tracing::debug!(state = other, "unknown autoscaling lifecycle state");
@@ -85,7 +116,11 @@ pub fn lifecycle(asg_state: &str, health_status: &str, ec2_state: Option<&str>) 
         }
     };
     // EC2 may still be booting an instance the group already counts in service.
-    if group == Lifecycle::InService && ec2_state == Some("pending") { Lifecycle::Pending } else { group }
+    if group == Lifecycle::InService && ec2_state == Some("pending") {
+        Lifecycle::Pending
+    } else {
+        group
+    }
 }
 
 #[cfg(test)]
@@ -112,7 +147,12 @@ mod tests {
             ("InService", "Healthy", Some("stopping"), Leaving),
             ("Terminating", "Healthy", Some("running"), Leaving),
             ("Terminating:Wait", "Healthy", Some("running"), Leaving),
-            ("Terminating:Proceed", "Healthy", Some("shutting-down"), Leaving),
+            (
+                "Terminating:Proceed",
+                "Healthy",
+                Some("shutting-down"),
+                Leaving,
+            ),
             ("Detaching", "Healthy", Some("running"), Leaving),
             ("EnteringStandby", "Healthy", Some("running"), Leaving),
             ("Standby", "Healthy", Some("running"), Leaving),
@@ -126,18 +166,37 @@ mod tests {
 
     #[test]
     fn moto_recordings_make_three_in_service_peers() {
-        let group = parse_describe_auto_scaling_groups(&fixture("moto_describe_asg_3.xml")).expect("asg").groups;
-        let instances = parse_describe_instances(&fixture("moto_describe_instances_3.xml")).expect("ec2").instances;
+        let group = parse_describe_auto_scaling_groups(&fixture("moto_describe_asg_3.xml"))
+            .expect("asg")
+            .groups;
+        let instances = parse_describe_instances(&fixture("moto_describe_instances_3.xml"))
+            .expect("ec2")
+            .instances;
         let view = assemble(&group[0], &instances);
         assert_eq!(view.desired_capacity, 3);
-        let got: Vec<(&str, Ipv4Addr, Lifecycle)> =
-            view.peers.iter().map(|p| (p.id.as_str(), p.address, p.lifecycle)).collect();
+        let got: Vec<(&str, Ipv4Addr, Lifecycle)> = view
+            .peers
+            .iter()
+            .map(|p| (p.id.as_str(), p.address, p.lifecycle))
+            .collect();
         assert_eq!(
             got,
             [
-                ("i-20b9c2c89ffb85711", Ipv4Addr::new(10, 0, 1, 6), Lifecycle::InService),
-                ("i-693a27b9bd24ac175", Ipv4Addr::new(10, 0, 1, 4), Lifecycle::InService),
-                ("i-8afabd04521fa4420", Ipv4Addr::new(10, 0, 1, 5), Lifecycle::InService),
+                (
+                    "i-20b9c2c89ffb85711",
+                    Ipv4Addr::new(10, 0, 1, 6),
+                    Lifecycle::InService
+                ),
+                (
+                    "i-693a27b9bd24ac175",
+                    Ipv4Addr::new(10, 0, 1, 4),
+                    Lifecycle::InService
+                ),
+                (
+                    "i-8afabd04521fa4420",
+                    Ipv4Addr::new(10, 0, 1, 5),
+                    Lifecycle::InService
+                ),
             ]
         );
         assert!(view.peers.iter().all(|p| p.launched_at_ms.is_some()));
@@ -160,7 +219,12 @@ mod tests {
         let view = assemble(&group, &[]);
         assert_eq!(
             view.peers,
-            [Peer { id: "i-new".into(), address: Ipv4Addr::UNSPECIFIED, launched_at_ms: None, lifecycle: Lifecycle::Pending }]
+            [Peer {
+                id: "i-new".into(),
+                address: Ipv4Addr::UNSPECIFIED,
+                launched_at_ms: None,
+                lifecycle: Lifecycle::Pending
+            }]
         );
     }
 }

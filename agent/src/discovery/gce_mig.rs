@@ -32,11 +32,20 @@ pub async fn list_group(client: &GceClient, mig: &MigRef) -> Result<GroupView, D
         // One GET per member: groups that form a control plane are small.
         let mut details = Vec::with_capacity(members.len());
         for m in &members {
-            let exists_yet = m.instance_status.is_some() || !m.current_action.starts_with("CREATING");
-            details.push(if exists_yet { compute::get_instance(client, &m.instance_url).await? } else { None });
+            let exists_yet =
+                m.instance_status.is_some() || !m.current_action.starts_with("CREATING");
+            details.push(if exists_yet {
+                compute::get_instance(client, &m.instance_url).await?
+            } else {
+                None
+            });
         }
         let view = assemble(manager.target_size, &members, &details);
-        tracing::debug!(desired = view.desired_capacity, members = view.peers.len(), "group listed");
+        tracing::debug!(
+            desired = view.desired_capacity,
+            members = view.peers.len(),
+            "group listed"
+        );
         Ok(view)
     }
     .instrument(span)
@@ -45,12 +54,19 @@ pub async fn list_group(client: &GceClient, mig: &MigRef) -> Result<GroupView, D
 
 /// Merges the member list with each member's instance (`details[i]` belongs
 /// to `members[i]`; `None` when it does not exist) (pure).
-pub fn assemble(target_size: u32, members: &[ManagedInstance], details: &[Option<ComputeInstance>]) -> GroupView {
+pub fn assemble(
+    target_size: u32,
+    members: &[ManagedInstance],
+    details: &[Option<ComputeInstance>],
+) -> GroupView {
     let mut peers: Vec<Peer> = members
         .iter()
         .zip(details.iter().chain(std::iter::repeat(&None)))
         .map(|(m, instance)| {
-            let status = instance.as_ref().map(|i| i.status.as_str()).or(m.instance_status.as_deref());
+            let status = instance
+                .as_ref()
+                .map(|i| i.status.as_str())
+                .or(m.instance_status.as_deref());
             let address = instance.as_ref().and_then(|i| i.network_ip);
             let mut state = lifecycle(&m.current_action, status, &m.health_states);
             if address.is_none() && state == Lifecycle::InService {
@@ -58,7 +74,11 @@ pub fn assemble(target_size: u32, members: &[ManagedInstance], details: &[Option
             }
             Peer {
                 // The numeric id: a recreated instance keeps its name but is a new machine.
-                id: instance.as_ref().map(|i| i.id.clone()).or_else(|| m.id.clone()).unwrap_or_else(|| m.name.clone()),
+                id: instance
+                    .as_ref()
+                    .map(|i| i.id.clone())
+                    .or_else(|| m.id.clone())
+                    .unwrap_or_else(|| m.name.clone()),
                 address: address.unwrap_or(Ipv4Addr::UNSPECIFIED),
                 launched_at_ms: instance.as_ref().and_then(|i| i.created_at_ms),
                 lifecycle: state,
@@ -66,29 +86,48 @@ pub fn assemble(target_size: u32, members: &[ManagedInstance], details: &[Option
         })
         .collect();
     peers.sort_by(|a, b| a.id.cmp(&b.id));
-    GroupView { desired_capacity: target_size, peers }
+    GroupView {
+        desired_capacity: target_size,
+        peers,
+    }
 }
 
 /// The peer's lifecycle from the group's `currentAction`, the instance's
 /// `status` and the autohealing health states (pure).
-pub fn lifecycle(current_action: &str, instance_status: Option<&str>, health_states: &[String]) -> Lifecycle {
+pub fn lifecycle(
+    current_action: &str,
+    instance_status: Option<&str>,
+    health_states: &[String],
+) -> Lifecycle {
     match current_action {
-        "DELETING" | "ABANDONING" | "RECREATING" | "STOPPING" | "SUSPENDING" => return Lifecycle::Leaving,
-        "CREATING" | "CREATING_WITHOUT_RETRIES" | "VERIFYING" | "STARTING" | "RESUMING" | "RESTARTING" => {
+        "DELETING" | "ABANDONING" | "RECREATING" | "STOPPING" | "SUSPENDING" => {
+            return Lifecycle::Leaving;
+        }
+        "CREATING"
+        | "CREATING_WITHOUT_RETRIES"
+        | "VERIFYING"
+        | "STARTING"
+        | "RESUMING"
+        | "RESTARTING" => {
             return Lifecycle::Pending;
         }
         // NONE, REFRESHING (changes applied in place) and anything newer: ask the instance.
         _ => {}
     }
     // Autohealing recreates unhealthy instances; DRAINING is on its way out.
-    if health_states.iter().any(|h| matches!(h.as_str(), "UNHEALTHY" | "DRAINING")) {
+    if health_states
+        .iter()
+        .any(|h| matches!(h.as_str(), "UNHEALTHY" | "DRAINING"))
+    {
         return Lifecycle::Leaving;
     }
     match instance_status {
         Some("RUNNING") => Lifecycle::InService,
         Some("PROVISIONING" | "STAGING") => Lifecycle::Pending,
-        Some("STOPPING" | "STOPPED" | "SUSPENDING" | "SUSPENDED" | "TERMINATED" | "REPAIRING" | "DEPROVISIONING"
-        | "PENDING_STOP") => Lifecycle::Leaving,
+        Some(
+            "STOPPING" | "STOPPED" | "SUSPENDING" | "SUSPENDED" | "TERMINATED" | "REPAIRING"
+            | "DEPROVISIONING" | "PENDING_STOP",
+        ) => Lifecycle::Leaving,
         None => Lifecycle::Pending,
         Some(_) => Lifecycle::Unknown,
     }
@@ -111,7 +150,12 @@ mod tests {
         let cases = [
             ("NONE", Some("RUNNING"), &healthy, InService),
             ("REFRESHING", Some("RUNNING"), &healthy, InService),
-            ("NONE", Some("RUNNING"), &vec!["UNHEALTHY".to_string()], Leaving),
+            (
+                "NONE",
+                Some("RUNNING"),
+                &vec!["UNHEALTHY".to_string()],
+                Leaving,
+            ),
             ("NONE", Some("STAGING"), &vec![], Pending),
             ("NONE", Some("STOPPED"), &vec![], Leaving),
             ("NONE", None, &vec![], Pending),
@@ -124,25 +168,46 @@ mod tests {
             ("NONE", Some("SOMETHING_NEW"), &vec![], Unknown),
         ];
         for (action, status, health, want) in cases {
-            assert_eq!(lifecycle(action, status, health), want, "{action} {status:?} {health:?}");
+            assert_eq!(
+                lifecycle(action, status, health),
+                want,
+                "{action} {status:?} {health:?}"
+            );
         }
     }
 
     #[test]
     fn recorded_group() {
-        let members = parse_list_managed_instances(&fixture("list_managed_instances.json")).expect("list").instances;
+        let members = parse_list_managed_instances(&fixture("list_managed_instances.json"))
+            .expect("list")
+            .instances;
         let first = parse_instance(&fixture("instance.json")).expect("instance");
         let details = vec![Some(first), None, None, None];
         let view = assemble(3, &members, &details);
         assert_eq!(view.desired_capacity, 3);
-        let got: Vec<(&str, Ipv4Addr, Lifecycle)> =
-            view.peers.iter().map(|p| (p.id.as_str(), p.address, p.lifecycle)).collect();
+        let got: Vec<(&str, Ipv4Addr, Lifecycle)> = view
+            .peers
+            .iter()
+            .map(|p| (p.id.as_str(), p.address, p.lifecycle))
+            .collect();
         assert_eq!(
             got,
             [
-                ("1974815549671473983", Ipv4Addr::new(10, 128, 0, 2), Lifecycle::InService),
-                ("4462422841867240255", Ipv4Addr::UNSPECIFIED, Lifecycle::Leaving),
-                ("6309299611401323327", Ipv4Addr::UNSPECIFIED, Lifecycle::Leaving),
+                (
+                    "1974815549671473983",
+                    Ipv4Addr::new(10, 128, 0, 2),
+                    Lifecycle::InService
+                ),
+                (
+                    "4462422841867240255",
+                    Ipv4Addr::UNSPECIFIED,
+                    Lifecycle::Leaving
+                ),
+                (
+                    "6309299611401323327",
+                    Ipv4Addr::UNSPECIFIED,
+                    Lifecycle::Leaving
+                ),
                 ("muster-cp-dck1", Ipv4Addr::UNSPECIFIED, Lifecycle::Pending),
             ]
         );

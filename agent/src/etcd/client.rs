@@ -107,6 +107,7 @@ impl Etcd {
                 name: m.name().to_string(),
                 peer_urls: m.peer_urls().to_vec(),
                 is_learner: m.is_learner(),
+                healthy: false,
             })
             .collect())
     }

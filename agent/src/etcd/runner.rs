@@ -149,14 +149,30 @@ impl Runner {
                 let (url, tls) = (client::client_url(p.address), self.cfg.tls.clone());
                 async move { client::probe(url, &tls).await }
             });
+        let answers: Vec<(Peer, FoundCluster)> = view
+            .iter()
+            .filter(|p| p.id != me.id && p.lifecycle != Lifecycle::Leaving)
+            .cloned()
+            .zip(futures_join_all(probes).await)
+            .filter_map(|(p, c)| c.map(|c| (p, c)))
+            .collect();
         let mut found: Vec<FoundCluster> = Vec::new();
-        for cluster in futures_join_all(probes).await.into_iter().flatten() {
+        for (_, cluster) in &answers {
+            let cluster = cluster.clone();
             // Several peers answer for the same cluster: keep the view of the
             // one that knows a leader.
             match found.iter_mut().find(|c| c.cluster_id == cluster.cluster_id) {
                 Some(existing) if !existing.has_leader && cluster.has_leader => *existing = cluster,
                 Some(_) => {}
                 None => found.push(cluster),
+            }
+        }
+        // A member is healthy when its own machine answered for its cluster
+        // and that cluster has a leader.
+        for cluster in &mut found {
+            for m in &mut cluster.members {
+                let host = m.peer_urls.first().and_then(|u| url_host(u)).and_then(|h| h.parse::<Ipv4Addr>().ok());
+                m.healthy = answers.iter().any(|(p, c)| Some(p.address) == host && c.cluster_id == cluster.cluster_id && c.has_leader);
             }
         }
         found

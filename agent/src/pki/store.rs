@@ -226,7 +226,8 @@ fn judge(
         return Err(Reason::Unparsable);
     };
     verify_at(ca, &ee, &spec.usages, now).map_err(Reason::NotTrusted)?;
-    if verify_at(ca, &ee, &spec.usages, now + RENEW_BEFORE).is_err() {
+    let horizon = now.checked_add(RENEW_BEFORE).unwrap_or(now);
+    if verify_at(ca, &ee, &spec.usages, horizon).is_err() {
         return Err(Reason::ExpiresSoon);
     }
 

@@ -19,7 +19,10 @@ pub struct Request {
 
 impl Request {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -32,7 +35,11 @@ pub struct Response {
 
 impl Response {
     pub fn new(status: u16, content_type: &'static str, body: impl Into<String>) -> Self {
-        Response { status, content_type, body: body.into() }
+        Response {
+            status,
+            content_type,
+            body: body.into(),
+        }
     }
     pub fn xml(body: impl Into<String>) -> Self {
         Response::new(200, "text/xml", body)
@@ -53,15 +60,21 @@ pub struct FakeServer {
 
 impl FakeServer {
     /// Starts serving; `handler(n, request)` answers the `n`-th request (0-based).
-    pub async fn start(handler: impl Fn(usize, &Request) -> Response + Send + Sync + 'static) -> FakeServer {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+    pub async fn start(
+        handler: impl Fn(usize, &Request) -> Response + Send + Sync + 'static,
+    ) -> FakeServer {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local addr");
         let requests = Arc::new(Mutex::new(Vec::new()));
         let handler: Arc<Handler> = Arc::new(handler);
         let seen = requests.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { return };
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
                 let (handler, seen) = (handler.clone(), seen.clone());
                 tokio::spawn(async move {
                     let _ = serve(stream, handler, seen).await;
@@ -87,7 +100,11 @@ impl Drop for FakeServer {
     }
 }
 
-async fn serve(mut stream: TcpStream, handler: Arc<Handler>, seen: Arc<Mutex<Vec<Request>>>) -> std::io::Result<()> {
+async fn serve(
+    mut stream: TcpStream,
+    handler: Arc<Handler>,
+    seen: Arc<Mutex<Vec<Request>>>,
+) -> std::io::Result<()> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     let head_end = loop {
@@ -103,7 +120,10 @@ async fn serve(mut stream: TcpStream, handler: Arc<Handler>, seen: Arc<Mutex<Vec
     let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
     let mut lines = head.split("\r\n");
     let mut first = lines.next().unwrap_or_default().split(' ');
-    let (method, target) = (first.next().unwrap_or_default().to_string(), first.next().unwrap_or_default().to_string());
+    let (method, target) = (
+        first.next().unwrap_or_default().to_string(),
+        first.next().unwrap_or_default().to_string(),
+    );
     let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
@@ -121,7 +141,12 @@ async fn serve(mut stream: TcpStream, handler: Arc<Handler>, seen: Arc<Mutex<Vec
         buf.extend_from_slice(&chunk[..n]);
     }
     let body = String::from_utf8_lossy(&buf[head_end..]).to_string();
-    let request = Request { method, target, headers, body };
+    let request = Request {
+        method,
+        target,
+        headers,
+        body,
+    };
     let n = {
         let mut seen = seen.lock().expect("lock");
         seen.push(request.clone());

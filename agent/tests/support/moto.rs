@@ -26,7 +26,9 @@ impl Moto {
     /// moto with extra environment, e.g. `INITIAL_NO_AUTH_ACTION_COUNT=0`
     /// to make it check credentials like AWS does.
     pub fn start_with_env(env: &[(&str, &str)]) -> Moto {
-        let binary = std::env::var_os("MUSTER_MOTO_SERVER").map(PathBuf::from).unwrap_or_else(|| DEFAULT_MOTO.into());
+        let binary = std::env::var_os("MUSTER_MOTO_SERVER")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| DEFAULT_MOTO.into());
         assert!(
             binary.is_file(),
             "moto_server not found at {}: run `bash ci/install-deps.sh` (or set MUSTER_MOTO_SERVER)",
@@ -46,7 +48,11 @@ impl Moto {
                 .spawn()
                 .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
             let endpoint = url::Url::parse(&format!("http://127.0.0.1:{port}/")).expect("url");
-            let mut moto = Moto { endpoint, child, log };
+            let mut moto = Moto {
+                endpoint,
+                child,
+                log,
+            };
             match moto.wait_ready(port, Duration::from_secs(60)) {
                 Ok(()) => return moto,
                 Err(why) => last = why,
@@ -59,20 +65,36 @@ impl Moto {
         let start = Instant::now();
         while start.elapsed() < budget {
             if let Ok(Some(status)) = self.child.try_wait() {
-                return Err(format!("moto_server exited with {status}: {}", self.log_text()));
+                return Err(format!(
+                    "moto_server exited with {status}: {}",
+                    self.log_text()
+                ));
             }
             if answers(port) {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        Err(format!("no answer on port {port} after {budget:?}: {}", self.log_text()))
+        Err(format!(
+            "no answer on port {port} after {budget:?}: {}",
+            self.log_text()
+        ))
     }
 
     fn log_text(&self) -> String {
         let mut text = String::new();
-        let _ = self.log.reopen().and_then(|mut f| f.read_to_string(&mut text));
-        text.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+        let _ = self
+            .log
+            .reopen()
+            .and_then(|mut f| f.read_to_string(&mut text));
+        text.lines()
+            .rev()
+            .take(20)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 }
 
@@ -90,9 +112,14 @@ fn free_port() -> u16 {
 
 /// True once moto answers HTTP (its own API's index).
 fn answers(port: u16) -> bool {
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else { return false };
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    if stream.write_all(b"GET /moto-api/ HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").is_err() {
+    if stream
+        .write_all(b"GET /moto-api/ HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .is_err()
+    {
         return false;
     }
     let mut head = [0u8; 12];

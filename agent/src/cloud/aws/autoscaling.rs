@@ -52,7 +52,9 @@ fn parse_group(member: roxmltree::Node<'_, '_>) -> Result<AutoScalingGroup, Stri
     let name = xml::required(member, "AutoScalingGroupName")?.to_string();
     let number = |field: &str| -> Result<u32, String> {
         let value = xml::required(member, field).map_err(|e| format!("group {name}: {e}"))?;
-        value.parse().map_err(|_| format!("group {name}: <{field}> is {value:?}, not a count"))
+        value
+            .parse()
+            .map_err(|_| format!("group {name}: <{field}> is {value:?}, not a count"))
     };
     let mut instances = Vec::new();
     if let Some(list) = xml::child(member, "Instances") {
@@ -63,7 +65,9 @@ fn parse_group(member: roxmltree::Node<'_, '_>) -> Result<AutoScalingGroup, Stri
                 lifecycle_state: xml::required(i, "LifecycleState")
                     .map_err(|e| format!("group {name}, instance {id}: {e}"))?
                     .to_string(),
-                health_status: xml::text(i, "HealthStatus").unwrap_or("Healthy").to_string(),
+                health_status: xml::text(i, "HealthStatus")
+                    .unwrap_or("Healthy")
+                    .to_string(),
                 availability_zone: xml::text(i, "AvailabilityZone").map(str::to_string),
             });
         }
@@ -82,11 +86,17 @@ const MAX_PAGES: usize = 100;
 
 /// The group called `name`, or `None` when it does not exist (AWS answers
 /// an unknown name with an empty list, not an error).
-pub async fn describe_auto_scaling_group(client: &AwsClient, name: &str) -> Result<Option<AutoScalingGroup>, AwsError> {
+pub async fn describe_auto_scaling_group(
+    client: &AwsClient,
+    name: &str,
+) -> Result<Option<AutoScalingGroup>, AwsError> {
     let action = "DescribeAutoScalingGroups";
     let mut token: Option<String> = None;
     for _ in 0..MAX_PAGES {
-        let mut params = vec![("AutoScalingGroupNames.member.1".to_string(), name.to_string())];
+        let mut params = vec![(
+            "AutoScalingGroupNames.member.1".to_string(),
+            name.to_string(),
+        )];
         if let Some(t) = &token {
             params.push(("NextToken".to_string(), t.clone()));
         }
@@ -124,10 +134,14 @@ mod tests {
 
     #[test]
     fn api_reference_sample() {
-        let page = parse_describe_auto_scaling_groups(&fixture("doc_describe_asg.xml")).expect("parses");
+        let page =
+            parse_describe_auto_scaling_groups(&fixture("doc_describe_asg.xml")).expect("parses");
         assert_eq!(page.next_token, None);
         let g = &page.groups[0];
-        assert_eq!((g.name.as_str(), g.desired_capacity, g.min_size, g.max_size), ("my-asg", 2, 2, 10));
+        assert_eq!(
+            (g.name.as_str(), g.desired_capacity, g.min_size, g.max_size),
+            ("my-asg", 2, 2, 10)
+        );
         assert_eq!(
             g.instances,
             vec![AsgInstance {
@@ -141,29 +155,58 @@ mod tests {
 
     #[test]
     fn moto_recording() {
-        let page = parse_describe_auto_scaling_groups(&fixture("moto_describe_asg_3.xml")).expect("parses");
+        let page = parse_describe_auto_scaling_groups(&fixture("moto_describe_asg_3.xml"))
+            .expect("parses");
         let g = &page.groups[0];
         assert_eq!((g.name.as_str(), g.desired_capacity), ("muster-cp", 3));
         let ids: Vec<&str> = g.instances.iter().map(|i| i.instance_id.as_str()).collect();
-        assert_eq!(ids, ["i-693a27b9bd24ac175", "i-8afabd04521fa4420", "i-20b9c2c89ffb85711"]);
-        assert!(g.instances.iter().all(|i| i.lifecycle_state == "InService" && i.health_status == "Healthy"));
+        assert_eq!(
+            ids,
+            [
+                "i-693a27b9bd24ac175",
+                "i-8afabd04521fa4420",
+                "i-20b9c2c89ffb85711"
+            ]
+        );
+        assert!(
+            g.instances
+                .iter()
+                .all(|i| i.lifecycle_state == "InService" && i.health_status == "Healthy")
+        );
 
-        let empty = parse_describe_auto_scaling_groups(&fixture("moto_describe_asg_unknown.xml")).expect("parses");
+        let empty = parse_describe_auto_scaling_groups(&fixture("moto_describe_asg_unknown.xml"))
+            .expect("parses");
         assert!(empty.groups.is_empty());
     }
 
     #[test]
     fn next_token_and_broken_answers() {
-        let paged = fixture("moto_describe_asg_3.xml")
-            .replace("</AutoScalingGroups>", "</AutoScalingGroups><NextToken>tok-2</NextToken>");
-        assert_eq!(parse_describe_auto_scaling_groups(&paged).expect("parses").next_token.as_deref(), Some("tok-2"));
+        let paged = fixture("moto_describe_asg_3.xml").replace(
+            "</AutoScalingGroups>",
+            "</AutoScalingGroups><NextToken>tok-2</NextToken>",
+        );
+        assert_eq!(
+            parse_describe_auto_scaling_groups(&paged)
+                .expect("parses")
+                .next_token
+                .as_deref(),
+            Some("tok-2")
+        );
 
-        let bad = fixture("moto_describe_asg_3.xml").replace("<DesiredCapacity>3<", "<DesiredCapacity>three<");
+        let bad = fixture("moto_describe_asg_3.xml")
+            .replace("<DesiredCapacity>3<", "<DesiredCapacity>three<");
         let e = parse_describe_auto_scaling_groups(&bad).expect_err("not a count");
-        assert!(e.contains("group muster-cp: <DesiredCapacity> is \"three\""), "{e}");
+        assert!(
+            e.contains("group muster-cp: <DesiredCapacity> is \"three\""),
+            "{e}"
+        );
 
-        let e = parse_describe_auto_scaling_groups(&fixture("moto_error_validation.xml")).expect_err("error doc");
-        assert!(e.contains("expected <DescribeAutoScalingGroupsResponse>, got <ErrorResponse>"), "{e}");
+        let e = parse_describe_auto_scaling_groups(&fixture("moto_error_validation.xml"))
+            .expect_err("error doc");
+        assert!(
+            e.contains("expected <DescribeAutoScalingGroupsResponse>, got <ErrorResponse>"),
+            "{e}"
+        );
         assert!(parse_describe_auto_scaling_groups("<DescribeAutoScalingGroupsResponse>").is_err());
     }
 }

@@ -20,7 +20,11 @@ pub struct Credentials {
 }
 
 impl Credentials {
-    pub fn new(access_key_id: impl Into<String>, secret_access_key: impl Into<String>, session_token: Option<String>) -> Self {
+    pub fn new(
+        access_key_id: impl Into<String>,
+        secret_access_key: impl Into<String>,
+        session_token: Option<String>,
+    ) -> Self {
         Credentials {
             access_key_id: access_key_id.into(),
             secret_access_key: secret_access_key.into(),
@@ -45,7 +49,11 @@ impl Credentials {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, AwsError> {
         let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
         match (get("AWS_ACCESS_KEY_ID"), get("AWS_SECRET_ACCESS_KEY")) {
-            (Some(id), Some(secret)) => Ok(Credentials::new(id.trim(), secret.trim(), get("AWS_SESSION_TOKEN"))),
+            (Some(id), Some(secret)) => Ok(Credentials::new(
+                id.trim(),
+                secret.trim(),
+                get("AWS_SESSION_TOKEN"),
+            )),
             (None, None) => Err(AwsError::Credentials {
                 what: "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are not set".into(),
             }),
@@ -70,7 +78,8 @@ impl Credentials {
     /// True when the credentials expire within `margin_ms` of `now_ms`; AWS
     /// advises refreshing instance-role credentials 5 minutes ahead.
     pub fn expires_within(&self, now_ms: u64, margin_ms: u64) -> bool {
-        self.expires_at_ms.is_some_and(|at| at <= now_ms.saturating_add(margin_ms))
+        self.expires_at_ms
+            .is_some_and(|at| at <= now_ms.saturating_add(margin_ms))
     }
 
     pub(crate) fn to_sdk(&self) -> aws_credential_types::Credentials {
@@ -89,7 +98,10 @@ impl fmt::Debug for Credentials {
         f.debug_struct("Credentials")
             .field("access_key_id", &self.access_key_id)
             .field("secret_access_key", &"<redacted>")
-            .field("session_token", &self.session_token.as_ref().map(|_| "<redacted>"))
+            .field(
+                "session_token",
+                &self.session_token.as_ref().map(|_| "<redacted>"),
+            )
             .field("expires_at_ms", &self.expires_at_ms)
             .finish()
     }
@@ -116,19 +128,31 @@ pub fn parse_imds_role_credentials(json: &str) -> Result<Credentials, AwsError> 
     };
     let doc: ImdsRoleCredentials = serde_json::from_str(json).map_err(|e| {
         // The position only: serde's message could quote part of the secret.
-        bad(format!("not the expected JSON object (line {}, column {})", e.line(), e.column()))
+        bad(format!(
+            "not the expected JSON object (line {}, column {})",
+            e.line(),
+            e.column()
+        ))
     })?;
     match doc.code.as_deref() {
         Some("Success") => {}
-        Some(code) => return Err(bad(format!("IMDS reports Code={code:?} instead of \"Success\""))),
+        Some(code) => {
+            return Err(bad(format!(
+                "IMDS reports Code={code:?} instead of \"Success\""
+            )));
+        }
         None => return Err(bad("no Code field".into())),
     }
-    let field = |v: Option<String>, name: &str| v.filter(|s| !s.is_empty()).ok_or_else(|| bad(format!("no {name}")));
+    let field = |v: Option<String>, name: &str| {
+        v.filter(|s| !s.is_empty())
+            .ok_or_else(|| bad(format!("no {name}")))
+    };
     let id = field(doc.access_key_id, "AccessKeyId")?;
     let secret = field(doc.secret_access_key, "SecretAccessKey")?;
     let token = field(doc.token, "Token")?;
     let expiration = field(doc.expiration, "Expiration")?;
-    let expires_at_ms = parse_rfc3339_ms(&expiration).map_err(|e| bad(format!("Expiration: {e}")))?;
+    let expires_at_ms =
+        parse_rfc3339_ms(&expiration).map_err(|e| bad(format!("Expiration: {e}")))?;
     Ok(Credentials::new(id, secret, Some(token)).with_expiry(expires_at_ms))
 }
 
@@ -153,18 +177,29 @@ mod tests {
     #[test]
     fn imds_failures_are_named_without_echoing_secrets() {
         let failed = DOC.replace("\"Success\"", "\"AssumeRoleUnauthorizedAccess\"");
-        let e = parse_imds_role_credentials(&failed).expect_err("not Success").to_string();
+        let e = parse_imds_role_credentials(&failed)
+            .expect_err("not Success")
+            .to_string();
         assert!(e.contains("AssumeRoleUnauthorizedAccess"), "{e}");
 
         let no_token = DOC.replace("\"Token\"", "\"Tokn\"");
-        let e = parse_imds_role_credentials(&no_token).expect_err("no token").to_string();
+        let e = parse_imds_role_credentials(&no_token)
+            .expect_err("no token")
+            .to_string();
         assert!(e.contains("no Token"), "{e}");
 
-        let wrong_type = DOC.replace("\"wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\"", "[\"wJalrXUtnFEMI\"]");
-        let e = parse_imds_role_credentials(&wrong_type).expect_err("wrong type").to_string();
+        let wrong_type = DOC.replace(
+            "\"wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\"",
+            "[\"wJalrXUtnFEMI\"]",
+        );
+        let e = parse_imds_role_credentials(&wrong_type)
+            .expect_err("wrong type")
+            .to_string();
         assert!(!e.contains("wJalr"), "the secret leaked into: {e}");
 
-        let e = parse_imds_role_credentials("<html>").expect_err("not json").to_string();
+        let e = parse_imds_role_credentials("<html>")
+            .expect_err("not json")
+            .to_string();
         assert!(e.contains("line 1"), "{e}");
     }
 
@@ -172,18 +207,25 @@ mod tests {
     fn env_lookup_and_redaction() {
         let env: HashMap<&str, &str> = [
             ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
-            ("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"),
+            (
+                "AWS_SECRET_ACCESS_KEY",
+                "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+            ),
             ("AWS_SESSION_TOKEN", "session-secret"),
         ]
         .into();
         let c = Credentials::from_lookup(|k| env.get(k).map(|v| v.to_string())).expect("complete");
         let shown = format!("{c:?}");
         assert!(shown.contains("AKIDEXAMPLE"));
-        assert!(!shown.contains("wJalr") && !shown.contains("session-secret"), "{shown}");
+        assert!(
+            !shown.contains("wJalr") && !shown.contains("session-secret"),
+            "{shown}"
+        );
 
-        let e = Credentials::from_lookup(|k| (k == "AWS_ACCESS_KEY_ID").then(|| "AKID".to_string()))
-            .expect_err("no secret")
-            .to_string();
+        let e =
+            Credentials::from_lookup(|k| (k == "AWS_ACCESS_KEY_ID").then(|| "AKID".to_string()))
+                .expect_err("no secret")
+                .to_string();
         assert!(e.contains("AWS_SECRET_ACCESS_KEY is not"), "{e}");
         assert!(Credentials::from_lookup(|_| None).is_err());
     }

@@ -34,14 +34,19 @@ pub fn parse_describe_instances(text: &str) -> Result<InstancesPage, String> {
     let mut instances = Vec::new();
     if let Some(reservations) = xml::child(root, "reservationSet") {
         for reservation in xml::children(reservations, "item") {
-            let Some(set) = xml::child(reservation, "instancesSet") else { continue };
+            let Some(set) = xml::child(reservation, "instancesSet") else {
+                continue;
+            };
             for item in xml::children(set, "item") {
                 instances.push(parse_instance(item)?);
             }
         }
     }
     let next_token = xml::text(root, "nextToken").map(str::to_string);
-    Ok(InstancesPage { instances, next_token })
+    Ok(InstancesPage {
+        instances,
+        next_token,
+    })
 }
 
 fn parse_instance(item: roxmltree::Node<'_, '_>) -> Result<Ec2Instance, String> {
@@ -53,14 +58,15 @@ fn parse_instance(item: roxmltree::Node<'_, '_>) -> Result<Ec2Instance, String> 
         .to_string();
     let private_ip = match xml::text(item, "privateIpAddress") {
         None => None,
-        Some(ip) => Some(
-            ip.parse::<Ipv4Addr>()
-                .map_err(|_| format!("instance {id}: <privateIpAddress> {ip:?} is not an IPv4 address"))?,
-        ),
+        Some(ip) => Some(ip.parse::<Ipv4Addr>().map_err(|_| {
+            format!("instance {id}: <privateIpAddress> {ip:?} is not an IPv4 address")
+        })?),
     };
     let launched_at_ms = match xml::text(item, "launchTime") {
         None => None,
-        Some(t) => Some(parse_rfc3339_ms(t).map_err(|e| format!("instance {id}: <launchTime>: {e}"))?),
+        Some(t) => {
+            Some(parse_rfc3339_ms(t).map_err(|e| format!("instance {id}: <launchTime>: {e}"))?)
+        }
     };
     let availability_zone = xml::child(item, "placement")
         .and_then(|p| xml::text(p, "availabilityZone"))
@@ -69,11 +75,21 @@ fn parse_instance(item: roxmltree::Node<'_, '_>) -> Result<Ec2Instance, String> 
     if let Some(set) = xml::child(item, "tagSet") {
         for tag in xml::children(set, "item") {
             if let Some(key) = xml::text(tag, "key") {
-                tags.insert(key.to_string(), xml::text(tag, "value").unwrap_or("").to_string());
+                tags.insert(
+                    key.to_string(),
+                    xml::text(tag, "value").unwrap_or("").to_string(),
+                );
             }
         }
     }
-    Ok(Ec2Instance { instance_id: id, state, private_ip, launched_at_ms, availability_zone, tags })
+    Ok(Ec2Instance {
+        instance_id: id,
+        state,
+        private_ip,
+        launched_at_ms,
+        availability_zone,
+        tags,
+    })
 }
 
 /// Instance ids per request: well under the API's limits on filter values.
@@ -84,7 +100,10 @@ const MAX_PAGES: usize = 100;
 /// failing the call: a just-launched instance may not be visible to EC2 yet
 /// (eventual consistency), and `InstanceId.N` would fail the whole request
 /// with `InvalidInstanceID.NotFound`; the `instance-id` filter does not.
-pub async fn describe_instances(client: &AwsClient, ids: &[String]) -> Result<Vec<Ec2Instance>, AwsError> {
+pub async fn describe_instances(
+    client: &AwsClient,
+    ids: &[String],
+) -> Result<Vec<Ec2Instance>, AwsError> {
     let action = "DescribeInstances";
     let mut all = Vec::new();
     for chunk in ids.chunks(IDS_PER_CALL) {
@@ -92,7 +111,12 @@ pub async fn describe_instances(client: &AwsClient, ids: &[String]) -> Result<Ve
         let mut pages = 0;
         loop {
             let mut params = vec![("Filter.1.Name".to_string(), "instance-id".to_string())];
-            params.extend(chunk.iter().enumerate().map(|(i, id)| (format!("Filter.1.Value.{}", i + 1), id.clone())));
+            params.extend(
+                chunk
+                    .iter()
+                    .enumerate()
+                    .map(|(i, id)| (format!("Filter.1.Value.{}", i + 1), id.clone())),
+            );
             if let Some(t) = &token {
                 params.push(("NextToken".to_string(), t.clone()));
             }
@@ -106,7 +130,9 @@ pub async fn describe_instances(client: &AwsClient, ids: &[String]) -> Result<Ve
             all.extend(page.instances);
             pages += 1;
             match page.next_token {
-                Some(next) if Some(&next) != token.as_ref() && pages < MAX_PAGES => token = Some(next),
+                Some(next) if Some(&next) != token.as_ref() && pages < MAX_PAGES => {
+                    token = Some(next)
+                }
                 _ => break,
             }
         }
@@ -125,7 +151,8 @@ mod tests {
 
     #[test]
     fn api_reference_sample() {
-        let page = parse_describe_instances(&fixture("doc_describe_instances.xml")).expect("parses");
+        let page =
+            parse_describe_instances(&fixture("doc_describe_instances.xml")).expect("parses");
         assert_eq!(page.next_token, None);
         let i = &page.instances[0];
         assert_eq!(i.instance_id, "i-1234567890abcdef0");
@@ -139,9 +166,13 @@ mod tests {
 
     #[test]
     fn moto_recording() {
-        let page = parse_describe_instances(&fixture("moto_describe_instances_3.xml")).expect("parses");
-        let got: Vec<(&str, Option<Ipv4Addr>)> =
-            page.instances.iter().map(|i| (i.instance_id.as_str(), i.private_ip)).collect();
+        let page =
+            parse_describe_instances(&fixture("moto_describe_instances_3.xml")).expect("parses");
+        let got: Vec<(&str, Option<Ipv4Addr>)> = page
+            .instances
+            .iter()
+            .map(|i| (i.instance_id.as_str(), i.private_ip))
+            .collect();
         assert_eq!(
             got,
             [
@@ -151,23 +182,51 @@ mod tests {
             ]
         );
         // moto gives all instances of one scaling action the same launch time.
-        assert!(page.instances.iter().all(|i| i.launched_at_ms == page.instances[0].launched_at_ms));
-        assert_eq!(page.instances[0].tags.get("aws:autoscaling:groupName").map(String::as_str), Some("muster-cp"));
+        assert!(
+            page.instances
+                .iter()
+                .all(|i| i.launched_at_ms == page.instances[0].launched_at_ms)
+        );
+        assert_eq!(
+            page.instances[0]
+                .tags
+                .get("aws:autoscaling:groupName")
+                .map(String::as_str),
+            Some("muster-cp")
+        );
     }
 
     #[test]
     fn missing_ip_is_none_and_bad_values_are_named() {
         let ec2 = fixture("moto_describe_instances_3.xml");
-        let pending = ec2.replace("<privateIpAddress>10.0.1.4</privateIpAddress></item>", "</item>");
+        let pending = ec2.replace(
+            "<privateIpAddress>10.0.1.4</privateIpAddress></item>",
+            "</item>",
+        );
         let page = parse_describe_instances(&pending).expect("parses");
-        assert_eq!(page.instances[0].private_ip, None, "only the instance's own address counts");
+        assert_eq!(
+            page.instances[0].private_ip, None,
+            "only the instance's own address counts"
+        );
 
         let bad = ec2.replacen("<launchTime>2026", "<launchTime>yesterday", 1);
         let e = parse_describe_instances(&bad).expect_err("bad time");
-        assert!(e.contains("instance i-693a27b9bd24ac175: <launchTime>"), "{e}");
+        assert!(
+            e.contains("instance i-693a27b9bd24ac175: <launchTime>"),
+            "{e}"
+        );
 
-        let paged = ec2.replace("</reservationSet>", "</reservationSet><nextToken>n2</nextToken>");
-        assert_eq!(parse_describe_instances(&paged).expect("parses").next_token.as_deref(), Some("n2"));
+        let paged = ec2.replace(
+            "</reservationSet>",
+            "</reservationSet><nextToken>n2</nextToken>",
+        );
+        assert_eq!(
+            parse_describe_instances(&paged)
+                .expect("parses")
+                .next_token
+                .as_deref(),
+            Some("n2")
+        );
         assert!(parse_describe_instances(&fixture("doc_error_ec2.xml")).is_err());
     }
 }

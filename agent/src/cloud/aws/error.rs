@@ -90,7 +90,10 @@ impl AwsError {
 
 fn retried(attempts: u32, elapsed: Duration) -> String {
     if attempts > 1 {
-        format!(", after {attempts} attempts over {:.1}s", elapsed.as_secs_f64())
+        format!(
+            ", after {attempts} attempts over {:.1}s",
+            elapsed.as_secs_f64()
+        )
     } else {
         String::new()
     }
@@ -128,7 +131,8 @@ mod tests {
             endpoint: "https://autoscaling.eu-west-1.amazonaws.com/".into(),
             status: 403,
             code: code.into(),
-            message: "User: arn:aws:sts::123456789012:assumed-role/node/i-0abc is not authorized".into(),
+            message: "User: arn:aws:sts::123456789012:assumed-role/node/i-0abc is not authorized"
+                .into(),
             request_id: Some("7c6e177f".into()),
             attempts,
             elapsed: Duration::from_millis(1500),
@@ -146,7 +150,11 @@ mod tests {
         );
         let e = api("Throttling", 4).to_string();
         assert!(e.contains("after 4 attempts over 1.5s"), "{e}");
-        assert!(api("InvalidClientTokenId", 1).to_string().contains("check the credentials"));
+        assert!(
+            api("InvalidClientTokenId", 1)
+                .to_string()
+                .contains("check the credentials")
+        );
         assert_eq!(api("Throttling", 1).code(), Some("Throttling"));
     }
 }

@@ -93,7 +93,9 @@ pub struct AwsClient {
 
 impl std::fmt::Debug for AwsClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AwsClient").field("opts", &self.opts).finish_non_exhaustive()
+        f.debug_struct("AwsClient")
+            .field("opts", &self.opts)
+            .finish_non_exhaustive()
     }
 }
 
@@ -101,10 +103,16 @@ impl AwsClient {
     pub fn new(opts: AwsOptions, credentials: Credentials) -> Result<Self, AwsError> {
         // The region becomes part of a host name: refuse anything else.
         let region_ok = !opts.region.is_empty()
-            && opts.region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            && opts
+                .region
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
         if !region_ok {
             return Err(AwsError::Config {
-                what: format!("{:?} is not an AWS region name (like eu-west-1)", opts.region),
+                what: format!(
+                    "{:?} is not an AWS region name (like eu-west-1)",
+                    opts.region
+                ),
             });
         }
         if let Some(url) = &opts.endpoint
@@ -114,8 +122,10 @@ impl AwsClient {
                 what: format!("endpoint {url} is not an http(s) URL with a host"),
             });
         }
-        let http = crate::cloud::http::client(opts.request_timeout, true).map_err(|cause| AwsError::Config {
-            what: format!("cannot build an HTTP client: {cause}"),
+        let http = crate::cloud::http::client(opts.request_timeout, true).map_err(|cause| {
+            AwsError::Config {
+                what: format!("cannot build an HTTP client: {cause}"),
+            }
         })?;
         Ok(AwsClient {
             http,
@@ -135,7 +145,10 @@ impl AwsClient {
     }
 
     pub(crate) fn credentials(&self) -> Credentials {
-        self.credentials.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.credentials
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The URL requests for `service` go to.
@@ -144,8 +157,15 @@ impl AwsClient {
             return url.clone();
         }
         // China regions live under their own domain.
-        let domain = if self.opts.region.starts_with("cn-") { "amazonaws.com.cn" } else { "amazonaws.com" };
-        let text = format!("https://{}.{}.{domain}/", service.endpoint_prefix, self.opts.region);
+        let domain = if self.opts.region.starts_with("cn-") {
+            "amazonaws.com.cn"
+        } else {
+            "amazonaws.com"
+        };
+        let text = format!(
+            "https://{}.{}.{domain}/",
+            service.endpoint_prefix, self.opts.region
+        );
         // Cannot fail: the prefix is ours and the region was checked in `new`.
         Url::parse(&text).unwrap_or_else(|e| unreachable!("built-in endpoint {text}: {e}"))
     }
@@ -164,10 +184,19 @@ mod tests {
     #[test]
     fn endpoints_per_service_and_region() {
         let c = client("eu-west-1", None).expect("client");
-        assert_eq!(c.endpoint(&AUTOSCALING).as_str(), "https://autoscaling.eu-west-1.amazonaws.com/");
-        assert_eq!(c.endpoint(&EC2).as_str(), "https://ec2.eu-west-1.amazonaws.com/");
+        assert_eq!(
+            c.endpoint(&AUTOSCALING).as_str(),
+            "https://autoscaling.eu-west-1.amazonaws.com/"
+        );
+        assert_eq!(
+            c.endpoint(&EC2).as_str(),
+            "https://ec2.eu-west-1.amazonaws.com/"
+        );
         let c = client("cn-north-1", None).expect("client");
-        assert_eq!(c.endpoint(&EC2).as_str(), "https://ec2.cn-north-1.amazonaws.com.cn/");
+        assert_eq!(
+            c.endpoint(&EC2).as_str(),
+            "https://ec2.cn-north-1.amazonaws.com.cn/"
+        );
         let c = client("us-east-1", Some("http://127.0.0.1:5000/")).expect("client");
         assert_eq!(c.endpoint(&AUTOSCALING).as_str(), "http://127.0.0.1:5000/");
     }

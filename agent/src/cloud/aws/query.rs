@@ -31,7 +31,9 @@ impl Fault {
     fn is_transient(&self) -> bool {
         match self {
             Fault::Transport(t) => t.transient,
-            Fault::Api { status, body } => *status >= 500 || *status == 429 || is_transient_code(&body.code),
+            Fault::Api { status, body } => {
+                *status >= 500 || *status == 429 || is_transient_code(&body.code)
+            }
             Fault::Http { status, .. } => *status >= 500 || *status == 429,
             Fault::Signing(_) => false,
         }
@@ -67,7 +69,8 @@ pub(crate) fn is_transient_code(code: &str) -> bool {
 /// The form body: `Action`, `Version`, then the parameters in order.
 pub(crate) fn form_body(service: &Service, action: &str, params: &[(String, String)]) -> String {
     let mut form = url::form_urlencoded::Serializer::new(String::new());
-    form.append_pair("Action", action).append_pair("Version", service.api_version);
+    form.append_pair("Action", action)
+        .append_pair("Version", service.api_version);
     for (k, v) in params {
         form.append_pair(k, v);
     }
@@ -78,7 +81,12 @@ impl AwsClient {
     /// Calls `action` on `service` with Query API `params` and returns the
     /// XML answer of a successful call. Retries transient faults within the
     /// client's backoff budget.
-    pub async fn query(&self, service: &Service, action: &str, params: &[(String, String)]) -> Result<String, AwsError> {
+    pub async fn query(
+        &self,
+        service: &Service,
+        action: &str,
+        params: &[(String, String)],
+    ) -> Result<String, AwsError> {
         let endpoint = self.endpoint(service);
         let span = tracing::debug_span!("aws", service = service.endpoint_prefix, action, endpoint = %endpoint);
         async {
@@ -104,10 +112,21 @@ impl AwsClient {
                 }
                 Err(gave_up) => gave_up,
             };
-            let (service, action, endpoint) = (service.endpoint_prefix, action.to_string(), endpoint.to_string());
+            let (service, action, endpoint) = (
+                service.endpoint_prefix,
+                action.to_string(),
+                endpoint.to_string(),
+            );
             let (attempts, elapsed) = (gave_up.attempts, gave_up.elapsed);
             let err = match gave_up.last {
-                Fault::Transport(t) => AwsError::Unreachable { service, action, endpoint, attempts, elapsed, cause: t.cause },
+                Fault::Transport(t) => AwsError::Unreachable {
+                    service,
+                    action,
+                    endpoint,
+                    attempts,
+                    elapsed,
+                    cause: t.cause,
+                },
                 Fault::Api { status, body } => AwsError::Api {
                     service,
                     action,
@@ -119,8 +138,20 @@ impl AwsClient {
                     attempts,
                     elapsed,
                 },
-                Fault::Http { status, body } => AwsError::Http { service, action, endpoint, status, body, attempts, elapsed },
-                Fault::Signing(cause) => AwsError::Signing { service, action, cause },
+                Fault::Http { status, body } => AwsError::Http {
+                    service,
+                    action,
+                    endpoint,
+                    status,
+                    body,
+                    attempts,
+                    elapsed,
+                },
+                Fault::Signing(cause) => AwsError::Signing {
+                    service,
+                    action,
+                    cause,
+                },
             };
             tracing::debug!(error = %err, "aws call failed");
             Err(err)
@@ -149,7 +180,9 @@ impl AwsClient {
         for (name, value) in signed {
             request = request.header(name, value);
         }
-        let reply = http::send(request, self.opts.request_timeout).await.map_err(Fault::Transport)?;
+        let reply = http::send(request, self.opts.request_timeout)
+            .await
+            .map_err(Fault::Transport)?;
         if reply.status.is_success() {
             return Ok(reply);
         }
@@ -157,7 +190,10 @@ impl AwsClient {
         let text = String::from_utf8_lossy(&reply.body);
         Err(match xml::parse_error_response(&text) {
             Some(body) => Fault::Api { status, body },
-            None => Fault::Http { status, body: http::snippet(&reply.body, 200) },
+            None => Fault::Http {
+                status,
+                body: http::snippet(&reply.body, 200),
+            },
         })
     }
 }
@@ -191,9 +227,14 @@ pub(crate) fn sign_headers(
         SignableBody::Bytes(body.as_bytes()),
     )
     .map_err(|e| e.to_string())?;
-    let (instructions, _signature) = sign(request, &params).map_err(|e| e.to_string())?.into_parts();
+    let (instructions, _signature) = sign(request, &params)
+        .map_err(|e| e.to_string())?
+        .into_parts();
     let (headers, _query) = instructions.into_parts();
-    Ok(headers.into_iter().map(|h| (h.name(), h.value().to_string())).collect())
+    Ok(headers
+        .into_iter()
+        .map(|h| (h.name(), h.value().to_string()))
+        .collect())
 }
 
 #[cfg(test)]
@@ -205,7 +246,10 @@ mod tests {
     #[test]
     fn forms_are_encoded_in_order() {
         let params = vec![
-            ("AutoScalingGroupNames.member.1".to_string(), "my asg&co".to_string()),
+            (
+                "AutoScalingGroupNames.member.1".to_string(),
+                "my asg&co".to_string(),
+            ),
             ("NextToken".to_string(), "a+b/c=".to_string()),
         ];
         assert_eq!(
@@ -219,7 +263,11 @@ mod tests {
     fn throttling_is_transient_auth_is_not() {
         let api = |status, code: &str| Fault::Api {
             status,
-            body: xml::ErrorBody { code: code.into(), message: String::new(), request_id: None },
+            body: xml::ErrorBody {
+                code: code.into(),
+                message: String::new(),
+                request_id: None,
+            },
         };
         assert!(api(400, "Throttling").is_transient());
         assert!(api(503, "RequestLimitExceeded").is_transient());
@@ -227,8 +275,20 @@ mod tests {
         assert!(!api(403, "InvalidClientTokenId").is_transient());
         assert!(!api(400, "ValidationError").is_transient());
         assert!(!api(401, "AuthFailure").is_transient());
-        assert!(Fault::Http { status: 502, body: String::new() }.is_transient());
-        assert!(!Fault::Http { status: 404, body: String::new() }.is_transient());
+        assert!(
+            Fault::Http {
+                status: 502,
+                body: String::new()
+            }
+            .is_transient()
+        );
+        assert!(
+            !Fault::Http {
+                status: 404,
+                body: String::new()
+            }
+            .is_transient()
+        );
         assert!(!Fault::Signing(String::new()).is_transient());
     }
 
@@ -236,23 +296,46 @@ mod tests {
     fn signing_matches_the_sigv4_scope_and_carries_the_session_token() {
         // 2015-08-30T12:36:00Z, the date of AWS's SigV4 test suite.
         let time = SystemTime::UNIX_EPOCH + Duration::from_secs(1_440_938_160);
-        let creds = Credentials::new("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", Some("SESSION".into()));
+        let creds = Credentials::new(
+            "AKIDEXAMPLE",
+            "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+            Some("SESSION".into()),
+        );
         let url = Url::parse("http://127.0.0.1:5000/").expect("url");
-        let headers = sign_headers(&creds, "us-east-1", EC2.signing_name, &url, "Action=DescribeInstances", time)
-            .expect("signs");
-        let get = |n: &str| headers.iter().find(|(k, _)| *k == n).map(|(_, v)| v.as_str());
+        let headers = sign_headers(
+            &creds,
+            "us-east-1",
+            EC2.signing_name,
+            &url,
+            "Action=DescribeInstances",
+            time,
+        )
+        .expect("signs");
+        let get = |n: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| *k == n)
+                .map(|(_, v)| v.as_str())
+        };
         assert_eq!(get("x-amz-date"), Some("20150830T123600Z"));
         assert_eq!(get("x-amz-security-token"), Some("SESSION"));
         let auth = get("authorization").expect("authorization header");
         assert!(
-            auth.starts_with("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/ec2/aws4_request, "),
+            auth.starts_with(
+                "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/ec2/aws4_request, "
+            ),
             "{auth}"
         );
-        assert!(auth.contains("SignedHeaders=content-type;host;x-amz-date;x-amz-security-token"), "{auth}");
+        assert!(
+            auth.contains("SignedHeaders=content-type;host;x-amz-date;x-amz-security-token"),
+            "{auth}"
+        );
         // The same request signed by botocore's SigV4Auth (the reference the
         // AWS CLI uses), host with its port included.
         assert!(
-            auth.ends_with("Signature=8b39fbd26389d7ab2c5255b1795dd8456eafd4c4ad4a91ab235bacaba046143d"),
+            auth.ends_with(
+                "Signature=8b39fbd26389d7ab2c5255b1795dd8456eafd4c4ad4a91ab235bacaba046143d"
+            ),
             "{auth}"
         );
         assert!(!auth.contains("wJalr"));

@@ -37,15 +37,23 @@ impl MigRef {
         };
         let parts = [self.project.as_str(), place.as_str(), self.name.as_str()];
         if parts.iter().any(|p| p.is_empty()) {
-            return Err(GceError::Config { what: format!("incomplete instance group reference {self}") });
+            return Err(GceError::Config {
+                what: format!("incomplete instance group reference {self}"),
+            });
         }
         let mut url = base.clone();
         {
-            let mut path = url
-                .path_segments_mut()
-                .map_err(|()| GceError::Config { what: format!("{base} cannot be a base URL") })?;
-            path.pop_if_empty()
-                .extend(["projects", parts[0], kind, parts[1], "instanceGroupManagers", parts[2]]);
+            let mut path = url.path_segments_mut().map_err(|()| GceError::Config {
+                what: format!("{base} cannot be a base URL"),
+            })?;
+            path.pop_if_empty().extend([
+                "projects",
+                parts[0],
+                kind,
+                parts[1],
+                "instanceGroupManagers",
+                parts[2],
+            ]);
             if let Some(extra) = extra {
                 path.push(extra);
             }
@@ -60,7 +68,11 @@ impl std::fmt::Display for MigRef {
             MigLocation::Zone(z) => ("zones", z),
             MigLocation::Region(r) => ("regions", r),
         };
-        write!(f, "projects/{}/{kind}/{place}/instanceGroupManagers/{}", self.project, self.name)
+        write!(
+            f,
+            "projects/{}/{kind}/{place}/instanceGroupManagers/{}",
+            self.project, self.name
+        )
     }
 }
 
@@ -173,7 +185,9 @@ pub fn parse_list_managed_instances(text: &str) -> Result<ManagedInstancesPage, 
     let list: ListJson = json(text)?;
     let mut instances = Vec::with_capacity(list.managed_instances.len());
     for (n, m) in list.managed_instances.into_iter().enumerate() {
-        let url = m.instance.ok_or_else(|| format!("managedInstances[{n}] has no instance URL"))?;
+        let url = m
+            .instance
+            .ok_or_else(|| format!("managedInstances[{n}] has no instance URL"))?;
         let name = m
             .name
             .or_else(|| url.rsplit('/').next().map(str::to_string))
@@ -185,17 +199,28 @@ pub fn parse_list_managed_instances(text: &str) -> Result<ManagedInstancesPage, 
             id: m.id,
             instance_status: m.instance_status,
             current_action: m.current_action.unwrap_or_else(|| "NONE".into()),
-            health_states: m.instance_health.into_iter().filter_map(|h| h.detailed_health_state).collect(),
+            health_states: m
+                .instance_health
+                .into_iter()
+                .filter_map(|h| h.detailed_health_state)
+                .collect(),
         });
     }
-    Ok(ManagedInstancesPage { instances, next_page_token: list.next_page_token.filter(|t| !t.is_empty()) })
+    Ok(ManagedInstancesPage {
+        instances,
+        next_page_token: list.next_page_token.filter(|t| !t.is_empty()),
+    })
 }
 
 /// Parses `instances.get` (pure).
 pub fn parse_instance(text: &str) -> Result<ComputeInstance, String> {
     let i: InstanceJson = json(text)?;
     let name = i.name.ok_or("no name")?;
-    let network_ip = match i.network_interfaces.first().and_then(|n| n.network_ip.as_deref()) {
+    let network_ip = match i
+        .network_interfaces
+        .first()
+        .and_then(|n| n.network_ip.as_deref())
+    {
         None => None,
         Some(ip) => Some(
             ip.parse::<Ipv4Addr>()
@@ -204,7 +229,9 @@ pub fn parse_instance(text: &str) -> Result<ComputeInstance, String> {
     };
     let created_at_ms = match i.creation_timestamp.as_deref() {
         None => None,
-        Some(t) => Some(parse_rfc3339_ms(t).map_err(|e| format!("instance {name}: creationTimestamp: {e}"))?),
+        Some(t) => Some(
+            parse_rfc3339_ms(t).map_err(|e| format!("instance {name}: creationTimestamp: {e}"))?,
+        ),
     };
     Ok(ComputeInstance {
         id: i.id.ok_or_else(|| format!("instance {name}: no id"))?,
@@ -224,14 +251,22 @@ pub fn parse_token(text: &str) -> Result<(AccessToken, Duration), String> {
         expires_in: Option<u64>,
         token_type: Option<String>,
     }
-    let t: TokenJson = serde_json::from_str(text)
-        .map_err(|e| format!("not the expected JSON object (line {}, column {})", e.line(), e.column()))?;
+    let t: TokenJson = serde_json::from_str(text).map_err(|e| {
+        format!(
+            "not the expected JSON object (line {}, column {})",
+            e.line(),
+            e.column()
+        )
+    })?;
     if let Some(kind) = t.token_type.as_deref()
         && !kind.eq_ignore_ascii_case("Bearer")
     {
         return Err(format!("token_type is {kind:?}, not Bearer"));
     }
-    let token = t.access_token.filter(|s| !s.is_empty()).ok_or("no access_token")?;
+    let token = t
+        .access_token
+        .filter(|s| !s.is_empty())
+        .ok_or("no access_token")?;
     let lifetime = Duration::from_secs(t.expires_in.ok_or("no expires_in")?);
     Ok((AccessToken(token), lifetime))
 }
@@ -254,24 +289,43 @@ pub fn parse_error(body: &[u8]) -> Option<(Option<String>, String)> {
         reason: Option<String>,
     }
     let outer: Outer = serde_json::from_slice(body).ok()?;
-    let reason = outer.error.errors.into_iter().find_map(|d| d.reason).or(outer.error.status);
-    Some((reason, outer.error.message.unwrap_or_else(|| "(no message)".into())))
+    let reason = outer
+        .error
+        .errors
+        .into_iter()
+        .find_map(|d| d.reason)
+        .or(outer.error.status);
+    Some((
+        reason,
+        outer.error.message.unwrap_or_else(|| "(no message)".into()),
+    ))
 }
 
 /// Turns an instance URL from listManagedInstances into the same resource
 /// under our API base: only `projects/P/zones/Z/instances/NAME` is accepted,
 /// so a strange URL can never send the token elsewhere.
 pub fn instance_api_url(base: &Url, instance_url: &str) -> Result<Url, String> {
-    let parsed = Url::parse(instance_url).map_err(|e| format!("{instance_url:?} is not a URL: {e}"))?;
-    let segments: Vec<&str> = parsed.path_segments().map(|s| s.collect()).unwrap_or_default();
-    let start = segments.iter().position(|s| *s == "projects").ok_or("no projects/ in the URL")?;
+    let parsed =
+        Url::parse(instance_url).map_err(|e| format!("{instance_url:?} is not a URL: {e}"))?;
+    let segments: Vec<&str> = parsed
+        .path_segments()
+        .map(|s| s.collect())
+        .unwrap_or_default();
+    let start = segments
+        .iter()
+        .position(|s| *s == "projects")
+        .ok_or("no projects/ in the URL")?;
     let tail = &segments[start..];
     let ok = tail.len() == 6
         && tail[2] == "zones"
         && tail[4] == "instances"
-        && [tail[1], tail[3], tail[5]].iter().all(|s| !s.is_empty() && *s != "." && *s != "..");
+        && [tail[1], tail[3], tail[5]]
+            .iter()
+            .all(|s| !s.is_empty() && *s != "." && *s != "..");
     if !ok {
-        return Err(format!("{instance_url:?} is not a …/projects/P/zones/Z/instances/NAME URL"));
+        return Err(format!(
+            "{instance_url:?} is not a …/projects/P/zones/Z/instances/NAME URL"
+        ));
     }
     let mut url = base.clone();
     url.path_segments_mut()
@@ -282,11 +336,18 @@ pub fn instance_api_url(base: &Url, instance_url: &str) -> Result<Url, String> {
 }
 
 fn parse_failure(call: &str, url: &Url, cause: String) -> GceError {
-    GceError::Parse { call: call.into(), url: url.to_string(), cause }
+    GceError::Parse {
+        call: call.into(),
+        url: url.to_string(),
+        cause,
+    }
 }
 
 /// `instanceGroupManagers.get`.
-pub async fn get_instance_group_manager(client: &GceClient, mig: &MigRef) -> Result<InstanceGroupManager, GceError> {
+pub async fn get_instance_group_manager(
+    client: &GceClient,
+    mig: &MigRef,
+) -> Result<InstanceGroupManager, GceError> {
     let call = "instanceGroupManagers.get";
     let url = mig.url(client.api_base(), None)?;
     let text = client.call(Method::GET, call, &url).await?;
@@ -296,7 +357,10 @@ pub async fn get_instance_group_manager(client: &GceClient, mig: &MigRef) -> Res
 const MAX_PAGES: usize = 100;
 
 /// `instanceGroupManagers.listManagedInstances`, every page.
-pub async fn list_managed_instances(client: &GceClient, mig: &MigRef) -> Result<Vec<ManagedInstance>, GceError> {
+pub async fn list_managed_instances(
+    client: &GceClient,
+    mig: &MigRef,
+) -> Result<Vec<ManagedInstance>, GceError> {
     let call = "instanceGroupManagers.listManagedInstances";
     let base = mig.url(client.api_base(), Some("listManagedInstances"))?;
     let mut all = Vec::new();
@@ -314,20 +378,30 @@ pub async fn list_managed_instances(client: &GceClient, mig: &MigRef) -> Result<
             _ => return Ok(all),
         }
     }
-    Err(parse_failure(call, &base, format!("still paging after {MAX_PAGES} pages")))
+    Err(parse_failure(
+        call,
+        &base,
+        format!("still paging after {MAX_PAGES} pages"),
+    ))
 }
 
 /// `instances.get` for an instance URL; `None` when it no longer (or not
 /// yet) exists.
-pub async fn get_instance(client: &GceClient, instance_url: &str) -> Result<Option<ComputeInstance>, GceError> {
+pub async fn get_instance(
+    client: &GceClient,
+    instance_url: &str,
+) -> Result<Option<ComputeInstance>, GceError> {
     let call = "instances.get";
-    let url = instance_api_url(client.api_base(), instance_url).map_err(|cause| GceError::Parse {
-        call: "instanceGroupManagers.listManagedInstances".into(),
-        url: instance_url.into(),
-        cause,
-    })?;
+    let url =
+        instance_api_url(client.api_base(), instance_url).map_err(|cause| GceError::Parse {
+            call: "instanceGroupManagers.listManagedInstances".into(),
+            url: instance_url.into(),
+            cause,
+        })?;
     match client.call(Method::GET, call, &url).await {
-        Ok(text) => parse_instance(&text).map(Some).map_err(|e| parse_failure(call, &url, e)),
+        Ok(text) => parse_instance(&text)
+            .map(Some)
+            .map_err(|e| parse_failure(call, &url, e)),
         Err(e) if e.status() == Some(404) => Ok(None),
         Err(e) => Err(e),
     }
@@ -344,12 +418,19 @@ mod tests {
 
     #[test]
     fn managed_instances() {
-        let page = parse_list_managed_instances(&fixture("list_managed_instances.json")).expect("parses");
+        let page =
+            parse_list_managed_instances(&fixture("list_managed_instances.json")).expect("parses");
         assert_eq!(page.next_page_token.as_deref(), Some("CkQI2r3_page2"));
         let summary: Vec<(&str, Option<&str>, &str)> = page
             .instances
             .iter()
-            .map(|m| (m.name.as_str(), m.instance_status.as_deref(), m.current_action.as_str()))
+            .map(|m| {
+                (
+                    m.name.as_str(),
+                    m.instance_status.as_deref(),
+                    m.current_action.as_str(),
+                )
+            })
             .collect();
         assert_eq!(
             summary,
@@ -362,14 +443,26 @@ mod tests {
         );
         assert_eq!(page.instances[1].health_states, ["UNHEALTHY"]);
         assert_eq!(page.instances[2].id, None);
-        assert!(parse_list_managed_instances("{}").expect("empty group").instances.is_empty());
+        assert!(
+            parse_list_managed_instances("{}")
+                .expect("empty group")
+                .instances
+                .is_empty()
+        );
         assert!(parse_list_managed_instances(r#"{"managedInstances":[{"id":"1"}]}"#).is_err());
     }
 
     #[test]
     fn group_instance_and_token() {
-        let igm = parse_instance_group_manager(&fixture("instance_group_manager.json")).expect("parses");
-        assert_eq!(igm, InstanceGroupManager { name: "muster-cp".into(), target_size: 3 });
+        let igm =
+            parse_instance_group_manager(&fixture("instance_group_manager.json")).expect("parses");
+        assert_eq!(
+            igm,
+            InstanceGroupManager {
+                name: "muster-cp".into(),
+                target_size: 3
+            }
+        );
 
         let i = parse_instance(&fixture("instance.json")).expect("parses");
         assert_eq!(i.id, "1974815549671473983");
@@ -388,7 +481,8 @@ mod tests {
 
     #[test]
     fn errors_and_urls() {
-        let (reason, message) = parse_error(fixture("error_not_found.json").as_bytes()).expect("error doc");
+        let (reason, message) =
+            parse_error(fixture("error_not_found.json").as_bytes()).expect("error doc");
         assert_eq!(reason.as_deref(), Some("notFound"));
         assert!(message.contains("instanceGroupManagers/nope' was not found"));
         assert_eq!(parse_error(b"<html>"), None);
@@ -399,7 +493,10 @@ mod tests {
             "https://www.googleapis.com/compute/v1/projects/example-project/zones/us-central1-a/instances/muster-cp-9j4g",
         )
         .expect("maps");
-        assert_eq!(u.as_str(), "http://127.0.0.1:9/compute/v1/projects/example-project/zones/us-central1-a/instances/muster-cp-9j4g");
+        assert_eq!(
+            u.as_str(),
+            "http://127.0.0.1:9/compute/v1/projects/example-project/zones/us-central1-a/instances/muster-cp-9j4g"
+        );
         for bad in [
             "https://evil.example/projects/p/zones/z/instances/../../../../steal",
             "https://x/projects/p/global/networks/default",
@@ -408,9 +505,15 @@ mod tests {
             assert!(instance_api_url(&base, bad).is_err(), "{bad}");
         }
 
-        let mig = MigRef { project: "p".into(), location: MigLocation::Region("us-central1".into()), name: "a b".into() };
+        let mig = MigRef {
+            project: "p".into(),
+            location: MigLocation::Region("us-central1".into()),
+            name: "a b".into(),
+        };
         assert_eq!(
-            mig.url(&base, Some("listManagedInstances")).expect("url").as_str(),
+            mig.url(&base, Some("listManagedInstances"))
+                .expect("url")
+                .as_str(),
             "http://127.0.0.1:9/compute/v1/projects/p/regions/us-central1/instanceGroupManagers/a%20b/listManagedInstances"
         );
     }

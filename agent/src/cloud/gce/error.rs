@@ -37,12 +37,22 @@ pub enum GceError {
     },
 
     /// The metadata server gave no usable access token.
-    #[error("gce: no access token from the metadata server at {url} after {attempts} attempts: {cause}")]
-    Token { url: String, attempts: u32, cause: String },
+    #[error(
+        "gce: no access token from the metadata server at {url} after {attempts} attempts: {cause}"
+    )]
+    Token {
+        url: String,
+        attempts: u32,
+        cause: String,
+    },
 
     /// A 2xx answer we could not understand.
     #[error("gce {call} at {url}: cannot understand the answer: {cause}")]
-    Parse { call: String, url: String, cause: String },
+    Parse {
+        call: String,
+        url: String,
+        cause: String,
+    },
 
     /// The client's own settings are unusable.
     #[error("gce client: {what}")]
@@ -61,7 +71,10 @@ impl GceError {
 
 fn retried(attempts: u32, elapsed: Duration) -> String {
     if attempts > 1 {
-        format!(" (after {attempts} attempts over {:.1}s)", elapsed.as_secs_f64())
+        format!(
+            " (after {attempts} attempts over {:.1}s)",
+            elapsed.as_secs_f64()
+        )
     } else {
         String::new()
     }
@@ -97,8 +110,16 @@ mod tests {
             elapsed: Duration::ZERO,
         };
         let text = e.to_string();
-        assert!(text.starts_with("gce instanceGroupManagers.get at https://compute.googleapis.com/"), "{text}");
-        assert!(text.contains("HTTP 403 forbidden: Required 'compute.instanceGroupManagers.get' permission"), "{text}");
+        assert!(
+            text.starts_with("gce instanceGroupManagers.get at https://compute.googleapis.com/"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "HTTP 403 forbidden: Required 'compute.instanceGroupManagers.get' permission"
+            ),
+            "{text}"
+        );
         assert!(text.contains("roles/compute.viewer"), "{text}");
         assert_eq!(e.status(), Some(403));
     }

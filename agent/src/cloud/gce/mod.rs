@@ -57,7 +57,8 @@ pub struct GceOptions {
 
 impl Default for GceOptions {
     fn default() -> Self {
-        let parse = |s: &str| Url::parse(s).unwrap_or_else(|e| unreachable!("built-in URL {s}: {e}"));
+        let parse =
+            |s: &str| Url::parse(s).unwrap_or_else(|e| unreachable!("built-in URL {s}: {e}"));
         GceOptions {
             api_base: parse("https://compute.googleapis.com/compute/v1/"),
             metadata_base: parse("http://169.254.169.254/"),
@@ -78,23 +79,34 @@ pub struct GceClient {
 
 impl fmt::Debug for GceClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("GceClient").field("opts", &self.opts).finish_non_exhaustive()
+        f.debug_struct("GceClient")
+            .field("opts", &self.opts)
+            .finish_non_exhaustive()
     }
 }
 
 #[derive(Debug)]
 enum Fault {
     Transport(TransportError),
-    Api { status: u16, reason: Option<String>, message: String },
+    Api {
+        status: u16,
+        reason: Option<String>,
+        message: String,
+    },
     /// The metadata server gave no usable token.
-    Token { cause: String, transient: bool },
+    Token {
+        cause: String,
+        transient: bool,
+    },
 }
 
 impl GceClient {
     pub fn new(mut opts: GceOptions) -> Result<Self, GceError> {
         for url in [&mut opts.api_base, &mut opts.metadata_base] {
             if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-                return Err(GceError::Config { what: format!("{url} is not an http(s) URL with a host") });
+                return Err(GceError::Config {
+                    what: format!("{url} is not an http(s) URL with a host"),
+                });
             }
             // Relative joins need the trailing slash.
             if !url.path().ends_with('/') {
@@ -103,11 +115,17 @@ impl GceClient {
             }
         }
         let build = |via_proxy| {
-            http::client(opts.request_timeout, via_proxy)
-                .map_err(|cause| GceError::Config { what: format!("cannot build an HTTP client: {cause}") })
+            http::client(opts.request_timeout, via_proxy).map_err(|cause| GceError::Config {
+                what: format!("cannot build an HTTP client: {cause}"),
+            })
         };
         let (http, metadata_http) = (build(true)?, build(false)?);
-        Ok(GceClient { http, metadata_http, opts, token: Mutex::new(None) })
+        Ok(GceClient {
+            http,
+            metadata_http,
+            opts,
+            token: Mutex::new(None),
+        })
     }
 
     /// The Compute API root every resource path is joined onto.
@@ -127,7 +145,9 @@ impl GceClient {
                     Fault::Transport(t) => t.transient,
                     Fault::Token { transient, .. } => *transient,
                     // One retry with a fresh token; a second 401 is real.
-                    Fault::Api { status: 401, .. } if !refreshed && self.opts.static_token.is_none() => {
+                    Fault::Api { status: 401, .. }
+                        if !refreshed && self.opts.static_token.is_none() =>
+                    {
                         refreshed = true;
                         true
                     }
@@ -135,7 +155,10 @@ impl GceClient {
                         *status >= 500
                             || *status == 429
                             || (*status == 403
-                                && matches!(reason.as_deref(), Some("rateLimitExceeded" | "userRateLimitExceeded")))
+                                && matches!(
+                                    reason.as_deref(),
+                                    Some("rateLimitExceeded" | "userRateLimitExceeded")
+                                ))
                     }
                 },
                 |_| {
@@ -148,7 +171,9 @@ impl GceClient {
                             .header("authorization", token.bearer())
                             // listManagedInstances is a body-less POST; Google wants a length.
                             .header("content-length", "0");
-                        let reply = http::send(request, self.opts.request_timeout).await.map_err(Fault::Transport)?;
+                        let reply = http::send(request, self.opts.request_timeout)
+                            .await
+                            .map_err(Fault::Transport)?;
                         if reply.status.as_u16() == 401 {
                             *self.token.lock().await = None;
                         }
@@ -167,7 +192,11 @@ impl GceClient {
                         elapsed: g.elapsed,
                         cause: t.cause,
                     },
-                    Fault::Api { status, reason, message } => GceError::Api {
+                    Fault::Api {
+                        status,
+                        reason,
+                        message,
+                    } => GceError::Api {
                         call,
                         url,
                         status,
@@ -201,17 +230,28 @@ impl GceClient {
         }
         let token_fault = |cause: String, transient: bool| Fault::Token { cause, transient };
         let url = self.token_url().map_err(|e| token_fault(e, false))?;
-        let request = self.metadata_http.get(url).header("Metadata-Flavor", "Google");
+        let request = self
+            .metadata_http
+            .get(url)
+            .header("Metadata-Flavor", "Google");
         let reply = http::send(request, self.opts.request_timeout)
             .await
             .map_err(|t| token_fault(t.cause, t.transient))?;
         let status = reply.status;
         if !status.is_success() {
             // 404: the instance has no service account; 5xx: come back later.
-            let hint = if status.as_u16() == 404 { " (does the instance have a service account?)" } else { "" };
-            return Err(token_fault(format!("HTTP {status}{hint}"), http::is_transient_status(status)));
+            let hint = if status.as_u16() == 404 {
+                " (does the instance have a service account?)"
+            } else {
+                ""
+            };
+            return Err(token_fault(
+                format!("HTTP {status}{hint}"),
+                http::is_transient_status(status),
+            ));
         }
-        let text = String::from_utf8(reply.body).map_err(|_| token_fault("the answer is not UTF-8".into(), false))?;
+        let text = String::from_utf8(reply.body)
+            .map_err(|_| token_fault("the answer is not UTF-8".into(), false))?;
         let (token, lifetime) = compute::parse_token(&text).map_err(|e| token_fault(e, false))?;
         // Renew a minute early so a token never expires in flight.
         let valid_until = Instant::now() + lifetime.saturating_sub(Duration::from_secs(60));
@@ -241,7 +281,11 @@ fn into_text(reply: Reply) -> Result<String, Fault> {
     }
     let (reason, message) = compute::parse_error(&reply.body)
         .unwrap_or_else(|| (None, http::snippet(&reply.body, 200)));
-    Err(Fault::Api { status, reason, message })
+    Err(Fault::Api {
+        status,
+        reason,
+        message,
+    })
 }
 
 #[cfg(test)]
@@ -250,14 +294,20 @@ mod tests {
 
     #[test]
     fn tokens_never_show_and_bases_get_a_slash() {
-        assert_eq!(format!("{:?}", AccessToken::new("ya29.secret")), "AccessToken(<redacted>)");
+        assert_eq!(
+            format!("{:?}", AccessToken::new("ya29.secret")),
+            "AccessToken(<redacted>)"
+        );
         let opts = GceOptions {
             api_base: Url::parse("http://127.0.0.1:9/compute/v1").expect("url"),
             ..GceOptions::default()
         };
         let client = GceClient::new(opts).expect("client");
         assert_eq!(client.api_base().as_str(), "http://127.0.0.1:9/compute/v1/");
-        let bad = GceOptions { metadata_base: Url::parse("file:///x").expect("url"), ..GceOptions::default() };
+        let bad = GceOptions {
+            metadata_base: Url::parse("file:///x").expect("url"),
+            ..GceOptions::default()
+        };
         assert!(GceClient::new(bad).is_err());
     }
 }
