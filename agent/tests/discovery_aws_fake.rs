@@ -141,14 +141,11 @@ async fn access_denied_fails_at_once_and_names_the_permission() {
         .await
         .expect_err("denied");
     assert_eq!(fake.requests().len(), 1, "permanent errors are not retried");
-    let DiscoveryError::Aws(AwsError::Api {
-        code, request_id, ..
-    }) = &err
-    else {
+    let DiscoveryError::Aws(AwsError::Api(api)) = &err else {
         panic!("{err:?}")
     };
     assert_eq!(
-        (code.as_str(), request_id.as_deref()),
+        (api.code.as_str(), api.request_id.as_deref()),
         ("AccessDenied", Some("d-1"))
     );
     let text = err.to_string();

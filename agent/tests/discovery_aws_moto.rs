@@ -225,17 +225,11 @@ async fn wrong_credentials_fail_at_once_with_a_clear_error() {
     let moto = Moto::start_with_env(&[("INITIAL_NO_AUTH_ACTION_COUNT", "0")]);
     let aws = client(&moto, Credentials::new("AKIDWRONG", "wrong-secret", None));
     let err = list_group(&aws, "muster-cp").await.expect_err("refused");
-    let DiscoveryError::Aws(AwsError::Api {
-        code,
-        status,
-        attempts,
-        ..
-    }) = &err
-    else {
+    let DiscoveryError::Aws(AwsError::Api(api)) = &err else {
         panic!("expected an AWS API error, got {err:?}");
     };
     assert_eq!(
-        (code.as_str(), *status, *attempts),
+        (api.code.as_str(), api.status, api.attempts),
         ("InvalidClientTokenId", 403, 1),
         "not retried"
     );

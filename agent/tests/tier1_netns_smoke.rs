@@ -7,9 +7,11 @@
 #[path = "support/netns.rs"]
 mod netns;
 
+use std::io::{BufRead, BufReader, Write};
 use std::net::Ipv4Addr;
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use netns::{Net, Signal, pid_alive, wait_until};
@@ -80,8 +82,19 @@ fn hosts_reach_each_other_and_link_faults_cut_one_off() {
     assert_all_reach(&hosts);
 
     // Nothing but the segment: no default route, no way out.
-    let routes = a.run("ip", &["route", "show"]);
-    let routes = String::from_utf8_lossy(&routes.stdout);
+    // Commands run in the host's namespace (and only its network namespace).
+    let ns = std::fs::metadata(a.netns_path()).expect("stat netns file");
+    let out = a.run("readlink", &["/proc/self/ns/net"]);
+    let link = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(link.trim(), format!("net:[{}]", ns.ino()));
+    let out = a.run("readlink", &["/proc/self/ns/mnt"]);
+    let root_mnt = std::fs::read_link("/proc/self/ns/mnt").expect("own mount namespace");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        root_mnt.to_string_lossy()
+    );
+
+    let routes = a.ip_cmd(&["route", "show"]);
     assert!(
         !routes.contains("default"),
         "unexpected default route:\n{routes}"
@@ -232,7 +245,8 @@ fn kill_restart_and_remove_host() {
 const CRASH_HELPER_ENV: &str = "MUSTER_NETNS_CRASH_HELPER";
 
 /// Not a test: run by `sweep_removes_leftovers_of_a_crashed_run` in a child
-/// process, which builds a Net and dies without running any Drop.
+/// process, which builds a Net, reports it and waits to be SIGKILLed, so no
+/// Drop runs: exactly what a crashed test run leaves behind.
 #[test]
 #[ignore = "helper process for sweep_removes_leftovers_of_a_crashed_run"]
 fn crash_helper() {
@@ -248,29 +262,28 @@ fn crash_helper() {
         sleeper.pid(),
         h.dir().display()
     );
-    use std::io::Write;
     std::io::stdout().flush().expect("flush");
-    nix::sys::signal::raise(Signal::SIGKILL).expect("raise SIGKILL");
+    let mut wait = String::new();
+    let _ = std::io::stdin().read_line(&mut wait); // until killed
+    std::process::abort(); // never clean up, even if stdin closes
 }
 
 #[test]
 fn sweep_removes_leftovers_of_a_crashed_run() {
     let exe = std::env::current_exe().expect("test binary path");
-    let out = Command::new(exe)
+    let mut helper = Command::new(exe)
         .args(["--exact", "crash_helper", "--ignored", "--nocapture"])
         .env(CRASH_HELPER_ENV, "1")
-        .output()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
         .expect("run crash helper");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout
+    let stdout = helper.stdout.take().expect("helper stdout");
+    let line = BufReader::new(stdout)
         .lines()
+        .map_while(Result::ok)
         .find(|l| l.starts_with("net="))
-        .unwrap_or_else(|| {
-            panic!(
-                "crash helper printed no Net:\n{stdout}\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
+        .expect("crash helper printed no Net (see its stderr above)");
     let field = |key: &str| {
         line.split(' ')
             .find_map(|f| f.strip_prefix(key))
@@ -279,9 +292,14 @@ fn sweep_removes_leftovers_of_a_crashed_run() {
     };
     let (name, dir) = (field("net="), PathBuf::from(field("dir=")));
     let pid: i32 = field("pid=").parse().expect("pid");
-    assert!(pid_alive(pid), "the crashed run's sleep should still run");
+    // While the helper lives its slot is locked: no concurrent sweep touches it.
     let ours = |n: &String| n.starts_with(&format!("{name}-"));
     assert_eq!(ip_netns_list().iter().filter(|n| ours(n)).count(), 2);
+    assert!(pid_alive(pid) && dir.exists());
+
+    helper.kill().expect("SIGKILL the helper");
+    helper.wait().expect("reap the helper");
+    assert!(pid_alive(pid), "the crashed run's sleep outlives it");
 
     netns::sweep_stale();
 

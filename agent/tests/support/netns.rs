@@ -119,6 +119,11 @@ impl Net {
             .map(|c| c.to_ascii_lowercase())
             .take(10)
             .collect();
+        let hint = if hint.is_empty() {
+            "net".to_string()
+        } else {
+            hint
+        };
         let name = format!("mt{}-{hint}", lock.slot);
         let root = tempfile::Builder::new()
             .prefix(&format!("{name}-"))
@@ -268,10 +273,11 @@ impl Drop for Net {
         }
         kill_netns_procs(&self.bridge_ns);
         let _ = ip_try(&["netns", "delete", &self.bridge_ns]);
-        if let Some(root) = self.root.take() {
-            if std::env::var_os("MUSTER_KEEP_TEST_DIRS").is_some() {
-                eprintln!("netns: kept {}", root.keep().display());
-            }
+        // The temp dir (every Host::dir) goes when `root` drops, unless kept.
+        if let Some(root) = self.root.take()
+            && std::env::var_os("MUSTER_KEEP_TEST_DIRS").is_some()
+        {
+            eprintln!("netns: kept {}", root.keep().display());
         }
         self.lock.release();
     }
@@ -393,6 +399,26 @@ impl Host {
                 Err(e) => e.kind() == io::ErrorKind::ConnectionRefused,
             },
         )
+    }
+
+    /// `ip -n <this namespace> ARGS` (e.g. `["addr", "add", "169.254.169.254/32",
+    /// "dev", "lo"]`); returns stdout, panics with stderr on failure.
+    pub fn ip_cmd(&self, args: &[&str]) -> String {
+        self.assert_present();
+        let out = Command::new("ip")
+            .args(["-n", &self.inner.ns])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run ip (iproute2 missing? run bash ci/install-deps.sh)");
+        assert!(
+            out.status.success(),
+            "{}: ip {}: {}",
+            self.name(),
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// Pids of every live process in this host's namespace.

@@ -5,26 +5,32 @@
 
 use std::time::Duration;
 
+/// An error document from AWS, with the call it answered.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "aws {service} {action} at {endpoint}: {code}: {message} (HTTP {status}{}{}){}",
+    .request_id.as_deref().map(|id| format!(", request id {id}")).unwrap_or_default(),
+    retried(*.attempts, *.elapsed),
+    hint(.code, .service, .action)
+)]
+pub struct ApiError {
+    pub service: &'static str,
+    pub action: String,
+    pub endpoint: String,
+    pub status: u16,
+    pub code: String,
+    pub message: String,
+    pub request_id: Option<String>,
+    pub attempts: u32,
+    pub elapsed: Duration,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum AwsError {
-    /// AWS answered with an error document (`<Error><Code>…`).
-    #[error(
-        "aws {service} {action} at {endpoint}: {code}: {message} (HTTP {status}{}{}){}",
-        .request_id.as_deref().map(|id| format!(", request id {id}")).unwrap_or_default(),
-        retried(*.attempts, *.elapsed),
-        hint(.code, .service, .action)
-    )]
-    Api {
-        service: &'static str,
-        action: String,
-        endpoint: String,
-        status: u16,
-        code: String,
-        message: String,
-        request_id: Option<String>,
-        attempts: u32,
-        elapsed: Duration,
-    },
+    /// AWS answered with an error document (`<Error><Code>…`). Boxed: it is
+    /// the largest variant and errors travel by value.
+    #[error(transparent)]
+    Api(Box<ApiError>),
 
     /// An HTTP error without an AWS error document (a proxy, a load balancer).
     #[error("aws {service} {action} at {endpoint}: HTTP {status}{}: {body}", retried(*.attempts, *.elapsed))]
@@ -82,7 +88,7 @@ impl AwsError {
     /// AWS's error code, for callers that react to specific codes.
     pub fn code(&self) -> Option<&str> {
         match self {
-            AwsError::Api { code, .. } => Some(code),
+            AwsError::Api(e) => Some(&e.code),
             _ => None,
         }
     }
@@ -125,7 +131,7 @@ mod tests {
     use super::*;
 
     fn api(code: &str, attempts: u32) -> AwsError {
-        AwsError::Api {
+        AwsError::Api(Box::new(ApiError {
             service: "autoscaling",
             action: "DescribeAutoScalingGroups".into(),
             endpoint: "https://autoscaling.eu-west-1.amazonaws.com/".into(),
@@ -136,7 +142,7 @@ mod tests {
             request_id: Some("7c6e177f".into()),
             attempts,
             elapsed: Duration::from_millis(1500),
-        }
+        }))
     }
 
     #[test]

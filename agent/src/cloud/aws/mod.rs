@@ -21,7 +21,7 @@ use std::time::Duration;
 use url::Url;
 
 pub use credentials::{Credentials, parse_imds_role_credentials};
-pub use error::AwsError;
+pub use error::{ApiError, AwsError};
 pub use xml::{ErrorBody, parse_error_response};
 
 use crate::retry::Backoff;

@@ -12,7 +12,7 @@ use aws_sigv4::sign::v4;
 use tracing::Instrument;
 use url::Url;
 
-use super::{AwsClient, AwsError, Service, xml};
+use super::{ApiError, AwsClient, AwsError, Service, xml};
 use crate::cloud::http::{self, Reply, TransportError};
 use crate::retry;
 
@@ -127,7 +127,7 @@ impl AwsClient {
                     elapsed,
                     cause: t.cause,
                 },
-                Fault::Api { status, body } => AwsError::Api {
+                Fault::Api { status, body } => AwsError::Api(Box::new(ApiError {
                     service,
                     action,
                     endpoint,
@@ -137,7 +137,7 @@ impl AwsClient {
                     request_id: body.request_id,
                     attempts,
                     elapsed,
-                },
+                })),
                 Fault::Http { status, body } => AwsError::Http {
                     service,
                     action,

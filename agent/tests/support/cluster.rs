@@ -1,0 +1,199 @@
+//! A tier-1 cluster: hosts of a [`Net`] each running the real `muster agent`
+//! binary (child-process supervisor, real etcd from Debian 13), sharing one
+//! config with a static peer list of every host slot.
+
+use std::path::PathBuf;
+use std::process::Output;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use serde_json::Value;
+
+use super::netns::{Host, Net, Proc, wait_until};
+
+pub const SECRET: &str = "tier1-test-secret-0123456789abcdef0123";
+
+/// The etcd binary the image ships (Debian 13's etcd-server 3.5).
+pub fn etcd_bin() -> PathBuf {
+    let path = std::env::var("MUSTER_ETCD_BIN").unwrap_or_else(|_| "/opt/muster-test/etcd/usr/bin/etcd".into());
+    let path = PathBuf::from(path);
+    assert!(path.exists(), "etcd not found at {}: run `bash ci/install-deps.sh`", path.display());
+    path
+}
+
+pub fn etcdctl_bin() -> PathBuf {
+    etcd_bin().with_file_name("etcdctl")
+}
+
+pub struct Node {
+    pub host: Host,
+    pub agent: Option<Proc>,
+}
+
+pub struct Cluster {
+    pub net: Net,
+    pub nodes: Vec<Node>,
+    config: PathBuf,
+    /// Extra `muster agent` flags.
+    pub agent_flags: Vec<String>,
+}
+
+impl Cluster {
+    /// A Net with `slots` host addresses in the static peer list and an
+    /// etcd of `control_plane` members (stacked).
+    pub fn new(hint: &str, slots: u8, control_plane: u8) -> Cluster {
+        let net = Net::new(hint);
+        let base = net.subnet();
+        let prefix = base.trim_end_matches("0/24");
+        let peers: Vec<String> = (0..slots).map(|i| format!("\"{prefix}{}\"", 11 + i)).collect();
+        let dir = std::env::temp_dir().join(format!("{}-config", net.name()));
+        std::fs::create_dir_all(&dir).expect("config dir");
+        let config = dir.join("cluster.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "cluster:\n  name: {hint}\n  secret: \"{SECRET}\"\ntopology:\n  controlPlane:\n    count: {control_plane}\n\
+                 discovery:\n  static:\n    peers: [{}]\n",
+                peers.join(", ")
+            ),
+        )
+        .expect("write config");
+        Cluster {
+            net,
+            nodes: Vec::new(),
+            config,
+            agent_flags: vec![
+                "--tick-ms=250".into(),
+                "--replace-after-secs=3".into(),
+                "--etcd-heartbeat-ms=100".into(),
+                "--etcd-election-ms=1000".into(),
+            ],
+        }
+    }
+
+    /// Adds the next host (its address is the next static slot).
+    pub fn add_host(&mut self) -> usize {
+        let i = self.nodes.len();
+        let host = self.net.add_host(&format!("h{}", i + 1));
+        std::fs::write(
+            host.dir().join("facts.yaml"),
+            format!("instance_id: i-{:02}\nhostname: h{}\nprivate_ipv4: {}\n", i + 1, i + 1, host.ip()),
+        )
+        .expect("facts");
+        self.nodes.push(Node { host, agent: None });
+        i
+    }
+
+    pub fn start_agent(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        let dir = node.host.dir().to_path_buf();
+        let mut args: Vec<String> = vec![
+            "agent".into(),
+            "--provider=file".into(),
+            format!("--metadata-file={}", dir.join("facts.yaml").display()),
+            format!("--config={}", self.config.display()),
+            format!("--state-dir={}", dir.join("state").display()),
+            "--defaults=/nonexistent".into(),
+            "--cmdline-file=/dev/null".into(),
+            "--supervisor=child".into(),
+            format!("--etcd-bin={}", etcd_bin().display()),
+            "--log-format=json".into(),
+        ];
+        args.extend(self.agent_flags.iter().cloned());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        node.agent = Some(node.host.spawn(env!("CARGO_BIN_EXE_muster"), &args, &[("RUST_LOG", "info")], "agent.log"));
+    }
+
+    /// Power cut: every process of the host dies; its disk stays.
+    pub fn power_off(&mut self, i: usize) {
+        self.nodes[i].host.kill_all();
+        if let Some(mut agent) = self.nodes[i].agent.take() {
+            agent.wait_timeout(Duration::from_secs(5));
+        }
+    }
+
+    /// The machine is gone for good: processes, namespace and link.
+    pub fn destroy(&mut self, i: usize) {
+        self.nodes[i].agent.take();
+        self.net.remove_host(&self.nodes[i].host);
+    }
+
+    pub fn kill_agent(&mut self, i: usize, signal: Signal) {
+        if let Some(agent) = self.nodes[i].agent.as_mut() {
+            agent.kill(signal);
+            agent.wait_timeout(Duration::from_secs(5));
+        }
+    }
+
+    /// `muster status --output json` of node `i`, via the real CLI.
+    pub fn status(&self, i: usize) -> Option<Value> {
+        let dir = self.nodes[i].host.dir().join("state");
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_muster"))
+            .args(["status", "--output", "json", "--state-dir"])
+            .arg(&dir)
+            .output()
+            .ok()?;
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    /// etcdctl inside host `i` against its own member, with the agent's
+    /// client certificate.
+    pub fn etcdctl(&self, i: usize, args: &[&str]) -> Output {
+        let pki = self.nodes[i].host.dir().join("state/pki");
+        let host = &self.nodes[i].host;
+        let mut cmd = host.command(etcdctl_bin());
+        cmd.arg(format!("--endpoints=https://{}:2379", host.ip()))
+            .arg(format!("--cacert={}", pki.join("ca.crt").display()))
+            .arg(format!("--cert={}", pki.join("client.crt").display()))
+            .arg(format!("--key={}", pki.join("client.key").display()))
+            .arg("--dial-timeout=2s")
+            .arg("--command-timeout=5s")
+            .args(args);
+        cmd.output().expect("run etcdctl")
+    }
+
+    /// (cluster id, voting healthy members, learners) as node `i`'s status reports them.
+    pub fn etcd_view(&self, i: usize) -> Option<(String, usize, usize)> {
+        let s = self.status(i)?;
+        let etcd = s.get("etcd")?;
+        let members = etcd.get("members")?.as_array()?;
+        let voting = members
+            .iter()
+            .filter(|m| m["healthy"] == Value::Bool(true) && m["is_learner"] == Value::Bool(false))
+            .count();
+        let learners = members.iter().filter(|m| m["is_learner"] == Value::Bool(true)).count();
+        Some((etcd["cluster_id"].as_str()?.to_string(), voting, learners))
+    }
+
+    /// Waits until every listed node reports the same cluster with exactly
+    /// `members` healthy voting members and no learner. Returns the cluster id.
+    pub fn wait_for_cluster(&self, nodes: &[usize], members: usize, timeout: Duration) -> String {
+        let mut id = String::new();
+        let waited = wait_until("one etcd cluster with all members healthy", timeout, Duration::from_millis(200), || {
+            let views: Vec<_> = nodes.iter().map(|&i| self.etcd_view(i)).collect();
+            match views.first() {
+                Some(Some((first, _, _))) => {
+                    let ok = views.iter().all(|v| matches!(v, Some((c, n, 0)) if c == first && *n == members));
+                    if ok {
+                        id = first.clone();
+                    }
+                    ok
+                }
+                _ => false,
+            }
+        });
+        if let Err(e) = waited {
+            let views: Vec<_> = nodes.iter().map(|&i| self.status(i)).collect();
+            panic!("{e}; statuses: {views:#?}");
+        }
+        id
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if let Some(dir) = self.config.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
