@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tracing::{info, info_span, Instrument};
+use tracing::{Instrument, info, info_span};
 
 use crate::config::{self, Config, ConfigErrors, Layer};
 use crate::discovery::source::{PeerSource, SourceError};
@@ -19,7 +19,7 @@ use crate::etcd::runner::{Runner, RunnerConfig};
 use crate::metadata::{self, InstanceFacts, MetadataError, ProviderKind};
 use crate::pki::{self, CertKind, ClusterCa, NodeIdentity, PkiError};
 use crate::plan::{self, Plan};
-use crate::service::{child::ChildSupervisor, SupervisorKind, Supervisor, ServiceError};
+use crate::service::{ServiceError, Supervisor, SupervisorKind, child::ChildSupervisor};
 use crate::state::{Phase, StateDir, StateError, Status};
 
 /// The image's defaults file, the lowest config layer.
@@ -68,8 +68,13 @@ pub enum AgentError {
     #[error("configure: invalid cluster config:\n{0}")]
     Config(#[from] ConfigErrors),
     #[error("configure: {path}: cannot read: {source}")]
-    ReadConfig { path: PathBuf, source: std::io::Error },
-    #[error("configure: no cluster config: the {provider} metadata has no user data and no --config was given")]
+    ReadConfig {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "configure: no cluster config: the {provider} metadata has no user data and no --config was given"
+    )]
     NoConfig { provider: ProviderKind },
     #[error(transparent)]
     State(#[from] StateError),
@@ -105,7 +110,11 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
     // From here on the state directory may be written.
     let plan = Plan::build(&facts, &config);
     for step in &plan.steps {
-        let built = if step.built { "" } else { " (not built yet: skipped)" };
+        let built = if step.built {
+            ""
+        } else {
+            " (not built yet: skipped)"
+        };
         info!(phase = %step.phase, "plan: {}{built}", step.action);
     }
     let mut status = Status::new(Phase::Planned);
@@ -120,12 +129,23 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
         return Ok(());
     }
 
-    let ip = facts.private_ipv4.ok_or(AgentError::NoAddress { provider: facts.provider })?;
+    let ip = facts.private_ipv4.ok_or(AgentError::NoAddress {
+        provider: facts.provider,
+    })?;
     let pki_dir = args.state_dir.root().join("pki");
     let node_pki = info_span!("pki").in_scope(|| -> Result<_, AgentError> {
-        let ca = ClusterCa::derive(&config.cluster.name, config.cluster.secret.expose().as_bytes())?;
-        let hostname = facts.hostname.clone().unwrap_or_else(|| facts.instance_id.clone());
-        let node = NodeIdentity::new(hostname, [IpAddr::V4(ip), IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)]);
+        let ca = ClusterCa::derive(
+            &config.cluster.name,
+            config.cluster.secret.expose().as_bytes(),
+        )?;
+        let hostname = facts
+            .hostname
+            .clone()
+            .unwrap_or_else(|| facts.instance_id.clone());
+        let node = NodeIdentity::new(
+            hostname,
+            [IpAddr::V4(ip), IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)],
+        );
         let node_pki = pki::ensure_node_certs(&pki_dir, &ca, &node)?;
         info!(dir = %pki_dir.display(), ca = %ca.spki_sha256(), "node certificates ready");
         Ok(node_pki)
@@ -134,11 +154,24 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
     let tls_files = {
         let (server_cert, server_key) = pki::cert_paths(&pki_dir, CertKind::EtcdServer);
         let (peer_cert, peer_key) = pki::cert_paths(&pki_dir, CertKind::EtcdPeer);
-        TlsFiles { ca: node_pki.ca_path.clone(), server_cert, server_key, peer_cert, peer_key }
+        TlsFiles {
+            ca: node_pki.ca_path.clone(),
+            server_cert,
+            server_key,
+            peer_cert,
+            peer_key,
+        }
     };
     let supervisor = match args.supervisor {
-        SupervisorKind::Child => Supervisor::Child(ChildSupervisor::new(args.state_dir.root().join("services"))),
-        SupervisorKind::Systemd => return Err(ServiceError::SystemdNotBuilt { name: "muster-etcd".into() }.into()),
+        SupervisorKind::Child => {
+            Supervisor::Child(ChildSupervisor::new(args.state_dir.root().join("services")))
+        }
+        SupervisorKind::Systemd => {
+            return Err(ServiceError::SystemdNotBuilt {
+                name: "muster-etcd".into(),
+            }
+            .into());
+        }
     };
     let source = PeerSource::from_config(config.discovery.method(), &facts)?;
     let runner = Runner::new(
@@ -159,14 +192,20 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
         },
         source,
     );
-    runner.run(shutdown_signal()).instrument(info_span!("etcd")).await;
+    runner
+        .run(shutdown_signal())
+        .instrument(info_span!("etcd"))
+        .await;
     Ok(())
 }
 
 /// Resolves on SIGTERM (systemd stop) or SIGINT (Ctrl-C).
 async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
                 _ = term.recv() => {}
@@ -188,21 +227,32 @@ fn configure(args: &AgentArgs, facts: &InstanceFacts) -> Result<Config, AgentErr
         }),
     };
     if user_data.is_none() && defaults.is_none() {
-        return Err(AgentError::NoConfig { provider: facts.provider });
+        return Err(AgentError::NoConfig {
+            provider: facts.provider,
+        });
     }
     Ok(config::load(defaults, user_data, &args.metadata.cmdline)?)
 }
 
 fn read_layer(path: &Path) -> Result<Layer, AgentError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| AgentError::ReadConfig { path: path.to_path_buf(), source })?;
-    Ok(Layer { origin: path.display().to_string(), text })
+    let text = std::fs::read_to_string(path).map_err(|source| AgentError::ReadConfig {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(Layer {
+        origin: path.display().to_string(),
+        text,
+    })
 }
 
 fn read_optional_layer(path: &Path) -> Result<Option<Layer>, AgentError> {
     match read_layer(path) {
         Ok(layer) => Ok(Some(layer)),
-        Err(AgentError::ReadConfig { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(AgentError::ReadConfig { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            Ok(None)
+        }
         Err(e) => Err(e),
     }
 }
@@ -214,7 +264,10 @@ pub fn render_status_text(status: &Status) -> String {
     out.push_str(&format!("phase:       {}\n", status.phase));
     out.push_str(&format!(
         "provider:    {}\n",
-        status.provider.map(|p| p.to_string()).unwrap_or_else(|| "-".into())
+        status
+            .provider
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| "-".into())
     ));
     out.push_str(&format!("instance:    {}\n", dash(&status.instance_id)));
     out.push_str(&format!("hostname:    {}\n", dash(&status.hostname)));
@@ -222,7 +275,10 @@ pub fn render_status_text(status: &Status) -> String {
     out.push_str(&format!("role:        {}\n", dash(&status.role)));
     out.push_str(&format!("message:     {}\n", dash(&status.message)));
     if let Some(etcd) = &status.etcd {
-        out.push_str(&format!("etcd:        cluster {} member {} leader {}\n", etcd.cluster_id, etcd.member_id, etcd.leader_id));
+        out.push_str(&format!(
+            "etcd:        cluster {} member {} leader {}\n",
+            etcd.cluster_id, etcd.member_id, etcd.leader_id
+        ));
         for m in &etcd.members {
             out.push_str(&format!(
                 "  {:<16} {:<22} {:<28} {}{}\n",

@@ -117,7 +117,8 @@ mod tests {
 
     #[test]
     fn missing_file_is_empty() {
-        let c = KernelCmdline::read(Path::new("/nonexistent/cmdline")).expect("missing file is fine");
+        let c =
+            KernelCmdline::read(Path::new("/nonexistent/cmdline")).expect("missing file is fine");
         assert!(c.params().is_empty());
     }
 }

@@ -88,11 +88,19 @@ pub enum Decision {
     /// data directory aside (never delete it) and decide again.
     Retire { cluster_id: u64 },
     /// Start a brand-new cluster with exactly these members.
-    Form { initial: Vec<InitialMember>, token: String },
+    Form {
+        initial: Vec<InitialMember>,
+        token: String,
+    },
     /// This node is listed in a running cluster but has no data: start it as
     /// that member (`existing` when the cluster has a leader, else `new` with
     /// the forming cluster's set and token).
-    StartListed { cluster_id: u64, initial: Vec<InitialMember>, token: String, existing: bool },
+    StartListed {
+        cluster_id: u64,
+        initial: Vec<InitialMember>,
+        token: String,
+        existing: bool,
+    },
     /// Add this node to the cluster as a learner, then start it.
     Join { cluster_id: u64 },
     /// This node runs no etcd member; `role` is what it is instead.
@@ -116,7 +124,10 @@ pub fn token(cluster_name: &str, initial: &[InitialMember]) -> String {
     let urls: BTreeSet<&str> = initial.iter().map(|m| m.peer_url.as_str()).collect();
     // FNV-1a: stable across versions and platforms; this is a label, not a secret.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in cluster_name.bytes().chain(urls.iter().flat_map(|u| u.bytes().chain([0u8]))) {
+    for byte in cluster_name
+        .bytes()
+        .chain(urls.iter().flat_map(|u| u.bytes().chain([0u8])))
+    {
         h ^= u64::from(byte);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
@@ -128,7 +139,10 @@ fn initial_from_found(cluster: &FoundCluster) -> Vec<InitialMember> {
         .members
         .iter()
         .filter_map(|m| {
-            m.peer_urls.first().map(|url| InitialMember { name: m.name.clone(), peer_url: url.clone() })
+            m.peer_urls.first().map(|url| InitialMember {
+                name: m.name.clone(),
+                peer_url: url.clone(),
+            })
         })
         .collect();
     initial.sort();
@@ -139,17 +153,22 @@ fn initial_from_found(cluster: &FoundCluster) -> Vec<InitialMember> {
 pub fn decide(o: &Observed<'_>) -> Decision {
     let my_url = peer_url(o.me);
     if o.local_data {
-        let removed = o.clusters.iter().find(|c| {
-            c.has_leader && !c.members.iter().any(|m| m.peer_urls.iter().any(|u| *u == my_url))
-        });
+        let removed = o
+            .clusters
+            .iter()
+            .find(|c| c.has_leader && !c.members.iter().any(|m| m.peer_urls.contains(&my_url)));
         return match removed {
-            Some(c) if o.clusters.len() == 1 => Decision::Retire { cluster_id: c.cluster_id },
+            Some(c) if o.clusters.len() == 1 => Decision::Retire {
+                cluster_id: c.cluster_id,
+            },
             _ => Decision::Restart,
         };
     }
     let ids: BTreeSet<u64> = o.clusters.iter().map(|c| c.cluster_id).collect();
     if ids.len() > 1 {
-        return Decision::Conflict { cluster_ids: ids.into_iter().collect() };
+        return Decision::Conflict {
+            cluster_ids: ids.into_iter().collect(),
+        };
     }
     if let Some(cluster) = o.clusters.first() {
         return decide_with_cluster(o, cluster, &my_url);
@@ -158,14 +177,26 @@ pub fn decide(o: &Observed<'_>) -> Decision {
         return Decision::NoEtcd { role };
     }
     if !o.settled {
-        return Decision::Wait { reason: "waiting for the group view to settle".into() };
+        return Decision::Wait {
+            reason: "waiting for the group view to settle".into(),
+        };
     }
     let set = roles::formation_set(o.topology, o.view);
     if set.len() < o.topology.etcd_members() {
         // Never form a smaller cluster than asked for: a lone early node would
         // otherwise form a cluster of one while the others form another.
         return Decision::Wait {
-            reason: format!("seeing {} of the {} etcd candidates needed to form", set.len(), o.topology.etcd_members()),
+            reason: format!(
+                "seeing {} of the {} etcd candidates needed to form",
+                set.len(),
+                o.topology.etcd_members()
+            ),
+        };
+    }
+    if let Some(p) = set.iter().find(|p| p.address.is_unspecified()) {
+        // A cloud group lists a booting machine before it has an address.
+        return Decision::Wait {
+            reason: format!("waiting for {} to get an address", p.id),
         };
     }
     if !set.iter().any(|p| p.id == o.me.id) {
@@ -176,15 +207,23 @@ pub fn decide(o: &Observed<'_>) -> Decision {
             ),
         };
     }
-    let mut initial: Vec<InitialMember> =
-        set.iter().map(|p| InitialMember { name: p.id.clone(), peer_url: peer_url(p) }).collect();
+    let mut initial: Vec<InitialMember> = set
+        .iter()
+        .map(|p| InitialMember {
+            name: p.id.clone(),
+            peer_url: peer_url(p),
+        })
+        .collect();
     initial.sort();
     let token = token(o.cluster_name, &initial);
     Decision::Form { initial, token }
 }
 
 fn decide_with_cluster(o: &Observed<'_>, cluster: &FoundCluster, my_url: &str) -> Decision {
-    let listed = cluster.members.iter().any(|m| m.peer_urls.iter().any(|u| u == my_url));
+    let listed = cluster
+        .members
+        .iter()
+        .any(|m| m.peer_urls.iter().any(|u| u == my_url));
     if listed {
         let mut initial = initial_from_found(cluster);
         // Members that never started have no name yet; ours is our id.
@@ -192,22 +231,34 @@ fn decide_with_cluster(o: &Observed<'_>, cluster: &FoundCluster, my_url: &str) -
             m.name = o.me.id.clone();
         }
         let token = token(o.cluster_name, &initial);
-        return Decision::StartListed { cluster_id: cluster.cluster_id, initial, token, existing: cluster.has_leader };
+        return Decision::StartListed {
+            cluster_id: cluster.cluster_id,
+            initial,
+            token,
+            existing: cluster.has_leader,
+        };
     }
     if let Some(role) = o.sticky_role.filter(|r| !o.topology.runs_etcd(*r)) {
         return Decision::NoEtcd { role };
     }
     if !cluster.has_leader {
-        return Decision::Wait { reason: format!("cluster {:x} is still forming", cluster.cluster_id) };
+        return Decision::Wait {
+            reason: format!("cluster {:x} is still forming", cluster.cluster_id),
+        };
     }
     if cluster.members.len() < o.topology.etcd_members() {
-        return Decision::Join { cluster_id: cluster.cluster_id };
+        return Decision::Join {
+            cluster_id: cluster.cluster_id,
+        };
     }
     if let Some(down) = cluster.members.iter().find(|m| !m.healthy) {
         // Full, but a member is down: it may be removed soon (replacement),
         // and this node should take its place rather than settle as a worker.
         return Decision::Wait {
-            reason: format!("cluster {:x} is full but member {:x} is down; waiting to see if it is replaced", cluster.cluster_id, down.id),
+            reason: format!(
+                "cluster {:x} is full but member {:x} is down; waiting to see if it is replaced",
+                cluster.cluster_id, down.id
+            ),
         };
     }
     let role = if o.topology.dedicated_etcd_count.is_some() {
@@ -230,9 +281,19 @@ fn decide_with_cluster(o: &Observed<'_>, cluster: &FoundCluster, my_url: &str) -
 /// settled node computes the same formation set. Peers without a launch time
 /// (static lists, DNS) rely on the stable-view part only: their order is the
 /// list's, the same on every node.
-pub fn settled(now_ms: u64, view_stable_since_ms: u64, formation_set: &[Peer], settle_ms: u64) -> bool {
-    let last_launch = formation_set.iter().filter_map(|p| p.launched_at_ms).max().unwrap_or(0);
-    now_ms >= view_stable_since_ms.saturating_add(settle_ms) && now_ms >= last_launch.saturating_add(settle_ms)
+pub fn settled(
+    now_ms: u64,
+    view_stable_since_ms: u64,
+    formation_set: &[Peer],
+    settle_ms: u64,
+) -> bool {
+    let last_launch = formation_set
+        .iter()
+        .filter_map(|p| p.launched_at_ms)
+        .max()
+        .unwrap_or(0);
+    now_ms >= view_stable_since_ms.saturating_add(settle_ms)
+        && now_ms >= last_launch.saturating_add(settle_ms)
 }
 
 #[cfg(test)]
@@ -241,7 +302,10 @@ mod tests {
     use crate::discovery::Lifecycle;
     use std::net::Ipv4Addr;
 
-    const STACKED3: Topology = Topology { control_plane_count: 3, dedicated_etcd_count: None };
+    const STACKED3: Topology = Topology {
+        control_plane_count: 3,
+        dedicated_etcd_count: None,
+    };
 
     fn peer(i: u8) -> Peer {
         Peer {
@@ -309,8 +373,13 @@ mod tests {
     #[test]
     fn first_three_form_with_the_same_set_and_token_and_the_rest_wait() {
         let view: Vec<_> = (1..=5).map(peer).collect();
-        let decisions: Vec<_> = view.iter().map(|me| decide(&observed(me, &view, &[]))).collect();
-        let Decision::Form { initial, token } = &decisions[0] else { panic!("{:?}", decisions[0]) };
+        let decisions: Vec<_> = view
+            .iter()
+            .map(|me| decide(&observed(me, &view, &[])))
+            .collect();
+        let Decision::Form { initial, token } = &decisions[0] else {
+            panic!("{:?}", decisions[0])
+        };
         assert_eq!(initial.len(), 3);
         assert_eq!(decisions[1], decisions[0]);
         assert_eq!(decisions[2], decisions[0]);
@@ -322,7 +391,10 @@ mod tests {
     #[test]
     fn a_view_smaller_than_the_cluster_never_forms() {
         let view: Vec<_> = (1..=2).map(peer).collect();
-        assert!(matches!(decide(&observed(&view[0], &view, &[])), Decision::Wait { .. }));
+        assert!(matches!(
+            decide(&observed(&view[0], &view, &[])),
+            Decision::Wait { .. }
+        ));
     }
 
     #[test]
@@ -338,17 +410,29 @@ mod tests {
         let view: Vec<_> = (1..=4).map(peer).collect();
         // Node 4 would never be in the formation set, but the cluster has room.
         let clusters = [found(7, &[&view[0], &view[1]], true)];
-        assert_eq!(decide(&observed(&view[3], &view, &clusters)), Decision::Join { cluster_id: 7 });
+        assert_eq!(
+            decide(&observed(&view[3], &view, &clusters)),
+            Decision::Join { cluster_id: 7 }
+        );
         // A full, healthy cluster makes it a worker.
         let clusters = [found(7, &[&view[0], &view[1], &view[2]], true)];
-        assert_eq!(decide(&observed(&view[3], &view, &clusters)), Decision::NoEtcd { role: Role::Worker });
+        assert_eq!(
+            decide(&observed(&view[3], &view, &clusters)),
+            Decision::NoEtcd { role: Role::Worker }
+        );
         // A full cluster with a member down: wait, it may need a replacement.
         let mut degraded = found(7, &[&view[0], &view[1], &view[2]], true);
         degraded.members[2].healthy = false;
-        assert!(matches!(decide(&observed(&view[3], &view, &[degraded])), Decision::Wait { .. }));
+        assert!(matches!(
+            decide(&observed(&view[3], &view, &[degraded])),
+            Decision::Wait { .. }
+        ));
         // Even node 1, first in order, joins rather than forming anew.
         let clusters = [found(7, &[&view[1], &view[2]], true)];
-        assert_eq!(decide(&observed(&view[0], &view, &clusters)), Decision::Join { cluster_id: 7 });
+        assert_eq!(
+            decide(&observed(&view[0], &view, &clusters)),
+            Decision::Join { cluster_id: 7 }
+        );
     }
 
     #[test]
@@ -356,24 +440,45 @@ mod tests {
         let view: Vec<_> = (1..=3).map(peer).collect();
         let forming = [found(9, &[&view[0], &view[1], &view[2]], false)];
         match decide(&observed(&view[2], &view, &forming)) {
-            Decision::StartListed { existing, initial, token, .. } => {
+            Decision::StartListed {
+                existing,
+                initial,
+                token,
+                ..
+            } => {
                 assert!(!existing, "a forming cluster is joined with state new");
-                let Decision::Form { initial: own, token: own_token } = decide(&observed(&view[2], &view, &[])) else {
+                let Decision::Form {
+                    initial: own,
+                    token: own_token,
+                } = decide(&observed(&view[2], &view, &[]))
+                else {
                     panic!("expected form")
                 };
-                assert_eq!((initial, token), (own, own_token), "same set and token as forming it itself");
+                assert_eq!(
+                    (initial, token),
+                    (own, own_token),
+                    "same set and token as forming it itself"
+                );
             }
             d => panic!("{d:?}"),
         }
         let formed = [found(9, &[&view[0], &view[1], &view[2]], true)];
-        assert!(matches!(decide(&observed(&view[2], &view, &formed)), Decision::StartListed { existing: true, .. }));
+        assert!(matches!(
+            decide(&observed(&view[2], &view, &formed)),
+            Decision::StartListed { existing: true, .. }
+        ));
     }
 
     #[test]
     fn two_clusters_in_view_is_a_conflict_and_nothing_is_done() {
         let view: Vec<_> = (1..=3).map(peer).collect();
         let clusters = [found(1, &[&view[0]], true), found(2, &[&view[1]], true)];
-        assert_eq!(decide(&observed(&view[2], &view, &clusters)), Decision::Conflict { cluster_ids: vec![1, 2] });
+        assert_eq!(
+            decide(&observed(&view[2], &view, &clusters)),
+            Decision::Conflict {
+                cluster_ids: vec![1, 2]
+            }
+        );
     }
 
     #[test]
@@ -395,10 +500,22 @@ mod tests {
 
     #[test]
     fn the_token_depends_on_the_set_not_its_order() {
-        let a = InitialMember { name: "a".into(), peer_url: "https://10.0.0.1:2380".into() };
-        let b = InitialMember { name: "b".into(), peer_url: "https://10.0.0.2:2380".into() };
-        assert_eq!(token("x", &[a.clone(), b.clone()]), token("x", &[b.clone(), a.clone()]));
-        assert_ne!(token("x", &[a.clone()]), token("x", &[a.clone(), b]));
-        assert_ne!(token("x", &[a.clone()]), token("y", &[a]));
+        let a = InitialMember {
+            name: "a".into(),
+            peer_url: "https://10.0.0.1:2380".into(),
+        };
+        let b = InitialMember {
+            name: "b".into(),
+            peer_url: "https://10.0.0.2:2380".into(),
+        };
+        assert_eq!(
+            token("x", &[a.clone(), b.clone()]),
+            token("x", &[b.clone(), a.clone()])
+        );
+        assert_ne!(
+            token("x", std::slice::from_ref(&a)),
+            token("x", &[a.clone(), b])
+        );
+        assert_ne!(token("x", std::slice::from_ref(&a)), token("y", &[a]));
     }
 }

@@ -6,12 +6,13 @@
 //! testable without machines.
 
 pub mod agent;
-pub mod cmdline;
 pub mod cloud;
+pub mod cmdline;
 pub mod config;
 pub mod discovery;
 pub mod etcd;
 pub mod formation;
+pub mod http;
 pub mod logging;
 pub mod metadata;
 pub mod pki;

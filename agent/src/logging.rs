@@ -24,7 +24,11 @@ pub fn init(format: LogFormat) {
         .with_target(false);
     let result = match format {
         LogFormat::Text => builder.without_time().try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .try_init(),
     };
     // A second init (tests) is not an error worth failing for.
     let _ = result;

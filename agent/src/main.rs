@@ -10,10 +10,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use url::Url;
 
 use muster::agent::{self, AgentArgs, AgentError, Timing};
-use muster::service::SupervisorKind;
 use muster::config;
 use muster::logging::{self, LogFormat};
 use muster::metadata::{self, ProviderKind};
+use muster::service::SupervisorKind;
 use muster::state::{self, StateDir};
 
 #[derive(Parser)]
@@ -166,7 +166,11 @@ fn main() -> ExitCode {
 }
 
 fn run_async(fut: impl std::future::Future<Output = ExitCode>) -> ExitCode {
-    match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt.block_on(fut),
         Err(e) => {
             eprintln!("muster: cannot start the async runtime: {e}");
@@ -195,12 +199,20 @@ fn config_validate(files: &[PathBuf]) -> ExitCode {
             }
         }
     }
-    if bad == 0 { ExitCode::SUCCESS } else { ExitCode::from(3) }
+    if bad == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    }
 }
 
 fn metadata_options(source: &SourceArgs) -> Result<metadata::Options, String> {
-    let cmdline = muster::cmdline::KernelCmdline::read(&source.cmdline_file)
-        .map_err(|e| format!("{}: cannot read kernel command line: {e}", source.cmdline_file.display()))?;
+    let cmdline = muster::cmdline::KernelCmdline::read(&source.cmdline_file).map_err(|e| {
+        format!(
+            "{}: cannot read kernel command line: {e}",
+            source.cmdline_file.display()
+        )
+    })?;
     let mut opts = metadata::Options {
         endpoint: source.endpoint.clone(),
         allow_imdsv1: source.allow_imdsv1,

@@ -31,9 +31,10 @@ pub fn topology(config: &Config) -> Topology {
         control_plane_count: usize::from(config.topology.control_plane.count),
         dedicated_etcd_count: match etcd.placement {
             EtcdPlacement::ControlPlane => None,
-            EtcdPlacement::Dedicated => {
-                Some(usize::from(etcd.count.unwrap_or(crate::config::Etcd::DEFAULT_DEDICATED_COUNT)))
-            }
+            EtcdPlacement::Dedicated => Some(usize::from(
+                etcd.count
+                    .unwrap_or(crate::config::Etcd::DEFAULT_DEDICATED_COUNT),
+            )),
         },
     }
 }
@@ -41,7 +42,13 @@ pub fn topology(config: &Config) -> Topology {
 impl Plan {
     pub fn build(facts: &InstanceFacts, config: &Config) -> Plan {
         let mut steps = Vec::new();
-        let mut step = |phase, built, action: String| steps.push(Step { phase, action, built });
+        let mut step = |phase, built, action: String| {
+            steps.push(Step {
+                phase,
+                action,
+                built,
+            })
+        };
         let topo = topology(config);
 
         let discovery = match config.discovery.method() {
@@ -49,8 +56,13 @@ impl Plan {
             DiscoveryMethod::Dns(d) => format!("DNS {:?} records of {}", d.record, d.name),
             DiscoveryMethod::CloudGroup(g) => format!(
                 "{} group {}",
-                g.provider.map(|p| format!("{p:?}").to_lowercase()).unwrap_or_else(|| facts.provider.to_string()),
-                g.name.as_deref().or(facts.group.as_deref()).unwrap_or("(this instance's own)")
+                g.provider
+                    .map(|p| format!("{p:?}").to_lowercase())
+                    .unwrap_or_else(|| facts.provider.to_string()),
+                g.name
+                    .as_deref()
+                    .or(facts.group.as_deref())
+                    .unwrap_or("(this instance's own)")
             ),
         };
         step(Phase::Discover, true, format!("find peers: {discovery}"));
@@ -60,25 +72,37 @@ impl Plan {
                 "{n} dedicated etcd, {} control plane, the rest workers",
                 topo.control_plane_count
             ),
-            None => format!("{} control plane with stacked etcd, the rest workers", topo.control_plane_count),
+            None => format!(
+                "{} control plane with stacked etcd, the rest workers",
+                topo.control_plane_count
+            ),
         };
         step(
             Phase::AssignRoles,
             true,
-            format!("role {:?}: {roles}; a running cluster decides first", config.topology.role),
+            format!(
+                "role {:?}: {roles}; a running cluster decides first",
+                config.topology.role
+            ),
         );
         step(
             Phase::Pki,
             true,
             format!(
                 "derive the cluster CA from the cluster secret; issue etcd certificates for {}",
-                facts.private_ipv4.map(|ip| ip.to_string()).unwrap_or_else(|| "this node".into())
+                facts
+                    .private_ipv4
+                    .map(|ip| ip.to_string())
+                    .unwrap_or_else(|| "this node".into())
             ),
         );
         step(
             Phase::Etcd,
             true,
-            format!("{}-member etcd with mutual TLS: form, join or restart as peers answer", topo.etcd_members()),
+            format!(
+                "{}-member etcd with mutual TLS: form, join or restart as peers answer",
+                topo.etcd_members()
+            ),
         );
 
         let endpoint = &config.api_endpoint;
@@ -109,7 +133,11 @@ impl Plan {
         }
         step(Phase::Network, false, network);
         let dns = match &config.dns.zone {
-            Some(zone) => format!("publish {}.{zone} via {:?}", config.dns.api_name, config.dns.provider).to_lowercase(),
+            Some(zone) => format!(
+                "publish {}.{zone} via {:?}",
+                config.dns.api_name, config.dns.provider
+            )
+            .to_lowercase(),
             None => "no DNS provider".into(),
         };
         step(Phase::Dns, false, dns);
@@ -118,8 +146,22 @@ impl Plan {
 
     /// One line for `muster status`.
     pub fn summary(&self) -> String {
-        let built: Vec<String> = self.steps.iter().filter(|s| s.built).map(|s| s.phase.to_string()).collect();
-        let pending: Vec<String> = self.steps.iter().filter(|s| !s.built).map(|s| s.phase.to_string()).collect();
-        format!("built phases: {}; not built yet: {}", built.join(", "), pending.join(", "))
+        let built: Vec<String> = self
+            .steps
+            .iter()
+            .filter(|s| s.built)
+            .map(|s| s.phase.to_string())
+            .collect();
+        let pending: Vec<String> = self
+            .steps
+            .iter()
+            .filter(|s| !s.built)
+            .map(|s| s.phase.to_string())
+            .collect();
+        format!(
+            "built phases: {}; not built yet: {}",
+            built.join(", "),
+            pending.join(", ")
+        )
     }
 }

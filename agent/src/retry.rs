@@ -69,13 +69,27 @@ where
             Err(e) => {
                 let elapsed = start.elapsed();
                 if !is_transient(&e) {
-                    return Err(GaveUp { last: e, attempts: attempt + 1, elapsed, exhausted: false });
+                    return Err(GaveUp {
+                        last: e,
+                        attempts: attempt + 1,
+                        elapsed,
+                        exhausted: false,
+                    });
                 }
                 let delay = policy.delay(attempt);
                 if elapsed + delay >= policy.total {
-                    return Err(GaveUp { last: e, attempts: attempt + 1, elapsed, exhausted: true });
+                    return Err(GaveUp {
+                        last: e,
+                        attempts: attempt + 1,
+                        elapsed,
+                        exhausted: true,
+                    });
                 }
-                tracing::debug!(attempt, delay_ms = delay.as_millis() as u64, "transient fault, retrying");
+                tracing::debug!(
+                    attempt,
+                    delay_ms = delay.as_millis() as u64,
+                    "transient fault, retrying"
+                );
                 tokio::time::sleep(delay).await;
                 attempt += 1;
             }
@@ -101,16 +115,23 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn transient_errors_are_retried_until_success() {
-        let r: Result<u32, GaveUp<&str>> = retry(Backoff::METADATA, |_| true, |attempt| async move {
-            if attempt < 3 { Err("503") } else { Ok(attempt) }
-        })
+        let r: Result<u32, GaveUp<&str>> = retry(
+            Backoff::METADATA,
+            |_| true,
+            |attempt| async move { if attempt < 3 { Err("503") } else { Ok(attempt) } },
+        )
         .await;
         assert_eq!(r.expect("succeeds on the 4th attempt"), 3);
     }
 
     #[tokio::test(start_paused = true)]
     async fn permanent_errors_stop_at_once() {
-        let r: Result<(), _> = retry(Backoff::METADATA, |e: &&str| *e != "404", |_| async { Err("404") }).await;
+        let r: Result<(), _> = retry(
+            Backoff::METADATA,
+            |e: &&str| *e != "404",
+            |_| async { Err("404") },
+        )
+        .await;
         let gave_up = r.expect_err("404 is permanent");
         assert_eq!(gave_up.attempts, 1);
         assert!(!gave_up.exhausted);
@@ -127,7 +148,10 @@ mod tests {
         let r: Result<(), _> = retry(policy, |_| true, |_| async { Err("timeout") }).await;
         let gave_up = r.expect_err("never succeeds");
         assert!(gave_up.exhausted);
-        assert!(start.elapsed() < Duration::from_secs(5), "must not sleep past the budget");
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "must not sleep past the budget"
+        );
         assert!(gave_up.attempts >= 4);
     }
 }

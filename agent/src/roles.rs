@@ -52,7 +52,8 @@ pub struct Topology {
 impl Topology {
     /// How many etcd members the cluster wants.
     pub fn etcd_members(&self) -> usize {
-        self.dedicated_etcd_count.unwrap_or(self.control_plane_count)
+        self.dedicated_etcd_count
+            .unwrap_or(self.control_plane_count)
     }
 
     /// Does a node with this role run an etcd member?
@@ -76,7 +77,10 @@ pub fn compare(a: &Peer, b: &Peer) -> Ordering {
 /// The members that may hold roles, in the total order. Machines on their way
 /// out are not candidates.
 pub fn candidates(view: &[Peer]) -> Vec<&Peer> {
-    let mut c: Vec<&Peer> = view.iter().filter(|p| p.lifecycle != Lifecycle::Leaving).collect();
+    let mut c: Vec<&Peer> = view
+        .iter()
+        .filter(|p| p.lifecycle != Lifecycle::Leaving)
+        .collect();
     c.sort_by(|a, b| compare(a, b));
     c.dedup_by(|a, b| a.id == b.id);
     c
@@ -99,7 +103,11 @@ pub fn auto_role(topology: Topology, view: &[Peer], me: &str) -> Option<Role> {
 /// The first etcd members of `view` in the total order: the set that forms a
 /// new cluster when none exists (`formation` decides when that may happen).
 pub fn formation_set(topology: Topology, view: &[Peer]) -> Vec<Peer> {
-    candidates(view).into_iter().take(topology.etcd_members()).cloned().collect()
+    candidates(view)
+        .into_iter()
+        .take(topology.etcd_members())
+        .cloned()
+        .collect()
 }
 
 #[cfg(test)]
@@ -108,22 +116,50 @@ mod tests {
     use std::net::Ipv4Addr;
 
     fn peer(id: &str, launched: Option<u64>) -> Peer {
-        Peer { id: id.into(), address: Ipv4Addr::new(10, 0, 0, 1), launched_at_ms: launched, lifecycle: Lifecycle::InService }
+        Peer {
+            id: id.into(),
+            address: Ipv4Addr::new(10, 0, 0, 1),
+            launched_at_ms: launched,
+            lifecycle: Lifecycle::InService,
+        }
     }
 
     #[test]
     fn order_is_launch_time_then_id_with_unknown_times_last() {
-        let view = vec![peer("c", Some(5)), peer("b", None), peer("a", Some(5)), peer("d", Some(1))];
+        let view = vec![
+            peer("c", Some(5)),
+            peer("b", None),
+            peer("a", Some(5)),
+            peer("d", Some(1)),
+        ];
         let ids: Vec<_> = candidates(&view).iter().map(|p| p.id.clone()).collect();
         assert_eq!(ids, ["d", "a", "c", "b"]);
     }
 
     #[test]
     fn stacked_topology_gives_first_three_the_control_plane() {
-        let t = Topology { control_plane_count: 3, dedicated_etcd_count: None };
-        let view: Vec<_> = ["e", "d", "c", "b", "a"].iter().map(|id| peer(id, Some(1))).collect();
-        let roles: Vec<_> = ["a", "b", "c", "d", "e"].iter().map(|id| auto_role(t, &view, id)).collect();
-        assert_eq!(roles, [Some(Role::ControlPlane), Some(Role::ControlPlane), Some(Role::ControlPlane), Some(Role::Worker), Some(Role::Worker)]);
+        let t = Topology {
+            control_plane_count: 3,
+            dedicated_etcd_count: None,
+        };
+        let view: Vec<_> = ["e", "d", "c", "b", "a"]
+            .iter()
+            .map(|id| peer(id, Some(1)))
+            .collect();
+        let roles: Vec<_> = ["a", "b", "c", "d", "e"]
+            .iter()
+            .map(|id| auto_role(t, &view, id))
+            .collect();
+        assert_eq!(
+            roles,
+            [
+                Some(Role::ControlPlane),
+                Some(Role::ControlPlane),
+                Some(Role::ControlPlane),
+                Some(Role::Worker),
+                Some(Role::Worker)
+            ]
+        );
         assert!(t.runs_etcd(Role::ControlPlane));
         assert_eq!(formation_set(t, &view).len(), 3);
         assert_eq!(auto_role(t, &view, "zz"), None);
@@ -131,9 +167,14 @@ mod tests {
 
     #[test]
     fn dedicated_etcd_comes_first_and_control_plane_does_not_run_etcd() {
-        let t = Topology { control_plane_count: 3, dedicated_etcd_count: Some(3) };
+        let t = Topology {
+            control_plane_count: 3,
+            dedicated_etcd_count: Some(3),
+        };
         let view: Vec<_> = (0..8).map(|i| peer(&format!("n{i}"), Some(i))).collect();
-        let roles: Vec<_> = (0..8).map(|i| auto_role(t, &view, &format!("n{i}"))).collect();
+        let roles: Vec<_> = (0..8)
+            .map(|i| auto_role(t, &view, &format!("n{i}")))
+            .collect();
         assert_eq!(roles[..3], [Some(Role::Etcd); 3]);
         assert_eq!(roles[3..6], [Some(Role::ControlPlane); 3]);
         assert_eq!(roles[6..], [Some(Role::Worker); 2]);
@@ -146,7 +187,12 @@ mod tests {
     fn leaving_machines_are_not_candidates_and_duplicates_count_once() {
         let mut gone = peer("a", Some(0));
         gone.lifecycle = Lifecycle::Leaving;
-        let view = vec![gone, peer("b", Some(1)), peer("b", Some(1)), peer("c", Some(2))];
+        let view = vec![
+            gone,
+            peer("b", Some(1)),
+            peer("b", Some(1)),
+            peer("c", Some(2)),
+        ];
         let ids: Vec<_> = candidates(&view).iter().map(|p| p.id.clone()).collect();
         assert_eq!(ids, ["b", "c"]);
     }

@@ -109,11 +109,20 @@ impl Status {
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error("state directory {dir}: {source}")]
-    Dir { dir: PathBuf, source: std::io::Error },
+    Dir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: not a valid status file: {source}")]
-    Parse { path: PathBuf, source: serde_json::Error },
+    Parse {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
     #[error("{path}: no status yet — is the agent running with --state-dir {dir}?")]
     NoStatus { path: PathBuf, dir: PathBuf },
 }
@@ -142,22 +151,32 @@ impl StateDir {
     /// Writes the status atomically: readers see the old or the new file,
     /// never half of one.
     pub fn write_status(&self, status: &Status) -> Result<(), StateError> {
-        std::fs::create_dir_all(&self.root)
-            .map_err(|source| StateError::Dir { dir: self.root.clone(), source })?;
+        std::fs::create_dir_all(&self.root).map_err(|source| StateError::Dir {
+            dir: self.root.clone(),
+            source,
+        })?;
         let mut status = status.clone();
         status.updated_at = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
         let path = self.status_path();
-        let tmp = self.root.join(format!(".{STATUS_FILE}.{}", std::process::id()));
-        let io = |source| StateError::Io { path: tmp.clone(), source };
+        let tmp = self
+            .root
+            .join(format!(".{STATUS_FILE}.{}", std::process::id()));
+        let io = |source| StateError::Io {
+            path: tmp.clone(),
+            source,
+        };
         let body = serde_json::to_vec_pretty(&status).map_err(|e| io(std::io::Error::other(e)))?;
         let mut file = std::fs::File::create(&tmp).map_err(io)?;
         file.write_all(&body).map_err(io)?;
         file.write_all(b"\n").map_err(io)?;
         file.sync_all().map_err(io)?;
-        std::fs::rename(&tmp, &path).map_err(|source| StateError::Io { path: path.clone(), source })
+        std::fs::rename(&tmp, &path).map_err(|source| StateError::Io {
+            path: path.clone(),
+            source,
+        })
     }
 
     /// Reads the last status the agent wrote.
@@ -166,7 +185,10 @@ impl StateDir {
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(StateError::NoStatus { path, dir: self.root.clone() });
+                return Err(StateError::NoStatus {
+                    path,
+                    dir: self.root.clone(),
+                });
             }
             Err(source) => return Err(StateError::Io { path, source }),
         };
@@ -182,8 +204,14 @@ mod tests {
     fn status_round_trips_and_the_dir_is_created_lazily() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = StateDir::new(tmp.path().join("state"));
-        assert!(!dir.root().exists(), "naming a state dir must not create it");
-        assert!(matches!(dir.read_status(), Err(StateError::NoStatus { .. })));
+        assert!(
+            !dir.root().exists(),
+            "naming a state dir must not create it"
+        );
+        assert!(matches!(
+            dir.read_status(),
+            Err(StateError::NoStatus { .. })
+        ));
 
         let mut s = Status::new(Phase::Planned);
         s.role = Some("control-plane".into());
@@ -200,7 +228,9 @@ mod tests {
     fn a_corrupt_status_names_the_file() {
         let tmp = tempfile::tempdir().expect("tempdir");
         std::fs::write(tmp.path().join(STATUS_FILE), b"{not json").expect("write");
-        let err = StateDir::new(tmp.path()).read_status().expect_err("corrupt");
+        let err = StateDir::new(tmp.path())
+            .read_status()
+            .expect_err("corrupt");
         assert!(err.to_string().contains("status.json"), "{err}");
     }
 

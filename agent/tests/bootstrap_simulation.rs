@@ -60,7 +60,13 @@ const MAX_LAG_MS: u64 = 2_000;
 
 fn generate(rng: &mut Rng) -> Scenario {
     let count = 3 + rng.below(5) as usize; // 3..=7 machines
-    let etcd = if count >= 5 && rng.chance(40) { 5 } else if rng.chance(10) { 1 } else { 3 };
+    let etcd = if count >= 5 && rng.chance(40) {
+        5
+    } else if rng.chance(10) {
+        1
+    } else {
+        3
+    };
     let nodes = (0..count)
         .map(|i| {
             // Launch times in 500 ms steps: ties are common, as in one scaling action.
@@ -78,8 +84,17 @@ fn generate(rng: &mut Rng) -> Scenario {
             }
         })
         .collect();
-    let lag = (0..count).map(|_| (0..count).map(|_| rng.below(MAX_LAG_MS + 1)).collect()).collect();
-    Scenario { nodes, lag, topology: Topology { control_plane_count: etcd, dedicated_etcd_count: None } }
+    let lag = (0..count)
+        .map(|_| (0..count).map(|_| rng.below(MAX_LAG_MS + 1)).collect())
+        .collect();
+    Scenario {
+        nodes,
+        lag,
+        topology: Topology {
+            control_plane_count: etcd,
+            dedicated_etcd_count: None,
+        },
+    }
 }
 
 fn alive(n: &Node, t: u64) -> bool {
@@ -105,27 +120,36 @@ fn view(s: &Scenario, i: usize, t: u64) -> (Vec<Peer>, u64) {
 fn quorate(s: &Scenario, token: &str) -> bool {
     let mut set_size = 0;
     let mut started = 0;
-    for n in &s.nodes {
-        if let Some((initial, t)) = &n.started {
-            if t == token {
-                set_size = initial.len();
-                started += 1;
-            }
-        }
+    for (initial, _) in s
+        .nodes
+        .iter()
+        .filter_map(|n| n.started.as_ref())
+        .filter(|(_, t)| t == token)
+    {
+        set_size = initial.len();
+        started += 1;
     }
-    set_size > 0 && started >= set_size / 2 + 1
+    set_size > 0 && started >= membership::quorum(set_size)
 }
 
 /// What probing the etcd client ports of the peers in `view` shows at `t`.
 fn probe(s: &Scenario, view: &[Peer], t: u64) -> Vec<FoundCluster> {
     let mut by_token: BTreeMap<String, FoundCluster> = BTreeMap::new();
-    for n in s.nodes.iter().filter(|n| alive(n, t) && view.iter().any(|p| p.id == n.peer.id)) {
+    for n in s
+        .nodes
+        .iter()
+        .filter(|n| alive(n, t) && view.iter().any(|p| p.id == n.peer.id))
+    {
         let token = match (&n.started, &n.joined) {
             (Some((_, token)), _) => token.clone(),
             (None, Some(token)) if quorate(s, token) => token.clone(),
             _ => continue,
         };
-        let Some(initial) = s.nodes.iter().find_map(|m| m.started.as_ref().filter(|(_, t)| *t == token)) else {
+        let Some(initial) = s
+            .nodes
+            .iter()
+            .find_map(|m| m.started.as_ref().filter(|(_, t)| *t == token))
+        else {
             continue;
         };
         let mut members: Vec<FoundMember> = initial
@@ -134,12 +158,24 @@ fn probe(s: &Scenario, view: &[Peer], t: u64) -> Vec<FoundCluster> {
             .enumerate()
             .map(|(k, m)| {
                 let healthy = s.nodes.iter().any(|n| {
-                    formation::peer_url(&n.peer) == m.peer_url && alive(n, t) && n.started.as_ref().is_some_and(|(_, tk)| *tk == token)
+                    formation::peer_url(&n.peer) == m.peer_url
+                        && alive(n, t)
+                        && n.started.as_ref().is_some_and(|(_, tk)| *tk == token)
                 });
-                FoundMember { id: k as u64, name: m.name.clone(), peer_urls: vec![m.peer_url.clone()], is_learner: false, healthy }
+                FoundMember {
+                    id: k as u64,
+                    name: m.name.clone(),
+                    peer_urls: vec![m.peer_url.clone()],
+                    is_learner: false,
+                    healthy,
+                }
             })
             .collect();
-        for joiner in s.nodes.iter().filter(|m| m.joined.as_deref() == Some(token.as_str())) {
+        for joiner in s
+            .nodes
+            .iter()
+            .filter(|m| m.joined.as_deref() == Some(token.as_str()))
+        {
             members.push(FoundMember {
                 id: 100 + members.len() as u64,
                 name: joiner.peer.id.clone(),
@@ -148,8 +184,17 @@ fn probe(s: &Scenario, view: &[Peer], t: u64) -> Vec<FoundCluster> {
                 healthy: alive(joiner, t),
             });
         }
-        let cluster_id = token.bytes().fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
-        by_token.insert(token.clone(), FoundCluster { cluster_id, members, has_leader: quorate(s, &token) });
+        let cluster_id = token
+            .bytes()
+            .fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+        by_token.insert(
+            token.clone(),
+            FoundCluster {
+                cluster_id,
+                members,
+                has_leader: quorate(s, &token),
+            },
+        );
     }
     by_token.into_values().collect()
 }
@@ -180,26 +225,55 @@ fn run(seed: u64, settle_ms: u64) -> BTreeSet<String> {
             clusters: &clusters,
         };
         let d = formation::decide(&observed);
-        if std::env::var("SIM_TRACE").is_ok() && !matches!(d, Decision::Wait{..}) {
-            eprintln!("t={t} node={} launched={:?} view={:?} settled={} clusters={:?} -> {:?}", me.id, me.launched_at_ms, peers.iter().map(|p| (&p.id, p.launched_at_ms)).collect::<Vec<_>>(), observed.settled, clusters.iter().map(|c| (c.cluster_id, c.members.len(), c.has_leader)).collect::<Vec<_>>(), d);
+        if std::env::var("SIM_TRACE").is_ok() && !matches!(d, Decision::Wait { .. }) {
+            eprintln!(
+                "t={t} node={} launched={:?} view={:?} settled={} clusters={:?} -> {:?}",
+                me.id,
+                me.launched_at_ms,
+                peers
+                    .iter()
+                    .map(|p| (&p.id, p.launched_at_ms))
+                    .collect::<Vec<_>>(),
+                observed.settled,
+                clusters
+                    .iter()
+                    .map(|c| (c.cluster_id, c.members.len(), c.has_leader))
+                    .collect::<Vec<_>>(),
+                d
+            );
         }
         match d {
             Decision::Form { initial, token } => s.nodes[i].started = Some((initial, token)),
-            Decision::StartListed { initial, token, .. } => s.nodes[i].started = Some((initial, token)),
+            Decision::StartListed { initial, token, .. } => {
+                s.nodes[i].started = Some((initial, token))
+            }
             Decision::Join { cluster_id } => {
-                let token = clusters.iter().find(|c| c.cluster_id == cluster_id).and_then(|c| {
-                    s.nodes.iter().find_map(|n| {
-                        n.started.as_ref().map(|(_, tk)| tk.clone()).filter(|tk| {
-                            tk.bytes().fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b))) == c.cluster_id
+                let token = clusters
+                    .iter()
+                    .find(|c| c.cluster_id == cluster_id)
+                    .and_then(|c| {
+                        s.nodes.iter().find_map(|n| {
+                            n.started.as_ref().map(|(_, tk)| tk.clone()).filter(|tk| {
+                                tk.bytes().fold(7u64, |h, b| {
+                                    h.wrapping_mul(31).wrapping_add(u64::from(b))
+                                }) == c.cluster_id
+                            })
                         })
-                    })
-                });
+                    });
                 s.nodes[i].joined = token;
             }
-            Decision::Restart | Decision::Retire { .. } | Decision::NoEtcd { .. } | Decision::Wait { .. } | Decision::Conflict { .. } => {}
+            Decision::Restart
+            | Decision::Retire { .. }
+            | Decision::NoEtcd { .. }
+            | Decision::Wait { .. }
+            | Decision::Conflict { .. } => {}
         }
     }
-    s.nodes.iter().filter_map(|n| n.started.as_ref().map(|(_, t)| t.clone())).filter(|t| quorate(&s, t)).collect()
+    s.nodes
+        .iter()
+        .filter_map(|n| n.started.as_ref().map(|(_, t)| t.clone()))
+        .filter(|t| quorate(&s, t))
+        .collect()
 }
 
 #[test]
@@ -207,7 +281,12 @@ fn trace_one() {
     if let Ok(seed) = std::env::var("SIM_TRACE") {
         let mut rng = Rng(seed.parse().unwrap());
         let s = generate(&mut rng);
-        for n in &s.nodes { eprintln!("{} launched {:?} dies {:?}", n.peer.id, n.peer.launched_at_ms, n.dies_at); }
+        for n in &s.nodes {
+            eprintln!(
+                "{} launched {:?} dies {:?}",
+                n.peer.id, n.peer.launched_at_ms, n.dies_at
+            );
+        }
         eprintln!("etcd {}", s.topology.control_plane_count);
         eprintln!("{:?}", run(seed.parse().unwrap(), MAX_LAG_MS));
     }
@@ -218,17 +297,26 @@ fn s1_at_most_one_cluster_under_concurrent_boots_lag_and_deaths() {
     let mut formed_one = 0;
     for seed in 0..20_000u64 {
         let formed = run(seed, MAX_LAG_MS);
-        assert!(formed.len() <= 1, "seed {seed}: S1 broken, clusters formed: {formed:?}");
+        assert!(
+            formed.len() <= 1,
+            "seed {seed}: S1 broken, clusters formed: {formed:?}"
+        );
         formed_one += formed.len();
     }
     // Liveness sanity: most scenarios do form their cluster within 20 s.
-    assert!(formed_one > 15_000, "only {formed_one} of 20000 scenarios formed a cluster");
+    assert!(
+        formed_one > 15_000,
+        "only {formed_one} of 20000 scenarios formed a cluster"
+    );
 }
 
 #[test]
 fn negative_control_without_the_settle_rule_the_checker_finds_a_split() {
     let split = (0..20_000u64).find(|&seed| run(seed, 0).len() > 1);
-    assert!(split.is_some(), "with no settle time and {MAX_LAG_MS} ms of lag a split must be reachable");
+    assert!(
+        split.is_some(),
+        "with no settle time and {MAX_LAG_MS} ms of lag a split must be reachable"
+    );
 }
 
 #[test]
@@ -253,16 +341,32 @@ fn s3_membership_plans_never_drop_quorum() {
             })
             .collect();
         let actions = membership::plan(&members, 30_000);
-        let removed: BTreeSet<u64> =
-            actions.iter().filter_map(|a| if let MemberAction::Remove { id, .. } = a { Some(*id) } else { None }).collect();
+        let removed: BTreeSet<u64> = actions
+            .iter()
+            .filter_map(|a| {
+                if let MemberAction::Remove { id, .. } = a {
+                    Some(*id)
+                } else {
+                    None
+                }
+            })
+            .collect();
         let voters: Vec<&MemberHealth> = members.iter().filter(|m| !m.is_learner).collect();
         let removed_voters = voters.iter().filter(|m| removed.contains(&m.id)).count();
         assert!(removed_voters <= 1, "{members:?} -> {actions:?}");
-        assert!(members.iter().all(|m| !(m.healthy && removed.contains(&m.id))), "removed a healthy member");
+        assert!(
+            members
+                .iter()
+                .all(|m| !(m.healthy && removed.contains(&m.id))),
+            "removed a healthy member"
+        );
         if removed_voters == 1 {
             let remaining = voters.len() - 1;
             let healthy = voters.iter().filter(|m| m.healthy).count();
-            assert!(healthy >= membership::quorum(remaining), "S3 broken: {members:?} -> {actions:?}");
+            assert!(
+                healthy >= membership::quorum(remaining),
+                "S3 broken: {members:?} -> {actions:?}"
+            );
         }
     }
 }

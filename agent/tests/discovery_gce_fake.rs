@@ -132,6 +132,15 @@ async fn lists_the_group_with_a_metadata_token() {
             "{r:?}"
         );
     }
+    for r in requests.iter().filter(|r| r.method == "POST") {
+        let lengths: Vec<_> = r
+            .headers
+            .iter()
+            .filter(|(k, _)| k == "content-length")
+            .collect();
+        assert_eq!(lengths.len(), 1, "{r:?}");
+        assert_eq!(lengths[0].1, "0");
+    }
     assert!(
         requests.iter().any(|r| r
             .target

@@ -18,24 +18,46 @@ const FORM_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn put_keys(c: &Cluster, node: usize, n: usize) {
     for k in 0..n {
-        let out = c.etcdctl(node, &["put", &format!("/test/key{k:03}"), &format!("value{k}")]);
-        assert!(out.status.success(), "put key{k}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = c.etcdctl(
+            node,
+            &["put", &format!("/test/key{k:03}"), &format!("value{k}")],
+        );
+        assert!(
+            out.status.success(),
+            "put key{k}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
 fn assert_keys(c: &Cluster, node: usize, n: usize) {
     let out = c.etcdctl(node, &["get", "--prefix", "/test/", "--keys-only"]);
-    assert!(out.status.success(), "get: {}", String::from_utf8_lossy(&out.stderr));
-    let keys: BTreeSet<String> =
-        String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.is_empty()).map(str::to_string).collect();
+    assert!(
+        out.status.success(),
+        "get: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let keys: BTreeSet<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect();
     assert_eq!(keys.len(), n, "expected {n} keys, found {keys:?}");
 }
 
 /// The member IDs etcd itself lists (not the agents' view).
 fn member_ids(c: &Cluster, node: usize) -> BTreeSet<String> {
     let out = c.etcdctl(node, &["member", "list", "-w", "simple"]);
-    assert!(out.status.success(), "member list: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.split(',').next()).map(str::to_string).collect()
+    assert!(
+        out.status.success(),
+        "member list: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split(',').next())
+        .map(str::to_string)
+        .collect()
 }
 
 /// Tiny deterministic jitter: the test is reproducible from its seed.
@@ -76,7 +98,10 @@ fn three_hosts_started_with_random_delays_form_one_cluster_30_times() {
             let out = c.etcdctl(i, &["endpoint", "status", "-w", "json"]);
             let text = String::from_utf8_lossy(&out.stdout).to_string();
             let cluster_id = u64::from_str_radix(&id, 16).expect("hex cluster id");
-            assert!(text.contains(&format!("\"cluster_id\":{cluster_id}")), "rep {rep}: node {i} in another cluster: {text}");
+            assert!(
+                text.contains(&format!("\"cluster_id\":{cluster_id}")),
+                "rep {rep}: node {i} in another cluster: {text}"
+            );
         }
     }
     times.sort();
@@ -95,9 +120,12 @@ fn five_hosts_with_three_control_plane_nodes_make_three_members_and_two_workers(
         c.start_agent(i);
     }
     c.wait_for_cluster(&[0, 1, 2], 3, FORM_TIMEOUT);
-    wait_until("two workers", Duration::from_secs(30), Duration::from_millis(200), || {
-        (3..5).all(|i| c.status(i).is_some_and(|s| s["role"] == "worker"))
-    })
+    wait_until(
+        "two workers",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || (3..5).all(|i| c.status(i).is_some_and(|s| s["role"] == "worker")),
+    )
     .expect("hosts 4 and 5 become workers");
     for i in 0..3 {
         let s = c.status(i).expect("status");
@@ -107,7 +135,10 @@ fn five_hosts_with_three_control_plane_nodes_make_three_members_and_two_workers(
     for i in 3..5 {
         let s = c.status(i).expect("status");
         assert!(s.get("etcd").is_none(), "a worker runs no etcd: {s}");
-        assert!(!c.nodes[i].host.dir().join("state/etcd").exists(), "a worker has no etcd data");
+        assert!(
+            !c.nodes[i].host.dir().join("state/etcd").exists(),
+            "a worker has no etcd data"
+        );
     }
     assert_eq!(member_ids(&c, 0).len(), 3);
 }
@@ -128,11 +159,18 @@ fn a_dead_members_host_is_replaced_by_a_new_host_and_keys_survive() {
     let started = Instant::now();
     c.start_agent(new);
     c.wait_for_cluster(&[1, 2, new], 3, Duration::from_secs(90));
-    eprintln!("replacement agent start -> healthy voting member: {:?}", started.elapsed());
+    eprintln!(
+        "replacement agent start -> healthy voting member: {:?}",
+        started.elapsed()
+    );
 
     let after = member_ids(&c, 1);
     assert_eq!(after.len(), 3);
-    assert_eq!(before.intersection(&after).count(), 2, "exactly the dead member was replaced: {before:?} -> {after:?}");
+    assert_eq!(
+        before.intersection(&after).count(),
+        2,
+        "exactly the dead member was replaced: {before:?} -> {after:?}"
+    );
     let s = c.status(new).expect("status");
     assert_eq!(s["role"], "control-plane");
     assert_keys(&c, new, 50);
@@ -156,8 +194,16 @@ fn two_of_three_down_removes_nothing_and_the_cluster_recovers() {
     std::thread::sleep(Duration::from_secs(10));
     c.start_agent(1);
     c.start_agent(2);
-    assert_eq!(c.wait_for_cluster(&[0, 1, 2], 3, FORM_TIMEOUT), id, "same cluster after recovery");
-    assert_eq!(member_ids(&c, 0), before, "no member was removed while quorum was lost");
+    assert_eq!(
+        c.wait_for_cluster(&[0, 1, 2], 3, FORM_TIMEOUT),
+        id,
+        "same cluster after recovery"
+    );
+    assert_eq!(
+        member_ids(&c, 0),
+        before,
+        "no member was removed while quorum was lost"
+    );
     assert_keys(&c, 2, 20);
 }
 
@@ -177,7 +223,11 @@ fn a_full_power_cycle_brings_back_the_same_cluster_and_data() {
     for i in 0..3 {
         c.start_agent(i);
     }
-    assert_eq!(c.wait_for_cluster(&[0, 1, 2], 3, FORM_TIMEOUT), id, "same cluster id after the power cycle");
+    assert_eq!(
+        c.wait_for_cluster(&[0, 1, 2], 3, FORM_TIMEOUT),
+        id,
+        "same cluster id after the power cycle"
+    );
     assert_eq!(member_ids(&c, 1), before, "same members");
     assert_keys(&c, 0, 30);
 }
@@ -203,22 +253,33 @@ fn clients_without_a_cluster_certificate_are_refused() {
     c.add_host();
     c.start_agent(0);
     c.wait_for_cluster(&[0], 1, FORM_TIMEOUT);
-    assert!(c.etcdctl(0, &["put", "/ok", "1"]).status.success(), "the cluster's own client certificate works");
+    assert!(
+        c.etcdctl(0, &["put", "/ok", "1"]).status.success(),
+        "the cluster's own client certificate works"
+    );
 
     let host = &c.nodes[0].host;
     let pki = host.dir().join("state/pki");
     let endpoint = format!("--endpoints=https://{}:2379", host.ip());
     let run = |extra: &[String]| {
         let mut cmd = host.command(cluster::etcdctl_bin());
-        cmd.arg(&endpoint).arg("--dial-timeout=2s").arg("--command-timeout=3s").args(extra).args(["put", "/x", "1"]);
+        cmd.arg(&endpoint)
+            .arg("--dial-timeout=2s")
+            .arg("--command-timeout=3s")
+            .args(extra)
+            .args(["put", "/x", "1"]);
         cmd.output().expect("etcdctl")
     };
     // No client certificate at all.
     let out = run(&[format!("--cacert={}", pki.join("ca.crt").display())]);
-    assert!(!out.status.success(), "a client without a certificate must be refused");
+    assert!(
+        !out.status.success(),
+        "a client without a certificate must be refused"
+    );
 
     // A certificate from another cluster's CA (another secret).
-    let other = muster::pki::ClusterCa::derive("mtls", b"another-secret-entirely-0123456789abcdef").expect("ca");
+    let other = muster::pki::ClusterCa::derive("mtls", b"another-secret-entirely-0123456789abcdef")
+        .expect("ca");
     let node = muster::pki::NodeIdentity::new("intruder", [std::net::IpAddr::V4(host.ip())]);
     let spec = muster::pki::LeafSpec::for_kind(muster::pki::CertKind::Client, &node).expect("spec");
     let issued = other.issue(&spec).expect("issue");
@@ -231,5 +292,8 @@ fn clients_without_a_cluster_certificate_are_refused() {
         format!("--cert={}", dir.join("c.crt").display()),
         format!("--key={}", dir.join("c.key").display()),
     ]);
-    assert!(!out.status.success(), "a certificate from another CA must be refused");
+    assert!(
+        !out.status.success(),
+        "a certificate from another CA must be refused"
+    );
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 use url::Url;
 
 use super::error::DiscoveryError;
-use super::{aws_asg, static_list, Peer};
+use super::{Peer, aws_asg, static_list};
 use crate::cloud::aws::{AwsClient, AwsOptions, Credentials};
 use crate::config::{CloudProvider, DiscoveryMethod, DnsRecord};
 use crate::metadata::{InstanceFacts, ProviderKind};
@@ -19,7 +19,10 @@ pub enum PeerSource {
     Static(Vec<String>),
     /// DNS A records of a name (resolved through the system resolver).
     DnsA(String),
-    AwsGroup { client: Box<AwsClient>, group: String },
+    AwsGroup {
+        client: Box<AwsClient>,
+        group: String,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -37,12 +40,17 @@ pub enum SourceError {
 impl PeerSource {
     /// Builds the source the config names, with the instance's facts filling
     /// the defaults (its own group, its region).
-    pub fn from_config(method: DiscoveryMethod<'_>, facts: &InstanceFacts) -> Result<PeerSource, SourceError> {
+    pub fn from_config(
+        method: DiscoveryMethod<'_>,
+        facts: &InstanceFacts,
+    ) -> Result<PeerSource, SourceError> {
         match method {
             DiscoveryMethod::Static(s) => Ok(PeerSource::Static(s.peers.clone())),
             DiscoveryMethod::Dns(d) => match d.record {
                 DnsRecord::A => Ok(PeerSource::DnsA(d.name.clone())),
-                DnsRecord::Srv => Err(SourceError::NotBuilt { what: "SRV record discovery" }),
+                DnsRecord::Srv => Err(SourceError::NotBuilt {
+                    what: "SRV record discovery",
+                }),
             },
             DiscoveryMethod::CloudGroup(g) => {
                 let provider = g.provider.unwrap_or(match facts.provider {
@@ -50,7 +58,9 @@ impl PeerSource {
                     _ => CloudProvider::Aws,
                 });
                 if provider == CloudProvider::Gce {
-                    return Err(SourceError::NotBuilt { what: "GCE managed instance group discovery in the agent loop" });
+                    return Err(SourceError::NotBuilt {
+                        what: "GCE managed instance group discovery in the agent loop",
+                    });
                 }
                 let group = g.name.clone().or_else(|| facts.group.clone()).ok_or_else(|| {
                     SourceError::Setup("no autoscaling group: set discovery.cloudGroup.name or tag the instance".into())
@@ -61,12 +71,18 @@ impl PeerSource {
                 let mut opts = AwsOptions::new(region);
                 if let Ok(endpoint) = std::env::var(AWS_ENDPOINT_ENV) {
                     opts.endpoint = Some(
-                        Url::parse(&endpoint).map_err(|e| SourceError::Setup(format!("{AWS_ENDPOINT_ENV}: {e}")))?,
+                        Url::parse(&endpoint)
+                            .map_err(|e| SourceError::Setup(format!("{AWS_ENDPOINT_ENV}: {e}")))?,
                     );
                 }
-                let credentials = Credentials::from_env().map_err(|e| SourceError::Setup(e.to_string()))?;
-                let client = AwsClient::new(opts, credentials).map_err(|e| SourceError::Setup(e.to_string()))?;
-                Ok(PeerSource::AwsGroup { client: Box::new(client), group })
+                let credentials =
+                    Credentials::from_env().map_err(|e| SourceError::Setup(e.to_string()))?;
+                let client = AwsClient::new(opts, credentials)
+                    .map_err(|e| SourceError::Setup(e.to_string()))?;
+                Ok(PeerSource::AwsGroup {
+                    client: Box::new(client),
+                    group,
+                })
             }
         }
     }
@@ -90,9 +106,13 @@ impl PeerSource {
         match self {
             PeerSource::Static(entries) => Ok(static_list::resolve(entries).await?),
             PeerSource::DnsA(name) => {
-                let addrs = tokio::net::lookup_host((name.as_str(), 0)).await.map_err(|source| {
-                    static_list::ResolveError::Lookup { entry: name.clone(), source }
-                })?;
+                let addrs =
+                    tokio::net::lookup_host((name.as_str(), 0))
+                        .await
+                        .map_err(|source| static_list::ResolveError::Lookup {
+                            entry: name.clone(),
+                            source,
+                        })?;
                 let mut peers: Vec<Peer> = addrs
                     .filter_map(|a| match a.ip() {
                         std::net::IpAddr::V4(ip) => Some(static_list::address_peer(ip)),
@@ -103,7 +123,9 @@ impl PeerSource {
                 peers.dedup();
                 Ok(peers)
             }
-            PeerSource::AwsGroup { client, group } => Ok(aws_asg::list_group(client, group).await?.peers),
+            PeerSource::AwsGroup { client, group } => {
+                Ok(aws_asg::list_group(client, group).await?.peers)
+            }
         }
     }
 }

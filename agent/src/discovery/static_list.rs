@@ -10,7 +10,10 @@ use super::{Lifecycle, Peer};
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {
     #[error("peer {entry:?}: cannot resolve: {source}")]
-    Lookup { entry: String, source: std::io::Error },
+    Lookup {
+        entry: String,
+        source: std::io::Error,
+    },
     #[error("peer {entry:?}: resolves to no IPv4 address")]
     NoIpv4 { entry: String },
 }
@@ -18,7 +21,12 @@ pub enum ResolveError {
 /// A peer known only by its address: the address is its identity, and the
 /// order between such peers is the address order (the same on every node).
 pub fn address_peer(address: Ipv4Addr) -> Peer {
-    Peer { id: address.to_string(), address, launched_at_ms: None, lifecycle: Lifecycle::Unknown }
+    Peer {
+        id: address.to_string(),
+        address,
+        launched_at_ms: None,
+        lifecycle: Lifecycle::Unknown,
+    }
 }
 
 /// Resolves a list of IPv4 literals and host names into peers.
@@ -31,14 +39,19 @@ pub async fn resolve(entries: &[String]) -> Result<Vec<Peer>, ResolveError> {
         }
         let addrs = tokio::net::lookup_host((entry.as_str(), 0))
             .await
-            .map_err(|source| ResolveError::Lookup { entry: entry.clone(), source })?;
+            .map_err(|source| ResolveError::Lookup {
+                entry: entry.clone(),
+                source,
+            })?;
         let ip = addrs
             .filter_map(|a| match a.ip() {
                 IpAddr::V4(v4) => Some(v4),
                 IpAddr::V6(_) => None,
             })
             .next()
-            .ok_or_else(|| ResolveError::NoIpv4 { entry: entry.clone() })?;
+            .ok_or_else(|| ResolveError::NoIpv4 {
+                entry: entry.clone(),
+            })?;
         peers.push(address_peer(ip));
     }
     Ok(peers)
@@ -50,7 +63,9 @@ mod tests {
 
     #[tokio::test]
     async fn literals_and_localhost_resolve() {
-        let peers = resolve(&["10.0.0.2".into(), "localhost".into()]).await.expect("resolves");
+        let peers = resolve(&["10.0.0.2".into(), "localhost".into()])
+            .await
+            .expect("resolves");
         assert_eq!(peers[0].id, "10.0.0.2");
         assert_eq!(peers[1].address, Ipv4Addr::LOCALHOST);
         assert_eq!(peers[1].lifecycle, Lifecycle::Unknown);
@@ -58,7 +73,10 @@ mod tests {
 
     #[tokio::test]
     async fn an_unresolvable_name_is_named_in_the_error() {
-        let err = resolve(&["no-such-host.invalid".into()]).await.expect_err("must fail").to_string();
+        let err = resolve(&["no-such-host.invalid".into()])
+            .await
+            .expect_err("must fail")
+            .to_string();
         assert!(err.contains("no-such-host.invalid"), "{err}");
     }
 }

@@ -4,9 +4,11 @@
 
 use std::time::Duration;
 
-use etcd_client::{Certificate, Client, ConnectOptions, Identity, LockOptions, MemberAddOptions, TlsOptions};
+use etcd_client::{
+    Certificate, Client, ConnectOptions, Identity, LockOptions, MemberAddOptions, TlsOptions,
+};
 
-use crate::formation::{FoundCluster, FoundMember, CLIENT_PORT};
+use crate::formation::{CLIENT_PORT, FoundCluster, FoundMember};
 use crate::pki::{CertKind, NodePki};
 
 /// How long one probe or health check may take: a dead peer must not stall
@@ -16,7 +18,10 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
 #[derive(Debug, thiserror::Error)]
 pub enum EtcdError {
     #[error("etcd at {endpoints}: {source}")]
-    Rpc { endpoints: String, source: etcd_client::Error },
+    Rpc {
+        endpoints: String,
+        source: etcd_client::Error,
+    },
     #[error("etcd at {endpoints}: no answer within {timeout_ms} ms")]
     Timeout { endpoints: String, timeout_ms: u128 },
     #[error("node pki in {dir}: no {kind} certificate")]
@@ -40,22 +45,31 @@ impl std::fmt::Debug for EtcdTls {
 impl EtcdTls {
     /// The agent's client certificate from the node's pki dir.
     pub fn from_pki(pki: &NodePki) -> Result<EtcdTls, EtcdError> {
-        let client = pki.get(CertKind::Client).ok_or_else(|| EtcdError::MissingCert {
-            dir: pki.dir.display().to_string(),
-            kind: CertKind::Client.stem(),
-        })?;
+        let client = pki
+            .get(CertKind::Client)
+            .ok_or_else(|| EtcdError::MissingCert {
+                dir: pki.dir.display().to_string(),
+                kind: CertKind::Client.stem(),
+            })?;
         let ca_pem = std::fs::read_to_string(&pki.ca_path).map_err(|_| EtcdError::MissingCert {
             dir: pki.dir.display().to_string(),
             kind: "ca",
         })?;
-        Ok(EtcdTls { ca_pem, cert_pem: client.cert_pem.clone(), key_pem: client.key_pem.expose().to_string() })
+        Ok(EtcdTls {
+            ca_pem,
+            cert_pem: client.cert_pem.clone(),
+            key_pem: client.key_pem.expose().to_string(),
+        })
     }
 
     fn options(&self, timeout: Duration) -> ConnectOptions {
         let tls = TlsOptions::new()
             .ca_certificate(Certificate::from_pem(&self.ca_pem))
             .identity(Identity::from_pem(&self.cert_pem, &self.key_pem));
-        ConnectOptions::new().with_tls(tls).with_connect_timeout(timeout).with_timeout(timeout)
+        ConnectOptions::new()
+            .with_tls(tls)
+            .with_connect_timeout(timeout)
+            .with_timeout(timeout)
     }
 }
 
@@ -72,8 +86,14 @@ async fn within<T>(
 ) -> Result<T, EtcdError> {
     match tokio::time::timeout(timeout, fut).await {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(source)) => Err(EtcdError::Rpc { endpoints: endpoints.join(","), source }),
-        Err(_) => Err(EtcdError::Timeout { endpoints: endpoints.join(","), timeout_ms: timeout.as_millis() }),
+        Ok(Err(source)) => Err(EtcdError::Rpc {
+            endpoints: endpoints.join(","),
+            source,
+        }),
+        Err(_) => Err(EtcdError::Timeout {
+            endpoints: endpoints.join(","),
+            timeout_ms: timeout.as_millis(),
+        }),
     }
 }
 
@@ -85,15 +105,31 @@ pub struct Etcd {
 }
 
 impl Etcd {
-    pub async fn connect(endpoints: Vec<String>, tls: &EtcdTls, timeout: Duration) -> Result<Etcd, EtcdError> {
-        let client = within(&endpoints, timeout, Client::connect(endpoints.clone(), Some(tls.options(timeout)))).await?;
-        Ok(Etcd { client, endpoints, timeout })
+    pub async fn connect(
+        endpoints: Vec<String>,
+        tls: &EtcdTls,
+        timeout: Duration,
+    ) -> Result<Etcd, EtcdError> {
+        let client = within(
+            &endpoints,
+            timeout,
+            Client::connect(endpoints.clone(), Some(tls.options(timeout))),
+        )
+        .await?;
+        Ok(Etcd {
+            client,
+            endpoints,
+            timeout,
+        })
     }
 
     /// Cluster id, this endpoint's member id and the leader it knows (0: none).
     pub async fn status(&mut self) -> Result<(u64, u64, u64), EtcdError> {
         let s = within(&self.endpoints, self.timeout, self.client.status()).await?;
-        let (cluster, member) = s.header().map(|h| (h.cluster_id(), h.member_id())).unwrap_or((0, 0));
+        let (cluster, member) = s
+            .header()
+            .map(|h| (h.cluster_id(), h.member_id()))
+            .unwrap_or((0, 0));
         Ok((cluster, member, s.leader()))
     }
 
@@ -115,51 +151,94 @@ impl Etcd {
     /// Adds a learner; returns its member id.
     pub async fn add_learner(&mut self, peer_url: &str) -> Result<u64, EtcdError> {
         let options = MemberAddOptions::new().with_is_learner();
-        let r = within(&self.endpoints, self.timeout, self.client.member_add([peer_url], Some(options))).await?;
+        let r = within(
+            &self.endpoints,
+            self.timeout,
+            self.client.member_add([peer_url], Some(options)),
+        )
+        .await?;
         Ok(r.member().map(|m| m.id()).unwrap_or(0))
     }
 
     pub async fn promote(&mut self, id: u64) -> Result<(), EtcdError> {
-        within(&self.endpoints, self.timeout, self.client.member_promote(id)).await.map(|_| ())
+        within(
+            &self.endpoints,
+            self.timeout,
+            self.client.member_promote(id),
+        )
+        .await
+        .map(|_| ())
     }
 
     pub async fn remove(&mut self, id: u64) -> Result<(), EtcdError> {
-        within(&self.endpoints, self.timeout, self.client.member_remove(id)).await.map(|_| ())
+        within(&self.endpoints, self.timeout, self.client.member_remove(id))
+            .await
+            .map(|_| ())
     }
 
     /// Takes the cluster-wide membership lock, held by a lease of `ttl_s`
     /// seconds so a crashed holder cannot keep it. Returns (lock key, lease).
     pub async fn lock_membership(&mut self, ttl_s: i64) -> Result<(Vec<u8>, i64), EtcdError> {
-        let lease = within(&self.endpoints, self.timeout, self.client.lease_grant(ttl_s, None)).await?.id();
+        let lease = within(
+            &self.endpoints,
+            self.timeout,
+            self.client.lease_grant(ttl_s, None),
+        )
+        .await?
+        .id();
         let options = LockOptions::new().with_lease(lease);
         let wait = self.timeout * 4;
-        let key = within(&self.endpoints, wait, self.client.lock("muster/membership", Some(options))).await?;
+        let key = within(
+            &self.endpoints,
+            wait,
+            self.client.lock("muster/membership", Some(options)),
+        )
+        .await?;
         Ok((key.key().to_vec(), lease))
     }
 
     pub async fn unlock_membership(&mut self, key: Vec<u8>, lease: i64) {
         // Revoking the lease releases the lock even if unlock fails.
         let _ = within(&self.endpoints, self.timeout, self.client.unlock(key)).await;
-        let _ = within(&self.endpoints, self.timeout, self.client.lease_revoke(lease)).await;
+        let _ = within(
+            &self.endpoints,
+            self.timeout,
+            self.client.lease_revoke(lease),
+        )
+        .await;
     }
 
     pub async fn put(&mut self, key: &str, value: &str) -> Result<(), EtcdError> {
-        within(&self.endpoints, self.timeout, self.client.put(key, value, None)).await.map(|_| ())
+        within(
+            &self.endpoints,
+            self.timeout,
+            self.client.put(key, value, None),
+        )
+        .await
+        .map(|_| ())
     }
 
     pub async fn get(&mut self, key: &str) -> Result<Option<String>, EtcdError> {
         let r = within(&self.endpoints, self.timeout, self.client.get(key, None)).await?;
-        Ok(r.kvs().first().map(|kv| String::from_utf8_lossy(kv.value()).into_owned()))
+        Ok(r.kvs()
+            .first()
+            .map(|kv| String::from_utf8_lossy(kv.value()).into_owned()))
     }
 }
 
 /// Asks one peer's etcd what cluster it belongs to. `None` when nothing
 /// answers (no etcd there yet, machine down, or a certificate we reject).
 pub async fn probe(endpoint: String, tls: &EtcdTls) -> Option<FoundCluster> {
-    let mut etcd = Etcd::connect(vec![endpoint], tls, PROBE_TIMEOUT).await.ok()?;
+    let mut etcd = Etcd::connect(vec![endpoint], tls, PROBE_TIMEOUT)
+        .await
+        .ok()?;
     let (cluster_id, _, leader) = etcd.status().await.ok()?;
     let members = etcd.members().await.ok()?;
-    Some(FoundCluster { cluster_id, members, has_leader: leader != 0 })
+    Some(FoundCluster {
+        cluster_id,
+        members,
+        has_leader: leader != 0,
+    })
 }
 
 /// Whether the member serving `endpoint` answers and knows a leader.

@@ -4,7 +4,7 @@
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
-use crate::formation::{InitialMember, CLIENT_PORT, PEER_PORT};
+use crate::formation::{CLIENT_PORT, InitialMember, PEER_PORT};
 
 /// Whether the member starts a new cluster or joins an existing one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,7 +56,9 @@ impl MemberConfig {
             format!("--initial-advertise-peer-urls=https://{ip}:{PEER_PORT}"),
             // Loopback too, so the local agent reaches its member even when
             // the node's link is down.
-            format!("--listen-client-urls=https://{ip}:{CLIENT_PORT},https://127.0.0.1:{CLIENT_PORT}"),
+            format!(
+                "--listen-client-urls=https://{ip}:{CLIENT_PORT},https://127.0.0.1:{CLIENT_PORT}"
+            ),
             format!("--advertise-client-urls=https://{ip}:{CLIENT_PORT}"),
             "--client-cert-auth=true".into(),
             format!("--trusted-ca-file={}", self.tls.ca.display()),
@@ -75,7 +77,11 @@ impl MemberConfig {
             "--log-outputs=stderr".into(),
         ];
         if let Some(b) = &self.bootstrap {
-            let initial: Vec<String> = b.initial.iter().map(|m| format!("{}={}", m.name, m.peer_url)).collect();
+            let initial: Vec<String> = b
+                .initial
+                .iter()
+                .map(|m| format!("{}={}", m.name, m.peer_url))
+                .collect();
             args.push(format!("--initial-cluster={}", initial.join(",")));
             args.push(format!(
                 "--initial-cluster-state={}",
@@ -116,8 +122,14 @@ mod tests {
     fn a_new_cluster_gets_initial_cluster_flags_and_mtls_everywhere() {
         let args = config(Some(Bootstrap {
             initial: vec![
-                InitialMember { name: "i-1".into(), peer_url: "https://10.0.0.1:2380".into() },
-                InitialMember { name: "i-2".into(), peer_url: "https://10.0.0.2:2380".into() },
+                InitialMember {
+                    name: "i-1".into(),
+                    peer_url: "https://10.0.0.1:2380".into(),
+                },
+                InitialMember {
+                    name: "i-2".into(),
+                    peer_url: "https://10.0.0.2:2380".into(),
+                },
             ],
             state: ClusterState::New,
             token: "muster-x-1".into(),
@@ -133,12 +145,19 @@ mod tests {
         ] {
             assert!(args.iter().any(|a| a == want), "missing {want} in {args:?}");
         }
-        assert!(args.iter().all(|a| !a.starts_with("http://") && !a.contains("=http://")), "no plain-text URL");
+        assert!(
+            args.iter()
+                .all(|a| !a.starts_with("http://") && !a.contains("=http://")),
+            "no plain-text URL"
+        );
     }
 
     #[test]
     fn a_restart_has_no_initial_cluster_flags() {
         let args = config(None).args();
-        assert!(args.iter().all(|a| !a.starts_with("--initial-cluster")), "{args:?}");
+        assert!(
+            args.iter().all(|a| !a.starts_with("--initial-cluster")),
+            "{args:?}"
+        );
     }
 }

@@ -26,8 +26,15 @@ pub struct MemberHealth {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "kebab-case")]
 pub enum MemberAction {
-    Remove { id: u64, name: String, reason: String },
-    Promote { id: u64, name: String },
+    Remove {
+        id: u64,
+        name: String,
+        reason: String,
+    },
+    Promote {
+        id: u64,
+        name: String,
+    },
 }
 
 /// Smallest majority of `n` voters.
@@ -44,8 +51,13 @@ fn is_gone(m: &MemberHealth, grace_ms: u64) -> Option<String> {
     if m.in_group == Some(false) {
         return Some("its machine left the group".into());
     }
-    (m.unhealthy_for_ms >= grace_ms)
-        .then(|| format!("unreachable for {} s (grace {} s)", m.unhealthy_for_ms / 1000, grace_ms / 1000))
+    (m.unhealthy_for_ms >= grace_ms).then(|| {
+        format!(
+            "unreachable for {} s (grace {} s)",
+            m.unhealthy_for_ms / 1000,
+            grace_ms / 1000
+        )
+    })
 }
 
 /// Plans this round's changes.
@@ -57,20 +69,34 @@ pub fn plan(members: &[MemberHealth], grace_ms: u64) -> Vec<MemberAction> {
     // Gone learners do not count towards quorum: removing them is always safe.
     for m in members.iter().filter(|m| m.is_learner) {
         if let Some(reason) = is_gone(m, grace_ms) {
-            actions.push(MemberAction::Remove { id: m.id, name: m.name.clone(), reason });
+            actions.push(MemberAction::Remove {
+                id: m.id,
+                name: m.name.clone(),
+                reason,
+            });
         }
     }
     // One voter at a time, and only if the healthy ones keep quorum after.
-    if healthy_voters >= quorum(voters.len()) {
-        if let Some((m, reason)) = voters.iter().find_map(|m| is_gone(m, grace_ms).map(|r| (m, r))) {
-            let remaining = voters.len() - 1;
-            if remaining > 0 && healthy_voters >= quorum(remaining) {
-                actions.push(MemberAction::Remove { id: m.id, name: m.name.clone(), reason });
-            }
+    // (Without quorum now, etcd could not commit a removal anyway.)
+    if healthy_voters >= quorum(voters.len())
+        && let Some((m, reason)) = voters
+            .iter()
+            .find_map(|m| is_gone(m, grace_ms).map(|r| (m, r)))
+    {
+        let remaining = voters.len() - 1;
+        if remaining > 0 && healthy_voters >= quorum(remaining) {
+            actions.push(MemberAction::Remove {
+                id: m.id,
+                name: m.name.clone(),
+                reason,
+            });
         }
     }
     for m in members.iter().filter(|m| m.is_learner && m.healthy) {
-        actions.push(MemberAction::Promote { id: m.id, name: m.name.clone() });
+        actions.push(MemberAction::Promote {
+            id: m.id,
+            name: m.name.clone(),
+        });
     }
     actions
 }
@@ -80,7 +106,14 @@ mod tests {
     use super::*;
 
     fn member(id: u64, healthy: bool, unhealthy_for_ms: u64) -> MemberHealth {
-        MemberHealth { id, name: format!("m{id}"), is_learner: false, healthy, unhealthy_for_ms, in_group: None }
+        MemberHealth {
+            id,
+            name: format!("m{id}"),
+            is_learner: false,
+            healthy,
+            unhealthy_for_ms,
+            in_group: None,
+        }
     }
 
     #[test]
@@ -90,10 +123,24 @@ mod tests {
 
     #[test]
     fn one_dead_of_three_is_removed_after_the_grace_period() {
-        let members = [member(1, true, 0), member(2, true, 0), member(3, false, 5_000)];
-        assert!(plan(&members, 10_000).is_empty(), "inside the grace period nothing happens");
-        let members = [member(1, true, 0), member(2, true, 0), member(3, false, 10_000)];
-        assert!(matches!(plan(&members, 10_000)[..], [MemberAction::Remove { id: 3, .. }]));
+        let members = [
+            member(1, true, 0),
+            member(2, true, 0),
+            member(3, false, 5_000),
+        ];
+        assert!(
+            plan(&members, 10_000).is_empty(),
+            "inside the grace period nothing happens"
+        );
+        let members = [
+            member(1, true, 0),
+            member(2, true, 0),
+            member(3, false, 10_000),
+        ];
+        assert!(matches!(
+            plan(&members, 10_000)[..],
+            [MemberAction::Remove { id: 3, .. }]
+        ));
     }
 
     #[test]
@@ -101,19 +148,29 @@ mod tests {
         let mut gone = member(3, false, 0);
         gone.in_group = Some(false);
         let members = [member(1, true, 0), member(2, true, 0), gone];
-        assert!(matches!(plan(&members, 60_000)[..], [MemberAction::Remove { id: 3, .. }]));
+        assert!(matches!(
+            plan(&members, 60_000)[..],
+            [MemberAction::Remove { id: 3, .. }]
+        ));
     }
 
     #[test]
     fn two_dead_of_three_removes_nothing() {
-        let members = [member(1, true, 0), member(2, false, 99_000), member(3, false, 99_000)];
+        let members = [
+            member(1, true, 0),
+            member(2, false, 99_000),
+            member(3, false, 99_000),
+        ];
         assert!(plan(&members, 1_000).is_empty());
     }
 
     #[test]
     fn only_one_voter_is_removed_per_round() {
         let members: Vec<_> = (1..=5).map(|i| member(i, i <= 3, 99_000)).collect();
-        let removals = plan(&members, 1_000).iter().filter(|a| matches!(a, MemberAction::Remove { .. })).count();
+        let removals = plan(&members, 1_000)
+            .iter()
+            .filter(|a| matches!(a, MemberAction::Remove { .. }))
+            .count();
         assert_eq!(removals, 1);
     }
 
@@ -123,9 +180,22 @@ mod tests {
         learner.is_learner = true;
         let mut dead_learner = member(5, false, 99_000);
         dead_learner.is_learner = true;
-        let members = [member(1, true, 0), member(2, true, 0), member(3, true, 0), learner, dead_learner];
+        let members = [
+            member(1, true, 0),
+            member(2, true, 0),
+            member(3, true, 0),
+            learner,
+            dead_learner,
+        ];
         let actions = plan(&members, 1_000);
-        assert!(actions.contains(&MemberAction::Promote { id: 4, name: "m4".into() }));
-        assert!(actions.iter().any(|a| matches!(a, MemberAction::Remove { id: 5, .. })));
+        assert!(actions.contains(&MemberAction::Promote {
+            id: 4,
+            name: "m4".into()
+        }));
+        assert!(
+            actions
+                .iter()
+                .any(|a| matches!(a, MemberAction::Remove { id: 5, .. }))
+        );
     }
 }

@@ -54,18 +54,31 @@ pub struct Runner {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// The host part of an `https://HOST:PORT` URL.
 fn url_host(url: &str) -> Option<&str> {
-    url.split("://").nth(1)?.rsplit_once(':').map(|(host, _)| host)
+    url.split("://")
+        .nth(1)?
+        .rsplit_once(':')
+        .map(|(host, _)| host)
 }
 
 impl Runner {
     pub fn new(cfg: RunnerConfig, source: PeerSource) -> Runner {
         let role = read_role(&cfg.state);
-        Runner { cfg, source, view_ids: BTreeSet::new(), view_stable_since_ms: now_ms(), unhealthy_since: HashMap::new(), role }
+        Runner {
+            cfg,
+            source,
+            view_ids: BTreeSet::new(),
+            view_stable_since_ms: now_ms(),
+            unhealthy_since: HashMap::new(),
+            role,
+        }
     }
 
     fn data_dir(&self) -> PathBuf {
@@ -100,7 +113,10 @@ impl Runner {
 
     async fn round(&mut self) -> Result<(), String> {
         let view = self.source.list().await.map_err(|e| e.to_string())?;
-        let ids: BTreeSet<String> = view.iter().map(|p| format!("{}/{:?}", p.id, p.lifecycle)).collect();
+        let ids: BTreeSet<String> = view
+            .iter()
+            .map(|p| format!("{}/{:?}", p.id, p.lifecycle))
+            .collect();
         if ids != self.view_ids {
             self.view_ids = ids;
             self.view_stable_since_ms = now_ms();
@@ -109,7 +125,12 @@ impl Runner {
             .iter()
             .find(|p| p.address == self.cfg.ip)
             .cloned()
-            .ok_or_else(|| format!("discover: this node's address {} is not among its group's peers", self.cfg.ip))?;
+            .ok_or_else(|| {
+                format!(
+                    "discover: this node's address {} is not among its group's peers",
+                    self.cfg.ip
+                )
+            })?;
 
         if let Some(role) = self.role.filter(|r| !self.cfg.topology.runs_etcd(*r)) {
             self.cfg.status.role = Some(role.to_string());
@@ -144,14 +165,18 @@ impl Runner {
     async fn probe_peers(&self, view: &[Peer], me: &Peer) -> Vec<FoundCluster> {
         let probes = view
             .iter()
-            .filter(|p| p.id != me.id && p.lifecycle != Lifecycle::Leaving)
+            .filter(|p| {
+                p.id != me.id && p.lifecycle != Lifecycle::Leaving && !p.address.is_unspecified()
+            })
             .map(|p| {
                 let (url, tls) = (client::client_url(p.address), self.cfg.tls.clone());
                 async move { client::probe(url, &tls).await }
             });
         let answers: Vec<(Peer, FoundCluster)> = view
             .iter()
-            .filter(|p| p.id != me.id && p.lifecycle != Lifecycle::Leaving)
+            .filter(|p| {
+                p.id != me.id && p.lifecycle != Lifecycle::Leaving && !p.address.is_unspecified()
+            })
             .cloned()
             .zip(futures_join_all(probes).await)
             .filter_map(|(p, c)| c.map(|c| (p, c)))
@@ -161,7 +186,10 @@ impl Runner {
             let cluster = cluster.clone();
             // Several peers answer for the same cluster: keep the view of the
             // one that knows a leader.
-            match found.iter_mut().find(|c| c.cluster_id == cluster.cluster_id) {
+            match found
+                .iter_mut()
+                .find(|c| c.cluster_id == cluster.cluster_id)
+            {
                 Some(existing) if !existing.has_leader && cluster.has_leader => *existing = cluster,
                 Some(_) => {}
                 None => found.push(cluster),
@@ -171,15 +199,30 @@ impl Runner {
         // and that cluster has a leader.
         for cluster in &mut found {
             for m in &mut cluster.members {
-                let host = m.peer_urls.first().and_then(|u| url_host(u)).and_then(|h| h.parse::<Ipv4Addr>().ok());
-                m.healthy = answers.iter().any(|(p, c)| Some(p.address) == host && c.cluster_id == cluster.cluster_id && c.has_leader);
+                let host = m
+                    .peer_urls
+                    .first()
+                    .and_then(|u| url_host(u))
+                    .and_then(|h| h.parse::<Ipv4Addr>().ok());
+                m.healthy = answers.iter().any(|(p, c)| {
+                    Some(p.address) == host && c.cluster_id == cluster.cluster_id && c.has_leader
+                });
             }
         }
         found
     }
 
-    async fn act(&mut self, decision: Decision, me: &Peer, clusters: &[FoundCluster]) -> Result<(), String> {
-        let etcd_role = if self.cfg.topology.dedicated_etcd_count.is_some() { Role::Etcd } else { Role::ControlPlane };
+    async fn act(
+        &mut self,
+        decision: Decision,
+        me: &Peer,
+        clusters: &[FoundCluster],
+    ) -> Result<(), String> {
+        let etcd_role = if self.cfg.topology.dedicated_etcd_count.is_some() {
+            Role::Etcd
+        } else {
+            Role::ControlPlane
+        };
         match decision {
             Decision::Wait { reason } => {
                 self.cfg.status.message = Some(reason);
@@ -188,7 +231,11 @@ impl Runner {
             }
             Decision::Conflict { cluster_ids } => {
                 let ids: Vec<String> = cluster_ids.iter().map(|id| format!("{id:x}")).collect();
-                let message = format!("S1 ALARM: peers answer for {} clusters ({}); touching nothing", ids.len(), ids.join(", "));
+                let message = format!(
+                    "S1 ALARM: peers answer for {} clusters ({}); touching nothing",
+                    ids.len(),
+                    ids.join(", ")
+                );
                 self.cfg.status.phase = Phase::Failed;
                 Err(message)
             }
@@ -204,25 +251,59 @@ impl Runner {
                 Ok(())
             }
             Decision::Retire { cluster_id } => {
-                let aside = self.cfg.state.root().join(format!("etcd.removed-{}", now_ms() / 1000));
+                let aside = self
+                    .cfg
+                    .state
+                    .root()
+                    .join(format!("etcd.removed-{}", now_ms() / 1000));
                 warn!(cluster = %format!("{cluster_id:x}"), aside = %aside.display(), "this member was removed from the cluster while away; keeping its data aside and joining afresh");
-                std::fs::rename(self.data_dir(), &aside).map_err(|e| format!("etcd: cannot move {} aside: {e}", self.data_dir().display()))
+                std::fs::rename(self.data_dir(), &aside).map_err(|e| {
+                    format!("etcd: cannot move {} aside: {e}", self.data_dir().display())
+                })
             }
             Decision::Form { initial, token } => {
                 info!(members = initial.len(), %token, "forming a new etcd cluster");
-                self.start_etcd(me, Some(Bootstrap { initial, state: ClusterState::New, token })).await?;
+                self.start_etcd(
+                    me,
+                    Some(Bootstrap {
+                        initial,
+                        state: ClusterState::New,
+                        token,
+                    }),
+                )
+                .await?;
                 self.set_role(etcd_role);
                 Ok(())
             }
-            Decision::StartListed { cluster_id, initial, token, existing } => {
+            Decision::StartListed {
+                cluster_id,
+                initial,
+                token,
+                existing,
+            } => {
                 info!(cluster = %format!("{cluster_id:x}"), existing, "starting as a listed member");
-                let state = if existing { ClusterState::Existing } else { ClusterState::New };
-                self.start_etcd(me, Some(Bootstrap { initial, state, token })).await?;
+                let state = if existing {
+                    ClusterState::Existing
+                } else {
+                    ClusterState::New
+                };
+                self.start_etcd(
+                    me,
+                    Some(Bootstrap {
+                        initial,
+                        state,
+                        token,
+                    }),
+                )
+                .await?;
                 self.set_role(etcd_role);
                 Ok(())
             }
             Decision::Join { cluster_id } => {
-                let cluster = clusters.iter().find(|c| c.cluster_id == cluster_id).ok_or("etcd: joined cluster vanished")?;
+                let cluster = clusters
+                    .iter()
+                    .find(|c| c.cluster_id == cluster_id)
+                    .ok_or("etcd: joined cluster vanished")?;
                 match self.join(me, cluster).await? {
                     Some(bootstrap) => {
                         self.start_etcd(me, Some(bootstrap)).await?;
@@ -250,13 +331,25 @@ impl Runner {
         let endpoints: Vec<String> = cluster
             .members
             .iter()
-            .filter_map(|m| m.peer_urls.first().and_then(|u| url_host(u)).map(client::client_url))
+            .filter_map(|m| {
+                m.peer_urls
+                    .first()
+                    .and_then(|u| url_host(u))
+                    .map(client::client_url)
+            })
             .collect();
-        let mut etcd = Etcd::connect(endpoints, &self.cfg.tls, Duration::from_secs(3)).await.map_err(|e| e.to_string())?;
-        let (key, lease) = etcd.lock_membership(15).await.map_err(|e| format!("etcd: membership lock: {e}"))?;
+        let mut etcd = Etcd::connect(endpoints, &self.cfg.tls, Duration::from_secs(3))
+            .await
+            .map_err(|e| e.to_string())?;
+        let (key, lease) = etcd
+            .lock_membership(15)
+            .await
+            .map_err(|e| format!("etcd: membership lock: {e}"))?;
         let result = self.add_self(&mut etcd, me).await;
         etcd.unlock_membership(key, lease).await;
-        let Some(members) = result? else { return Ok(None) };
+        let Some(members) = result? else {
+            return Ok(None);
+        };
         let my_url = formation::peer_url(me);
         let mut initial: Vec<InitialMember> = members
             .iter()
@@ -269,15 +362,26 @@ impl Runner {
                 } else {
                     m.name.clone()
                 };
-                Some(InitialMember { name, peer_url: url })
+                Some(InitialMember {
+                    name,
+                    peer_url: url,
+                })
             })
             .collect();
         initial.sort();
         let token = formation::token(&self.cfg.cluster_name, &initial);
-        Ok(Some(Bootstrap { initial, state: ClusterState::Existing, token }))
+        Ok(Some(Bootstrap {
+            initial,
+            state: ClusterState::Existing,
+            token,
+        }))
     }
 
-    async fn add_self(&self, etcd: &mut Etcd, me: &Peer) -> Result<Option<Vec<formation::FoundMember>>, String> {
+    async fn add_self(
+        &self,
+        etcd: &mut Etcd,
+        me: &Peer,
+    ) -> Result<Option<Vec<formation::FoundMember>>, String> {
         let my_url = formation::peer_url(me);
         let members = etcd.members().await.map_err(|e| e.to_string())?;
         if !members.iter().any(|m| m.peer_urls.contains(&my_url)) {
@@ -291,20 +395,35 @@ impl Runner {
                 max_delay: Duration::from_secs(2),
                 total: Duration::from_secs(30),
             };
-            let id = crate::retry::retry(policy, |_| true, |_| {
-                let url = my_url.clone();
-                let tls = self.cfg.tls.clone();
-                let endpoints: Vec<String> = members
-                    .iter()
-                    .filter_map(|m| m.peer_urls.first().and_then(|u| url_host(u)).map(client::client_url))
-                    .collect();
-                async move {
-                    let mut etcd = Etcd::connect(endpoints, &tls, Duration::from_secs(3)).await?;
-                    etcd.add_learner(&url).await
-                }
-            })
+            let id = crate::retry::retry(
+                policy,
+                |_| true,
+                |_| {
+                    let url = my_url.clone();
+                    let tls = self.cfg.tls.clone();
+                    let endpoints: Vec<String> = members
+                        .iter()
+                        .filter_map(|m| {
+                            m.peer_urls
+                                .first()
+                                .and_then(|u| url_host(u))
+                                .map(client::client_url)
+                        })
+                        .collect();
+                    async move {
+                        let mut etcd =
+                            Etcd::connect(endpoints, &tls, Duration::from_secs(3)).await?;
+                        etcd.add_learner(&url).await
+                    }
+                },
+            )
             .await
-            .map_err(|g| format!("etcd: cannot add this node as a learner after {} attempts: {}", g.attempts, g.last))?;
+            .map_err(|g| {
+                format!(
+                    "etcd: cannot add this node as a learner after {} attempts: {}",
+                    g.attempts, g.last
+                )
+            })?;
             info!(member = %format!("{id:x}"), "added as a learner");
         }
         etcd.members().await.map(Some).map_err(|e| e.to_string())
@@ -320,8 +439,17 @@ impl Runner {
             heartbeat_ms: self.cfg.heartbeat_ms,
             election_ms: self.cfg.election_ms,
         };
-        let spec = ServiceSpec { name: SERVICE.into(), program: self.cfg.etcd_bin.clone(), args: member.args() };
-        self.cfg.supervisor.ensure_running(&spec).await.map(|_| ()).map_err(|e| e.to_string())
+        let spec = ServiceSpec {
+            name: SERVICE.into(),
+            program: self.cfg.etcd_bin.clone(),
+            args: member.args(),
+        };
+        self.cfg
+            .supervisor
+            .ensure_running(&spec)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 
     /// etcd runs here: report, and if this member leads, heal membership.
@@ -330,11 +458,21 @@ impl Runner {
         let mut etcd = Etcd::connect(vec![local], &self.cfg.tls, client::PROBE_TIMEOUT)
             .await
             .map_err(|e| format!("etcd: local member not answering yet: {e}"))?;
-        let (cluster_id, member_id, leader) = etcd.status().await.map_err(|e| format!("etcd: local member: {e}"))?;
-        let members = etcd.members().await.map_err(|e| format!("etcd: member list: {e}"))?;
+        let (cluster_id, member_id, leader) = etcd
+            .status()
+            .await
+            .map_err(|e| format!("etcd: local member: {e}"))?;
+        let members = etcd
+            .members()
+            .await
+            .map_err(|e| format!("etcd: member list: {e}"))?;
 
         let checks = members.iter().map(|m| {
-            let endpoint = m.peer_urls.first().and_then(|u| url_host(u)).map(client::client_url);
+            let endpoint = m
+                .peer_urls
+                .first()
+                .and_then(|u| url_host(u))
+                .map(client::client_url);
             let tls = self.cfg.tls.clone();
             async move {
                 match endpoint {
@@ -352,28 +490,52 @@ impl Runner {
             if *healthy {
                 self.unhealthy_since.insert(m.id, now);
             }
-            let address = m.peer_urls.first().and_then(|u| url_host(u)).and_then(|h| h.parse::<Ipv4Addr>().ok());
-            let listed = address.is_some_and(|a| view.iter().any(|p| p.address == a && p.lifecycle != Lifecycle::Leaving));
+            let address = m
+                .peer_urls
+                .first()
+                .and_then(|u| url_host(u))
+                .and_then(|h| h.parse::<Ipv4Addr>().ok());
+            let listed = address.is_some_and(|a| {
+                view.iter()
+                    .any(|p| p.address == a && p.lifecycle != Lifecycle::Leaving)
+            });
             observed.push(MemberHealth {
                 id: m.id,
                 name: m.name.clone(),
                 is_learner: m.is_learner,
                 healthy: *healthy,
-                unhealthy_for_ms: if *healthy { 0 } else { now.duration_since(since).as_millis() as u64 },
+                unhealthy_for_ms: if *healthy {
+                    0
+                } else {
+                    now.duration_since(since).as_millis() as u64
+                },
                 // A static list cannot tell a dead machine from a slow one;
                 // a cloud group can.
-                in_group: if static_group && listed { None } else { Some(listed) },
+                in_group: if static_group && listed {
+                    None
+                } else {
+                    Some(listed)
+                },
             });
         }
-        self.unhealthy_since.retain(|id, _| members.iter().any(|m| m.id == *id));
+        self.unhealthy_since
+            .retain(|id, _| members.iter().any(|m| m.id == *id));
 
         let all_healthy = health.iter().all(|h| *h);
-        self.cfg.status.phase = if leader != 0 && all_healthy { Phase::SteadyState } else { Phase::Etcd };
+        self.cfg.status.phase = if leader != 0 && all_healthy {
+            Phase::SteadyState
+        } else {
+            Phase::Etcd
+        };
         self.cfg.status.message = Some(format!(
             "etcd: {} of {} members healthy{}",
             health.iter().filter(|h| **h).count(),
             members.len(),
-            if leader == member_id { "; this member leads" } else { "" }
+            if leader == member_id {
+                "; this member leads"
+            } else {
+                ""
+            }
         ));
         self.cfg.status.etcd = Some(EtcdStatus {
             cluster_id: format!("{cluster_id:x}"),
@@ -422,9 +584,9 @@ impl Runner {
 }
 
 /// Waits for all futures (a tiny join_all, to avoid a dependency for it).
-async fn futures_join_all<F: std::future::Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output>
+async fn futures_join_all<F>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output>
 where
-    F: Send + 'static,
+    F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,
 {
     let handles: Vec<_> = futures.into_iter().map(tokio::spawn).collect();

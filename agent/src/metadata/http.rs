@@ -11,8 +11,6 @@
 //!   insist), no redirects, no pooled connections (a stale pooled socket
 //!   would turn into a spurious retry).
 
-use std::error::Error as _;
-use std::sync::Once;
 use std::time::Duration;
 
 use reqwest::header::HeaderMap;
@@ -20,6 +18,8 @@ use reqwest::{Method, StatusCode};
 use url::Url;
 
 use super::{MetadataError, Options, ProviderKind};
+use crate::http::describe;
+pub use crate::http::install_crypto_provider;
 use crate::retry::{self, Backoff};
 
 /// Largest body we accept from a metadata service (user data is at most
@@ -171,12 +171,10 @@ impl HttpClient {
     }
 }
 
-/// 5xx and 429 are the service asking us to come back; Azure documents 410
-/// the same way ("retry after some time for a max of 70 seconds").
+/// The shared rule, plus 410: Azure documents it as "retry after some time
+/// for a max of 70 seconds".
 fn is_transient_status(status: StatusCode) -> bool {
-    status.is_server_error()
-        || status == StatusCode::TOO_MANY_REQUESTS
-        || status == StatusCode::GONE
+    crate::http::is_transient_status(status) || status == StatusCode::GONE
 }
 
 fn classify(e: &reqwest::Error, timeout: Duration) -> Fault {
@@ -186,45 +184,6 @@ fn classify(e: &reqwest::Error, timeout: Duration) -> Fault {
     } else {
         Fault::Transient(cause)
     }
-}
-
-/// A short cause for the operator ("connection refused", "timed out after
-/// 2.0s"), found by walking the error's sources down to the I/O error.
-pub(crate) fn describe(e: &reqwest::Error, timeout: Duration) -> String {
-    if e.is_timeout() {
-        return format!("timed out after {:.1}s", timeout.as_secs_f64());
-    }
-    let mut innermost = None;
-    let mut source = e.source();
-    while let Some(s) = source {
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            use std::io::ErrorKind as K;
-            return match io.kind() {
-                K::ConnectionRefused => "connection refused".to_string(),
-                K::ConnectionReset => "connection reset".to_string(),
-                K::ConnectionAborted => "connection aborted".to_string(),
-                K::TimedOut => format!("timed out after {:.1}s", timeout.as_secs_f64()),
-                _ => io.to_string(),
-            };
-        }
-        innermost = Some(s.to_string());
-        source = s.source();
-    }
-    innermost.unwrap_or_else(|| e.to_string())
-}
-
-/// reqwest is built with `rustls-no-provider` and builds its TLS config even
-/// for plain-http clients, so a crypto provider must be installed before the
-/// first client exists. We install ring once, unless something else (the
-/// binary) already installed a provider.
-pub fn install_crypto_provider() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        if rustls::crypto::CryptoProvider::get_default().is_none() {
-            // Losing a race with another installer is fine: one provider is set either way.
-            let _ = rustls::crypto::ring::default_provider().install_default();
-        }
-    });
 }
 
 /// Joins a relative path onto a provider's base URL.

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use nix::sys::signal::{kill, Signal};
+use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tracing::info;
 
@@ -31,7 +31,11 @@ impl ChildSupervisor {
 
     /// The pid in the pid file, if that process is still alive and not a zombie.
     fn running_pid(&self, name: &str) -> Option<i32> {
-        let pid: i32 = std::fs::read_to_string(self.pid_path(name)).ok()?.trim().parse().ok()?;
+        let pid: i32 = std::fs::read_to_string(self.pid_path(name))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
         alive(pid).then_some(pid)
     }
 
@@ -49,10 +53,17 @@ impl ChildSupervisor {
         };
         std::fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
         let log_path = self.log_path(&spec.name);
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).map_err(io(&log_path))?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(io(&log_path))?;
         let log_err = log.try_clone().map_err(io(&log_path))?;
         let mut cmd = tokio::process::Command::new(&spec.program);
-        cmd.args(&spec.args).stdin(Stdio::null()).stdout(log).stderr(log_err);
+        cmd.args(&spec.args)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err);
         // Own process group: a signal to the agent's group (Ctrl-C) must not
         // reach etcd, which outlives the agent by design.
         cmd.process_group(0);
@@ -75,9 +86,15 @@ impl ChildSupervisor {
     }
 
     pub async fn stop(&self, name: &str) -> Result<(), ServiceError> {
-        let Some(pid) = self.running_pid(name) else { return Ok(()) };
+        let Some(pid) = self.running_pid(name) else {
+            return Ok(());
+        };
         let signal = |sig| {
-            kill(Pid::from_raw(pid), sig).map_err(|source| ServiceError::Signal { name: name.into(), pid, source })
+            kill(Pid::from_raw(pid), sig).map_err(|source| ServiceError::Signal {
+                name: name.into(),
+                pid,
+                source,
+            })
         };
         signal(Signal::SIGTERM)?;
         for _ in 0..100 {
@@ -97,7 +114,9 @@ fn alive(pid: i32) -> bool {
     }
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         // The state is the field after the parenthesised command name.
-        Ok(stat) => stat.rsplit_once(") ").is_none_or(|(_, rest)| !rest.starts_with('Z')),
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_none_or(|(_, rest)| !rest.starts_with('Z')),
         Err(_) => false,
     }
 }
@@ -110,9 +129,17 @@ mod tests {
     async fn starts_once_finds_it_again_and_stops_it() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let sup = ChildSupervisor::new(tmp.path());
-        let spec = ServiceSpec { name: "sleeper".into(), program: "/bin/sleep".into(), args: vec!["30".into()] };
+        let spec = ServiceSpec {
+            name: "sleeper".into(),
+            program: "/bin/sleep".into(),
+            args: vec!["30".into()],
+        };
         assert!(sup.ensure_running(&spec).await.expect("start"));
-        assert!(!sup.ensure_running(&spec).await.expect("second start is a no-op"));
+        assert!(
+            !sup.ensure_running(&spec)
+                .await
+                .expect("second start is a no-op")
+        );
         // A new supervisor (a restarted agent) finds it through the pid file.
         let again = ChildSupervisor::new(tmp.path());
         assert!(again.is_running("sleeper"));
@@ -124,8 +151,16 @@ mod tests {
     async fn a_missing_program_is_a_clear_error() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let sup = ChildSupervisor::new(tmp.path());
-        let spec = ServiceSpec { name: "x".into(), program: "/nonexistent/etcd".into(), args: vec![] };
-        let err = sup.ensure_running(&spec).await.expect_err("no such program").to_string();
+        let spec = ServiceSpec {
+            name: "x".into(),
+            program: "/nonexistent/etcd".into(),
+            args: vec![],
+        };
+        let err = sup
+            .ensure_running(&spec)
+            .await
+            .expect_err("no such program")
+            .to_string();
         assert!(err.contains("/nonexistent/etcd"), "{err}");
     }
 }

@@ -10,7 +10,9 @@ pub mod child;
 use std::path::PathBuf;
 
 /// Which supervisor runs Muster's services.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum SupervisorKind {
     /// systemd over D-Bus (the image).
@@ -31,11 +33,23 @@ pub struct ServiceSpec {
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
     #[error("service {name}: cannot start {program}: {source}")]
-    Spawn { name: String, program: PathBuf, source: std::io::Error },
+    Spawn {
+        name: String,
+        program: PathBuf,
+        source: std::io::Error,
+    },
     #[error("service {name}: {path}: {source}")]
-    Io { name: String, path: PathBuf, source: std::io::Error },
+    Io {
+        name: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("service {name}: cannot signal pid {pid}: {source}")]
-    Signal { name: String, pid: i32, source: nix::Error },
+    Signal {
+        name: String,
+        pid: i32,
+        source: nix::Error,
+    },
     #[error("service {name}: the systemd supervisor is not built yet; use --supervisor child")]
     SystemdNotBuilt { name: String },
 }

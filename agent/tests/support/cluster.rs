@@ -15,9 +15,14 @@ pub const SECRET: &str = "tier1-test-secret-0123456789abcdef0123";
 
 /// The etcd binary the image ships (Debian 13's etcd-server 3.5).
 pub fn etcd_bin() -> PathBuf {
-    let path = std::env::var("MUSTER_ETCD_BIN").unwrap_or_else(|_| "/opt/muster-test/etcd/usr/bin/etcd".into());
+    let path = std::env::var("MUSTER_ETCD_BIN")
+        .unwrap_or_else(|_| "/opt/muster-test/etcd/usr/bin/etcd".into());
     let path = PathBuf::from(path);
-    assert!(path.exists(), "etcd not found at {}: run `bash ci/install-deps.sh`", path.display());
+    assert!(
+        path.exists(),
+        "etcd not found at {}: run `bash ci/install-deps.sh`",
+        path.display()
+    );
     path
 }
 
@@ -45,7 +50,9 @@ impl Cluster {
         let net = Net::new(hint);
         let base = net.subnet();
         let prefix = base.trim_end_matches("0/24");
-        let peers: Vec<String> = (0..slots).map(|i| format!("\"{prefix}{}\"", 11 + i)).collect();
+        let peers: Vec<String> = (0..slots)
+            .map(|i| format!("\"{prefix}{}\"", 11 + i))
+            .collect();
         let dir = std::env::temp_dir().join(format!("{}-config", net.name()));
         std::fs::create_dir_all(&dir).expect("config dir");
         let config = dir.join("cluster.yaml");
@@ -77,7 +84,12 @@ impl Cluster {
         let host = self.net.add_host(&format!("h{}", i + 1));
         std::fs::write(
             host.dir().join("facts.yaml"),
-            format!("instance_id: i-{:02}\nhostname: h{}\nprivate_ipv4: {}\n", i + 1, i + 1, host.ip()),
+            format!(
+                "instance_id: i-{:02}\nhostname: h{}\nprivate_ipv4: {}\n",
+                i + 1,
+                i + 1,
+                host.ip()
+            ),
         )
         .expect("facts");
         self.nodes.push(Node { host, agent: None });
@@ -101,7 +113,12 @@ impl Cluster {
         ];
         args.extend(self.agent_flags.iter().cloned());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        node.agent = Some(node.host.spawn(env!("CARGO_BIN_EXE_muster"), &args, &[("RUST_LOG", "info")], "agent.log"));
+        node.agent = Some(node.host.spawn(
+            env!("CARGO_BIN_EXE_muster"),
+            &args,
+            &[("RUST_LOG", "info")],
+            "agent.log",
+        ));
     }
 
     /// Power cut: every process of the host dies; its disk stays.
@@ -161,7 +178,10 @@ impl Cluster {
             .iter()
             .filter(|m| m["healthy"] == Value::Bool(true) && m["is_learner"] == Value::Bool(false))
             .count();
-        let learners = members.iter().filter(|m| m["is_learner"] == Value::Bool(true)).count();
+        let learners = members
+            .iter()
+            .filter(|m| m["is_learner"] == Value::Bool(true))
+            .count();
         Some((etcd["cluster_id"].as_str()?.to_string(), voting, learners))
     }
 
@@ -169,19 +189,26 @@ impl Cluster {
     /// `members` healthy voting members and no learner. Returns the cluster id.
     pub fn wait_for_cluster(&self, nodes: &[usize], members: usize, timeout: Duration) -> String {
         let mut id = String::new();
-        let waited = wait_until("one etcd cluster with all members healthy", timeout, Duration::from_millis(200), || {
-            let views: Vec<_> = nodes.iter().map(|&i| self.etcd_view(i)).collect();
-            match views.first() {
-                Some(Some((first, _, _))) => {
-                    let ok = views.iter().all(|v| matches!(v, Some((c, n, 0)) if c == first && *n == members));
-                    if ok {
-                        id = first.clone();
+        let waited = wait_until(
+            "one etcd cluster with all members healthy",
+            timeout,
+            Duration::from_millis(200),
+            || {
+                let views: Vec<_> = nodes.iter().map(|&i| self.etcd_view(i)).collect();
+                match views.first() {
+                    Some(Some((first, _, _))) => {
+                        let ok = views
+                            .iter()
+                            .all(|v| matches!(v, Some((c, n, 0)) if c == first && *n == members));
+                        if ok {
+                            id = first.clone();
+                        }
+                        ok
                     }
-                    ok
+                    _ => false,
                 }
-                _ => false,
-            }
-        });
+            },
+        );
         if let Err(e) = waited {
             let views: Vec<_> = nodes.iter().map(|&i| self.status(i)).collect();
             panic!("{e}; statuses: {views:#?}");

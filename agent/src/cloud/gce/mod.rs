@@ -165,12 +165,16 @@ impl GceClient {
                     let method = method.clone();
                     async move {
                         let token = self.token().await?;
-                        let request = self
+                        let mut request = self
                             .http
                             .request(method.clone(), url.clone())
-                            .header("authorization", token.bearer())
-                            // listManagedInstances is a body-less POST; Google wants a length.
-                            .header("content-length", "0");
+                            .header("authorization", token.bearer());
+                        if method == Method::POST {
+                            // listManagedInstances is a body-less POST and Google
+                            // answers 411 without a length; hyper sends none for
+                            // an empty body, so say it.
+                            request = request.header("content-length", "0");
+                        }
                         let reply = http::send(request, self.opts.request_timeout)
                             .await
                             .map_err(Fault::Transport)?;
