@@ -21,3 +21,4 @@ pub mod retry;
 pub mod roles;
 pub mod service;
 pub mod state;
+pub mod vip;
