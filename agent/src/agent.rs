@@ -173,7 +173,7 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
             .into());
         }
     };
-    let source = PeerSource::from_config(config.discovery.method(), &facts)?;
+    let source = PeerSource::from_config(config.discovery.method(), &facts, &args.metadata).await?;
     let runner = Runner::new(
         RunnerConfig {
             cluster_name: config.cluster.name.clone(),

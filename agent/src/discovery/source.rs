@@ -1,18 +1,23 @@
 //! Picks the discovery source from the config and lists the group's peers.
 
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use url::Url;
 
 use super::error::DiscoveryError;
 use super::{Peer, aws_asg, static_list};
-use crate::cloud::aws::{AwsClient, AwsOptions, Credentials};
+use crate::cloud::aws::{AwsClient, AwsOptions, Credentials, parse_imds_role_credentials};
 use crate::config::{CloudProvider, DiscoveryMethod, DnsRecord};
-use crate::metadata::{InstanceFacts, ProviderKind};
+use crate::metadata::{self, InstanceFacts, ProviderKind};
 
 /// Environment variable pointing the AWS client at another endpoint (moto in
 /// tests, a VPC endpoint proxy in production).
 pub const AWS_ENDPOINT_ENV: &str = "MUSTER_AWS_ENDPOINT";
+
+/// How often instance-role credentials are fetched again. AWS rotates them
+/// at least five minutes before they expire, and they last hours.
+const ROLE_REFRESH: Duration = Duration::from_secs(15 * 60);
 
 /// A configured source of peers.
 pub enum PeerSource {
@@ -22,7 +27,16 @@ pub enum PeerSource {
     AwsGroup {
         client: Box<AwsClient>,
         group: String,
+        /// Where to refresh instance-role credentials; `None` when the
+        /// credentials came from the environment.
+        role: Option<RoleCredentials>,
     },
+}
+
+/// Instance-role credentials from IMDS and when they were last fetched.
+pub struct RoleCredentials {
+    imds: metadata::Options,
+    fetched: Mutex<Instant>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -31,18 +45,34 @@ pub enum SourceError {
     Discovery(#[from] DiscoveryError),
     #[error("discovery: {0}")]
     Resolve(#[from] static_list::ResolveError),
-    #[error("discovery: {what} is not built yet; use `discovery.static` or an AWS group")]
+    #[error(
+        "discovery: {what} is not built yet; use `discovery.static`, DNS A records or an AWS group"
+    )]
     NotBuilt { what: &'static str },
     #[error("discovery: {0}")]
     Setup(String),
 }
 
+/// The instance role's credentials, via IMDS (never logged).
+async fn imds_credentials(imds: &metadata::Options) -> Result<Credentials, SourceError> {
+    let json = metadata::aws::role_credentials(imds)
+        .await
+        .map_err(|e| SourceError::Setup(format!("AWS credentials: {e}")))?
+        .ok_or_else(|| {
+            SourceError::Setup(
+                "AWS credentials: none in the environment and the instance has no IAM role".into(),
+            )
+        })?;
+    parse_imds_role_credentials(&json).map_err(|e| SourceError::Setup(e.to_string()))
+}
+
 impl PeerSource {
     /// Builds the source the config names, with the instance's facts filling
     /// the defaults (its own group, its region).
-    pub fn from_config(
+    pub async fn from_config(
         method: DiscoveryMethod<'_>,
         facts: &InstanceFacts,
+        imds: &metadata::Options,
     ) -> Result<PeerSource, SourceError> {
         match method {
             DiscoveryMethod::Static(s) => Ok(PeerSource::Static(s.peers.clone())),
@@ -70,18 +100,28 @@ impl PeerSource {
                 })?;
                 let mut opts = AwsOptions::new(region);
                 if let Ok(endpoint) = std::env::var(AWS_ENDPOINT_ENV) {
-                    opts.endpoint = Some(
-                        Url::parse(&endpoint)
-                            .map_err(|e| SourceError::Setup(format!("{AWS_ENDPOINT_ENV}: {e}")))?,
-                    );
+                    let url = Url::parse(&endpoint)
+                        .map_err(|e| SourceError::Setup(format!("{AWS_ENDPOINT_ENV}: {e}")))?;
+                    opts.endpoint = Some(url);
                 }
-                let credentials =
-                    Credentials::from_env().map_err(|e| SourceError::Setup(e.to_string()))?;
+                // Credentials from the environment win (tests, unusual
+                // setups); an instance normally uses its IAM role.
+                let (credentials, role) = match Credentials::from_env() {
+                    Ok(c) => (c, None),
+                    Err(_) => {
+                        let role = RoleCredentials {
+                            imds: imds.clone(),
+                            fetched: Mutex::new(Instant::now()),
+                        };
+                        (imds_credentials(imds).await?, Some(role))
+                    }
+                };
                 let client = AwsClient::new(opts, credentials)
                     .map_err(|e| SourceError::Setup(e.to_string()))?;
                 Ok(PeerSource::AwsGroup {
                     client: Box::new(client),
                     group,
+                    role,
                 })
             }
         }
@@ -95,7 +135,7 @@ impl PeerSource {
             // The same list on every node: nothing to wait for.
             PeerSource::Static(_) => Duration::ZERO,
             PeerSource::DnsA(_) => Duration::from_secs(5),
-            // AWS's documented eventual consistency for Describe* calls is
+            // AWS documents Describe* calls as eventually consistent, within
             // seconds; 10 s leaves a margin at little cost to a boot.
             PeerSource::AwsGroup { .. } => Duration::from_secs(10),
         }
@@ -105,25 +145,25 @@ impl PeerSource {
     pub async fn list(&self) -> Result<Vec<Peer>, SourceError> {
         match self {
             PeerSource::Static(entries) => Ok(static_list::resolve(entries).await?),
-            PeerSource::DnsA(name) => {
-                let addrs =
-                    tokio::net::lookup_host((name.as_str(), 0))
-                        .await
-                        .map_err(|source| static_list::ResolveError::Lookup {
-                            entry: name.clone(),
-                            source,
-                        })?;
-                let mut peers: Vec<Peer> = addrs
-                    .filter_map(|a| match a.ip() {
-                        std::net::IpAddr::V4(ip) => Some(static_list::address_peer(ip)),
-                        std::net::IpAddr::V6(_) => None,
-                    })
-                    .collect();
-                peers.sort_by(|a, b| a.id.cmp(&b.id));
-                peers.dedup();
-                Ok(peers)
-            }
-            PeerSource::AwsGroup { client, group } => {
+            PeerSource::DnsA(name) => Ok(static_list::resolve_all(name).await?),
+            PeerSource::AwsGroup {
+                client,
+                group,
+                role,
+            } => {
+                if let Some(role) = role {
+                    let due = role
+                        .fetched
+                        .lock()
+                        .map(|t| t.elapsed() >= ROLE_REFRESH)
+                        .unwrap_or(true);
+                    if due {
+                        client.set_credentials(imds_credentials(&role.imds).await?);
+                        if let Ok(mut fetched) = role.fetched.lock() {
+                            *fetched = Instant::now();
+                        }
+                    }
+                }
                 Ok(aws_asg::list_group(client, group).await?.peers)
             }
         }

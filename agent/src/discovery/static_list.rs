@@ -29,30 +29,41 @@ pub fn address_peer(address: Ipv4Addr) -> Peer {
     }
 }
 
-/// Resolves a list of IPv4 literals and host names into peers.
+/// All IPv4 addresses a name resolves to (DNS discovery by A records),
+/// sorted and without duplicates.
+pub async fn resolve_all(name: &str) -> Result<Vec<Peer>, ResolveError> {
+    let addrs =
+        tokio::net::lookup_host((name, 0))
+            .await
+            .map_err(|source| ResolveError::Lookup {
+                entry: name.to_string(),
+                source,
+            })?;
+    let mut ips: Vec<Ipv4Addr> = addrs
+        .filter_map(|a| match a.ip() {
+            IpAddr::V4(v4) => Some(v4),
+            IpAddr::V6(_) => None,
+        })
+        .collect();
+    ips.sort();
+    ips.dedup();
+    if ips.is_empty() {
+        return Err(ResolveError::NoIpv4 {
+            entry: name.to_string(),
+        });
+    }
+    Ok(ips.into_iter().map(address_peer).collect())
+}
+
+/// Resolves a list of IPv4 literals and host names into peers (a name
+/// stands for its first address).
 pub async fn resolve(entries: &[String]) -> Result<Vec<Peer>, ResolveError> {
     let mut peers = Vec::with_capacity(entries.len());
     for entry in entries {
-        if let Ok(ip) = entry.parse::<Ipv4Addr>() {
-            peers.push(address_peer(ip));
-            continue;
+        match entry.parse::<Ipv4Addr>() {
+            Ok(ip) => peers.push(address_peer(ip)),
+            Err(_) => peers.extend(resolve_all(entry).await?.into_iter().take(1)),
         }
-        let addrs = tokio::net::lookup_host((entry.as_str(), 0))
-            .await
-            .map_err(|source| ResolveError::Lookup {
-                entry: entry.clone(),
-                source,
-            })?;
-        let ip = addrs
-            .filter_map(|a| match a.ip() {
-                IpAddr::V4(v4) => Some(v4),
-                IpAddr::V6(_) => None,
-            })
-            .next()
-            .ok_or_else(|| ResolveError::NoIpv4 {
-                entry: entry.clone(),
-            })?;
-        peers.push(address_peer(ip));
     }
     Ok(peers)
 }

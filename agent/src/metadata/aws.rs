@@ -39,6 +39,8 @@ pub const AVAILABILITY_ZONE: &str = "latest/meta-data/placement/availability-zon
 pub const IDENTITY_DOCUMENT: &str = "latest/dynamic/instance-identity/document";
 pub const TAGS: &str = "latest/meta-data/tags/instance";
 pub const USER_DATA: &str = "latest/user-data";
+/// Lists the instance role's name; `<that>/<role>` holds its credentials.
+pub const ROLE_CREDENTIALS: &str = "latest/meta-data/iam/security-credentials/";
 
 /// The raw IMDS answers, one per path; `None` where IMDS said 404.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -182,6 +184,23 @@ pub async fn fetch(opts: &Options) -> Result<InstanceFacts, MetadataError> {
         "identified from AWS IMDS"
     );
     Ok(facts)
+}
+
+/// The JSON credentials document of the instance role, or `None` when the
+/// instance has no role (404). Parsed by `cloud::aws::parse_imds_role_credentials`;
+/// never logged (it holds a secret key).
+#[tracing::instrument(name = "metadata.aws.role_credentials", skip_all)]
+pub async fn role_credentials(opts: &Options) -> Result<Option<String>, MetadataError> {
+    let base = http::endpoint(P, opts, DEFAULT_ENDPOINT)?;
+    let client = HttpClient::new(P, opts)?;
+    let mut imds = Imds::connect(&client, &base, opts.allow_imdsv1).await?;
+    let Some(listing) = imds.get_text(ROLE_CREDENTIALS).await? else {
+        return Ok(None);
+    };
+    let Some(role) = listing.lines().map(str::trim).find(|l| !l.is_empty()) else {
+        return Ok(None);
+    };
+    imds.get_text(&format!("{ROLE_CREDENTIALS}{role}")).await
 }
 
 /// `tags/instance/<key>`: the key goes in as one path segment, because keys

@@ -55,10 +55,23 @@ pub enum TimingError {
     #[error(
         "vip timing: hold_for {hold:?} (+{drift} drift) + act_budget {budget:?} must stay below takeover_after {takeover:?} (-{drift} drift), or two nodes could hold the VIP"
     )]
-    TakeoverTooSoon { hold: Duration, takeover: Duration, budget: Duration, drift: f64 },
-    #[error("vip timing: lease_margin {margin:?} must exceed the drift over a ttl of {ttl:?} plus act_budget {budget:?}")]
-    LeaseMarginTooSmall { margin: Duration, ttl: Duration, budget: Duration },
-    #[error("vip timing: renew_every {renew:?} must be well inside hold_for {hold:?} (at most half)")]
+    TakeoverTooSoon {
+        hold: Duration,
+        takeover: Duration,
+        budget: Duration,
+        drift: f64,
+    },
+    #[error(
+        "vip timing: lease_margin {margin:?} must exceed the drift over a ttl of {ttl:?} plus act_budget {budget:?}"
+    )]
+    LeaseMarginTooSmall {
+        margin: Duration,
+        ttl: Duration,
+        budget: Duration,
+    },
+    #[error(
+        "vip timing: renew_every {renew:?} must be well inside hold_for {hold:?} (at most half)"
+    )]
     RenewTooSlow { renew: Duration, hold: Duration },
     #[error("vip timing: drift {0} must be in [0, 0.1)")]
     Drift(f64),
@@ -73,7 +86,7 @@ impl Timing {
         // Worst case: the holder's clock runs slow (its hold_for lasts
         // longer in real time), the candidate's runs fast (its wait is
         // shorter), and the holder's timer fires act_budget late.
-        let holder_real = self.hold_for.mul_f64(1.0 + self.drift) + self.act_budget;
+        let holder_real = self.hold_for.div_f64(1.0 - self.drift) + self.act_budget;
         let candidate_real = self.takeover_after.div_f64(1.0 + self.drift);
         if holder_real >= candidate_real {
             return Err(TimingError::TakeoverTooSoon {
@@ -85,7 +98,10 @@ impl Timing {
         }
         self.check_lease(self.lease_ttl)?;
         if self.renew_every * 2 > self.hold_for {
-            return Err(TimingError::RenewTooSlow { renew: self.renew_every, hold: self.hold_for });
+            return Err(TimingError::RenewTooSlow {
+                renew: self.renew_every,
+                hold: self.hold_for,
+            });
         }
         Ok(())
     }
@@ -111,7 +127,10 @@ impl Timing {
     /// Expected crash failover, for logs and docs: the candidate's wait
     /// minus the age of the last touch, plus one poll.
     pub fn crash_failover_bounds(&self) -> (Duration, Duration) {
-        (self.takeover_after.saturating_sub(self.renew_every), self.takeover_after + self.poll_every)
+        (
+            self.takeover_after.saturating_sub(self.renew_every),
+            self.takeover_after + self.poll_every,
+        )
     }
 }
 
@@ -149,14 +168,22 @@ pub enum Verdict {
 
 pub fn verdict(proof: &Proof, now: Instant, t: &Timing) -> Verdict {
     let until = proof.deadline(t);
-    if now < until { Verdict::Hold { until } } else { Verdict::StepDown }
+    if now < until {
+        Verdict::Hold { until }
+    } else {
+        Verdict::StepDown
+    }
 }
 
 /// The election key as last read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyView {
     Absent,
-    Held { holder: String, lease: i64, mod_revision: i64 },
+    Held {
+        holder: String,
+        lease: i64,
+        mod_revision: i64,
+    },
 }
 
 /// The last key state a candidate saw change, and when (its clock).
@@ -176,7 +203,10 @@ pub fn observe(prev: Option<Seen>, key: &KeyView, now: Instant) -> Seen {
     };
     match prev {
         Some(seen) if seen.mod_revision == rev => seen,
-        _ => Seen { mod_revision: rev, since: now },
+        _ => Seen {
+            mod_revision: rev,
+            since: now,
+        },
     }
 }
 
@@ -222,7 +252,9 @@ pub fn next(me: &str, healthy: bool, key: &KeyView, seen: Seen, now: Instant, t:
             if now >= silent_until {
                 Next::Campaign(Expect::ModRevision(*mod_revision))
             } else {
-                Next::Wait { until: silent_until.min(now + t.poll_every) }
+                Next::Wait {
+                    until: silent_until.min(now + t.poll_every),
+                }
             }
         }
     }
@@ -240,7 +272,11 @@ pub struct HealthStreak {
 impl HealthStreak {
     /// Records a check; true when the holder should release.
     pub fn record(&mut self, healthy: bool) -> bool {
-        self.failed = if healthy { 0 } else { self.failed.saturating_add(1) };
+        self.failed = if healthy {
+            0
+        } else {
+            self.failed.saturating_add(1)
+        };
         self.failed >= UNHEALTHY_RELEASE_AFTER
     }
 }
@@ -248,7 +284,11 @@ impl HealthStreak {
 /// When to send gratuitous ARP after taking over, from the moment the
 /// address was added: at once, then again in case the first was lost or a
 /// switch was still learning.
-pub const ANNOUNCE_AT: [Duration; 3] = [Duration::ZERO, Duration::from_millis(250), Duration::from_millis(1000)];
+pub const ANNOUNCE_AT: [Duration; 3] = [
+    Duration::ZERO,
+    Duration::from_millis(250),
+    Duration::from_millis(1000),
+];
 
 #[cfg(test)]
 mod tests {
@@ -268,13 +308,31 @@ mod tests {
 
     #[test]
     fn timing_that_lets_a_candidate_in_before_the_holder_drops_is_refused() {
-        let t = Timing { takeover_after: Duration::from_millis(800), ..Timing::default() };
-        assert!(matches!(t.check(), Err(TimingError::TakeoverTooSoon { .. })));
-        let t = Timing { hold_for: Duration::from_millis(1000), ..Timing::default() };
-        assert!(matches!(t.check(), Err(TimingError::TakeoverTooSoon { .. })));
-        let t = Timing { drift: 0.5, ..Timing::default() };
+        let t = Timing {
+            takeover_after: Duration::from_millis(800),
+            ..Timing::default()
+        };
+        assert!(matches!(
+            t.check(),
+            Err(TimingError::TakeoverTooSoon { .. })
+        ));
+        let t = Timing {
+            hold_for: Duration::from_millis(1000),
+            ..Timing::default()
+        };
+        assert!(matches!(
+            t.check(),
+            Err(TimingError::TakeoverTooSoon { .. })
+        ));
+        let t = Timing {
+            drift: 0.5,
+            ..Timing::default()
+        };
         assert!(matches!(t.check(), Err(TimingError::Drift(_))));
-        let t = Timing { renew_every: Duration::from_millis(400), ..Timing::default() };
+        let t = Timing {
+            renew_every: Duration::from_millis(400),
+            ..Timing::default()
+        };
         assert!(matches!(t.check(), Err(TimingError::RenewTooSlow { .. })));
     }
 
@@ -302,42 +360,92 @@ mod tests {
     fn the_deadline_is_the_earlier_of_touch_and_lease_rules() {
         let t = Timing::default();
         let now = t0();
-        let p = Proof { touch_sent: now, lease_sent: now, ttl: Duration::from_secs(2) };
+        let p = Proof {
+            touch_sent: now,
+            lease_sent: now,
+            ttl: Duration::from_secs(2),
+        };
         assert_eq!(p.deadline(&t), now + t.hold_for);
         // Keep-alives failing while touches succeed: the lease rule binds.
-        let p = Proof { touch_sent: now + Duration::from_secs(5), lease_sent: now, ttl: Duration::from_secs(2) };
+        let p = Proof {
+            touch_sent: now + Duration::from_secs(5),
+            lease_sent: now,
+            ttl: Duration::from_secs(2),
+        };
         assert_eq!(p.deadline(&t), now + Duration::from_millis(1500));
-        assert_eq!(verdict(&p, now + Duration::from_millis(1499), &t), Verdict::Hold { until: p.deadline(&t) });
-        assert_eq!(verdict(&p, now + Duration::from_millis(1500), &t), Verdict::StepDown);
+        assert_eq!(
+            verdict(&p, now + Duration::from_millis(1499), &t),
+            Verdict::Hold {
+                until: p.deadline(&t)
+            }
+        );
+        assert_eq!(
+            verdict(&p, now + Duration::from_millis(1500), &t),
+            Verdict::StepDown
+        );
     }
 
     #[test]
     fn a_candidate_waits_for_a_silent_holder_and_then_expects_that_revision() {
         let t = Timing::default();
         let start = t0();
-        let key = KeyView::Held { holder: "a".into(), lease: 7, mod_revision: 40 };
+        let key = KeyView::Held {
+            holder: "a".into(),
+            lease: 7,
+            mod_revision: 40,
+        };
         let seen = observe(None, &key, start);
-        assert!(matches!(next("b", true, &key, seen, start, &t), Next::Wait { .. }));
+        assert!(matches!(
+            next("b", true, &key, seen, start, &t),
+            Next::Wait { .. }
+        ));
         let later = start + t.takeover_after;
-        assert_eq!(next("b", true, &key, seen, later, &t), Next::Campaign(Expect::ModRevision(40)));
+        assert_eq!(
+            next("b", true, &key, seen, later, &t),
+            Next::Campaign(Expect::ModRevision(40))
+        );
         // A touch (new revision) restarts the clock.
-        let touched = KeyView::Held { holder: "a".into(), lease: 7, mod_revision: 41 };
+        let touched = KeyView::Held {
+            holder: "a".into(),
+            lease: 7,
+            mod_revision: 41,
+        };
         let seen2 = observe(Some(seen), &touched, later);
         assert_eq!(seen2.since, later);
-        assert!(matches!(next("b", true, &touched, seen2, later, &t), Next::Wait { .. }));
+        assert!(matches!(
+            next("b", true, &touched, seen2, later, &t),
+            Next::Wait { .. }
+        ));
         // The same revision again does not.
-        assert_eq!(observe(Some(seen2), &touched, later + t.takeover_after), seen2);
+        assert_eq!(
+            observe(Some(seen2), &touched, later + t.takeover_after),
+            seen2
+        );
     }
 
     #[test]
     fn waits_never_oversleep_the_takeover_moment_or_the_poll() {
         let t = Timing::default();
         let start = t0();
-        let key = KeyView::Held { holder: "a".into(), lease: 7, mod_revision: 3 };
+        let key = KeyView::Held {
+            holder: "a".into(),
+            lease: 7,
+            mod_revision: 3,
+        };
         let seen = observe(None, &key, start);
         let now = start + t.takeover_after - Duration::from_millis(10);
-        assert_eq!(next("b", true, &key, seen, now, &t), Next::Wait { until: start + t.takeover_after });
-        assert_eq!(next("b", true, &key, seen, start, &t), Next::Wait { until: start + t.poll_every });
+        assert_eq!(
+            next("b", true, &key, seen, now, &t),
+            Next::Wait {
+                until: start + t.takeover_after
+            }
+        );
+        assert_eq!(
+            next("b", true, &key, seen, start, &t),
+            Next::Wait {
+                until: start + t.poll_every
+            }
+        );
     }
 
     #[test]
@@ -345,20 +453,40 @@ mod tests {
         let t = Timing::default();
         let now = t0();
         let seen = observe(None, &KeyView::Absent, now);
-        assert_eq!(next("b", true, &KeyView::Absent, seen, now, &t), Next::Campaign(Expect::Absent));
-        assert_eq!(next("b", false, &KeyView::Absent, seen, now, &t), Next::StandBy);
-        let key = KeyView::Held { holder: "a".into(), lease: 7, mod_revision: 3 };
+        assert_eq!(
+            next("b", true, &KeyView::Absent, seen, now, &t),
+            Next::Campaign(Expect::Absent)
+        );
+        assert_eq!(
+            next("b", false, &KeyView::Absent, seen, now, &t),
+            Next::StandBy
+        );
+        let key = KeyView::Held {
+            holder: "a".into(),
+            lease: 7,
+            mod_revision: 3,
+        };
         let seen = observe(None, &key, now);
-        assert_eq!(next("b", false, &key, seen, now + Duration::from_secs(9), &t), Next::StandBy);
+        assert_eq!(
+            next("b", false, &key, seen, now + Duration::from_secs(9), &t),
+            Next::StandBy
+        );
     }
 
     #[test]
     fn our_own_name_under_a_lease_we_do_not_hold_is_revoked() {
         let t = Timing::default();
         let now = t0();
-        let key = KeyView::Held { holder: "b".into(), lease: 99, mod_revision: 3 };
+        let key = KeyView::Held {
+            holder: "b".into(),
+            lease: 99,
+            mod_revision: 3,
+        };
         let seen = observe(None, &key, now);
-        assert_eq!(next("b", false, &key, seen, now, &t), Next::RevokeStale { lease: 99 });
+        assert_eq!(
+            next("b", false, &key, seen, now, &t),
+            Next::RevokeStale { lease: 99 }
+        );
     }
 
     #[test]
@@ -383,9 +511,14 @@ mod tests {
             for holder_rate in [1.0 - t.drift, 1.0, 1.0 + t.drift] {
                 for cand_rate in [1.0 - t.drift, 1.0, 1.0 + t.drift] {
                     // Real time, seconds, from the touch's send.
-                    let holder_gone = t.hold_for.as_secs_f64() / holder_rate + t.act_budget.as_secs_f64();
-                    let cand_takes = seen_lag_ms as f64 / 1000.0 + t.takeover_after.as_secs_f64() / cand_rate;
-                    assert!(holder_gone < cand_takes, "lag {seen_lag_ms} ms, rates {holder_rate}/{cand_rate}");
+                    let holder_gone =
+                        t.hold_for.as_secs_f64() / holder_rate + t.act_budget.as_secs_f64();
+                    let cand_takes =
+                        seen_lag_ms as f64 / 1000.0 + t.takeover_after.as_secs_f64() / cand_rate;
+                    assert!(
+                        holder_gone < cand_takes,
+                        "lag {seen_lag_ms} ms, rates {holder_rate}/{cand_rate}"
+                    );
                 }
             }
         }

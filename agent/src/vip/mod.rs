@@ -1,0 +1,384 @@
+//! The floating API endpoint (DESIGN phase 7, invariant S4): candidates
+//! elect one VIP holder on etcd; the holder answers for the VIP through a
+//! [`Mover`] and drops it by itself as soon as it cannot prove its claim.
+//!
+//! * `election` — pure: timing rules, the candidate's decision.
+//! * `lease`    — etcd I/O: the key, txns, lease.
+//! * `health`   — may this node campaign?
+//! * `mover`, `netlink`, `arp` — making the VIP answer here (L2 mode).
+//!
+//! The argument for "never two holders" is in `docs/design/vip.md`.
+
+pub mod arp;
+pub mod election;
+pub mod health;
+pub mod lease;
+pub mod mover;
+pub mod netlink;
+
+use std::net::Ipv4Addr;
+use std::pin::Pin;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::{Instant, sleep, sleep_until, timeout};
+use tracing::{Instrument, debug, error, info, info_span, warn};
+
+use election::{ANNOUNCE_AT, HealthStreak, Next, Proof, Timing, TimingError, Verdict};
+pub use health::{EtcdMemberHealth, HealthCheck};
+use lease::Store;
+pub use lease::{EtcdAccess, LeaseError};
+pub use mover::{ArpMover, Mover, MoverError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum VipError {
+    #[error(transparent)]
+    Timing(#[from] TimingError),
+    #[error(transparent)]
+    Mover(#[from] MoverError),
+    #[error("vip {vip}: could not remove the address on shutdown: {source}")]
+    Release { vip: Ipv4Addr, source: MoverError },
+}
+
+/// What one node needs to take part in the election of one VIP.
+#[derive(Debug, Clone)]
+pub struct VipConfig {
+    pub vip: Ipv4Addr,
+    /// Unique per node (instance id); written into the election key.
+    pub holder_id: String,
+    /// The cluster's etcd (all members' client URLs, so the local member
+    /// dying does not stop a healthy holder from renewing).
+    pub etcd: EtcdAccess,
+    pub timing: Timing,
+}
+
+/// This node's part, as seen from outside (status, tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VipRole {
+    /// Not healthy or etcd unreachable: not campaigning.
+    StandBy,
+    /// Watching the holder, ready to take over.
+    Candidate,
+    /// The VIP answers here.
+    Holder,
+}
+
+/// Runs the election for one VIP on this node. See [`VipManager::run`].
+pub struct VipManager<M, H> {
+    cfg: VipConfig,
+    mover: M,
+    health: H,
+    role: watch::Sender<VipRole>,
+}
+
+enum End {
+    Shutdown,
+    Lost,
+}
+
+/// The claim of a holder: its lease and what it has proven.
+struct Claim {
+    lease: i64,
+    proof: Proof,
+}
+
+/// Outcome of one renewal round, with the send time all three share.
+struct Round {
+    sent: Instant,
+    touch: Result<bool, LeaseError>,
+    keep_alive: Result<bool, LeaseError>,
+    healthy: bool,
+}
+
+type Shutdown<'a> = Pin<&'a mut (dyn Future<Output = ()> + Send)>;
+
+impl<M: Mover, H: HealthCheck> VipManager<M, H> {
+    /// Refuses timings that cannot keep S4.
+    pub fn new(cfg: VipConfig, mover: M, health: H) -> Result<Self, VipError> {
+        cfg.timing.check()?;
+        let (role, _) = watch::channel(VipRole::StandBy);
+        Ok(VipManager { cfg, mover, health, role })
+    }
+
+    /// Follows this node's role as it changes.
+    pub fn role(&self) -> watch::Receiver<VipRole> {
+        self.role.subscribe()
+    }
+
+    /// Takes part in the election until `shutdown` resolves. On shutdown a
+    /// holder removes the address first, then revokes its lease, so another
+    /// node takes over at once. etcd faults are weather: logged and retried.
+    /// Dropping the future instead (a crash) leaves the address to the next
+    /// start, which removes it before anything else.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()> + Send) -> Result<(), VipError> {
+        let span = info_span!("vip", vip = %self.cfg.vip, id = %self.cfg.holder_id);
+        async move {
+            let mut shutdown = std::pin::pin!(shutdown);
+            let shutdown: Shutdown = shutdown.as_mut();
+            self.run_inner(shutdown).await
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn run_inner(&mut self, mut shutdown: Shutdown<'_>) -> Result<(), VipError> {
+        // An earlier run may have crashed holding the address: S4 first.
+        self.release_until_done().await;
+        let key = lease::key_for(self.cfg.vip);
+        let call_timeout = self.cfg.timing.hold_for / 2;
+        let mut store = None;
+        loop {
+            let st = match &store {
+                Some(st) => Store::clone(st),
+                None => {
+                    let me = self.cfg.holder_id.clone();
+                    let connect = Store::connect(&self.cfg.etcd, key.clone(), me, call_timeout);
+                    tokio::select! {
+                        _ = shutdown.as_mut() => return Ok(()),
+                        r = connect => match r {
+                            Ok(st) => store.insert(st).clone(),
+                            Err(e) => {
+                                warn!("{e}");
+                                self.role.send_replace(VipRole::StandBy);
+                                if pause(&mut shutdown, Duration::from_millis(500)).await { return Ok(()); }
+                                continue;
+                            }
+                        },
+                    }
+                }
+            };
+            let Some(claim) = self.campaign(&st, &mut shutdown).await else { return Ok(()) };
+            match self.hold(&st, claim, &mut shutdown).await? {
+                End::Shutdown => return Ok(()),
+                End::Lost => self.role.send_replace(VipRole::Candidate),
+            };
+        }
+    }
+
+    /// Candidate: returns a won claim, or `None` on shutdown.
+    async fn campaign(&mut self, st: &Store, shutdown: &mut Shutdown<'_>) -> Option<Claim> {
+        let t = self.cfg.timing;
+        let mut seen = None;
+        let mut failing = false;
+        loop {
+            let now = Instant::now();
+            let key = tokio::select! {
+                _ = shutdown.as_mut() => return None,
+                r = st.read() => r,
+            };
+            let key = match key {
+                Ok(k) => k,
+                Err(e) => {
+                    log_fault(&mut failing, &e);
+                    self.role.send_replace(VipRole::StandBy);
+                    if pause(shutdown, t.poll_every * 4).await {
+                        return None;
+                    }
+                    continue;
+                }
+            };
+            failing = false;
+            let seen_now = election::observe(seen, &key, now);
+            seen = Some(seen_now);
+            let me = self.cfg.holder_id.as_str();
+            // Health costs a call: ask only when it could change the step.
+            let mut step = election::next(me, true, &key, seen_now, now, &t);
+            if matches!(step, Next::Campaign(_)) && !self.health.healthy().await {
+                step = election::next(me, false, &key, seen_now, now, &t);
+            }
+            match step {
+                Next::Campaign(expect) => {
+                    self.role.send_replace(VipRole::Candidate);
+                    if let Some(claim) = self.try_claim(st, expect).await {
+                        return Some(claim);
+                    }
+                }
+                Next::RevokeStale { lease } => {
+                    info!(lease, "vip: revoking this node's claim from an earlier run");
+                    if let Err(e) = st.revoke(lease).await {
+                        log_fault(&mut failing, &e);
+                        if pause(shutdown, t.poll_every * 4).await {
+                            return None;
+                        }
+                    }
+                }
+                Next::Wait { until } => {
+                    self.role.send_replace(VipRole::Candidate);
+                    tokio::select! {
+                        _ = shutdown.as_mut() => return None,
+                        _ = sleep_until(until) => {}
+                    }
+                }
+                Next::StandBy => {
+                    self.role.send_replace(VipRole::StandBy);
+                    if pause(shutdown, t.poll_every * 4).await {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Grant a lease, then the txn. `None`: someone else got there first.
+    async fn try_claim(&mut self, st: &Store, expect: election::Expect) -> Option<Claim> {
+        let t = self.cfg.timing;
+        let lease_sent = Instant::now();
+        let (lease, ttl) = match st.grant(t.lease_ttl_secs()).await {
+            Ok(g) => g,
+            Err(e) => {
+                warn!("{e}");
+                return None;
+            }
+        };
+        if let Err(e) = t.check_lease(ttl) {
+            // etcd's minimum TTL (1.5 election timeouts) is above what the
+            // margin allows, or below it: holding would break S4.
+            error!("{e}; not campaigning with this lease");
+            let _ = st.revoke(lease).await;
+            return None;
+        }
+        let touch_sent = Instant::now();
+        match st.claim(expect, lease).await {
+            Ok(true) => Some(Claim { lease, proof: Proof { touch_sent, lease_sent, ttl } }),
+            Ok(false) => {
+                debug!(?expect, "vip: lost the race for the key");
+                let _ = st.revoke(lease).await;
+                None
+            }
+            Err(e) => {
+                warn!("{e}");
+                let _ = st.revoke(lease).await;
+                None
+            }
+        }
+    }
+
+    /// Holder: answer for the VIP while the claim is proven.
+    async fn hold(&mut self, st: &Store, mut claim: Claim, shutdown: &mut Shutdown<'_>) -> Result<End, VipError> {
+        let t = self.cfg.timing;
+        if !matches!(election::verdict(&claim.proof, Instant::now(), &t), Verdict::Hold { .. }) {
+            warn!("vip: the claim took too long to win; not using it");
+            let _ = st.revoke(claim.lease).await;
+            return Ok(End::Lost);
+        }
+        if let Err(e) = self.mover.acquire().await {
+            error!("vip: cannot take the address: {e}; handing the claim back");
+            self.release_until_done().await;
+            let _ = st.revoke(claim.lease).await;
+            sleep(t.takeover_after).await;
+            return Ok(End::Lost);
+        }
+        let acquired = Instant::now();
+        self.role.send_replace(VipRole::Holder);
+        info!(lease = claim.lease, ttl_ms = claim.proof.ttl.as_millis() as u64, "vip: holding");
+
+        let (mover, health) = (&mut self.mover, &mut self.health);
+        let mut announced = 1; // acquire sent the first one
+        let mut streak = HealthStreak::default();
+        let mut failing = false;
+        let mut next_round = acquired + t.renew_every;
+        let mut round = Box::pin(renew(st, claim.lease, next_round, health));
+        let end = loop {
+            let deadline = claim.proof.deadline(&t);
+            let announce_at = ANNOUNCE_AT.get(announced).map(|d| acquired + *d);
+            tokio::select! {
+                biased;
+                _ = sleep_until(deadline) => {
+                    warn!("vip: cannot prove the claim any more: dropping the address (S4)");
+                    break End::Lost;
+                }
+                _ = shutdown.as_mut() => break End::Shutdown,
+                _ = sleep_until(announce_at.unwrap_or(deadline)), if announce_at.is_some() => {
+                    announced += 1;
+                    if let Err(e) = mover.announce().await {
+                        warn!("vip: announcement: {e}");
+                    }
+                }
+                r = &mut round => {
+                    let lost = match (&r.touch, &r.keep_alive) {
+                        (Ok(false), _) => Some("the key names another holder"),
+                        (_, Ok(false)) => Some("the lease is gone"),
+                        _ => None,
+                    };
+                    if let Some(why) = lost {
+                        warn!("vip: lost the claim ({why}): dropping the address");
+                        break End::Lost;
+                    }
+                    // Each proof moves on its own: a touch may get through
+                    // while the keep-alive did not, or the other way round.
+                    if matches!(r.touch, Ok(true)) {
+                        claim.proof.touch_sent = r.sent;
+                    }
+                    if matches!(r.keep_alive, Ok(true)) {
+                        claim.proof.lease_sent = r.sent;
+                    }
+                    match (r.touch, r.keep_alive) {
+                        (Ok(_), Ok(_)) => failing = false,
+                        (Err(e), _) | (_, Err(e)) => log_fault(&mut failing, &e),
+                    }
+                    if streak.record(r.healthy) {
+                        warn!("vip: this node is unhealthy: handing the VIP on");
+                        break End::Lost;
+                    }
+                    next_round = (r.sent + t.renew_every).max(Instant::now());
+                    drop(round); // ends its borrow of `health`
+                    round = Box::pin(renew(st, claim.lease, next_round, health));
+                }
+            }
+        };
+        drop(round);
+        // S4: the address goes first, the lease after.
+        self.release_until_done().await;
+        self.role.send_replace(VipRole::Candidate);
+        match timeout(Duration::from_secs(1), st.revoke(claim.lease)).await {
+            Ok(Ok(())) => debug!("vip: lease revoked"),
+            Ok(Err(e)) => debug!("vip: lease not revoked ({e}); it expires by itself"),
+            Err(_) => debug!("vip: lease revoke timed out; it expires by itself"),
+        }
+        Ok(end)
+    }
+
+    /// Removes the address, retrying until the mover succeeds: while it
+    /// cannot, nothing else is safe to do.
+    async fn release_until_done(&mut self) {
+        let mut attempt = 0u32;
+        loop {
+            match self.mover.release().await {
+                Ok(()) => return,
+                Err(e) => {
+                    if attempt % 20 == 0 {
+                        error!("vip: cannot remove the address, retrying: {e}");
+                    }
+                    attempt += 1;
+                    sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+}
+
+/// One renewal round at `at`: touch, keep-alive and health check at once.
+async fn renew<H: HealthCheck>(st: &Store, lease: i64, at: Instant, health: &mut H) -> Round {
+    sleep_until(at).await;
+    let sent = Instant::now();
+    let (touch, keep_alive, healthy) = tokio::join!(st.touch(lease), st.keep_alive(lease), health.healthy());
+    Round { sent, touch, keep_alive, healthy }
+}
+
+/// Sleeps, or returns true early on shutdown.
+async fn pause(shutdown: &mut Shutdown<'_>, d: Duration) -> bool {
+    tokio::select! {
+        _ = shutdown.as_mut() => true,
+        _ = sleep(d) => false,
+    }
+}
+
+/// Logs the first fault of a streak as a warning, the rest at debug.
+fn log_fault(failing: &mut bool, e: &LeaseError) {
+    if *failing {
+        debug!("{e}");
+    } else {
+        warn!("{e}");
+        *failing = true;
+    }
+}

@@ -1,0 +1,104 @@
+//! Movers make this node answer for the VIP, or stop. The election does
+//! not care how: `arp` (an address on a shared L2 segment) is built; `bgp`
+//! (announce/withdraw a /32 to peers) and the cloud movers (`aws`: move a
+//! secondary private IP with AssignPrivateIpAddresses + AllowReassignment;
+//! `gce`: alias IP) plug in as further [`Mover`] implementations.
+
+use std::future::Future;
+use std::net::Ipv4Addr;
+
+use tracing::debug;
+
+use super::arp::{self, Arp, ArpSocket};
+use super::netlink::{Iface, Netlink, NetlinkError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MoverError {
+    #[error(transparent)]
+    Netlink(#[from] NetlinkError),
+    #[error("arp on {iface}: {source}")]
+    Arp { iface: String, source: std::io::Error },
+}
+
+/// How the VIP is moved. All methods are idempotent; `release` must be
+/// quick and local where at all possible, because S4 waits on it.
+pub trait Mover: Send {
+    /// Start answering for the VIP and make the network know it.
+    fn acquire(&mut self) -> impl Future<Output = Result<(), MoverError>> + Send;
+    /// Repeat the announcement (lost packets, slow switches). May be a no-op.
+    fn announce(&mut self) -> impl Future<Output = Result<(), MoverError>> + Send;
+    /// Stop answering for the VIP.
+    fn release(&mut self) -> impl Future<Output = Result<(), MoverError>> + Send;
+}
+
+/// L2 mode: the VIP as a /32 on an interface, announced by gratuitous ARP.
+pub struct ArpMover {
+    vip: Ipv4Addr,
+    iface: Iface,
+    netlink: Netlink,
+    socket: ArpSocket,
+}
+
+impl ArpMover {
+    /// Finds the interface (`interface`, or the one holding `node_ip`) and
+    /// opens the sockets, in the calling thread's network namespace.
+    pub async fn new(
+        vip: Ipv4Addr,
+        interface: Option<&str>,
+        node_ip: Ipv4Addr,
+    ) -> Result<ArpMover, MoverError> {
+        let netlink = Netlink::open()?;
+        let iface = netlink.find_iface(interface, node_ip).await?;
+        let socket = ArpSocket::open(iface.index).map_err(|source| MoverError::Arp {
+            iface: iface.name.clone(),
+            source,
+        })?;
+        debug!(iface = %iface.name, mac = %arp::mac_string(&iface.mac), "vip: arp mover ready");
+        Ok(ArpMover { vip, iface, netlink, socket })
+    }
+
+    pub fn iface(&self) -> &Iface {
+        &self.iface
+    }
+
+    /// Whether the address is on the interface now.
+    pub async fn holds(&self) -> Result<bool, MoverError> {
+        Ok(self.netlink.has(&self.iface, self.vip).await?)
+    }
+
+    fn send_announcements(&self) -> Result<(), MoverError> {
+        // Both forms: some neighbours heed only requests, some only replies.
+        let frames = [
+            Arp::announce_request(self.iface.mac, self.vip).frame(arp::BROADCAST),
+            Arp::announce_reply(self.iface.mac, self.vip).frame(arp::BROADCAST),
+        ];
+        for f in &frames {
+            self.socket.send(f).map_err(|source| MoverError::Arp {
+                iface: self.iface.name.clone(),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+}
+
+impl Mover for ArpMover {
+    fn acquire(&mut self) -> impl Future<Output = Result<(), MoverError>> + Send {
+        async move {
+            // The kernel sends no ARP on address add: announce ourselves.
+            self.netlink.add(&self.iface, self.vip).await?;
+            self.send_announcements()
+        }
+    }
+
+    fn announce(&mut self) -> impl Future<Output = Result<(), MoverError>> + Send {
+        async move { self.send_announcements() }
+    }
+
+    fn release(&mut self) -> impl Future<Output = Result<(), MoverError>> + Send {
+        async move {
+            self.netlink.remove(&self.iface, self.vip).await?;
+            Ok(())
+        }
+    }
+}
