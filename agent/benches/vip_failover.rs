@@ -1,2 +1,116 @@
-// Placeholder so the manifest parses until the VIP benchmark is written.
-fn main() {}
+//! Benchmark (tier 1): crash failover of the VIP holder, 50 times.
+//!
+//! Three candidate hosts, each with a real etcd 3.5 member (the agent's
+//! production timers: heartbeat 100 ms, election 1000 ms) and a VIP manager
+//! (ARP mode, default `election::Timing`), plus an observer on the same
+//! bridge. Each round: SIGKILL-equivalent of the holder's manager (its
+//! future is dropped; the address stays on its interface) and its link
+//! cut; failover = kill → first TCP answer through the VIP from another
+//! host (probes every 10 ms). The crashed host then "reboots": address
+//! gone, link up, manager restarted, and the next round starts.
+//! Double-holder observations: ARP rounds (who-has VIP every 10 ms) in
+//! which two different MACs answered, over the whole run.
+//!
+//! Run: `cargo bench -p muster-agent --bench vip_failover` (root; etcd from
+//! `bash ci/install-deps.sh`). `VIP_BENCH_ROUNDS=N` changes the count.
+//! Prints figures; asserts nothing about time.
+
+#[path = "../tests/support/netns.rs"]
+#[allow(dead_code)]
+mod netns;
+#[path = "../tests/support/vip.rs"]
+#[allow(dead_code)]
+mod vip_lab;
+
+use std::time::{Duration, Instant};
+
+use muster::vip::VipRole;
+use netns::wait_until;
+use vip_lab::{Lab, percentiles};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn main() {
+    let rounds: usize = std::env::var("VIP_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
+    let mut lab = Lab::new("vipbench", 3);
+    let since = Instant::now();
+    for i in 0..3 {
+        lab.start(i);
+    }
+    let mut all = Vec::new();
+    let (mut with_leader, mut without_leader) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let old = lab.wait_for_holder(WAIT);
+        let old_name = lab.hosts[old].name().to_string();
+        let leader_too = lab.etcd_leader() == Some(old);
+
+        lab.kill(old);
+        lab.hosts[old].link_down();
+        let killed = Instant::now();
+        wait_until(
+            "the VIP answers from another host",
+            WAIT,
+            Duration::from_millis(5),
+            || lab.first_answer_from(killed, |n| n != old_name).is_some(),
+        )
+        .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        let failover = lab
+            .first_answer_from(killed, |n| n != old_name)
+            .expect("answer")
+            - killed;
+        all.push(failover);
+        if leader_too {
+            with_leader.push(failover)
+        } else {
+            without_leader.push(failover)
+        }
+        eprintln!(
+            "round {:2}: {old_name} crashed{} -> answered after {failover:.2?}",
+            round + 1,
+            if leader_too {
+                " (with the etcd leader)"
+            } else {
+                ""
+            }
+        );
+
+        // Reboot: a fresh boot has no VIP on its interface.
+        lab.wipe_vip(old);
+        lab.hosts[old].link_up();
+        lab.start(old);
+        wait_until(
+            "the rebooted host is a candidate again",
+            WAIT,
+            Duration::from_millis(20),
+            || {
+                lab.candidates[old]
+                    .as_ref()
+                    .is_some_and(|c| *c.role.borrow() == VipRole::Candidate)
+            },
+        )
+        .unwrap_or_else(|e| panic!("round {round}: {e}"));
+    }
+    let doubles = lab.double_answers(since).len();
+    let arp_rounds = lab.arp_round_count(since);
+    let show = |name: &str, v: &[Duration]| {
+        if v.is_empty() {
+            println!("{name}: no samples");
+        } else {
+            let (p50, p99, max) = percentiles(v.to_vec());
+            println!(
+                "{name} ({} samples): p50 {p50:.2?}, p99 {p99:.2?}, max {max:.2?}",
+                v.len()
+            );
+        }
+    };
+    println!("vip_failover: {rounds} crash failovers (kill -> first answer from another host)");
+    show("  all", &all);
+    show("  holder's host also led etcd", &with_leader);
+    show("  etcd leader elsewhere", &without_leader);
+    println!(
+        "  double-holder observations: {doubles} of {arp_rounds} ARP rounds had two MACs answering"
+    );
+}

@@ -9,15 +9,17 @@ use std::collections::HashSet;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use muster::cloud::aws::{AUTOSCALING, AwsClient, AwsError, AwsOptions, Credentials, EC2};
+use muster::cloud::aws::{AUTOSCALING, AwsClient, AwsError, AwsOptions, Credentials};
 use muster::discovery::Lifecycle;
 use muster::discovery::aws_asg::list_group;
 use muster::discovery::error::DiscoveryError;
 use muster::discovery::group::GroupView;
 use muster::retry::Backoff;
-use support::moto::Moto;
+use support::moto::{Moto, create_group, params};
 
 const REGION: &str = "us-east-1";
+const VPC: &str = "10.0.0.0/16";
+const SUBNET: &str = "10.0.1.0/24";
 
 fn client(moto: &Moto, credentials: Credentials) -> AwsClient {
     let mut opts = AwsOptions::new(REGION);
@@ -32,71 +34,6 @@ fn client(moto: &Moto, credentials: Credentials) -> AwsClient {
 
 fn test_credentials() -> Credentials {
     Credentials::new("AKIDMUSTERTEST", "muster-test-secret", None)
-}
-
-fn params(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
-/// The text of the first `<tag>` in an answer (setup only needs ids).
-fn first(xml: &str, tag: &str) -> String {
-    let open = format!("<{tag}>");
-    let start = xml
-        .find(&open)
-        .unwrap_or_else(|| panic!("no <{tag}> in {xml}"))
-        + open.len();
-    let end = start + xml[start..].find('<').expect("closing tag");
-    xml[start..end].to_string()
-}
-
-/// VPC + subnet + launch template + an Auto Scaling group of `desired`.
-async fn create_group(aws: &AwsClient, name: &str, desired: u32) {
-    let vpc = aws
-        .query(&EC2, "CreateVpc", &params(&[("CidrBlock", "10.0.0.0/16")]))
-        .await
-        .expect("CreateVpc");
-    let vpc_id = first(&vpc, "vpcId");
-    let subnet = aws
-        .query(
-            &EC2,
-            "CreateSubnet",
-            &params(&[
-                ("VpcId", &vpc_id),
-                ("CidrBlock", "10.0.1.0/24"),
-                ("AvailabilityZone", "us-east-1a"),
-            ]),
-        )
-        .await
-        .expect("CreateSubnet");
-    let subnet_id = first(&subnet, "subnetId");
-    aws.query(
-        &EC2,
-        "CreateLaunchTemplate",
-        &params(&[
-            ("LaunchTemplateName", name),
-            ("LaunchTemplateData.ImageId", "ami-12345678"),
-            ("LaunchTemplateData.InstanceType", "t3.micro"),
-        ]),
-    )
-    .await
-    .expect("CreateLaunchTemplate");
-    aws.query(
-        &AUTOSCALING,
-        "CreateAutoScalingGroup",
-        &params(&[
-            ("AutoScalingGroupName", name),
-            ("LaunchTemplate.LaunchTemplateName", name),
-            ("MinSize", "0"),
-            ("MaxSize", "10"),
-            ("DesiredCapacity", &desired.to_string()),
-            ("VPCZoneIdentifier", &subnet_id),
-        ]),
-    )
-    .await
-    .expect("CreateAutoScalingGroup");
 }
 
 async fn autoscaling(aws: &AwsClient, action: &str, pairs: &[(&str, &str)]) {
@@ -130,7 +67,7 @@ fn assert_all_in_service(view: &GroupView, n: usize) {
 async fn a_group_of_three_then_five() {
     let moto = Moto::start();
     let aws = client(&moto, test_credentials());
-    create_group(&aws, "muster-cp", 3).await;
+    create_group(&aws, "muster-cp", 3, VPC, SUBNET).await;
 
     let view = list_group(&aws, "muster-cp").await.expect("list 3");
     assert_eq!(view.desired_capacity, 3);
@@ -160,7 +97,7 @@ async fn a_group_of_three_then_five() {
 async fn terminated_unhealthy_and_standby_members() {
     let moto = Moto::start();
     let aws = client(&moto, test_credentials());
-    create_group(&aws, "muster-cp", 4).await;
+    create_group(&aws, "muster-cp", 4, VPC, SUBNET).await;
     let before = list_group(&aws, "muster-cp").await.expect("list");
     assert_all_in_service(&before, 4);
     let ids: Vec<&str> = before.peers.iter().map(|p| p.id.as_str()).collect();

@@ -6,6 +6,7 @@
 //! its pid file (child) or unit (systemd) instead of owning it.
 
 pub mod child;
+pub mod systemd;
 
 use std::path::PathBuf;
 
@@ -50,6 +51,8 @@ pub enum ServiceError {
         pid: i32,
         source: nix::Error,
     },
+    #[error(transparent)]
+    Systemd(#[from] systemd::SystemdError),
     #[error("service {name}: the systemd supervisor is not built yet; use --supervisor child")]
     SystemdNotBuilt { name: String },
 }

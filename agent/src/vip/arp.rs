@@ -33,17 +33,35 @@ impl Arp {
     /// Gratuitous ARP request (RFC 5227 "announcement"): "`ip` is at `mac`",
     /// sender and target address both `ip`.
     pub fn announce_request(mac: [u8; 6], ip: Ipv4Addr) -> Arp {
-        Arp { op: Op::Request, sender_mac: mac, sender_ip: ip, target_mac: [0; 6], target_ip: ip }
+        Arp {
+            op: Op::Request,
+            sender_mac: mac,
+            sender_ip: ip,
+            target_mac: [0; 6],
+            target_ip: ip,
+        }
     }
 
     /// Unsolicited ARP reply, for neighbours that ignore gratuitous requests.
     pub fn announce_reply(mac: [u8; 6], ip: Ipv4Addr) -> Arp {
-        Arp { op: Op::Reply, sender_mac: mac, sender_ip: ip, target_mac: BROADCAST, target_ip: ip }
+        Arp {
+            op: Op::Reply,
+            sender_mac: mac,
+            sender_ip: ip,
+            target_mac: BROADCAST,
+            target_ip: ip,
+        }
     }
 
     /// "Who has `target`? Tell `ip`".
     pub fn who_has(mac: [u8; 6], ip: Ipv4Addr, target: Ipv4Addr) -> Arp {
-        Arp { op: Op::Request, sender_mac: mac, sender_ip: ip, target_mac: [0; 6], target_ip: target }
+        Arp {
+            op: Op::Request,
+            sender_mac: mac,
+            sender_ip: ip,
+            target_mac: [0; 6],
+            target_ip: target,
+        }
     }
 
     /// The Ethernet frame carrying this packet to `eth_dst`.
@@ -68,7 +86,8 @@ impl Arp {
     pub fn parse(frame: &[u8]) -> Option<Arp> {
         let f = frame.get(..FRAME_LEN)?;
         let be16 = |i: usize| u16::from_be_bytes([f[i], f[i + 1]]);
-        if be16(12) != ETH_P_ARP || be16(14) != 1 || be16(16) != 0x0800 || f[18] != 6 || f[19] != 4 {
+        if be16(12) != ETH_P_ARP || be16(14) != 1 || be16(16) != 0x0800 || f[18] != 6 || f[19] != 4
+        {
             return None;
         }
         let op = match be16(20) {
@@ -78,13 +97,22 @@ impl Arp {
         };
         let mac = |i: usize| <[u8; 6]>::try_from(&f[i..i + 6]).ok();
         let ip = |i: usize| Ipv4Addr::new(f[i], f[i + 1], f[i + 2], f[i + 3]);
-        Some(Arp { op, sender_mac: mac(22)?, sender_ip: ip(28), target_mac: mac(32)?, target_ip: ip(38) })
+        Some(Arp {
+            op,
+            sender_mac: mac(22)?,
+            sender_ip: ip(28),
+            target_mac: mac(32)?,
+            target_ip: ip(38),
+        })
     }
 }
 
 /// `aa:bb:cc:dd:ee:ff`.
 pub fn mac_string(mac: &[u8; 6]) -> String {
-    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 /// A raw ARP socket bound to one interface. Non-blocking: a send never
@@ -100,7 +128,13 @@ impl ArpSocket {
     pub fn open(ifindex: u32) -> io::Result<ArpSocket> {
         let proto = ETH_P_ARP.to_be() as libc::c_int;
         // SAFETY: plain syscall; the result is checked before use.
-        let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, proto) };
+        let raw = unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                proto,
+            )
+        };
         if raw < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -137,13 +171,21 @@ impl ArpSocket {
                 std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
             )
         };
-        if n < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
     }
 
     /// Waits up to `timeout` for one ARP packet (blocking the thread: for
     /// observers and tests, not for the agent's async loop).
     pub fn recv(&self, timeout: Duration) -> io::Result<Option<Arp>> {
-        let mut pfd = libc::pollfd { fd: self.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        let mut pfd = libc::pollfd {
+            fd: self.fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
         let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
         // SAFETY: one valid pollfd.
         let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
@@ -158,7 +200,11 @@ impl ArpSocket {
         let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
         if n < 0 {
             let e = io::Error::last_os_error();
-            return if e.kind() == io::ErrorKind::WouldBlock { Ok(None) } else { Err(e) };
+            return if e.kind() == io::ErrorKind::WouldBlock {
+                Ok(None)
+            } else {
+                Err(e)
+            };
         }
         Ok(Arp::parse(&buf[..n as usize]))
     }
@@ -186,7 +232,8 @@ mod tests {
     fn gratuitous_request_is_a_broadcast_with_sender_and_target_the_vip() {
         let f = Arp::announce_request(MAC, VIP).frame(BROADCAST);
         let expected: [u8; FRAME_LEN] = [
-            0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0, 0, 0, 0, 0x11, 0x08, 0x06, // ethernet
+            0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0, 0, 0, 0, 0x11, 0x08,
+            0x06, // ethernet
             0, 1, 0x08, 0, 6, 4, 0, 1, // htype, ptype, hlen, plen, op=request
             0x02, 0, 0, 0, 0, 0x11, 10, 0, 0, 200, // sender
             0, 0, 0, 0, 0, 0, 10, 0, 0, 200, // target
@@ -196,7 +243,10 @@ mod tests {
 
     #[test]
     fn frames_parse_back_and_garbage_does_not() {
-        for arp in [Arp::announce_reply(MAC, VIP), Arp::who_has(MAC, Ipv4Addr::new(10, 0, 0, 5), VIP)] {
+        for arp in [
+            Arp::announce_reply(MAC, VIP),
+            Arp::who_has(MAC, Ipv4Addr::new(10, 0, 0, 5), VIP),
+        ] {
             assert_eq!(Arp::parse(&arp.frame(BROADCAST)), Some(arp));
         }
         let mut f = Arp::announce_reply(MAC, VIP).frame(BROADCAST);

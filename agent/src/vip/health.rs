@@ -39,14 +39,21 @@ pub struct EtcdMemberHealth {
 impl EtcdMemberHealth {
     /// `access`: the local member only (e.g. `https://127.0.0.1:2379`).
     pub fn new(access: EtcdAccess) -> EtcdMemberHealth {
-        EtcdMemberHealth { access, client: None }
+        EtcdMemberHealth {
+            access,
+            client: None,
+        }
     }
 
     async fn check(&mut self) -> Result<bool, etcd_client::Error> {
         let client = match &mut self.client {
             Some(c) => c,
             None => self.client.insert(
-                Client::connect(&self.access.endpoints, Some(self.access.options(CHECK_TIMEOUT))).await?,
+                Client::connect(
+                    &self.access.endpoints,
+                    Some(self.access.options(CHECK_TIMEOUT)),
+                )
+                .await?,
             ),
         };
         Ok(client.status().await?.leader() != 0)

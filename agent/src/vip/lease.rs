@@ -7,6 +7,8 @@
 //! only if both are still ours: its new `mod_revision` is the heartbeat
 //! candidates time on their own clocks.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use etcd_client::{
@@ -31,6 +33,8 @@ pub enum LeaseError {
         op: &'static str,
         timeout: Duration,
     },
+    #[error("vip election: no etcd endpoint configured")]
+    NoEndpoints,
     #[error("vip election: key {key} holds a value that is not UTF-8")]
     BadValue { key: String },
     #[error("vip election: node pki in {dir}: cannot read the {what}")]
@@ -110,11 +114,16 @@ pub fn key_for(vip: std::net::Ipv4Addr) -> String {
     format!("/muster/vip/{vip}")
 }
 
-/// One connection to etcd, bound to one election key and holder id.
+/// Connections to etcd, bound to one election key and holder id.
+///
+/// One client per endpoint, used one at a time and sticky: a balanced
+/// channel keeps sending a share of the calls to a dead member until they
+/// time out, which would make a healthy holder miss its renewals. A failed
+/// call moves on to the next endpoint. Put the local member first.
 #[derive(Clone)]
 pub struct Store {
-    client: Client,
-    endpoints: String,
+    clients: Arc<Vec<(String, Client)>>,
+    current: Arc<AtomicUsize>,
     key: String,
     me: String,
     timeout: Duration,
@@ -128,12 +137,21 @@ impl Store {
         me: String,
         timeout: Duration,
     ) -> Result<Store, LeaseError> {
-        let endpoints = access.endpoints.join(",");
-        let connect = Client::connect(&access.endpoints, Some(access.options(CONNECT_TIMEOUT)));
-        let client = within(&endpoints, "connect", CONNECT_TIMEOUT, connect).await?;
+        let mut clients = Vec::with_capacity(access.endpoints.len());
+        let mut last_error = None;
+        for endpoint in &access.endpoints {
+            let connect = Client::connect([endpoint], Some(access.options(CONNECT_TIMEOUT)));
+            match within(endpoint, "connect", CONNECT_TIMEOUT, connect).await {
+                Ok(c) => clients.push((endpoint.clone(), c)),
+                Err(e) => last_error = Some(e),
+            }
+        }
+        if clients.is_empty() {
+            return Err(last_error.unwrap_or(LeaseError::NoEndpoints));
+        }
         Ok(Store {
-            client,
-            endpoints,
+            clients: Arc::new(clients),
+            current: Arc::new(AtomicUsize::new(0)),
             key,
             me,
             timeout,
@@ -144,18 +162,34 @@ impl Store {
         &self.key
     }
 
-    async fn call<T>(
+    /// Runs `f` on the current endpoint's client; on failure the next
+    /// call goes to the next endpoint.
+    async fn call<T, Fut>(
         &self,
         op: &'static str,
-        fut: impl Future<Output = Result<T, etcd_client::Error>>,
-    ) -> Result<T, LeaseError> {
-        within(&self.endpoints, op, self.timeout, fut).await
+        f: impl FnOnce(Client) -> Fut,
+    ) -> Result<T, LeaseError>
+    where
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let i = self.current.load(Ordering::Relaxed) % self.clients.len();
+        let (endpoint, client) = &self.clients[i];
+        let r = within(endpoint, op, self.timeout, f(client.clone())).await;
+        if r.is_err() {
+            let next = (i + 1) % self.clients.len();
+            let _ = self
+                .current
+                .compare_exchange(i, next, Ordering::Relaxed, Ordering::Relaxed);
+        }
+        r
     }
 
     /// The key as it is now (a linearizable read).
     pub async fn read(&self) -> Result<KeyView, LeaseError> {
-        let mut c = self.client.clone();
-        let r = self.call("get", c.get(self.key.as_str(), None)).await?;
+        let key = self.key.clone();
+        let r = self
+            .call("get", |mut c| async move { c.get(key, None).await })
+            .await?;
         match r.kvs().first() {
             None => Ok(KeyView::Absent),
             Some(kv) => Ok(KeyView::Held {
@@ -174,10 +208,8 @@ impl Store {
     /// A new lease; returns its id and the TTL etcd granted (it raises
     /// TTLs below its own minimum, 1.5 election timeouts).
     pub async fn grant(&self, ttl_secs: i64) -> Result<(i64, Duration), LeaseError> {
-        let mut c = self.client.clone();
-        let r = self
-            .call("lease grant", c.lease_grant(ttl_secs, None))
-            .await?;
+        let grant = |mut c: Client| async move { c.lease_grant(ttl_secs, None).await };
+        let r = self.call("lease grant", grant).await?;
         Ok((r.id(), Duration::from_secs(r.ttl().max(0) as u64)))
     }
 
@@ -215,8 +247,9 @@ impl Store {
             Some(PutOptions::new().with_lease(lease)),
         );
         let txn = Txn::new().when(compares).and_then(vec![put]);
-        let mut c = self.client.clone();
-        let r = self.call(op, c.txn(txn)).await?;
+        let r = self
+            .call(op, |mut c| async move { c.txn(txn).await })
+            .await?;
         // A succeeded txn carries our put's response; nothing else to check.
         Ok(r.succeeded()
             && r.op_responses()
@@ -226,13 +259,10 @@ impl Store {
 
     /// Renews `lease` once. False: the lease is gone (expired or revoked).
     pub async fn keep_alive(&self, lease: i64) -> Result<bool, LeaseError> {
-        let mut c = self.client.clone();
         // A fresh stream per renewal: its one answer can only be for the
         // request just sent, so the send time we record is the right one.
-        match self
-            .call("lease keep-alive", c.lease_keep_alive(lease))
-            .await
-        {
+        let renew = |mut c: Client| async move { c.lease_keep_alive(lease).await };
+        match self.call("lease keep-alive", renew).await {
             Ok(_) => Ok(true),
             Err(LeaseError::Rpc {
                 source: etcd_client::Error::LeaseKeepAliveError(_),
@@ -244,8 +274,8 @@ impl Store {
 
     /// Revokes `lease` (deleting our key with it). An unknown lease is fine.
     pub async fn revoke(&self, lease: i64) -> Result<(), LeaseError> {
-        let mut c = self.client.clone();
-        match self.call("lease revoke", c.lease_revoke(lease)).await {
+        let revoke = |mut c: Client| async move { c.lease_revoke(lease).await };
+        match self.call("lease revoke", revoke).await {
             Ok(_) => Ok(()),
             Err(LeaseError::Rpc {
                 source: etcd_client::Error::GRpcStatus(s),
@@ -253,12 +283,6 @@ impl Store {
             }) if s.message().contains("lease not found") => Ok(()),
             Err(e) => Err(e),
         }
-    }
-
-    /// Whether the member behind these endpoints answers and knows a leader.
-    pub async fn has_leader(&self) -> bool {
-        let mut c = self.client.clone();
-        matches!(self.call("status", c.status()).await, Ok(s) if s.leader() != 0)
     }
 }
 

@@ -97,7 +97,12 @@ impl<M: Mover, H: HealthCheck> VipManager<M, H> {
     pub fn new(cfg: VipConfig, mover: M, health: H) -> Result<Self, VipError> {
         cfg.timing.check()?;
         let (role, _) = watch::channel(VipRole::StandBy);
-        Ok(VipManager { cfg, mover, health, role })
+        Ok(VipManager {
+            cfg,
+            mover,
+            health,
+            role,
+        })
     }
 
     /// Follows this node's role as it changes.
@@ -147,7 +152,9 @@ impl<M: Mover, H: HealthCheck> VipManager<M, H> {
                     }
                 }
             };
-            let Some(claim) = self.campaign(&st, &mut shutdown).await else { return Ok(()) };
+            let Some(claim) = self.campaign(&st, &mut shutdown).await else {
+                return Ok(());
+            };
             match self.hold(&st, claim, &mut shutdown).await? {
                 End::Shutdown => return Ok(()),
                 End::Lost => self.role.send_replace(VipRole::Candidate),
@@ -239,7 +246,14 @@ impl<M: Mover, H: HealthCheck> VipManager<M, H> {
         }
         let touch_sent = Instant::now();
         match st.claim(expect, lease).await {
-            Ok(true) => Some(Claim { lease, proof: Proof { touch_sent, lease_sent, ttl } }),
+            Ok(true) => Some(Claim {
+                lease,
+                proof: Proof {
+                    touch_sent,
+                    lease_sent,
+                    ttl,
+                },
+            }),
             Ok(false) => {
                 debug!(?expect, "vip: lost the race for the key");
                 let _ = st.revoke(lease).await;
@@ -254,9 +268,17 @@ impl<M: Mover, H: HealthCheck> VipManager<M, H> {
     }
 
     /// Holder: answer for the VIP while the claim is proven.
-    async fn hold(&mut self, st: &Store, mut claim: Claim, shutdown: &mut Shutdown<'_>) -> Result<End, VipError> {
+    async fn hold(
+        &mut self,
+        st: &Store,
+        mut claim: Claim,
+        shutdown: &mut Shutdown<'_>,
+    ) -> Result<End, VipError> {
         let t = self.cfg.timing;
-        if !matches!(election::verdict(&claim.proof, Instant::now(), &t), Verdict::Hold { .. }) {
+        if !matches!(
+            election::verdict(&claim.proof, Instant::now(), &t),
+            Verdict::Hold { .. }
+        ) {
             warn!("vip: the claim took too long to win; not using it");
             let _ = st.revoke(claim.lease).await;
             return Ok(End::Lost);
@@ -270,7 +292,11 @@ impl<M: Mover, H: HealthCheck> VipManager<M, H> {
         }
         let acquired = Instant::now();
         self.role.send_replace(VipRole::Holder);
-        info!(lease = claim.lease, ttl_ms = claim.proof.ttl.as_millis() as u64, "vip: holding");
+        info!(
+            lease = claim.lease,
+            ttl_ms = claim.proof.ttl.as_millis() as u64,
+            "vip: holding"
+        );
 
         let (mover, health) = (&mut self.mover, &mut self.health);
         let mut announced = 1; // acquire sent the first one
@@ -361,8 +387,14 @@ impl<M: Mover, H: HealthCheck> VipManager<M, H> {
 async fn renew<H: HealthCheck>(st: &Store, lease: i64, at: Instant, health: &mut H) -> Round {
     sleep_until(at).await;
     let sent = Instant::now();
-    let (touch, keep_alive, healthy) = tokio::join!(st.touch(lease), st.keep_alive(lease), health.healthy());
-    Round { sent, touch, keep_alive, healthy }
+    let (touch, keep_alive, healthy) =
+        tokio::join!(st.touch(lease), st.keep_alive(lease), health.healthy());
+    Round {
+        sent,
+        touch,
+        keep_alive,
+        healthy,
+    }
 }
 
 /// Sleeps, or returns true early on shutdown.

@@ -17,7 +17,10 @@ pub enum MoverError {
     #[error(transparent)]
     Netlink(#[from] NetlinkError),
     #[error("arp on {iface}: {source}")]
-    Arp { iface: String, source: std::io::Error },
+    Arp {
+        iface: String,
+        source: std::io::Error,
+    },
 }
 
 /// How the VIP is moved. All methods are idempotent; `release` must be
@@ -54,7 +57,12 @@ impl ArpMover {
             source,
         })?;
         debug!(iface = %iface.name, mac = %arp::mac_string(&iface.mac), "vip: arp mover ready");
-        Ok(ArpMover { vip, iface, netlink, socket })
+        Ok(ArpMover {
+            vip,
+            iface,
+            netlink,
+            socket,
+        })
     }
 
     pub fn iface(&self) -> &Iface {

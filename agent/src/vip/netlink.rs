@@ -14,10 +14,15 @@ pub enum NetlinkError {
     #[error("netlink: cannot open a socket: {0}")]
     Open(#[source] std::io::Error),
     #[error("netlink: {op}: {source}")]
-    Request { op: String, source: rtnetlink::Error },
+    Request {
+        op: String,
+        source: rtnetlink::Error,
+    },
     #[error("netlink: no interface named {0}")]
     NoSuchInterface(String),
-    #[error("netlink: no interface holds this node's address {0}; name one in apiEndpoint.interface")]
+    #[error(
+        "netlink: no interface holds this node's address {0}; name one in apiEndpoint.interface"
+    )]
     NoInterfaceWithAddress(Ipv4Addr),
     #[error("netlink: interface {0} has no 6-byte hardware address (not Ethernet?)")]
     NoMac(String),
@@ -64,7 +69,11 @@ impl Netlink {
     }
 
     /// The interface called `name`, or (no name) the one holding `node_ip`.
-    pub async fn find_iface(&self, name: Option<&str>, node_ip: Ipv4Addr) -> Result<Iface, NetlinkError> {
+    pub async fn find_iface(
+        &self,
+        name: Option<&str>,
+        node_ip: Ipv4Addr,
+    ) -> Result<Iface, NetlinkError> {
         let index = match name {
             Some(name) => self.link_index_by_name(name).await?,
             None => self.index_holding(node_ip).await?,
@@ -77,19 +86,28 @@ impl Netlink {
         let link = links
             .try_next()
             .await
-            .map_err(|source| NetlinkError::Request { op: format!("get link {index}"), source })?
+            .map_err(|source| NetlinkError::Request {
+                op: format!("get link {index}"),
+                source,
+            })?
             .ok_or_else(|| NetlinkError::NoSuchInterface(format!("#{index}")))?;
         let mut iface_name = format!("#{index}");
         let mut mac = None;
         for attr in &link.attributes {
             match attr {
                 LinkAttribute::IfName(n) => iface_name = n.clone(),
-                LinkAttribute::Address(a) if a.len() == 6 => mac = <[u8; 6]>::try_from(a.as_slice()).ok(),
+                LinkAttribute::Address(a) if a.len() == 6 => {
+                    mac = <[u8; 6]>::try_from(a.as_slice()).ok()
+                }
                 _ => {}
             }
         }
         let mac = mac.ok_or_else(|| NetlinkError::NoMac(iface_name.clone()))?;
-        Ok(Iface { name: iface_name, index, mac })
+        Ok(Iface {
+            name: iface_name,
+            index,
+            mac,
+        })
     }
 
     async fn link_index_by_name(&self, name: &str) -> Result<Option<u32>, NetlinkError> {
@@ -97,48 +115,85 @@ impl Netlink {
         match links.try_next().await {
             Ok(link) => Ok(link.map(|l| l.header.index)),
             Err(e) if errno(&e) == Some(libc::ENODEV) => Ok(None),
-            Err(source) => Err(NetlinkError::Request { op: format!("get link {name}"), source }),
+            Err(source) => Err(NetlinkError::Request {
+                op: format!("get link {name}"),
+                source,
+            }),
         }
     }
 
     async fn index_holding(&self, ip: Ipv4Addr) -> Result<Option<u32>, NetlinkError> {
-        let mut addrs = self.handle.address().get().set_address_filter(IpAddr::V4(ip)).execute();
+        let mut addrs = self
+            .handle
+            .address()
+            .get()
+            .set_address_filter(IpAddr::V4(ip))
+            .execute();
         let first = addrs
             .try_next()
             .await
-            .map_err(|source| NetlinkError::Request { op: format!("find the interface of {ip}"), source })?;
+            .map_err(|source| NetlinkError::Request {
+                op: format!("find the interface of {ip}"),
+                source,
+            })?;
         Ok(first.map(|m| m.header.index))
     }
 
     /// Adds `vip/32` to the interface. True when it was not there before.
     pub async fn add(&self, iface: &Iface, vip: Ipv4Addr) -> Result<bool, NetlinkError> {
-        match self.handle.address().add(iface.index, IpAddr::V4(vip), 32).execute().await {
+        match self
+            .handle
+            .address()
+            .add(iface.index, IpAddr::V4(vip), 32)
+            .execute()
+            .await
+        {
             Ok(()) => Ok(true),
             Err(e) if errno(&e) == Some(EEXIST) => Ok(false),
-            Err(source) => Err(NetlinkError::Request { op: format!("add {vip}/32 to {}", iface.name), source }),
+            Err(source) => Err(NetlinkError::Request {
+                op: format!("add {vip}/32 to {}", iface.name),
+                source,
+            }),
         }
     }
 
     /// Removes `vip/32` from the interface. True when it was there.
     pub async fn remove(&self, iface: &Iface, vip: Ipv4Addr) -> Result<bool, NetlinkError> {
-        let msg = AddressMessageBuilder::<Ipv4Addr>::new().index(iface.index).address(vip, 32).build();
+        let msg = AddressMessageBuilder::<Ipv4Addr>::new()
+            .index(iface.index)
+            .address(vip, 32)
+            .build();
         match self.handle.address().del(msg).execute().await {
             Ok(()) => Ok(true),
             Err(e) if errno(&e) == Some(EADDRNOTAVAIL) => Ok(false),
-            Err(source) => Err(NetlinkError::Request { op: format!("remove {vip}/32 from {}", iface.name), source }),
+            Err(source) => Err(NetlinkError::Request {
+                op: format!("remove {vip}/32 from {}", iface.name),
+                source,
+            }),
         }
     }
 
     /// Whether `vip` is configured on the interface (any prefix length).
     pub async fn has(&self, iface: &Iface, vip: Ipv4Addr) -> Result<bool, NetlinkError> {
-        let mut addrs = self.handle.address().get().set_link_index_filter(iface.index).execute();
+        let mut addrs = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(iface.index)
+            .execute();
         loop {
             let next = addrs
                 .try_next()
                 .await
-                .map_err(|source| NetlinkError::Request { op: format!("list addresses of {}", iface.name), source })?;
+                .map_err(|source| NetlinkError::Request {
+                    op: format!("list addresses of {}", iface.name),
+                    source,
+                })?;
             let Some(msg) = next else { return Ok(false) };
-            let found = msg.attributes.iter().any(|a| matches!(a, AddressAttribute::Local(IpAddr::V4(ip)) if *ip == vip));
+            let found = msg
+                .attributes
+                .iter()
+                .any(|a| matches!(a, AddressAttribute::Local(IpAddr::V4(ip)) if *ip == vip));
             if found {
                 return Ok(true);
             }

@@ -41,27 +41,40 @@ pub struct Cluster {
     config: PathBuf,
     /// Extra `muster agent` flags.
     pub agent_flags: Vec<String>,
+    /// Extra environment for the agents.
+    pub agent_env: Vec<(String, String)>,
 }
 
 impl Cluster {
     /// A Net with `slots` host addresses in the static peer list and an
     /// etcd of `control_plane` members (stacked).
     pub fn new(hint: &str, slots: u8, control_plane: u8) -> Cluster {
+        Cluster::with_discovery(hint, control_plane, |net| {
+            let base = net.subnet();
+            let prefix = base.trim_end_matches("0/24");
+            let peers: Vec<String> = (0..slots)
+                .map(|i| format!("\"{prefix}{}\"", 11 + i))
+                .collect();
+            format!("discovery:\n  static:\n    peers: [{}]\n", peers.join(", "))
+        })
+    }
+
+    /// A cluster whose `discovery:` section (YAML) is made from its Net.
+    pub fn with_discovery(
+        hint: &str,
+        control_plane: u8,
+        discovery: impl FnOnce(&Net) -> String,
+    ) -> Cluster {
         let net = Net::new(hint);
-        let base = net.subnet();
-        let prefix = base.trim_end_matches("0/24");
-        let peers: Vec<String> = (0..slots)
-            .map(|i| format!("\"{prefix}{}\"", 11 + i))
-            .collect();
         let dir = std::env::temp_dir().join(format!("{}-config", net.name()));
         std::fs::create_dir_all(&dir).expect("config dir");
         let config = dir.join("cluster.yaml");
         std::fs::write(
             &config,
             format!(
-                "cluster:\n  name: {hint}\n  secret: \"{SECRET}\"\ntopology:\n  controlPlane:\n    count: {control_plane}\n\
-                 discovery:\n  static:\n    peers: [{}]\n",
-                peers.join(", ")
+                "cluster:\n  name: {hint}\n  secret: \"{SECRET}\"\n\
+                 topology:\n  controlPlane:\n    count: {control_plane}\n{}",
+                discovery(&net)
             ),
         )
         .expect("write config");
@@ -75,23 +88,28 @@ impl Cluster {
                 "--etcd-heartbeat-ms=100".into(),
                 "--etcd-election-ms=1000".into(),
             ],
+            agent_env: vec![("RUST_LOG".into(), "info".into())],
         }
     }
 
     /// Adds the next host (its address is the next static slot).
     pub fn add_host(&mut self) -> usize {
-        let i = self.nodes.len();
-        let host = self.net.add_host(&format!("h{}", i + 1));
-        std::fs::write(
-            host.dir().join("facts.yaml"),
+        self.add_host_with_facts(|host, i| {
             format!(
                 "instance_id: i-{:02}\nhostname: h{}\nprivate_ipv4: {}\n",
                 i + 1,
                 i + 1,
                 host.ip()
-            ),
-        )
-        .expect("facts");
+            )
+        })
+    }
+
+    /// Adds a host whose metadata facts (YAML) are made from the host and
+    /// its index.
+    pub fn add_host_with_facts(&mut self, facts: impl FnOnce(&Host, usize) -> String) -> usize {
+        let i = self.nodes.len();
+        let host = self.net.add_host(&format!("h{}", i + 1));
+        std::fs::write(host.dir().join("facts.yaml"), facts(&host, i)).expect("facts");
         self.nodes.push(Node { host, agent: None });
         i
     }
@@ -113,12 +131,15 @@ impl Cluster {
         ];
         args.extend(self.agent_flags.iter().cloned());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        node.agent = Some(node.host.spawn(
-            env!("CARGO_BIN_EXE_muster"),
-            &args,
-            &[("RUST_LOG", "info")],
-            "agent.log",
-        ));
+        let env: Vec<(&str, &str)> = self
+            .agent_env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        node.agent = Some(
+            node.host
+                .spawn(env!("CARGO_BIN_EXE_muster"), &args, &env, "agent.log"),
+        );
     }
 
     /// Power cut: every process of the host dies; its disk stays.

@@ -11,6 +11,93 @@ use std::time::{Duration, Instant};
 
 const DEFAULT_MOTO: &str = "/opt/muster-test/moto/bin/moto_server";
 
+/// The moto_server binary; fails the test (never skips it) when missing.
+pub fn binary() -> PathBuf {
+    let binary = std::env::var_os("MUSTER_MOTO_SERVER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| DEFAULT_MOTO.into());
+    assert!(
+        binary.is_file(),
+        "moto_server not found at {}: run `bash ci/install-deps.sh` (or set MUSTER_MOTO_SERVER)",
+        binary.display()
+    );
+    binary
+}
+
+/// Query API parameters from string pairs.
+pub fn params(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// The text of the first `<tag>` in an answer (setup only needs ids).
+pub fn first(xml: &str, tag: &str) -> String {
+    let open = format!("<{tag}>");
+    let start = xml
+        .find(&open)
+        .unwrap_or_else(|| panic!("no <{tag}> in {xml}"))
+        + open.len();
+    let end = start + xml[start..].find('<').expect("closing tag");
+    xml[start..end].to_string()
+}
+
+/// VPC + subnet + launch template + an Auto Scaling group of `desired`
+/// instances in `subnet_cidr` (inside `vpc_cidr`).
+pub async fn create_group(
+    aws: &muster::cloud::aws::AwsClient,
+    name: &str,
+    desired: u32,
+    vpc_cidr: &str,
+    subnet_cidr: &str,
+) {
+    use muster::cloud::aws::{AUTOSCALING, EC2};
+    let vpc = aws
+        .query(&EC2, "CreateVpc", &params(&[("CidrBlock", vpc_cidr)]))
+        .await
+        .expect("CreateVpc");
+    let vpc_id = first(&vpc, "vpcId");
+    let subnet = aws
+        .query(
+            &EC2,
+            "CreateSubnet",
+            &params(&[
+                ("VpcId", &vpc_id),
+                ("CidrBlock", subnet_cidr),
+                ("AvailabilityZone", "us-east-1a"),
+            ]),
+        )
+        .await
+        .expect("CreateSubnet");
+    let subnet_id = first(&subnet, "subnetId");
+    aws.query(
+        &EC2,
+        "CreateLaunchTemplate",
+        &params(&[
+            ("LaunchTemplateName", name),
+            ("LaunchTemplateData.ImageId", "ami-12345678"),
+            ("LaunchTemplateData.InstanceType", "t3.micro"),
+        ]),
+    )
+    .await
+    .expect("CreateLaunchTemplate");
+    aws.query(
+        &AUTOSCALING,
+        "CreateAutoScalingGroup",
+        &params(&[
+            ("AutoScalingGroupName", name),
+            ("LaunchTemplate.LaunchTemplateName", name),
+            ("MinSize", "0"),
+            ("MaxSize", "10"),
+            ("DesiredCapacity", &desired.to_string()),
+            ("VPCZoneIdentifier", &subnet_id),
+        ]),
+    )
+    .await
+    .expect("CreateAutoScalingGroup");
+}
+
 pub struct Moto {
     pub endpoint: url::Url,
     child: Child,
@@ -26,14 +113,7 @@ impl Moto {
     /// moto with extra environment, e.g. `INITIAL_NO_AUTH_ACTION_COUNT=0`
     /// to make it check credentials like AWS does.
     pub fn start_with_env(env: &[(&str, &str)]) -> Moto {
-        let binary = std::env::var_os("MUSTER_MOTO_SERVER")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| DEFAULT_MOTO.into());
-        assert!(
-            binary.is_file(),
-            "moto_server not found at {}: run `bash ci/install-deps.sh` (or set MUSTER_MOTO_SERVER)",
-            binary.display()
-        );
+        let binary = binary();
         // A port taken by someone else between probe and bind makes moto exit: try again.
         let mut last = String::new();
         for _ in 0..3 {

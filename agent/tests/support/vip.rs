@@ -1,0 +1,568 @@
+#![allow(dead_code)]
+//! A tier-1 VIP lab: candidate hosts running a real etcd member each and a
+//! [`VipManager`] (in-process, one thread + runtime inside each host's
+//! namespace), and an observer host probing the VIP two ways:
+//!
+//! * TCP connect to [`PORT`], which a tiny listener serves on every
+//!   candidate, answering with the host's name: proves the VIP *answers*,
+//!   from whom, including the observer's neighbour cache having moved
+//!   (so it shows the gratuitous ARP at work). `ping` is not installed here.
+//! * ARP "who-has VIP" every 10 ms on a raw socket, collecting every MAC
+//!   that replies: two MACs in one round is a double holder (S4).
+//!
+//! Plus a ground-truth recorder per candidate: netlink polls of its
+//! interface every 5 ms, so tests can order "holder dropped" before
+//! "another took it". Everything stops when the lab is dropped (panics
+//! included): threads are told to stop and joined, the Net tears down.
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use muster::vip::arp::{self, Arp, ArpSocket};
+use muster::vip::election::Timing;
+use muster::vip::netlink::Netlink;
+use muster::vip::{ArpMover, EtcdAccess, EtcdMemberHealth, VipConfig, VipManager, VipRole};
+use tokio::sync::watch;
+
+use super::netns::{Host, Net, Proc, wait_until};
+
+/// The port every candidate serves its name on.
+pub const PORT: u16 = 7443;
+
+pub fn etcd_bin() -> PathBuf {
+    let path = std::env::var("MUSTER_ETCD_BIN")
+        .unwrap_or_else(|_| "/opt/muster-test/etcd/usr/bin/etcd".into());
+    let path = PathBuf::from(path);
+    assert!(
+        path.exists(),
+        "etcd not found at {}: run `bash ci/install-deps.sh`",
+        path.display()
+    );
+    path
+}
+
+fn current_thread_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// What a candidate's manager thread is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cmd {
+    Run,
+    /// SIGTERM: the manager's clean shutdown.
+    Stop,
+    /// SIGKILL: the future is dropped mid-flight, nothing cleaned up.
+    Kill,
+}
+
+/// One running VIP manager in a host.
+pub struct Candidate {
+    cmd: watch::Sender<Cmd>,
+    pub role: watch::Receiver<VipRole>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Candidate {
+    fn finish(&mut self, cmd: Cmd) {
+        let _ = self.cmd.send(cmd);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Candidate {
+    fn drop(&mut self) {
+        self.finish(Cmd::Kill);
+    }
+}
+
+/// An interface-level fact: at `at`, the VIP appeared (true) or vanished.
+#[derive(Debug, Clone, Copy)]
+pub struct AddrChange {
+    pub at: Instant,
+    pub present: bool,
+}
+
+/// One TCP probe of the VIP: when it finished and who answered.
+#[derive(Debug, Clone)]
+pub struct Probe {
+    pub at: Instant,
+    pub answered_by: Option<String>,
+}
+
+/// One ARP round: when the request went out, which MACs replied.
+#[derive(Debug, Clone)]
+pub struct ArpRound {
+    pub at: Instant,
+    pub macs: BTreeSet<[u8; 6]>,
+}
+
+pub struct Lab {
+    pub net: Net,
+    pub hosts: Vec<Host>,
+    pub observer: Host,
+    pub vip: Ipv4Addr,
+    pub macs: Vec<[u8; 6]>,
+    pub candidates: Vec<Option<Candidate>>,
+    pub timing: Timing,
+    endpoints: Vec<String>,
+    _etcd: Vec<Proc>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    pub addr_log: Vec<Arc<Mutex<Vec<AddrChange>>>>,
+    pub probes: Arc<Mutex<Vec<Probe>>>,
+    pub arp_rounds: Arc<Mutex<Vec<ArpRound>>>,
+}
+
+impl Lab {
+    /// `n` candidate hosts with a 3-member (or n-member) etcd, an observer,
+    /// listeners and probes running; no manager started yet.
+    pub fn new(hint: &str, n: usize) -> Lab {
+        // The managers' logs, with the host in the span (RUST_LOG to filter).
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "muster=info".into()),
+            )
+            .with_test_writer()
+            .try_init();
+        let net = Net::new(hint);
+        let hosts: Vec<Host> = (1..=n).map(|i| net.add_host(&format!("c{i}"))).collect();
+        let observer = net.add_host("obs");
+        let vip = net.spare_ip(0);
+        let initial: Vec<String> = hosts
+            .iter()
+            .map(|h| format!("{}=http://{}:2380", h.name(), h.ip()))
+            .collect();
+        let etcd: Vec<Proc> = hosts
+            .iter()
+            .map(|h| {
+                let data = h.dir().join("etcd");
+                h.spawn(
+                    etcd_bin(),
+                    &[
+                        &format!("--name={}", h.name()),
+                        &format!("--data-dir={}", data.display()),
+                        &format!("--listen-peer-urls=http://{}:2380", h.ip()),
+                        &format!("--initial-advertise-peer-urls=http://{}:2380", h.ip()),
+                        &format!(
+                            "--listen-client-urls=http://{}:2379,http://127.0.0.1:2379",
+                            h.ip()
+                        ),
+                        &format!("--advertise-client-urls=http://{}:2379", h.ip()),
+                        &format!("--initial-cluster={}", initial.join(",")),
+                        "--initial-cluster-state=new",
+                        "--initial-cluster-token=vip-lab",
+                        // The agent's production timers (agent::Timing).
+                        "--heartbeat-interval=100",
+                        "--election-timeout=1000",
+                    ],
+                    &[],
+                    "etcd.log",
+                )
+            })
+            .collect();
+        let endpoints: Vec<String> = hosts
+            .iter()
+            .map(|h| format!("http://{}:2379", h.ip()))
+            .collect();
+        let macs = hosts.iter().map(mac_of).collect();
+        let mut lab = Lab {
+            candidates: (0..n).map(|_| None).collect(),
+            net,
+            hosts,
+            observer,
+            vip,
+            macs,
+            timing: Timing::default(),
+            endpoints,
+            _etcd: etcd,
+            stop: Arc::new(AtomicBool::new(false)),
+            threads: Vec::new(),
+            addr_log: Vec::new(),
+            probes: Arc::new(Mutex::new(Vec::new())),
+            arp_rounds: Arc::new(Mutex::new(Vec::new())),
+        };
+        lab.wait_for_etcd();
+        for i in 0..n {
+            lab.start_listener(i);
+            lab.start_addr_recorder(i);
+        }
+        lab.start_tcp_prober();
+        lab.start_arp_prober();
+        lab
+    }
+
+    fn wait_for_etcd(&self) {
+        let h = self.hosts[0].clone();
+        let endpoints = self.endpoints.clone();
+        let ok = wait_until(
+            "etcd answers with a leader",
+            Duration::from_secs(30),
+            Duration::from_millis(100),
+            || {
+                let (h, endpoints) = (h.clone(), endpoints.clone());
+                h.in_netns(move || {
+                    current_thread_runtime().block_on(async move {
+                        let mut health = EtcdMemberHealth::new(EtcdAccess::plain(endpoints));
+                        muster::vip::HealthCheck::healthy(&mut health).await
+                    })
+                })
+            },
+        );
+        ok.expect("etcd cluster for the VIP lab");
+    }
+
+    /// Starts (or restarts) the manager on candidate `i`.
+    pub fn start(&mut self, i: usize) {
+        let host = self.hosts[i].clone();
+        let (cmd_tx, mut cmd_rx) = watch::channel(Cmd::Run);
+        let (role_tx, role_rx) = mpsc::channel();
+        let cfg = VipConfig {
+            vip: self.vip,
+            holder_id: host.name().to_string(),
+            // The local member first, as the agent does it.
+            etcd: EtcdAccess::plain(self.endpoints_from(i)),
+            timing: self.timing,
+        };
+        let thread = std::thread::spawn(move || {
+            let h = host.clone();
+            h.in_netns(move || {
+                current_thread_runtime().block_on(async move {
+                    let mover = ArpMover::new(cfg.vip, Some("eth0"), host.ip())
+                        .await
+                        .expect("arp mover");
+                    let health = EtcdMemberHealth::new(EtcdAccess::plain(vec![
+                        "http://127.0.0.1:2379".into(),
+                    ]));
+                    let manager = VipManager::new(cfg, mover, health).expect("vip manager");
+                    let _ = role_tx.send(manager.role());
+                    let mut stop_rx = cmd_rx.clone();
+                    let clean = async move {
+                        let _ = stop_rx.wait_for(|c| *c == Cmd::Stop).await;
+                    };
+                    tokio::select! {
+                        r = manager.run(clean) => r.expect("vip manager run"),
+                        _ = cmd_rx.wait_for(|c| *c == Cmd::Kill) => {}
+                    }
+                })
+            })
+        });
+        let role = role_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("manager started");
+        self.candidates[i] = Some(Candidate {
+            cmd: cmd_tx,
+            role,
+            thread: Some(thread),
+        });
+    }
+
+    /// Every member's client URL, host `i`'s own first.
+    pub fn endpoints_from(&self, i: usize) -> Vec<String> {
+        let mut e = self.endpoints.clone();
+        e.rotate_left(i);
+        e
+    }
+
+    /// Clean shutdown of candidate `i` (returns when `run` has returned).
+    pub fn stop(&mut self, i: usize) {
+        if let Some(mut c) = self.candidates[i].take() {
+            c.finish(Cmd::Stop);
+        }
+    }
+
+    /// Crash of candidate `i`: its manager vanishes mid-flight; the address
+    /// stays on the interface, as after SIGKILL.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.candidates[i].take() {
+            c.finish(Cmd::Kill);
+        }
+    }
+
+    /// The candidate whose etcd member leads, asked from the observer.
+    pub fn etcd_leader(&self) -> Option<usize> {
+        let endpoints = self.endpoints.clone();
+        self.observer.in_netns(move || {
+            current_thread_runtime().block_on(async move {
+                for (i, e) in endpoints.iter().enumerate() {
+                    let opts = etcd_client::ConnectOptions::new()
+                        .with_connect_timeout(Duration::from_millis(300))
+                        .with_timeout(Duration::from_millis(300));
+                    let Ok(mut c) = etcd_client::Client::connect([e], Some(opts)).await else {
+                        continue;
+                    };
+                    let Ok(s) = c.status().await else { continue };
+                    if s.header().is_some_and(|h| h.member_id() == s.leader()) {
+                        return Some(i);
+                    }
+                }
+                None
+            })
+        })
+    }
+
+    /// Which candidates have the VIP on their interface now.
+    pub fn holders_now(&self) -> Vec<usize> {
+        (0..self.hosts.len()).filter(|&i| self.has_vip(i)).collect()
+    }
+
+    pub fn has_vip(&self, i: usize) -> bool {
+        let out = self.hosts[i].ip_cmd(&["-4", "-o", "addr", "show", "dev", "eth0"]);
+        out.contains(&format!(" {}/32 ", self.vip))
+    }
+
+    /// Removes a leftover VIP (a crashed host's reboot clears it).
+    pub fn wipe_vip(&self, i: usize) {
+        if self.has_vip(i) {
+            self.hosts[i].ip_cmd(&["addr", "del", &format!("{}/32", self.vip), "dev", "eth0"]);
+        }
+    }
+
+    /// Waits for exactly one running candidate to hold the VIP and for the
+    /// observer to reach it there. Returns its index.
+    pub fn wait_for_holder(&self, timeout: Duration) -> usize {
+        let mut holder = None;
+        wait_until(
+            "one VIP holder that answers",
+            timeout,
+            Duration::from_millis(20),
+            || {
+                let roles: Vec<usize> = (0..self.hosts.len())
+                    .filter(|&i| {
+                        self.candidates[i]
+                            .as_ref()
+                            .is_some_and(|c| *c.role.borrow() == VipRole::Holder)
+                    })
+                    .collect();
+                let answered = self.last_probe().and_then(|p| p.answered_by);
+                holder = match (roles.as_slice(), answered) {
+                    ([i], Some(name)) if self.hosts[*i].name() == name => Some(*i),
+                    _ => None,
+                };
+                holder.is_some()
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e}; interfaces with the VIP: {:?}", self.holders_now()));
+        holder.expect("holder")
+    }
+
+    pub fn last_probe(&self) -> Option<Probe> {
+        self.probes.lock().expect("probes").last().cloned()
+    }
+
+    /// First TCP probe after `since` that `name` answered.
+    pub fn first_answer_from(
+        &self,
+        since: Instant,
+        pred: impl Fn(&str) -> bool,
+    ) -> Option<Instant> {
+        let probes = self.probes.lock().expect("probes");
+        probes
+            .iter()
+            .find(|p| p.at >= since && p.answered_by.as_deref().is_some_and(&pred))
+            .map(|p| p.at)
+    }
+
+    /// ARP rounds since `since` where two or more MACs answered.
+    pub fn double_answers(&self, since: Instant) -> Vec<ArpRound> {
+        let rounds = self.arp_rounds.lock().expect("arp rounds");
+        rounds
+            .iter()
+            .filter(|r| r.at >= since && r.macs.len() > 1)
+            .cloned()
+            .collect()
+    }
+
+    pub fn arp_round_count(&self, since: Instant) -> usize {
+        self.arp_rounds
+            .lock()
+            .expect("arp rounds")
+            .iter()
+            .filter(|r| r.at >= since)
+            .count()
+    }
+
+    /// When the VIP last appeared on / vanished from candidate `i`'s
+    /// interface after `since`.
+    pub fn first_change(&self, i: usize, since: Instant, present: bool) -> Option<Instant> {
+        let log = self.addr_log[i].lock().expect("addr log");
+        log.iter()
+            .find(|c| c.at >= since && c.present == present)
+            .map(|c| c.at)
+    }
+
+    pub fn host_of_mac(&self, mac: &[u8; 6]) -> String {
+        self.macs
+            .iter()
+            .position(|m| m == mac)
+            .map(|i| self.hosts[i].name().to_string())
+            .unwrap_or_else(|| arp::mac_string(mac))
+    }
+
+    fn start_listener(&mut self, i: usize) {
+        let host = self.hosts[i].clone();
+        let stop = self.stop.clone();
+        self.threads.push(std::thread::spawn(move || {
+            let h = host.clone();
+            h.in_netns(move || {
+                let listener = TcpListener::bind(("0.0.0.0", PORT)).expect("bind probe listener");
+                listener
+                    .set_nonblocking(true)
+                    .expect("nonblocking listener");
+                while !stop.load(Ordering::Relaxed) {
+                    match listener.accept() {
+                        Ok((mut s, _)) => {
+                            let _ = s.write_all(host.name().as_bytes());
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                    }
+                }
+            })
+        }));
+    }
+
+    fn start_addr_recorder(&mut self, i: usize) {
+        let host = self.hosts[i].clone();
+        let (stop, vip) = (self.stop.clone(), self.vip);
+        let log = Arc::new(Mutex::new(Vec::new()));
+        self.addr_log.push(log.clone());
+        self.threads.push(std::thread::spawn(move || {
+            let h = host.clone();
+            h.in_netns(move || {
+                current_thread_runtime().block_on(async move {
+                    let nl = Netlink::open().expect("netlink");
+                    let iface = nl.find_iface(Some("eth0"), host.ip()).await.expect("eth0");
+                    let mut last = false;
+                    while !stop.load(Ordering::Relaxed) {
+                        let present = nl.has(&iface, vip).await.expect("list addresses");
+                        if present != last {
+                            log.lock().expect("addr log").push(AddrChange {
+                                at: Instant::now(),
+                                present,
+                            });
+                            last = present;
+                        }
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                })
+            })
+        }));
+    }
+
+    fn start_tcp_prober(&mut self) {
+        let (obs, stop, vip, probes) = (
+            self.observer.clone(),
+            self.stop.clone(),
+            self.vip,
+            self.probes.clone(),
+        );
+        self.threads.push(std::thread::spawn(move || {
+            obs.in_netns(move || {
+                let addr = SocketAddr::from((vip, PORT));
+                while !stop.load(Ordering::Relaxed) {
+                    let started = Instant::now();
+                    let answered_by = probe_once(addr);
+                    probes.lock().expect("probes").push(Probe {
+                        at: Instant::now(),
+                        answered_by,
+                    });
+                    if let Some(rest) = Duration::from_millis(10).checked_sub(started.elapsed()) {
+                        std::thread::sleep(rest);
+                    }
+                }
+            })
+        }));
+    }
+
+    fn start_arp_prober(&mut self) {
+        let (obs, stop, vip, rounds) = (
+            self.observer.clone(),
+            self.stop.clone(),
+            self.vip,
+            self.arp_rounds.clone(),
+        );
+        let (mac, ip) = (mac_of(&obs), obs.ip());
+        self.threads.push(std::thread::spawn(move || {
+            obs.in_netns(move || {
+                // SAFETY: a NUL-terminated name; the call only reads it.
+                let index = unsafe { libc::if_nametoindex(c"eth0".as_ptr()) };
+                assert!(index != 0, "observer eth0");
+                let sock = ArpSocket::open(index).expect("observer arp socket");
+                let request = Arp::who_has(mac, ip, vip).frame(arp::BROADCAST);
+                while !stop.load(Ordering::Relaxed) {
+                    let at = Instant::now();
+                    let _ = sock.send(&request);
+                    let mut macs = BTreeSet::new();
+                    while let Some(left) = Duration::from_millis(10).checked_sub(at.elapsed()) {
+                        match sock.recv(left) {
+                            Ok(Some(a)) if a.op == arp::Op::Reply && a.sender_ip == vip => {
+                                macs.insert(a.sender_mac);
+                            }
+                            Ok(_) => {}
+                            Err(e) => panic!("observer arp recv: {e}"),
+                        }
+                    }
+                    rounds
+                        .lock()
+                        .expect("arp rounds")
+                        .push(ArpRound { at, macs });
+                }
+            })
+        }));
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for c in self.candidates.iter_mut() {
+            c.take();
+        }
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Connect with a short timeout (the segment's RTT is microseconds; a
+/// stale neighbour entry makes SYNs vanish) and read the answering name.
+fn probe_once(addr: SocketAddr) -> Option<String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(30)).ok()?;
+    s.set_read_timeout(Some(Duration::from_millis(100))).ok()?;
+    let mut name = String::new();
+    s.read_to_string(&mut name).ok()?;
+    (!name.is_empty()).then_some(name)
+}
+
+fn mac_of(h: &Host) -> [u8; 6] {
+    let out = h.ip_cmd(&["-o", "link", "show", "dev", "eth0"]);
+    let text = out
+        .split("link/ether ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .expect("eth0 MAC");
+    let bytes: Vec<u8> = text
+        .split(':')
+        .map(|b| u8::from_str_radix(b, 16).expect("hex"))
+        .collect();
+    bytes.try_into().expect("6-byte MAC")
+}
+
+/// p50 / p99 / max of a sample.
+pub fn percentiles(mut v: Vec<Duration>) -> (Duration, Duration, Duration) {
+    assert!(!v.is_empty(), "no samples");
+    v.sort();
+    let at = |q: f64| v[((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1];
+    (at(0.5), at(0.99), v[v.len() - 1])
+}
