@@ -53,14 +53,14 @@ pub enum ServiceError {
     },
     #[error(transparent)]
     Systemd(#[from] systemd::SystemdError),
-    #[error("service {name}: the systemd supervisor is not built yet; use --supervisor child")]
-    SystemdNotBuilt { name: String },
 }
 
 /// The supervisor in use.
 #[derive(Debug, Clone)]
 pub enum Supervisor {
     Child(child::ChildSupervisor),
+    /// Transient units of the systemd on the system bus.
+    Systemd(systemd::SystemdSupervisor),
 }
 
 impl Supervisor {
@@ -68,6 +68,7 @@ impl Supervisor {
     pub async fn ensure_running(&self, spec: &ServiceSpec) -> Result<bool, ServiceError> {
         match self {
             Supervisor::Child(c) => c.ensure_running(spec).await,
+            Supervisor::Systemd(s) => s.ensure_running(spec).await,
         }
     }
 
@@ -75,12 +76,17 @@ impl Supervisor {
     pub async fn stop(&self, name: &str) -> Result<(), ServiceError> {
         match self {
             Supervisor::Child(c) => c.stop(name).await,
+            Supervisor::Systemd(s) => s.stop(name).await,
         }
     }
 
-    pub fn is_running(&self, name: &str) -> bool {
+    /// Whether the service runs (for systemd: active, activating or
+    /// reloading). Async and fallible because systemd is asked over D-Bus; an
+    /// unreachable bus is an error, never taken for "not running".
+    pub async fn is_running(&self, name: &str) -> Result<bool, ServiceError> {
         match self {
-            Supervisor::Child(c) => c.is_running(name),
+            Supervisor::Child(c) => Ok(c.is_running(name)),
+            Supervisor::Systemd(s) => s.is_running(name).await,
         }
     }
 }

@@ -95,14 +95,15 @@ pub enum SystemdError {
     #[error("systemd: cannot connect to the D-Bus system bus at {address}: {source}")]
     Connect {
         address: String,
-        source: zbus::Error,
+        // Boxed: zbus::Error is large, and these travel in every Result.
+        source: Box<zbus::Error>,
     },
     #[error("unit {unit}: D-Bus call {call} failed: {source}")]
     Call {
         unit: String,
         call: &'static str,
         error_name: Option<String>,
-        source: zbus::Error,
+        source: Box<zbus::Error>,
     },
     #[error("unit {unit}: {job} job ended with '{result}' ({status})")]
     JobFailed {
@@ -151,7 +152,7 @@ fn call_error(unit: &str, call: &'static str) -> impl FnOnce(zbus::Error) -> Sys
         unit,
         call,
         error_name: error_name(&source),
-        source,
+        source: Box::new(source),
     }
 }
 
@@ -233,7 +234,7 @@ impl SystemdSupervisor {
         let shown = address.unwrap_or("the default system bus").to_string();
         let connect_error = |source| SystemdError::Connect {
             address: shown.clone(),
-            source,
+            source: Box::new(source),
         };
         let builder = match address {
             Some(a) => zbus::connection::Builder::address(a),
