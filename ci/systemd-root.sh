@@ -25,7 +25,7 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
     echo "ci/systemd-root: apt-get install ${need_apt[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
+    apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 
 if [ -e "$STAMP" ]; then
@@ -33,10 +33,15 @@ if [ -e "$STAMP" ]; then
     exit 0
 fi
 
+# An unfinished root is rebuilt; anything else at that path is not ours to delete.
+if [ -e "$ROOT" ] && [ -n "$(ls -A "$ROOT")" ] && [ ! -e "$ROOT/etc/debian_version" ]; then
+    echo "ci/systemd-root: $ROOT exists and is not a Debian root; refusing to replace it" >&2
+    exit 1
+fi
 # Build next to the final place and rename at the end, so a half-built root
 # is never mistaken for a finished one.
 tmp="$ROOT.building.$$"
-trap 'rm -rf "$tmp"' EXIT
+trap 'rm -rf "$tmp" "$tmp.log"' EXIT
 rm -rf "$ROOT" "$ROOT".building.*
 mkdir -p "$(dirname "$ROOT")"
 echo "ci/systemd-root: debootstrap $SUITE into $ROOT (about 90 s)"

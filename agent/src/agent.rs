@@ -19,6 +19,7 @@ use crate::etcd::runner::{Runner, RunnerConfig};
 use crate::metadata::{self, InstanceFacts, MetadataError, ProviderKind};
 use crate::pki::{self, CertKind, ClusterCa, NodeIdentity, PkiError};
 use crate::plan::{self, Plan};
+use crate::service::systemd::SystemdSupervisor;
 use crate::service::{ServiceError, Supervisor, SupervisorKind, child::ChildSupervisor};
 use crate::state::{Phase, StateDir, StateError, Status};
 
@@ -166,12 +167,7 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
         SupervisorKind::Child => {
             Supervisor::Child(ChildSupervisor::new(args.state_dir.root().join("services")))
         }
-        SupervisorKind::Systemd => {
-            return Err(ServiceError::SystemdNotBuilt {
-                name: "muster-etcd".into(),
-            }
-            .into());
-        }
+        SupervisorKind::Systemd => Supervisor::Systemd(SystemdSupervisor::connect(None).await?),
     };
     let source = PeerSource::from_config(config.discovery.method(), &facts, &args.metadata).await?;
     let runner = Runner::new(

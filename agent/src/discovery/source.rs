@@ -29,7 +29,7 @@ pub enum PeerSource {
         group: String,
         /// Where to refresh instance-role credentials; `None` when the
         /// credentials came from the environment.
-        role: Option<RoleCredentials>,
+        role: Option<Box<RoleCredentials>>,
     },
 }
 
@@ -113,7 +113,7 @@ impl PeerSource {
                             imds: imds.clone(),
                             fetched: Mutex::new(Instant::now()),
                         };
-                        (imds_credentials(imds).await?, Some(role))
+                        (imds_credentials(imds).await?, Some(Box::new(role)))
                     }
                 };
                 let client = AwsClient::new(opts, credentials)

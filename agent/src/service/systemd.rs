@@ -98,8 +98,9 @@ pub enum SystemdError {
         // Boxed: zbus::Error is large, and these travel in every Result.
         source: Box<zbus::Error>,
     },
-    #[error("unit {unit}: D-Bus call {call} failed: {source}")]
+    #[error("{unit}: D-Bus call {call} failed: {source}")]
     Call {
+        /// The unit, or `systemd` for calls about no unit.
         unit: String,
         call: &'static str,
         error_name: Option<String>,
@@ -156,6 +157,11 @@ fn call_error(unit: &str, call: &'static str) -> impl FnOnce(zbus::Error) -> Sys
     }
 }
 
+/// systemd's own exit codes (`systemd-analyze exit-status`): the service's
+/// process failed before the program ran, e.g. 203 `EXEC`, it could not be
+/// executed. 200 (`CHDIR`) to 244 (`BPF`) in systemd 252; newer ones add more.
+const SYSTEMD_EXIT_CODES: std::ops::RangeInclusive<i32> = 200..=254;
+
 /// A unit's state as systemd reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnitStatus {
@@ -173,21 +179,15 @@ pub struct UnitStatus {
 }
 
 impl UnitStatus {
-    /// Running, starting (including systemd's restart delay) or reloading.
+    /// Running, starting (including systemd's restart delay) or reloading
+    /// (`refreshing` is systemd 257's name for a reload-like state).
     pub fn is_running(&self) -> bool {
         matches!(
             self.active_state.as_str(),
             "active" | "activating" | "reloading" | "refreshing"
         )
     }
-}
 
-/// systemd's own exit codes (`systemd-analyze exit-status`): the service's
-/// process failed before the program ran, e.g. 203 `EXEC`, it could not be
-/// executed. 200 (`CHDIR`) to 244 (`BPF`) in systemd 252; newer ones add more.
-const SYSTEMD_EXIT_CODES: std::ops::RangeInclusive<i32> = 200..=254;
-
-impl UnitStatus {
     /// The program itself ran and then exited or was killed (as opposed to
     /// systemd failing to set up or execute it).
     pub fn program_exited(&self) -> bool {
@@ -250,7 +250,7 @@ impl SystemdSupervisor {
         manager
             .subscribe()
             .await
-            .map_err(call_error("-", "Manager.Subscribe"))?;
+            .map_err(call_error("systemd", "Manager.Subscribe"))?;
         debug!("connected to systemd");
         Ok(SystemdSupervisor {
             manager,
@@ -278,7 +278,7 @@ impl SystemdSupervisor {
             .manager
             .system_state()
             .await
-            .map_err(call_error("-", "Get(Manager.SystemState)"))?)
+            .map_err(call_error("systemd", "Get(Manager.SystemState)"))?)
     }
 
     /// The unit's state, or `None` if systemd has no such unit loaded.
@@ -560,5 +560,48 @@ impl SystemdSupervisor {
                 timeout: self.job_timeout,
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(active: &str, result: &str, exit: i32) -> UnitStatus {
+        UnitStatus {
+            active_state: active.into(),
+            sub_state: String::new(),
+            transient: true,
+            result: result.into(),
+            exec_main_status: exit,
+            n_restarts: 0,
+        }
+    }
+
+    #[test]
+    fn unit_names_get_the_service_suffix_once() {
+        assert_eq!(unit_name("muster-etcd"), "muster-etcd.service");
+        assert_eq!(unit_name("muster-etcd.service"), "muster-etcd.service");
+    }
+
+    #[test]
+    fn starting_and_restarting_count_as_running() {
+        for state in ["active", "activating", "reloading", "refreshing"] {
+            assert!(status(state, "success", 0).is_running(), "{state}");
+        }
+        for state in ["inactive", "failed", "deactivating"] {
+            assert!(!status(state, "success", 0).is_running(), "{state}");
+        }
+    }
+
+    #[test]
+    fn a_program_that_ran_is_told_apart_from_one_that_could_not_start() {
+        assert!(status("failed", "exit-code", 1).program_exited());
+        assert!(status("failed", "signal", 9).program_exited());
+        // 203 EXEC: not found or not executable; 217 USER: bad User=.
+        assert!(!status("failed", "exit-code", 203).program_exited());
+        assert!(!status("failed", "exit-code", 217).program_exited());
+        assert!(!status("failed", "start-limit-hit", 0).program_exited());
+        assert!(!status("failed", "timeout", 0).program_exited());
     }
 }

@@ -3,7 +3,8 @@
 //! Each round lists the group, probes the peers' etcd, and asks the pure
 //! `formation::decide` / `membership::plan` what to do; this module only
 //! carries decisions out. Everything it needs to resume lives on disk, so a
-//! killed or restarted agent picks up where it was.
+//! killed or restarted agent picks up where it was. Joining an existing
+//! cluster is in `join.rs`, the steady-state round in `steady.rs`.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::Ipv4Addr;
@@ -12,15 +13,17 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tracing::{info, warn};
 
-use super::client::{self, Etcd, EtcdTls};
+use super::client::{self, EtcdTls};
 use super::flags::{Bootstrap, ClusterState, MemberConfig, TlsFiles};
-use super::membership::{self, MemberAction, MemberHealth};
 use crate::discovery::source::PeerSource;
 use crate::discovery::{Lifecycle, Peer};
-use crate::formation::{self, Decision, FoundCluster, InitialMember, Observed};
+use crate::formation::{self, Decision, FoundCluster, Observed};
 use crate::roles::{self, Role, Topology};
 use crate::service::{ServiceSpec, Supervisor};
-use crate::state::{EtcdStatus, MemberStatus, Phase, StateDir, Status};
+mod join;
+mod steady;
+
+use crate::state::{Phase, StateDir, Status};
 
 /// The supervised etcd service.
 pub const SERVICE: &str = "muster-etcd";
@@ -139,7 +142,13 @@ impl Runner {
             self.write_status();
             return Ok(());
         }
-        if self.cfg.supervisor.is_running(SERVICE) {
+        let running = self
+            .cfg
+            .supervisor
+            .is_running(SERVICE)
+            .await
+            .map_err(|e| e.to_string())?;
+        if running {
             return self.steady(&view).await;
         }
 
@@ -325,110 +334,6 @@ impl Runner {
         self.write_status();
     }
 
-    /// Adds this node as a learner under the cluster-wide membership lock.
-    /// `None` when the cluster filled up meanwhile.
-    async fn join(&self, me: &Peer, cluster: &FoundCluster) -> Result<Option<Bootstrap>, String> {
-        let endpoints: Vec<String> = cluster
-            .members
-            .iter()
-            .filter_map(|m| {
-                m.peer_urls
-                    .first()
-                    .and_then(|u| url_host(u))
-                    .map(client::client_url)
-            })
-            .collect();
-        let mut etcd = Etcd::connect(endpoints, &self.cfg.tls, Duration::from_secs(3))
-            .await
-            .map_err(|e| e.to_string())?;
-        let (key, lease) = etcd
-            .lock_membership(15)
-            .await
-            .map_err(|e| format!("etcd: membership lock: {e}"))?;
-        let result = self.add_self(&mut etcd, me).await;
-        etcd.unlock_membership(key, lease).await;
-        let Some(members) = result? else {
-            return Ok(None);
-        };
-        let my_url = formation::peer_url(me);
-        let mut initial: Vec<InitialMember> = members
-            .iter()
-            .filter_map(|m| {
-                let url = m.peer_urls.first()?.clone();
-                let name = if url == my_url {
-                    me.id.clone()
-                } else if m.name.is_empty() {
-                    format!("m-{:x}", m.id) // never started yet; etcd matches members by URL
-                } else {
-                    m.name.clone()
-                };
-                Some(InitialMember {
-                    name,
-                    peer_url: url,
-                })
-            })
-            .collect();
-        initial.sort();
-        let token = formation::token(&self.cfg.cluster_name, &initial);
-        Ok(Some(Bootstrap {
-            initial,
-            state: ClusterState::Existing,
-            token,
-        }))
-    }
-
-    async fn add_self(
-        &self,
-        etcd: &mut Etcd,
-        me: &Peer,
-    ) -> Result<Option<Vec<formation::FoundMember>>, String> {
-        let my_url = formation::peer_url(me);
-        let members = etcd.members().await.map_err(|e| e.to_string())?;
-        if !members.iter().any(|m| m.peer_urls.contains(&my_url)) {
-            if members.len() >= self.cfg.topology.etcd_members() {
-                return Ok(None);
-            }
-            // etcd refuses reconfiguration for a few seconds after a start or
-            // a membership change (strict reconfig check): retry with backoff.
-            let policy = crate::retry::Backoff {
-                initial: Duration::from_millis(250),
-                max_delay: Duration::from_secs(2),
-                total: Duration::from_secs(30),
-            };
-            let id = crate::retry::retry(
-                policy,
-                |_| true,
-                |_| {
-                    let url = my_url.clone();
-                    let tls = self.cfg.tls.clone();
-                    let endpoints: Vec<String> = members
-                        .iter()
-                        .filter_map(|m| {
-                            m.peer_urls
-                                .first()
-                                .and_then(|u| url_host(u))
-                                .map(client::client_url)
-                        })
-                        .collect();
-                    async move {
-                        let mut etcd =
-                            Etcd::connect(endpoints, &tls, Duration::from_secs(3)).await?;
-                        etcd.add_learner(&url).await
-                    }
-                },
-            )
-            .await
-            .map_err(|g| {
-                format!(
-                    "etcd: cannot add this node as a learner after {} attempts: {}",
-                    g.attempts, g.last
-                )
-            })?;
-            info!(member = %format!("{id:x}"), "added as a learner");
-        }
-        etcd.members().await.map(Some).map_err(|e| e.to_string())
-    }
-
     async fn start_etcd(&self, me: &Peer, bootstrap: Option<Bootstrap>) -> Result<(), String> {
         let member = MemberConfig {
             name: me.id.clone(),
@@ -450,136 +355,6 @@ impl Runner {
             .await
             .map(|_| ())
             .map_err(|e| e.to_string())
-    }
-
-    /// etcd runs here: report, and if this member leads, heal membership.
-    async fn steady(&mut self, view: &[Peer]) -> Result<(), String> {
-        let local = client::client_url(Ipv4Addr::LOCALHOST);
-        let mut etcd = Etcd::connect(vec![local], &self.cfg.tls, client::PROBE_TIMEOUT)
-            .await
-            .map_err(|e| format!("etcd: local member not answering yet: {e}"))?;
-        let (cluster_id, member_id, leader) = etcd
-            .status()
-            .await
-            .map_err(|e| format!("etcd: local member: {e}"))?;
-        let members = etcd
-            .members()
-            .await
-            .map_err(|e| format!("etcd: member list: {e}"))?;
-
-        let checks = members.iter().map(|m| {
-            let endpoint = m
-                .peer_urls
-                .first()
-                .and_then(|u| url_host(u))
-                .map(client::client_url);
-            let tls = self.cfg.tls.clone();
-            async move {
-                match endpoint {
-                    Some(e) => client::healthy(e, &tls).await,
-                    None => false,
-                }
-            }
-        });
-        let health = futures_join_all(checks).await;
-        let now = Instant::now();
-        let static_group = matches!(self.source, PeerSource::Static(_));
-        let mut observed = Vec::with_capacity(members.len());
-        for (m, healthy) in members.iter().zip(&health) {
-            let since = *self.unhealthy_since.entry(m.id).or_insert(now);
-            if *healthy {
-                self.unhealthy_since.insert(m.id, now);
-            }
-            let address = m
-                .peer_urls
-                .first()
-                .and_then(|u| url_host(u))
-                .and_then(|h| h.parse::<Ipv4Addr>().ok());
-            let listed = address.is_some_and(|a| {
-                view.iter()
-                    .any(|p| p.address == a && p.lifecycle != Lifecycle::Leaving)
-            });
-            observed.push(MemberHealth {
-                id: m.id,
-                name: m.name.clone(),
-                is_learner: m.is_learner,
-                healthy: *healthy,
-                unhealthy_for_ms: if *healthy {
-                    0
-                } else {
-                    now.duration_since(since).as_millis() as u64
-                },
-                // A static list cannot tell a dead machine from a slow one;
-                // a cloud group can.
-                in_group: if static_group && listed {
-                    None
-                } else {
-                    Some(listed)
-                },
-            });
-        }
-        self.unhealthy_since
-            .retain(|id, _| members.iter().any(|m| m.id == *id));
-
-        let all_healthy = health.iter().all(|h| *h);
-        self.cfg.status.phase = if leader != 0 && all_healthy {
-            Phase::SteadyState
-        } else {
-            Phase::Etcd
-        };
-        self.cfg.status.message = Some(format!(
-            "etcd: {} of {} members healthy{}",
-            health.iter().filter(|h| **h).count(),
-            members.len(),
-            if leader == member_id {
-                "; this member leads"
-            } else {
-                ""
-            }
-        ));
-        self.cfg.status.etcd = Some(EtcdStatus {
-            cluster_id: format!("{cluster_id:x}"),
-            member_id: format!("{member_id:x}"),
-            leader_id: format!("{leader:x}"),
-            members: members
-                .iter()
-                .zip(&health)
-                .map(|(m, h)| MemberStatus {
-                    id: format!("{:x}", m.id),
-                    name: m.name.clone(),
-                    peer_url: m.peer_urls.first().cloned().unwrap_or_default(),
-                    is_learner: m.is_learner,
-                    healthy: *h,
-                })
-                .collect(),
-        });
-        self.write_status();
-
-        // Only the leader's agent changes membership, so two agents never
-        // race to remove members.
-        if leader == 0 || leader != member_id {
-            return Ok(());
-        }
-        for action in membership::plan(&observed, self.cfg.replace_after.as_millis() as u64) {
-            let result = match &action {
-                MemberAction::Remove { id, name, reason } => {
-                    warn!(member = %format!("{id:x}"), %name, %reason, "removing a dead member");
-                    etcd.remove(*id).await
-                }
-                MemberAction::Promote { id, name } => {
-                    let r = etcd.promote(*id).await;
-                    if r.is_ok() {
-                        info!(member = %format!("{id:x}"), %name, "promoted learner to voting member");
-                    }
-                    r
-                }
-            };
-            if let Err(e) = result {
-                // A learner not yet caught up refuses promotion: next round.
-                info!("membership change {action:?} not done yet: {e}");
-            }
-        }
-        Ok(())
     }
 }
 

@@ -1,0 +1,146 @@
+//! The steady-state round: report the cluster in the status file and, on
+//! the leader's agent only, carry out the membership plan (S3).
+
+use std::net::Ipv4Addr;
+use std::time::Instant;
+
+use tracing::{info, warn};
+
+use super::{Runner, futures_join_all, url_host};
+use crate::discovery::source::PeerSource;
+use crate::discovery::{Lifecycle, Peer};
+use crate::etcd::client::{self, Etcd};
+use crate::etcd::membership::{self, MemberAction, MemberHealth};
+use crate::state::{EtcdStatus, MemberStatus, Phase};
+
+impl Runner {
+    /// etcd runs here: report, and if this member leads, heal membership.
+    pub(super) async fn steady(&mut self, view: &[Peer]) -> Result<(), String> {
+        let local = client::client_url(Ipv4Addr::LOCALHOST);
+        let mut etcd = Etcd::connect(vec![local], &self.cfg.tls, client::PROBE_TIMEOUT)
+            .await
+            .map_err(|e| format!("etcd: local member not answering yet: {e}"))?;
+        let (cluster_id, member_id, leader) = etcd
+            .status()
+            .await
+            .map_err(|e| format!("etcd: local member: {e}"))?;
+        let members = etcd
+            .members()
+            .await
+            .map_err(|e| format!("etcd: member list: {e}"))?;
+
+        let checks = members.iter().map(|m| {
+            let endpoint = m
+                .peer_urls
+                .first()
+                .and_then(|u| url_host(u))
+                .map(client::client_url);
+            let tls = self.cfg.tls.clone();
+            async move {
+                match endpoint {
+                    Some(e) => client::healthy(e, &tls).await,
+                    None => false,
+                }
+            }
+        });
+        let health = futures_join_all(checks).await;
+        let now = Instant::now();
+        let static_group = matches!(self.source, PeerSource::Static(_));
+        let mut observed = Vec::with_capacity(members.len());
+        for (m, healthy) in members.iter().zip(&health) {
+            let since = *self.unhealthy_since.entry(m.id).or_insert(now);
+            if *healthy {
+                self.unhealthy_since.insert(m.id, now);
+            }
+            let address = m
+                .peer_urls
+                .first()
+                .and_then(|u| url_host(u))
+                .and_then(|h| h.parse::<Ipv4Addr>().ok());
+            let listed = address.is_some_and(|a| {
+                view.iter()
+                    .any(|p| p.address == a && p.lifecycle != Lifecycle::Leaving)
+            });
+            observed.push(MemberHealth {
+                id: m.id,
+                name: m.name.clone(),
+                is_learner: m.is_learner,
+                healthy: *healthy,
+                unhealthy_for_ms: if *healthy {
+                    0
+                } else {
+                    now.duration_since(since).as_millis() as u64
+                },
+                // A static list cannot tell a dead machine from a slow one;
+                // a cloud group can.
+                in_group: if static_group && listed {
+                    None
+                } else {
+                    Some(listed)
+                },
+            });
+        }
+        self.unhealthy_since
+            .retain(|id, _| members.iter().any(|m| m.id == *id));
+
+        let all_healthy = health.iter().all(|h| *h);
+        self.cfg.status.phase = if leader != 0 && all_healthy {
+            Phase::SteadyState
+        } else {
+            Phase::Etcd
+        };
+        self.cfg.status.message = Some(format!(
+            "etcd: {} of {} members healthy{}",
+            health.iter().filter(|h| **h).count(),
+            members.len(),
+            if leader == member_id {
+                "; this member leads"
+            } else {
+                ""
+            }
+        ));
+        self.cfg.status.etcd = Some(EtcdStatus {
+            cluster_id: format!("{cluster_id:x}"),
+            member_id: format!("{member_id:x}"),
+            leader_id: format!("{leader:x}"),
+            members: members
+                .iter()
+                .zip(&health)
+                .map(|(m, h)| MemberStatus {
+                    id: format!("{:x}", m.id),
+                    name: m.name.clone(),
+                    peer_url: m.peer_urls.first().cloned().unwrap_or_default(),
+                    is_learner: m.is_learner,
+                    healthy: *h,
+                })
+                .collect(),
+        });
+        self.write_status();
+
+        // Only the leader's agent changes membership, so two agents never
+        // race to remove members.
+        if leader == 0 || leader != member_id {
+            return Ok(());
+        }
+        for action in membership::plan(&observed, self.cfg.replace_after.as_millis() as u64) {
+            let result = match &action {
+                MemberAction::Remove { id, name, reason } => {
+                    warn!(member = %format!("{id:x}"), %name, %reason, "removing a dead member");
+                    etcd.remove(*id).await
+                }
+                MemberAction::Promote { id, name } => {
+                    let r = etcd.promote(*id).await;
+                    if r.is_ok() {
+                        info!(member = %format!("{id:x}"), %name, "promoted learner to voting member");
+                    }
+                    r
+                }
+            };
+            if let Err(e) = result {
+                // A learner not yet caught up refuses promotion: next round.
+                info!("membership change {action:?} not done yet: {e}");
+            }
+        }
+        Ok(())
+    }
+}
