@@ -48,6 +48,10 @@ if [ ! -x "$TOOLS/moto/bin/moto_server" ]; then
     "$TOOLS/moto/bin/pip" install -q 'moto[server]>=5,<6'
 fi
 
+# A minimal Debian root with systemd, booted by systemd-nspawn for the
+# systemd supervisor's D-Bus tests.
+bash "$(dirname "$0")/systemd-root.sh"
+
 if ! command -v cargo >/dev/null 2>&1; then
     echo "ci/install-deps: cargo not found; install the Rust toolchain (rustup) first" >&2
     exit 1

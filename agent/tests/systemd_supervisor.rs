@@ -242,3 +242,34 @@ async fn an_unreachable_bus_is_a_connect_error_naming_the_address() {
         "{err}"
     );
 }
+
+/// The harness itself: containers side by side do not share a cgroup. When
+/// they did, a container shutting down trimmed the other's fresh unit
+/// cgroups, and its starts failed with exit status 219 (CGROUP).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_going_away_leaves_its_neighbour_intact() {
+    let a = Container::boot().await;
+    let b = Container::boot().await;
+    let sup = supervisor(&a).await;
+    assert!(
+        sup.ensure_running(&spec("before", "/bin/sleep", &["300"]))
+            .await
+            .expect("start")
+    );
+    let shutdown = tokio::task::spawn_blocking(move || drop(b));
+    for n in 0..40 {
+        let name = format!("during-{n}");
+        assert!(
+            sup.ensure_running(&spec(&name, "/bin/sleep", &["300"]))
+                .await
+                .expect("start while the neighbour stops")
+        );
+    }
+    shutdown.await.expect("neighbour shut down");
+    assert!(sup.is_running("before").await.expect("is_running"));
+    assert!(
+        sup.ensure_running(&spec("after", "/bin/sleep", &["300"]))
+            .await
+            .expect("start after the neighbour left")
+    );
+}

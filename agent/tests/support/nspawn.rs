@@ -49,6 +49,7 @@ pub fn root_dir() -> PathBuf {
 /// One booted systemd. Dropping it powers it off.
 pub struct Container {
     child: Option<Child>,
+    cgroups: Vec<PathBuf>,
     dir: Option<tempfile::TempDir>,
     pub name: String,
     /// `unix:path=.../system_bus_socket`: the container's system bus.
@@ -89,8 +90,22 @@ impl Container {
         let console = File::create(dir.path().join("console.log")).expect("console log");
         let console_err = console.try_clone().expect("console log");
 
-        let mut cmd = Command::new("systemd-nspawn");
-        cmd.arg("--quiet")
+        // nspawn runs the container in `<its own cgroup>/payload`: without a
+        // cgroup of its own, concurrent containers share one and tear each
+        // other's unit cgroups down (exit status 219, CGROUP). A shell moves
+        // itself into a fresh cgroup, then execs nspawn.
+        let cgroups = cgroup_dirs(&name);
+        for dir in &cgroups {
+            std::fs::create_dir_all(dir)
+                .unwrap_or_else(|e| panic!("create cgroup {}: {e}", dir.display()));
+        }
+        let mut cmd = Command::new("/bin/sh");
+        cmd.arg("-c")
+            .arg(r#"for cg in $MUSTER_CGROUPS; do echo $$ >"$cg/cgroup.procs" || exit 1; done; exec "$@""#)
+            .arg("sh")
+            .env("MUSTER_CGROUPS", cgroups.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(" "))
+            .arg("systemd-nspawn")
+            .arg("--quiet")
             .arg("--directory")
             .arg(&root)
             .args([
@@ -118,6 +133,7 @@ impl Container {
         let bus_address = format!("unix:path={}", bus_dir.join("system_bus_socket").display());
         let mut container = Container {
             child: Some(child),
+            cgroups,
             dir: Some(dir),
             name,
             bus_address,
@@ -263,6 +279,9 @@ impl Container {
 impl Drop for Container {
     fn drop(&mut self) {
         self.shut_down();
+        for dir in &self.cgroups {
+            remove_cgroup(dir);
+        }
         if std::thread::panicking() {
             let log = self.console_log();
             let tail: Vec<&str> = log.lines().rev().take(20).collect();
@@ -279,4 +298,36 @@ impl Drop for Container {
             eprintln!("container {}: kept {}", self.name, dir.keep().display());
         }
     }
+}
+
+/// One cgroup per container in each hierarchy systemd uses: the unified one
+/// (cgroup v2, or `unified` in hybrid mode) and `name=systemd` (v1/hybrid).
+fn cgroup_dirs(name: &str) -> Vec<PathBuf> {
+    let base = Path::new("/sys/fs/cgroup");
+    let hierarchies = if base.join("cgroup.controllers").exists() {
+        vec![base.to_path_buf()]
+    } else {
+        ["unified", "systemd"]
+            .iter()
+            .map(|h| base.join(h))
+            .filter(|h| h.join("cgroup.procs").exists())
+            .collect()
+    };
+    hierarchies
+        .into_iter()
+        .map(|h| h.join("muster-tests").join(name))
+        .collect()
+}
+
+/// Removes a cgroup and the ones nspawn made below it (cgroups go with
+/// rmdir, deepest first; their files are not real files).
+fn remove_cgroup(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_cgroup(&entry.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
 }
