@@ -14,7 +14,6 @@
 #[allow(dead_code)]
 mod cluster;
 #[path = "../tests/support/netns.rs"]
-#[allow(dead_code)]
 mod netns;
 
 use std::time::{Duration, Instant};
