@@ -82,3 +82,10 @@ for n in "${nodes[@]}"; do
     echo "-- muster status (lab-node-$n)"
     "$bin" status --state-dir "$work/n$n/state"
 done
+echo "== API VIP 10.77.0.100 (mode arp): who holds it"
+for _ in $(seq 1 40); do
+    holder=$(for n in "${nodes[@]}"; do ip -n "$ns-$n" -4 addr show dev eth0 | grep -q 'inet 10.77.0.100/32' && echo "lab-node-$n"; done)
+    [ -n "$holder" ] && break
+    sleep 0.25
+done
+echo "held by: ${holder:-nobody yet}"

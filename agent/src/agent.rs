@@ -11,9 +11,10 @@ use std::time::Duration;
 
 use tracing::{Instrument, info, info_span};
 
+use crate::config::VipMode;
 use crate::config::{self, Config, ConfigErrors, Layer};
 use crate::discovery::source::{PeerSource, SourceError};
-use crate::etcd::client::{EtcdError, EtcdTls};
+use crate::etcd::client::{EtcdError, EtcdTls, client_url};
 use crate::etcd::flags::TlsFiles;
 use crate::etcd::runner::{Runner, RunnerConfig};
 use crate::metadata::{self, InstanceFacts, MetadataError, ProviderKind};
@@ -22,6 +23,7 @@ use crate::plan::{self, Plan};
 use crate::service::systemd::SystemdSupervisor;
 use crate::service::{ServiceError, Supervisor, SupervisorKind, child::ChildSupervisor};
 use crate::state::{Phase, StateDir, StateError, Status};
+use crate::vip::{ArpMover, EtcdAccess, EtcdMemberHealth, VipConfig, VipError, VipManager};
 
 /// The image's defaults file, the lowest config layer.
 pub const DEFAULT_DEFAULTS_FILE: &str = "/usr/lib/muster/defaults.yaml";
@@ -89,6 +91,8 @@ pub enum AgentError {
     Discovery(#[from] SourceError),
     #[error(transparent)]
     Service(#[from] ServiceError),
+    #[error("api endpoint: {0}")]
+    Vip(#[from] VipError),
 }
 
 /// Runs the pipeline as far as it is built.
@@ -170,6 +174,22 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
         SupervisorKind::Systemd => Supervisor::Systemd(SystemdSupervisor::connect(None).await?),
     };
     let source = PeerSource::from_config(config.discovery.method(), &facts, &args.metadata).await?;
+
+    // One shutdown signal, shared: the VIP must be released before exit.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let vip_task = start_vip(
+        &config,
+        &facts,
+        ip,
+        &node_pki,
+        &source,
+        stopped(stop_rx.clone()),
+    )
+    .await?;
+
     let runner = Runner::new(
         RunnerConfig {
             cluster_name: config.cluster.name.clone(),
@@ -188,11 +208,70 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
         },
         source,
     );
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
     runner
-        .run(shutdown_signal())
+        .run(stopped(stop_rx))
         .instrument(info_span!("etcd"))
         .await;
+    if let Some(task) = vip_task {
+        // Waits for the address to be removed and the lease revoked.
+        match task.await {
+            Ok(Err(e)) => tracing::warn!("api endpoint: {e}"),
+            Err(e) => tracing::warn!("api endpoint task: {e}"),
+            Ok(Ok(())) => {}
+        }
+    }
     Ok(())
+}
+
+/// Starts the floating API address manager when the config asks for an L2
+/// (`arp`) VIP. It campaigns only while the local etcd member is healthy, so
+/// it runs on every node: a worker never becomes a candidate. Other modes are
+/// not built yet and are only logged in the plan.
+async fn start_vip(
+    config: &Config,
+    facts: &InstanceFacts,
+    ip: std::net::Ipv4Addr,
+    node_pki: &pki::NodePki,
+    source: &PeerSource,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<Option<tokio::task::JoinHandle<Result<(), VipError>>>, AgentError> {
+    let endpoint = &config.api_endpoint;
+    let mode = endpoint.resolved_mode(VipMode::for_platform(facts.provider.as_str()));
+    let Some(vip) = endpoint.vip.filter(|_| mode == VipMode::Arp) else {
+        return Ok(None);
+    };
+    // The local member first: the manager tries endpoints in order.
+    let local = client_url(ip);
+    let mut endpoints = vec![local.clone()];
+    if let Ok(peers) = source.list().await {
+        endpoints.extend(
+            peers
+                .iter()
+                .filter(|p| p.address != ip && !p.address.is_unspecified())
+                .map(|p| client_url(p.address)),
+        );
+    }
+    let health =
+        EtcdMemberHealth::new(EtcdAccess::mtls(vec![local], node_pki).map_err(VipError::from)?);
+    let mover = ArpMover::new(vip, endpoint.interface.as_deref(), ip)
+        .await
+        .map_err(VipError::from)?;
+    let vip_config = VipConfig {
+        vip,
+        holder_id: facts.instance_id.clone(),
+        etcd: EtcdAccess::mtls(endpoints, node_pki).map_err(VipError::from)?,
+        timing: Default::default(),
+        shed_etcd_leadership: true,
+    };
+    let manager = VipManager::new(vip_config, mover, health)?;
+    info!(%vip, "api endpoint: L2 VIP manager started");
+    Ok(Some(tokio::spawn(
+        manager.run(shutdown).instrument(info_span!("api-endpoint")),
+    )))
 }
 
 /// Resolves on SIGTERM (systemd stop) or SIGINT (Ctrl-C).

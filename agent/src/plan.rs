@@ -111,7 +111,9 @@ impl Plan {
             Some(vip) => format!("https://{vip}:{} via {}", endpoint.port, mode.as_str()),
             None => "no VIP (mode none)".into(),
         };
-        step(Phase::ApiEndpoint, false, format!("API endpoint {vip}"));
+        // Only the L2 mover is built; BGP and cloud movers come later.
+        let vip_built = endpoint.vip.is_some() && mode == VipMode::Arp;
+        step(Phase::ApiEndpoint, vip_built, format!("API endpoint {vip}"));
 
         let k8s = &config.kubernetes;
         step(

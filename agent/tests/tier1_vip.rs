@@ -151,8 +151,13 @@ fn a_partitioned_holder_drops_the_vip_itself_and_does_not_take_it_back() {
         None,
         "the returning node took the VIP back"
     );
-    assert_eq!(lab.holders_now(), vec![new]);
-    assert_eq!(lab.wait_for_holder(ELECT), new);
+    // One holder, on the majority side. It need not still be `new`: an etcd
+    // leadership move right after a takeover can drop a renewal, and the
+    // VIP may then pass to the third node (seen under load; S4 still holds).
+    let holders = lab.holders_now();
+    assert_eq!(holders.len(), 1, "exactly one holder: {holders:?}");
+    assert_ne!(holders[0], old, "the returning node holds the VIP");
+    assert_ne!(lab.wait_for_holder(ELECT), old);
     assert_one_mac_at_a_time(&lab, since);
 }
 

@@ -191,11 +191,15 @@ pub enum KeyView {
 pub struct Seen {
     /// `None`: the key was absent.
     pub mod_revision: Option<i64>,
+    /// When the read that first showed it *returned*. Not when it was sent:
+    /// a slow read can show a touch committed after the request left, and
+    /// the wait must not start before that commit (S4).
     pub since: Instant,
 }
 
 /// Updates what a candidate has seen: the clock restarts whenever the key
-/// changes (a touch, a new holder, a deletion).
+/// changes (a touch, a new holder, a deletion). `now`: when the read
+/// returned.
 pub fn observe(prev: Option<Seen>, key: &KeyView, now: Instant) -> Seen {
     let rev = match key {
         KeyView::Absent => None,

@@ -61,17 +61,15 @@ impl EtcdMemberHealth {
 }
 
 impl HealthCheck for EtcdMemberHealth {
-    fn healthy(&mut self) -> impl Future<Output = bool> + Send {
-        async move {
-            match tokio::time::timeout(CHECK_TIMEOUT, self.check()).await {
-                Ok(Ok(has_leader)) => has_leader,
-                Ok(Err(e)) => {
-                    tracing::debug!("vip health: local etcd member: {e}");
-                    self.client = None;
-                    false
-                }
-                Err(_) => false,
+    async fn healthy(&mut self) -> bool {
+        match tokio::time::timeout(CHECK_TIMEOUT, self.check()).await {
+            Ok(Ok(has_leader)) => has_leader,
+            Ok(Err(e)) => {
+                tracing::debug!("vip health: local etcd member: {e}");
+                self.client = None;
+                false
             }
+            Err(_) => false,
         }
     }
 }

@@ -286,6 +286,37 @@ impl Store {
     }
 }
 
+impl Store {
+    /// If the *first* endpoint's member (the local one) leads etcd, asks it
+    /// to hand leadership to another voting member, so that one machine's
+    /// crash never costs both the VIP holder and the etcd leader (the new
+    /// holder's txn would wait for etcd's re-election). Returns the member
+    /// that now leads, if leadership moved.
+    pub async fn shed_leadership(&self) -> Result<Option<u64>, LeaseError> {
+        let (endpoint, client) = &self.clients[0];
+        let mut c = client.clone();
+        let status = within(endpoint, "status", self.timeout, c.status()).await?;
+        let me = status.header().map(|h| h.member_id()).unwrap_or(0);
+        if me == 0 || status.leader() != me {
+            return Ok(None);
+        }
+        let members = within(endpoint, "member list", self.timeout, c.member_list()).await?;
+        let Some(target) = members
+            .members()
+            .iter()
+            .find(|m| m.id() != me && !m.is_learner() && !m.client_urls().is_empty())
+            .map(|m| m.id())
+        else {
+            return Ok(None);
+        };
+        // A transfer waits for the target to catch up and win: allow an
+        // election's worth of time, not one call's.
+        let transfer = c.move_leader(target);
+        within(endpoint, "move leader", CONNECT_TIMEOUT, transfer).await?;
+        Ok(Some(target))
+    }
+}
+
 async fn within<T>(
     endpoints: &str,
     op: &'static str,

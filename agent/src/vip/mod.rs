@@ -36,6 +36,8 @@ pub enum VipError {
     Timing(#[from] TimingError),
     #[error(transparent)]
     Mover(#[from] MoverError),
+    #[error(transparent)]
+    Lease(#[from] LeaseError),
     #[error("vip {vip}: could not remove the address on shutdown: {source}")]
     Release { vip: Ipv4Addr, source: MoverError },
 }
@@ -46,10 +48,15 @@ pub struct VipConfig {
     pub vip: Ipv4Addr,
     /// Unique per node (instance id); written into the election key.
     pub holder_id: String,
-    /// The cluster's etcd (all members' client URLs, so the local member
-    /// dying does not stop a healthy holder from renewing).
+    /// The cluster's etcd: the local member's client URL first, then the
+    /// others. Used one at a time; a failed call moves to the next (see
+    /// `lease::Store`). The local member must be first for
+    /// `shed_etcd_leadership`.
     pub etcd: EtcdAccess,
     pub timing: Timing,
+    /// While holding, move etcd leadership off this node's member (see
+    /// `lease::Store::shed_leadership`). On for stacked control planes.
+    pub shed_etcd_leadership: bool,
 }
 
 /// This node's part, as seen from outside (status, tests).
@@ -168,11 +175,13 @@ impl<M: Mover, H: HealthCheck> VipManager<M, H> {
         let mut seen = None;
         let mut failing = false;
         loop {
-            let now = Instant::now();
             let key = tokio::select! {
                 _ = shutdown.as_mut() => return None,
                 r = st.read() => r,
             };
+            // S4: the moment the answer *arrived* (never when the read was
+            // sent): only then is every revision it shows already committed.
+            let now = Instant::now();
             let key = match key {
                 Ok(k) => k,
                 Err(e) => {
@@ -298,6 +307,10 @@ impl<M: Mover, H: HealthCheck> VipManager<M, H> {
             "vip: holding"
         );
 
+        let _shedder = self
+            .cfg
+            .shed_etcd_leadership
+            .then(|| AbortOnDrop(tokio::spawn(shed_loop(st.clone()))));
         let (mover, health) = (&mut self.mover, &mut self.health);
         let mut announced = 1; // acquire sent the first one
         let mut streak = HealthStreak::default();
@@ -372,7 +385,7 @@ impl<M: Mover, H: HealthCheck> VipManager<M, H> {
             match self.mover.release().await {
                 Ok(()) => return,
                 Err(e) => {
-                    if attempt % 20 == 0 {
+                    if attempt.is_multiple_of(20) {
                         error!("vip: cannot remove the address, retrying: {e}");
                     }
                     attempt += 1;
@@ -397,6 +410,35 @@ async fn renew<H: HealthCheck>(st: &Store, lease: i64, at: Instant, health: &mut
     }
 }
 
+/// How often a holder checks whether its etcd member became the leader.
+const SHED_EVERY: Duration = Duration::from_secs(2);
+
+/// While holding: keep the etcd leader on another machine.
+async fn shed_loop(st: Store) {
+    loop {
+        // Not at once: a fresh holder's first renewals must not meet the
+        // brief proposal drops of a leadership move (that made the VIP flap
+        // to a third node right after a takeover).
+        sleep(SHED_EVERY).await;
+        match st.shed_leadership().await {
+            Ok(Some(to)) => {
+                info!(to = %format!("{to:x}"), "vip: moved etcd leadership off the VIP holder")
+            }
+            Ok(None) => {}
+            Err(e) => debug!("vip: etcd leadership check: {e}"),
+        }
+    }
+}
+
+/// A task that ends with its owner.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Sleeps, or returns true early on shutdown.
 async fn pause(shutdown: &mut Shutdown<'_>, d: Duration) -> bool {
     tokio::select! {
@@ -412,5 +454,49 @@ fn log_fault(failing: &mut bool, e: &LeaseError) {
     } else {
         warn!("{e}");
         *failing = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The lead spawns `run` on the agent's multi-thread runtime.
+    #[allow(dead_code)]
+    fn run_is_send(m: VipManager<ArpMover, EtcdMemberHealth>) {
+        fn is_send<T: Send>(_: T) {}
+        is_send(m.run(async {}));
+    }
+
+    #[test]
+    fn unsafe_timing_is_refused_before_anything_runs() {
+        let t = Timing {
+            takeover_after: Duration::from_millis(500),
+            ..Timing::default()
+        };
+        let cfg = VipConfig {
+            vip: Ipv4Addr::new(10, 0, 0, 200),
+            holder_id: "a".into(),
+            etcd: EtcdAccess::plain(vec!["http://127.0.0.1:2379".into()]),
+            timing: t,
+            shed_etcd_leadership: false,
+        };
+        struct NoMove;
+        impl Mover for NoMove {
+            async fn acquire(&mut self) -> Result<(), MoverError> {
+                Ok(())
+            }
+            async fn announce(&mut self) -> Result<(), MoverError> {
+                Ok(())
+            }
+            async fn release(&mut self) -> Result<(), MoverError> {
+                Ok(())
+            }
+        }
+        let health = || async { true };
+        assert!(matches!(
+            VipManager::new(cfg, NoMove, health),
+            Err(VipError::Timing(_))
+        ));
     }
 }

@@ -91,22 +91,18 @@ impl ArpMover {
 }
 
 impl Mover for ArpMover {
-    fn acquire(&mut self) -> impl Future<Output = Result<(), MoverError>> + Send {
-        async move {
-            // The kernel sends no ARP on address add: announce ourselves.
-            self.netlink.add(&self.iface, self.vip).await?;
-            self.send_announcements()
-        }
+    async fn acquire(&mut self) -> Result<(), MoverError> {
+        // The kernel sends no ARP on address add: announce ourselves.
+        self.netlink.add(&self.iface, self.vip).await?;
+        self.send_announcements()
     }
 
-    fn announce(&mut self) -> impl Future<Output = Result<(), MoverError>> + Send {
-        async move { self.send_announcements() }
+    async fn announce(&mut self) -> Result<(), MoverError> {
+        self.send_announcements()
     }
 
-    fn release(&mut self) -> impl Future<Output = Result<(), MoverError>> + Send {
-        async move {
-            self.netlink.remove(&self.iface, self.vip).await?;
-            Ok(())
-        }
+    async fn release(&mut self) -> Result<(), MoverError> {
+        self.netlink.remove(&self.iface, self.vip).await?;
+        Ok(())
     }
 }

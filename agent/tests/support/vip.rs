@@ -115,6 +115,8 @@ pub struct Lab {
     pub macs: Vec<[u8; 6]>,
     pub candidates: Vec<Option<Candidate>>,
     pub timing: Timing,
+    /// `VipConfig::shed_etcd_leadership` for managers started from now on.
+    pub shed_etcd_leadership: bool,
     endpoints: Vec<String>,
     _etcd: Vec<Proc>,
     stop: Arc<AtomicBool>,
@@ -185,6 +187,7 @@ impl Lab {
             vip,
             macs,
             timing: Timing::default(),
+            shed_etcd_leadership: true,
             endpoints,
             _etcd: etcd,
             stop: Arc::new(AtomicBool::new(false)),
@@ -234,6 +237,7 @@ impl Lab {
             // The local member first, as the agent does it.
             etcd: EtcdAccess::plain(self.endpoints_from(i)),
             timing: self.timing,
+            shed_etcd_leadership: self.shed_etcd_leadership,
         };
         let thread = std::thread::spawn(move || {
             let h = host.clone();
