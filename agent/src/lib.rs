@@ -22,3 +22,10 @@ pub mod roles;
 pub mod service;
 pub mod state;
 pub mod vip;
+
+/// Reads a recorded response under `tests/fixtures/<dir>/` (unit tests).
+#[cfg(test)]
+pub(crate) fn test_fixture(dir: &str, name: &str) -> String {
+    let path = format!("{}/tests/fixtures/{dir}/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}

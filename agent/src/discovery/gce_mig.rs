@@ -139,8 +139,7 @@ mod tests {
     use crate::cloud::gce::compute::{parse_instance, parse_list_managed_instances};
 
     fn fixture(name: &str) -> String {
-        let path = format!("{}/tests/fixtures/gce/{name}", env!("CARGO_MANIFEST_DIR"));
-        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+        crate::test_fixture("gce", name)
     }
 
     #[test]
