@@ -43,6 +43,16 @@ pub struct FoundMember {
     pub healthy: bool,
 }
 
+impl FoundMember {
+    /// The member's machine: the host of its (first) peer URL, which Muster
+    /// always writes as an IPv4 address (`peer_url`).
+    pub fn address(&self) -> Option<std::net::Ipv4Addr> {
+        let url = self.peer_urls.first()?;
+        let (host, _port) = url.split("://").nth(1)?.rsplit_once(':')?;
+        host.parse().ok()
+    }
+}
+
 /// A cluster that answered a probe of a peer's etcd client port.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FoundCluster {
@@ -496,6 +506,16 @@ mod tests {
         assert!(!settled(6_000, 0, &set, 2_000));
         assert!(settled(7_000, 0, &set, 2_000));
         assert!(!settled(7_000, 6_000, &set, 2_000), "view changed 1 s ago");
+    }
+
+    #[test]
+    fn a_member_address_comes_from_its_peer_url() {
+        let view: Vec<_> = (1..=1).map(peer).collect();
+        let c = found(1, &[&view[0]], true);
+        assert_eq!(c.members[0].address(), Some(Ipv4Addr::new(10, 0, 0, 1)));
+        let mut unnamed = c.members[0].clone();
+        unnamed.peer_urls.clear();
+        assert_eq!(unnamed.address(), None);
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tracing::info;
 
-use super::{Runner, url_host};
+use super::Runner;
 use crate::discovery::Peer;
 use crate::etcd::client::{self, Etcd};
 use crate::etcd::flags::{Bootstrap, ClusterState};
@@ -22,12 +22,7 @@ impl Runner {
         let endpoints: Vec<String> = cluster
             .members
             .iter()
-            .filter_map(|m| {
-                m.peer_urls
-                    .first()
-                    .and_then(|u| url_host(u))
-                    .map(client::client_url)
-            })
+            .filter_map(|m| m.address().map(client::client_url))
             .collect();
         let mut etcd = Etcd::connect(endpoints, &self.cfg.tls, Duration::from_secs(3))
             .await
@@ -94,12 +89,7 @@ impl Runner {
                     let tls = self.cfg.tls.clone();
                     let endpoints: Vec<String> = members
                         .iter()
-                        .filter_map(|m| {
-                            m.peer_urls
-                                .first()
-                                .and_then(|u| url_host(u))
-                                .map(client::client_url)
-                        })
+                        .filter_map(|m| m.address().map(client::client_url))
                         .collect();
                     async move {
                         let mut etcd =

@@ -63,14 +63,6 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// The host part of an `https://HOST:PORT` URL.
-fn url_host(url: &str) -> Option<&str> {
-    url.split("://")
-        .nth(1)?
-        .rsplit_once(':')
-        .map(|(host, _)| host)
-}
-
 impl Runner {
     pub fn new(cfg: RunnerConfig, source: PeerSource) -> Runner {
         let role = read_role(&cfg.state);
@@ -208,11 +200,7 @@ impl Runner {
         // and that cluster has a leader.
         for cluster in &mut found {
             for m in &mut cluster.members {
-                let host = m
-                    .peer_urls
-                    .first()
-                    .and_then(|u| url_host(u))
-                    .and_then(|h| h.parse::<Ipv4Addr>().ok());
+                let host = m.address();
                 m.healthy = answers.iter().any(|(p, c)| {
                     Some(p.address) == host && c.cluster_id == cluster.cluster_id && c.has_leader
                 });

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use tracing::{info, warn};
 
-use super::{Runner, futures_join_all, url_host};
+use super::{Runner, futures_join_all};
 use crate::discovery::source::PeerSource;
 use crate::discovery::{Lifecycle, Peer};
 use crate::etcd::client::{self, Etcd};
@@ -30,11 +30,7 @@ impl Runner {
             .map_err(|e| format!("etcd: member list: {e}"))?;
 
         let checks = members.iter().map(|m| {
-            let endpoint = m
-                .peer_urls
-                .first()
-                .and_then(|u| url_host(u))
-                .map(client::client_url);
+            let endpoint = m.address().map(client::client_url);
             let tls = self.cfg.tls.clone();
             async move {
                 match endpoint {
@@ -52,11 +48,7 @@ impl Runner {
             if *healthy {
                 self.unhealthy_since.insert(m.id, now);
             }
-            let address = m
-                .peer_urls
-                .first()
-                .and_then(|u| url_host(u))
-                .and_then(|h| h.parse::<Ipv4Addr>().ok());
+            let address = m.address();
             let listed = address.is_some_and(|a| {
                 view.iter()
                     .any(|p| p.address == a && p.lifecycle != Lifecycle::Leaving)
