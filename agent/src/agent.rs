@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use tracing::{Instrument, info, info_span};
 
+use crate::cloud::aws::InstanceSession;
 use crate::config::VipMode;
 use crate::config::{self, Config, ConfigErrors, Layer};
 use crate::discovery::source::{PeerSource, SourceError};
@@ -23,7 +24,12 @@ use crate::plan::{self, Plan};
 use crate::service::systemd::SystemdSupervisor;
 use crate::service::{ServiceError, Supervisor, SupervisorKind, child::ChildSupervisor};
 use crate::state::{Phase, StateDir, StateError, Status};
-use crate::vip::{ArpMover, EtcdAccess, EtcdMemberHealth, VipConfig, VipError, VipManager};
+use crate::vip::aws::AwsMover;
+use crate::vip::bgp::{BgpMover, BgpPeer, BgpSettings};
+use crate::vip::{
+    self, AnyMover, ArpMover, EtcdAccess, EtcdMemberHealth, MoverError, VipConfig, VipError,
+    VipManager,
+};
 
 /// The image's defaults file, the lowest config layer.
 pub const DEFAULT_DEFAULTS_FILE: &str = "/usr/lib/muster/defaults.yaml";
@@ -93,6 +99,8 @@ pub enum AgentError {
     Service(#[from] ServiceError),
     #[error("api endpoint: {0}")]
     Vip(#[from] VipError),
+    #[error("api endpoint: mode aws needs the instance's region, and the metadata has none")]
+    NoRegion,
 }
 
 /// Runs the pipeline as far as it is built.
@@ -186,6 +194,7 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
         ip,
         &node_pki,
         &source,
+        &args.metadata,
         stopped(stop_rx.clone()),
     )
     .await?;
@@ -227,22 +236,72 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
     Ok(())
 }
 
-/// Starts the floating API address manager when the config asks for an L2
-/// (`arp`) VIP. It campaigns only while the local etcd member is healthy, so
-/// it runs on every node: a worker never becomes a candidate. Other modes are
-/// not built yet and are only logged in the plan.
+/// Starts the floating API address manager when the config has a VIP and
+/// a built mode (`arp`, `bgp`, `aws`). It campaigns only while the local
+/// etcd member is healthy, so it runs on every node: a worker never becomes
+/// a candidate. `gce` is not built yet and is only logged in the plan.
 async fn start_vip(
     config: &Config,
     facts: &InstanceFacts,
     ip: std::net::Ipv4Addr,
     node_pki: &pki::NodePki,
     source: &PeerSource,
+    imds: &metadata::Options,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<Option<tokio::task::JoinHandle<Result<(), VipError>>>, AgentError> {
     let endpoint = &config.api_endpoint;
     let mode = endpoint.resolved_mode(VipMode::for_platform(facts.provider.as_str()));
-    let Some(vip) = endpoint.vip.filter(|_| mode == VipMode::Arp) else {
+    let Some(vip) = endpoint.vip else {
         return Ok(None);
+    };
+    let interface = endpoint.interface.as_deref();
+    let mover = match mode {
+        VipMode::Arp => AnyMover::Arp(
+            ArpMover::new(vip, interface, ip)
+                .await
+                .map_err(VipError::from)?,
+        ),
+        VipMode::Bgp => {
+            let Some(bgp) = &endpoint.bgp else {
+                return Ok(None); // refused by validation
+            };
+            let settings = BgpSettings {
+                local_asn: bgp.local_asn,
+                router_id: ip,
+                hold_time: bgp.hold_time.unwrap_or(vip::bgp::DEFAULT_HOLD_TIME),
+                peers: bgp
+                    .peers
+                    .iter()
+                    .map(|p| BgpPeer {
+                        address: p.address,
+                        asn: p.asn,
+                        port: vip::bgp::BGP_PORT,
+                    })
+                    .collect(),
+            };
+            AnyMover::Bgp(
+                BgpMover::new(vip, &settings, interface)
+                    .await
+                    .map_err(VipError::from)?,
+            )
+        }
+        VipMode::Aws => {
+            let region = facts.region.as_deref().ok_or(AgentError::NoRegion)?;
+            let aws = InstanceSession::new(region, imds, VIP_AWS_BACKOFF)
+                .await
+                .map_err(|e| VipError::from(MoverError::Aws(Box::new(e))))?;
+            let mover = AwsMover::new(
+                vip,
+                facts.instance_id.clone(),
+                std::sync::Arc::new(aws),
+                interface,
+                ip,
+            )
+            .await
+            .map_err(VipError::from)?;
+            AnyMover::Aws(mover)
+        }
+        VipMode::Gce | VipMode::None => return Ok(None),
     };
     // The local member first: the manager tries endpoints in order.
     let local = client_url(ip);
@@ -257,9 +316,6 @@ async fn start_vip(
     }
     let health =
         EtcdMemberHealth::new(EtcdAccess::mtls(vec![local], node_pki).map_err(VipError::from)?);
-    let mover = ArpMover::new(vip, endpoint.interface.as_deref(), ip)
-        .await
-        .map_err(VipError::from)?;
     let vip_config = VipConfig {
         vip,
         holder_id: facts.instance_id.clone(),
@@ -268,11 +324,19 @@ async fn start_vip(
         shed_etcd_leadership: true,
     };
     let manager = VipManager::new(vip_config, mover, health)?;
-    info!(%vip, "api endpoint: L2 VIP manager started");
+    info!(%vip, mode = mode.as_str(), "api endpoint: VIP manager started");
     Ok(Some(tokio::spawn(
         manager.run(shutdown).instrument(info_span!("api-endpoint")),
     )))
 }
+
+/// AWS calls of the VIP mover: a takeover is waiting on them, so retry
+/// briefly and let the election hand the VIP on instead of waiting long.
+const VIP_AWS_BACKOFF: crate::retry::Backoff = crate::retry::Backoff {
+    initial: Duration::from_millis(100),
+    max_delay: Duration::from_secs(1),
+    total: Duration::from_secs(5),
+};
 
 /// Resolves on SIGTERM (systemd stop) or SIGINT (Ctrl-C).
 async fn shutdown_signal() {

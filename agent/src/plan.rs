@@ -112,7 +112,8 @@ impl Plan {
             None => "no VIP (mode none)".into(),
         };
         // Only the L2 mover is built; BGP and cloud movers come later.
-        let vip_built = endpoint.vip.is_some() && mode == VipMode::Arp;
+        let vip_built =
+            endpoint.vip.is_some() && matches!(mode, VipMode::Arp | VipMode::Bgp | VipMode::Aws);
         step(Phase::ApiEndpoint, vip_built, format!("API endpoint {vip}"));
 
         let k8s = &config.kubernetes;

@@ -16,7 +16,7 @@ mod vip_lab;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use muster::vip::{ArpMover, Mover, VipRole};
+use muster::vip::{ArpMover, Mover, Takeover, VipRole};
 use netns::{Net, wait_until};
 use vip_lab::Lab;
 
@@ -256,8 +256,11 @@ fn the_arp_mover_adds_and_removes_the_address_idempotently() {
                 .expect("finds eth0 by the node's address");
             assert_eq!(mover.iface().name, "eth0");
             assert!(!mover.holds().await.expect("list"));
-            mover.acquire().await.expect("add");
-            mover.acquire().await.expect("add again is fine");
+            mover.acquire(Takeover { revision: 1 }).await.expect("add");
+            mover
+                .acquire(Takeover { revision: 1 })
+                .await
+                .expect("add again is fine");
             assert!(mover.holds().await.expect("list"));
             mover.announce().await.expect("announce");
             mover.release().await.expect("remove");

@@ -320,6 +320,11 @@ pub struct Bgp {
     /// Routers to announce the VIP to.
     #[schemars(length(min = 1))]
     pub peers: Vec<BgpPeer>,
+    /// Hold time this node proposes, in seconds: 0 (no keepalives) or at
+    /// least 3; default 9. The router drops a silent session (and the
+    /// route) after the smaller of both sides' values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_time: Option<u16>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -285,6 +285,12 @@ fn api_endpoint(c: &mut Checks<'_>, cfg: &Config) {
         if bgp.local_asn == 0 {
             c.err("apiEndpoint.bgp.localAsn", "ASN 0 is reserved");
         }
+        if let Some(h @ (1 | 2)) = bgp.hold_time {
+            c.err(
+                "apiEndpoint.bgp.holdTime",
+                format!("{h} s is not a BGP hold time: use 0 (no keepalives) or at least 3"),
+            );
+        }
         for (i, p) in bgp.peers.iter().enumerate() {
             if p.asn == 0 {
                 c.err(

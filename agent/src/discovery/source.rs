@@ -1,23 +1,12 @@
 //! Picks the discovery source from the config and lists the group's peers.
 
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
-
-use url::Url;
+use std::time::Duration;
 
 use super::error::DiscoveryError;
 use super::{Peer, aws_asg, static_list};
-use crate::cloud::aws::{AwsClient, AwsOptions, Credentials, parse_imds_role_credentials};
+use crate::cloud::aws::{API_BACKOFF, InstanceSession};
 use crate::config::{CloudProvider, DiscoveryMethod, DnsRecord};
 use crate::metadata::{self, InstanceFacts, ProviderKind};
-
-/// Environment variable pointing the AWS client at another endpoint (moto in
-/// tests, a VPC endpoint proxy in production).
-pub const AWS_ENDPOINT_ENV: &str = "MUSTER_AWS_ENDPOINT";
-
-/// How often instance-role credentials are fetched again. AWS rotates them
-/// at least five minutes before they expire, and they last hours.
-const ROLE_REFRESH: Duration = Duration::from_secs(15 * 60);
 
 /// A configured source of peers.
 pub enum PeerSource {
@@ -25,18 +14,9 @@ pub enum PeerSource {
     /// DNS A records of a name (resolved through the system resolver).
     DnsA(String),
     AwsGroup {
-        client: Box<AwsClient>,
+        session: Box<InstanceSession>,
         group: String,
-        /// Where to refresh instance-role credentials; `None` when the
-        /// credentials came from the environment.
-        role: Option<Box<RoleCredentials>>,
     },
-}
-
-/// Instance-role credentials from IMDS and when they were last fetched.
-pub struct RoleCredentials {
-    imds: metadata::Options,
-    fetched: Mutex<Instant>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,19 +31,6 @@ pub enum SourceError {
     NotBuilt { what: &'static str },
     #[error("discovery: {0}")]
     Setup(String),
-}
-
-/// The instance role's credentials, via IMDS (never logged).
-async fn imds_credentials(imds: &metadata::Options) -> Result<Credentials, SourceError> {
-    let json = metadata::aws::role_credentials(imds)
-        .await
-        .map_err(|e| SourceError::Setup(format!("AWS credentials: {e}")))?
-        .ok_or_else(|| {
-            SourceError::Setup(
-                "AWS credentials: none in the environment and the instance has no IAM role".into(),
-            )
-        })?;
-    parse_imds_role_credentials(&json).map_err(|e| SourceError::Setup(e.to_string()))
 }
 
 impl PeerSource {
@@ -98,30 +65,12 @@ impl PeerSource {
                 let region = facts.region.clone().ok_or_else(|| {
                     SourceError::Setup("the instance metadata has no region for the AWS API".into())
                 })?;
-                let mut opts = AwsOptions::new(region);
-                if let Ok(endpoint) = std::env::var(AWS_ENDPOINT_ENV) {
-                    let url = Url::parse(&endpoint)
-                        .map_err(|e| SourceError::Setup(format!("{AWS_ENDPOINT_ENV}: {e}")))?;
-                    opts.endpoint = Some(url);
-                }
-                // Credentials from the environment win (tests, unusual
-                // setups); an instance normally uses its IAM role.
-                let (credentials, role) = match Credentials::from_env() {
-                    Ok(c) => (c, None),
-                    Err(_) => {
-                        let role = RoleCredentials {
-                            imds: imds.clone(),
-                            fetched: Mutex::new(Instant::now()),
-                        };
-                        (imds_credentials(imds).await?, Some(Box::new(role)))
-                    }
-                };
-                let client = AwsClient::new(opts, credentials)
+                let session = InstanceSession::new(&region, imds, API_BACKOFF)
+                    .await
                     .map_err(|e| SourceError::Setup(e.to_string()))?;
                 Ok(PeerSource::AwsGroup {
-                    client: Box::new(client),
+                    session: Box::new(session),
                     group,
-                    role,
                 })
             }
         }
@@ -146,24 +95,11 @@ impl PeerSource {
         match self {
             PeerSource::Static(entries) => Ok(static_list::resolve(entries).await?),
             PeerSource::DnsA(name) => Ok(static_list::resolve_all(name).await?),
-            PeerSource::AwsGroup {
-                client,
-                group,
-                role,
-            } => {
-                if let Some(role) = role {
-                    let due = role
-                        .fetched
-                        .lock()
-                        .map(|t| t.elapsed() >= ROLE_REFRESH)
-                        .unwrap_or(true);
-                    if due {
-                        client.set_credentials(imds_credentials(&role.imds).await?);
-                        if let Ok(mut fetched) = role.fetched.lock() {
-                            *fetched = Instant::now();
-                        }
-                    }
-                }
+            PeerSource::AwsGroup { session, group } => {
+                let client = session
+                    .client()
+                    .await
+                    .map_err(|e| SourceError::Setup(e.to_string()))?;
                 Ok(aws_asg::list_group(client, group).await?.peers)
             }
         }

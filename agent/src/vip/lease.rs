@@ -213,9 +213,9 @@ impl Store {
         Ok((r.id(), Duration::from_secs(r.ttl().max(0) as u64)))
     }
 
-    /// Writes our id under `lease` if the key is as `expect` says. True when
-    /// we now hold it.
-    pub async fn claim(&self, expect: Expect, lease: i64) -> Result<bool, LeaseError> {
+    /// Writes our id under `lease` if the key is as `expect` says. The
+    /// revision of the write when we now hold it.
+    pub async fn claim(&self, expect: Expect, lease: i64) -> Result<Option<i64>, LeaseError> {
         let compare = match expect {
             Expect::Absent => Compare::create_revision(self.key.as_str(), CompareOp::Equal, 0),
             Expect::ModRevision(rev) => {
@@ -232,7 +232,7 @@ impl Store {
             Compare::value(self.key.as_str(), CompareOp::Equal, self.me.as_str()),
             Compare::lease(self.key.as_str(), CompareOp::Equal, lease),
         ];
-        self.put_if(compares, lease, "touch").await
+        Ok(self.put_if(compares, lease, "touch").await?.is_some())
     }
 
     async fn put_if(
@@ -240,7 +240,7 @@ impl Store {
         compares: Vec<Compare>,
         lease: i64,
         op: &'static str,
-    ) -> Result<bool, LeaseError> {
+    ) -> Result<Option<i64>, LeaseError> {
         let put = TxnOp::put(
             self.key.as_str(),
             self.me.as_str(),
@@ -251,10 +251,11 @@ impl Store {
             .call(op, |mut c| async move { c.txn(txn).await })
             .await?;
         // A succeeded txn carries our put's response; nothing else to check.
-        Ok(r.succeeded()
+        let ours = r.succeeded()
             && r.op_responses()
                 .iter()
-                .all(|o| matches!(o, TxnOpResponse::Put(_))))
+                .all(|o| matches!(o, TxnOpResponse::Put(_)));
+        Ok(ours.then(|| r.header().map_or(0, |h| h.revision())))
     }
 
     /// Renews `lease` once. False: the lease is gone (expired or revoked).

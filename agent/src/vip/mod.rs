@@ -5,11 +5,14 @@
 //! * `election` — pure: timing rules, the candidate's decision.
 //! * `lease`    — etcd I/O: the key, txns, lease.
 //! * `health`   — may this node campaign?
-//! * `mover`, `netlink`, `arp` — making the VIP answer here (L2 mode).
+//! * `mover` — making the VIP answer here: `netlink` + `arp` (L2 mode),
+//!   `bgp` (routers), `aws` (secondary private IP).
 //!
 //! The argument for "never two holders" is in `docs/design/vip.md`.
 
 pub mod arp;
+pub mod aws;
+pub mod bgp;
 pub mod election;
 pub mod health;
 pub mod lease;
@@ -28,7 +31,7 @@ use election::{ANNOUNCE_AT, HealthStreak, Next, Proof, Timing, TimingError, Verd
 pub use health::{EtcdMemberHealth, HealthCheck};
 use lease::Store;
 pub use lease::{EtcdAccess, LeaseError};
-pub use mover::{ArpMover, Mover, MoverError};
+pub use mover::{AnyMover, ArpMover, Mover, MoverError, Takeover};
 
 #[derive(Debug, thiserror::Error)]
 pub enum VipError {
@@ -81,11 +84,14 @@ pub struct VipManager<M, H> {
 enum End {
     Shutdown,
     Lost,
+    /// The mover could not take the address.
+    MoverFailed,
 }
 
-/// The claim of a holder: its lease and what it has proven.
+/// The claim of a holder: its lease, its etcd revision, what it has proven.
 struct Claim {
     lease: i64,
+    revision: i64,
     proof: Proof,
 }
 
@@ -164,7 +170,7 @@ impl<M: Mover, H: HealthCheck> VipManager<M, H> {
             };
             match self.hold(&st, claim, &mut shutdown).await? {
                 End::Shutdown => return Ok(()),
-                End::Lost => self.role.send_replace(VipRole::Candidate),
+                End::Lost | End::MoverFailed => self.role.send_replace(VipRole::Candidate),
             };
         }
     }
@@ -255,15 +261,16 @@ impl<M: Mover, H: HealthCheck> VipManager<M, H> {
         }
         let touch_sent = Instant::now();
         match st.claim(expect, lease).await {
-            Ok(true) => Some(Claim {
+            Ok(Some(revision)) => Some(Claim {
                 lease,
+                revision,
                 proof: Proof {
                     touch_sent,
                     lease_sent,
                     ttl,
                 },
             }),
-            Ok(false) => {
+            Ok(None) => {
                 debug!(?expect, "vip: lost the race for the key");
                 let _ = st.revoke(lease).await;
                 None
@@ -292,34 +299,38 @@ impl<M: Mover, H: HealthCheck> VipManager<M, H> {
             let _ = st.revoke(claim.lease).await;
             return Ok(End::Lost);
         }
-        if let Err(e) = self.mover.acquire().await {
-            error!("vip: cannot take the address: {e}; handing the claim back");
-            self.release_until_done().await;
-            let _ = st.revoke(claim.lease).await;
-            sleep(t.takeover_after).await;
-            return Ok(End::Lost);
-        }
-        let acquired = Instant::now();
-        self.role.send_replace(VipRole::Holder);
-        info!(
-            lease = claim.lease,
-            ttl_ms = claim.proof.ttl.as_millis() as u64,
-            "vip: holding"
-        );
-
+        let takeover = Takeover {
+            revision: claim.revision,
+        };
         let _shedder = self
             .cfg
             .shed_etcd_leadership
             .then(|| AbortOnDrop(tokio::spawn(shed_loop(st.clone()))));
-        let (mover, health) = (&mut self.mover, &mut self.health);
-        let mut announced = 1; // acquire sent the first one
+        let (mover, health, role) = (&mut self.mover, &mut self.health, &self.role);
+        // The mover's whole part, raced against the claim's deadline: a
+        // cloud API call may take a second, and renewals must go on while
+        // it runs. Resolves only if taking the address fails.
+        let lease = claim.lease;
+        let mut moving = Box::pin(async move {
+            mover.acquire(takeover).await?;
+            let acquired = Instant::now();
+            role.send_replace(VipRole::Holder);
+            info!(lease, revision = takeover.revision, "vip: holding");
+            // acquire sent the first announcement; repeat for lost packets.
+            for at in ANNOUNCE_AT.iter().skip(1) {
+                sleep_until(acquired + *at).await;
+                if let Err(e) = mover.announce().await {
+                    warn!("vip: announcement: {e}");
+                }
+            }
+            std::future::pending::<Result<(), MoverError>>().await
+        });
         let mut streak = HealthStreak::default();
         let mut failing = false;
-        let mut next_round = acquired + t.renew_every;
+        let mut next_round = Instant::now() + t.renew_every;
         let mut round = Box::pin(renew(st, claim.lease, next_round, health));
         let end = loop {
             let deadline = claim.proof.deadline(&t);
-            let announce_at = ANNOUNCE_AT.get(announced).map(|d| acquired + *d);
             tokio::select! {
                 biased;
                 _ = sleep_until(deadline) => {
@@ -327,11 +338,11 @@ impl<M: Mover, H: HealthCheck> VipManager<M, H> {
                     break End::Lost;
                 }
                 _ = shutdown.as_mut() => break End::Shutdown,
-                _ = sleep_until(announce_at.unwrap_or(deadline)), if announce_at.is_some() => {
-                    announced += 1;
-                    if let Err(e) = mover.announce().await {
-                        warn!("vip: announcement: {e}");
+                r = &mut moving => {
+                    if let Err(e) = r {
+                        error!("vip: cannot take the address: {e}; handing the claim back");
                     }
+                    break End::MoverFailed;
                 }
                 r = &mut round => {
                     let lost = match (&r.touch, &r.keep_alive) {
@@ -365,7 +376,9 @@ impl<M: Mover, H: HealthCheck> VipManager<M, H> {
                 }
             }
         };
+        // Ends their borrows of the mover and the health check.
         drop(round);
+        drop(moving);
         // S4: the address goes first, the lease after.
         self.release_until_done().await;
         self.role.send_replace(VipRole::Candidate);
@@ -374,7 +387,14 @@ impl<M: Mover, H: HealthCheck> VipManager<M, H> {
             Ok(Err(e)) => debug!("vip: lease not revoked ({e}); it expires by itself"),
             Err(_) => debug!("vip: lease revoke timed out; it expires by itself"),
         }
-        Ok(end)
+        Ok(match end {
+            End::MoverFailed => {
+                // Let another node try before this one campaigns again.
+                sleep(t.takeover_after).await;
+                End::Lost
+            }
+            other => other,
+        })
     }
 
     /// Removes the address, retrying until the mover succeeds: while it
@@ -431,7 +451,7 @@ async fn shed_loop(st: Store) {
 }
 
 /// A task that ends with its owner.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+pub(crate) struct AbortOnDrop(pub(crate) tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
@@ -483,7 +503,7 @@ mod tests {
         };
         struct NoMove;
         impl Mover for NoMove {
-            async fn acquire(&mut self) -> Result<(), MoverError> {
+            async fn acquire(&mut self, _: Takeover) -> Result<(), MoverError> {
                 Ok(())
             }
             async fn announce(&mut self) -> Result<(), MoverError> {

@@ -1,8 +1,9 @@
 //! Movers make this node answer for the VIP, or stop. The election does
-//! not care how: `arp` (an address on a shared L2 segment) is built; `bgp`
-//! (announce/withdraw a /32 to peers) and the cloud movers (`aws`: move a
-//! secondary private IP with AssignPrivateIpAddresses + AllowReassignment;
-//! `gce`: alias IP) plug in as further [`Mover`] implementations.
+//! not care how: `arp` (an address on a shared L2 segment, here), `bgp`
+//! (a /32 announced to routers, `bgp/`) and `aws` (a secondary private IP
+//! moved between network interfaces, `aws.rs`). A GCE mover (alias IP
+//! ranges moved with `instances.updateNetworkInterface`) plugs in the same
+//! way: one more [`Mover`] and one arm in `AnyMover`.
 
 use std::future::Future;
 use std::net::Ipv4Addr;
@@ -21,13 +22,29 @@ pub enum MoverError {
         iface: String,
         source: std::io::Error,
     },
+    /// Boxed: the largest variant, and errors travel by value.
+    #[error(transparent)]
+    Aws(Box<crate::cloud::aws::AwsError>),
+    #[error("cloud: {0}")]
+    Cloud(String),
+}
+
+/// What the election knows of a claim just won.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Takeover {
+    /// etcd revision of the winning txn: grows with every takeover, so
+    /// movers can tell the network which holder is the newest (BGP MED).
+    pub revision: i64,
 }
 
 /// How the VIP is moved. All methods are idempotent; `release` must be
 /// quick and local where at all possible, because S4 waits on it.
 pub trait Mover: Send {
     /// Start answering for the VIP and make the network know it.
-    fn acquire(&mut self) -> impl Future<Output = Result<(), MoverError>> + Send;
+    fn acquire(
+        &mut self,
+        takeover: Takeover,
+    ) -> impl Future<Output = Result<(), MoverError>> + Send;
     /// Repeat the announcement (lost packets, slow switches). May be a no-op.
     fn announce(&mut self) -> impl Future<Output = Result<(), MoverError>> + Send;
     /// Stop answering for the VIP.
@@ -91,7 +108,7 @@ impl ArpMover {
 }
 
 impl Mover for ArpMover {
-    async fn acquire(&mut self) -> Result<(), MoverError> {
+    async fn acquire(&mut self, _: Takeover) -> Result<(), MoverError> {
         // The kernel sends no ARP on address add: announce ourselves.
         self.netlink.add(&self.iface, self.vip).await?;
         self.send_announcements()
@@ -104,5 +121,38 @@ impl Mover for ArpMover {
     async fn release(&mut self) -> Result<(), MoverError> {
         self.netlink.remove(&self.iface, self.vip).await?;
         Ok(())
+    }
+}
+
+/// The mover the config asked for, as one type for the manager.
+pub enum AnyMover {
+    Arp(ArpMover),
+    Bgp(super::bgp::BgpMover),
+    Aws(super::aws::AwsMover),
+}
+
+impl Mover for AnyMover {
+    async fn acquire(&mut self, takeover: Takeover) -> Result<(), MoverError> {
+        match self {
+            AnyMover::Arp(m) => m.acquire(takeover).await,
+            AnyMover::Bgp(m) => m.acquire(takeover).await,
+            AnyMover::Aws(m) => m.acquire(takeover).await,
+        }
+    }
+
+    async fn announce(&mut self) -> Result<(), MoverError> {
+        match self {
+            AnyMover::Arp(m) => m.announce().await,
+            AnyMover::Bgp(m) => m.announce().await,
+            AnyMover::Aws(m) => m.announce().await,
+        }
+    }
+
+    async fn release(&mut self) -> Result<(), MoverError> {
+        match self {
+            AnyMover::Arp(m) => m.release().await,
+            AnyMover::Bgp(m) => m.release().await,
+            AnyMover::Aws(m) => m.release().await,
+        }
     }
 }

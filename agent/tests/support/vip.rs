@@ -25,9 +25,12 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use muster::vip::arp::{self, Arp, ArpSocket};
+use muster::vip::bgp::{BgpMover, BgpPeer, BgpSettings};
 use muster::vip::election::Timing;
 use muster::vip::netlink::Netlink;
-use muster::vip::{ArpMover, EtcdAccess, EtcdMemberHealth, VipConfig, VipManager, VipRole};
+use muster::vip::{
+    AnyMover, ArpMover, EtcdAccess, EtcdMemberHealth, VipConfig, VipManager, VipRole,
+};
 use tokio::sync::watch;
 
 use super::netns::{Host, Net, Proc, wait_until};
@@ -100,6 +103,33 @@ pub struct Probe {
     pub answered_by: Option<String>,
 }
 
+/// How the candidates make the VIP answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LabMode {
+    /// The VIP on eth0, gratuitous ARP: the observer reaches it on L2.
+    Arp,
+    /// The VIP on lo, announced over BGP to a real router (bird2) in the
+    /// observer host; the VIP lies outside the bridge's subnet, so the
+    /// observer reaches it only through the route bird learnt.
+    Bgp { hold_time: u16 },
+}
+
+/// The AS of every candidate, and of the router.
+pub const NODE_ASN: u32 = 65001;
+pub const ROUTER_ASN: u32 = 64512;
+/// TEST-NET-1: routed only through BGP in the BGP lab.
+const BGP_VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
+
+/// One look at the router's table for the VIP.
+#[derive(Debug, Clone)]
+pub struct RouteRound {
+    pub at: Instant,
+    /// Next hops of every route bird has for the VIP.
+    pub next_hops: Vec<Ipv4Addr>,
+    /// The one bird selected (and put into the kernel).
+    pub best: Option<Ipv4Addr>,
+}
+
 /// One ARP round: when the request went out, which MACs replied.
 #[derive(Debug, Clone)]
 pub struct ArpRound {
@@ -114,6 +144,7 @@ pub struct Lab {
     pub vip: Ipv4Addr,
     pub macs: Vec<[u8; 6]>,
     pub candidates: Vec<Option<Candidate>>,
+    pub mode: LabMode,
     pub timing: Timing,
     /// `VipConfig::shed_etcd_leadership` for managers started from now on.
     pub shed_etcd_leadership: bool,
@@ -124,12 +155,20 @@ pub struct Lab {
     pub addr_log: Vec<Arc<Mutex<Vec<AddrChange>>>>,
     pub probes: Arc<Mutex<Vec<Probe>>>,
     pub arp_rounds: Arc<Mutex<Vec<ArpRound>>>,
+    pub route_rounds: Arc<Mutex<Vec<RouteRound>>>,
+    _router: Option<Proc>,
 }
 
 impl Lab {
     /// `n` candidate hosts with a 3-member (or n-member) etcd, an observer,
     /// listeners and probes running; no manager started yet.
     pub fn new(hint: &str, n: usize) -> Lab {
+        Lab::with_mode(hint, n, LabMode::Arp)
+    }
+
+    /// Like [`Lab::new`]; in BGP mode the observer also runs bird2 as the
+    /// candidates' router, and the router's table is polled.
+    pub fn with_mode(hint: &str, n: usize, mode: LabMode) -> Lab {
         // The managers' logs, with the host in the span (RUST_LOG to filter).
         let _ = tracing_subscriber::fmt()
             .with_env_filter(
@@ -141,7 +180,14 @@ impl Lab {
         let net = Net::new(hint);
         let hosts: Vec<Host> = (1..=n).map(|i| net.add_host(&format!("c{i}"))).collect();
         let observer = net.add_host("obs");
-        let vip = net.spare_ip(0);
+        let vip = match mode {
+            LabMode::Arp => net.spare_ip(0),
+            LabMode::Bgp { .. } => BGP_VIP,
+        };
+        let router = match mode {
+            LabMode::Arp => None,
+            LabMode::Bgp { hold_time } => Some(start_bird(&observer, &hosts, hold_time)),
+        };
         let initial: Vec<String> = hosts
             .iter()
             .map(|h| format!("{}=http://{}:2380", h.name(), h.ip()))
@@ -186,6 +232,7 @@ impl Lab {
             observer,
             vip,
             macs,
+            mode,
             timing: Timing::default(),
             shed_etcd_leadership: true,
             endpoints,
@@ -195,6 +242,8 @@ impl Lab {
             addr_log: Vec::new(),
             probes: Arc::new(Mutex::new(Vec::new())),
             arp_rounds: Arc::new(Mutex::new(Vec::new())),
+            route_rounds: Arc::new(Mutex::new(Vec::new())),
+            _router: router,
         };
         lab.wait_for_etcd();
         for i in 0..n {
@@ -203,7 +252,18 @@ impl Lab {
         }
         lab.start_tcp_prober();
         lab.start_arp_prober();
+        if matches!(mode, LabMode::Bgp { .. }) {
+            lab.start_route_poller();
+        }
         lab
+    }
+
+    /// Where the VIP lives on a candidate.
+    pub fn vip_iface(&self) -> &'static str {
+        match self.mode {
+            LabMode::Arp => "eth0",
+            LabMode::Bgp { .. } => "lo",
+        }
     }
 
     fn wait_for_etcd(&self) {
@@ -239,13 +299,35 @@ impl Lab {
             timing: self.timing,
             shed_etcd_leadership: self.shed_etcd_leadership,
         };
+        let (mode, router) = (self.mode, self.observer.ip());
         let thread = std::thread::spawn(move || {
             let h = host.clone();
             h.in_netns(move || {
                 current_thread_runtime().block_on(async move {
-                    let mover = ArpMover::new(cfg.vip, Some("eth0"), host.ip())
-                        .await
-                        .expect("arp mover");
+                    let mover = match mode {
+                        LabMode::Arp => AnyMover::Arp(
+                            ArpMover::new(cfg.vip, Some("eth0"), host.ip())
+                                .await
+                                .expect("arp mover"),
+                        ),
+                        LabMode::Bgp { hold_time } => {
+                            let settings = BgpSettings {
+                                local_asn: NODE_ASN,
+                                router_id: host.ip(),
+                                hold_time,
+                                peers: vec![BgpPeer {
+                                    address: router,
+                                    asn: ROUTER_ASN,
+                                    port: 179,
+                                }],
+                            };
+                            AnyMover::Bgp(
+                                BgpMover::new(cfg.vip, &settings, Some("lo"))
+                                    .await
+                                    .expect("bgp mover"),
+                            )
+                        }
+                    };
                     let health = EtcdMemberHealth::new(EtcdAccess::plain(vec![
                         "http://127.0.0.1:2379".into(),
                     ]));
@@ -322,15 +404,35 @@ impl Lab {
     }
 
     pub fn has_vip(&self, i: usize) -> bool {
-        let out = self.hosts[i].ip_cmd(&["-4", "-o", "addr", "show", "dev", "eth0"]);
+        let out = self.hosts[i].ip_cmd(&["-4", "-o", "addr", "show", "dev", self.vip_iface()]);
         out.contains(&format!(" {}/32 ", self.vip))
     }
 
     /// Removes a leftover VIP (a crashed host's reboot clears it).
     pub fn wipe_vip(&self, i: usize) {
         if self.has_vip(i) {
-            self.hosts[i].ip_cmd(&["addr", "del", &format!("{}/32", self.vip), "dev", "eth0"]);
+            let vip = format!("{}/32", self.vip);
+            self.hosts[i].ip_cmd(&["addr", "del", &vip, "dev", self.vip_iface()]);
         }
+    }
+
+    /// The host whose address is `ip`.
+    pub fn host_of_ip(&self, ip: Ipv4Addr) -> Option<usize> {
+        self.hosts.iter().position(|h| h.ip() == ip)
+    }
+
+    /// Router rounds since `since` (BGP mode).
+    pub fn route_rounds_since(&self, since: Instant) -> Vec<RouteRound> {
+        let rounds = self.route_rounds.lock().expect("route rounds");
+        rounds.iter().filter(|r| r.at >= since).cloned().collect()
+    }
+
+    pub fn last_route_round(&self) -> Option<RouteRound> {
+        self.route_rounds
+            .lock()
+            .expect("route rounds")
+            .last()
+            .cloned()
     }
 
     /// Waits for exactly one running candidate to hold the VIP and for the
@@ -438,7 +540,7 @@ impl Lab {
 
     fn start_addr_recorder(&mut self, i: usize) {
         let host = self.hosts[i].clone();
-        let (stop, vip) = (self.stop.clone(), self.vip);
+        let (stop, vip, iface) = (self.stop.clone(), self.vip, self.vip_iface());
         let log = Arc::new(Mutex::new(Vec::new()));
         self.addr_log.push(log.clone());
         self.threads.push(std::thread::spawn(move || {
@@ -446,7 +548,10 @@ impl Lab {
             h.in_netns(move || {
                 current_thread_runtime().block_on(async move {
                     let nl = Netlink::open().expect("netlink");
-                    let iface = nl.find_iface(Some("eth0"), host.ip()).await.expect("eth0");
+                    let iface = nl
+                        .find_iface(Some(iface), host.ip())
+                        .await
+                        .expect("vip iface");
                     let mut last = false;
                     while !stop.load(Ordering::Relaxed) {
                         let present = nl.has(&iface, vip).await.expect("list addresses");
@@ -525,6 +630,119 @@ impl Lab {
             })
         }));
     }
+}
+
+impl Lab {
+    fn start_route_poller(&mut self) {
+        let (stop, vip, rounds) = (self.stop.clone(), self.vip, self.route_rounds.clone());
+        let socket = self.observer.dir().join("bird.ctl");
+        self.threads.push(std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let at = Instant::now();
+                if let Some((next_hops, best)) = bird_routes(&socket, vip) {
+                    rounds.lock().expect("route rounds").push(RouteRound {
+                        at,
+                        next_hops,
+                        best,
+                    });
+                }
+                if let Some(rest) = Duration::from_millis(20).checked_sub(at.elapsed()) {
+                    std::thread::sleep(rest);
+                }
+            }
+        }));
+    }
+}
+
+/// bird2 in the observer host: one passive eBGP session per candidate,
+/// learnt routes exported into the observer's kernel table.
+fn start_bird(observer: &Host, candidates: &[Host], hold_time: u16) -> Proc {
+    let dir = observer.dir();
+    let mut conf = format!(
+        "router id {id};\nprotocol device {{ scan time 1; }}\n\
+         protocol kernel {{ ipv4 {{ import none; export all; }}; }}\n",
+        id = observer.ip()
+    );
+    for h in candidates {
+        conf.push_str(&format!(
+            "protocol bgp {name} {{ local {me} as {ROUTER_ASN}; neighbor {peer} as {NODE_ASN}; \
+             passive on; hold time {hold}; ipv4 {{ import all; export none; }}; }}\n",
+            name = h.name(),
+            me = observer.ip(),
+            peer = h.ip(),
+            hold = hold_time.max(3),
+        ));
+    }
+    let conf_path = dir.join("bird.conf");
+    std::fs::write(&conf_path, conf).expect("write bird.conf");
+    let socket = dir.join("bird.ctl");
+    let bird = observer.spawn(
+        "bird",
+        &[
+            "-f",
+            "-c",
+            &conf_path.to_string_lossy(),
+            "-s",
+            &socket.to_string_lossy(),
+            "-P",
+            &dir.join("bird.pid").to_string_lossy(),
+        ],
+        &[],
+        "bird.log",
+    );
+    wait_until(
+        "bird answers on its control socket",
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || bird_routes(&socket, BGP_VIP).is_some(),
+    )
+    .unwrap_or_else(|e| panic!("{e}; bird log: {}", bird.log()));
+    bird
+}
+
+/// Every route bird has for `vip`/32: the next hops, and the selected one.
+/// `None` when bird does not answer.
+pub fn bird_routes(
+    socket: &std::path::Path,
+    vip: Ipv4Addr,
+) -> Option<(Vec<Ipv4Addr>, Option<Ipv4Addr>)> {
+    let out = std::process::Command::new("birdc")
+        .args([
+            "-s",
+            &socket.to_string_lossy(),
+            "show",
+            "route",
+            "for",
+            &format!("{vip}/32"),
+        ])
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    Some(parse_bird_routes(&String::from_utf8_lossy(&out.stdout)))
+}
+
+/// `birdc show route` lists each route as a line `PREFIX unicast [proto
+/// ...] * (100) ...` (the `*` marks the selected one) followed by `\tvia
+/// ADDR on IFACE`.
+pub fn parse_bird_routes(text: &str) -> (Vec<Ipv4Addr>, Option<Ipv4Addr>) {
+    let (mut hops, mut best) = (Vec::new(), None);
+    let mut selected = false;
+    for line in text.lines() {
+        let t = line.trim();
+        if let Some(rest) = t.strip_prefix("via ") {
+            if let Some(ip) = rest.split_whitespace().next().and_then(|a| a.parse().ok()) {
+                hops.push(ip);
+                if selected {
+                    best = Some(ip);
+                }
+            }
+        } else if t.contains("unicast") {
+            selected = t.contains(" * ");
+        }
+    }
+    (hops, best)
 }
 
 impl Drop for Lab {

@@ -1,8 +1,8 @@
 //! A light AWS client: SigV4 (via `aws-sigv4`) over reqwest, the Query API
 //! (form-encoded `Action=…&Version=…`, XML answers), retries, typed errors.
 //! Every AWS call Muster makes goes through [`AwsClient::query`]: discovery
-//! (autoscaling, EC2) now; the VIP's AssignPrivateIpAddresses and Route53
-//! later. The full AWS SDK is deliberately not used (MACHINES.md: +18 min of
+//! (autoscaling, EC2), the VIP's secondary private IP (network interfaces);
+//! Route53 later. The full AWS SDK is deliberately not used (MACHINES.md: +18 min of
 //! build and +8 GB of RAM for two read-only calls).
 //!
 //! Response parsing is pure (`parse_*` in each service module) and tested on
@@ -12,7 +12,9 @@ pub mod autoscaling;
 mod credentials;
 pub mod ec2;
 mod error;
+pub mod network_interfaces;
 mod query;
+mod session;
 mod xml;
 
 use std::sync::RwLock;
@@ -22,6 +24,7 @@ use url::Url;
 
 pub use credentials::{Credentials, parse_imds_role_credentials};
 pub use error::{ApiError, AwsError};
+pub use session::{AWS_ENDPOINT_ENV, InstanceSession};
 pub use xml::{ErrorBody, parse_error_response};
 
 use crate::retry::Backoff;
