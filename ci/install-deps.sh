@@ -15,12 +15,20 @@ want protobuf-compiler        # etcd-client's build (protoc) ...
 want libprotobuf-dev          # ... and its well-known .proto files
 want iproute2                 # tier 1: network namespaces, veth, bridges
 want python3-venv             # tier 1: moto (AWS API emulator) in a venv
+want bird2                    # tier 1: the real BGP router for apiEndpoint.mode bgp
 
 if [ "${#need_apt[@]}" -gt 0 ]; then
     echo "ci/install-deps: apt-get install ${need_apt[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
+    # Install daemons (bird) without starting them: the tests run their own,
+    # inside network namespaces.
+    policy=/usr/sbin/policy-rc.d
+    had_policy=0
+    [ -e "$policy" ] && had_policy=1
+    [ "$had_policy" = 1 ] || { printf '#!/bin/sh\nexit 101\n' >"$policy"; chmod +x "$policy"; }
     apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
+    [ "$had_policy" = 1 ] || rm -f "$policy"
 fi
 
 # etcd: the version the image ships (Debian 13 trixie, 3.5.x). Bookworm only

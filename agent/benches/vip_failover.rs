@@ -15,6 +15,11 @@
 //! Run: `cargo bench -p muster-agent --bench vip_failover` (root; etcd from
 //! `bash ci/install-deps.sh`). `VIP_BENCH_ROUNDS=N` changes the count;
 //! `VIP_BENCH_SHED=0` lets the holder keep etcd leadership (for comparison).
+//! `VIP_BENCH_MODE=bgp` runs the same crashes in BGP mode: the VIP on lo,
+//! announced to bird2 in the observer host, reached through bird's route
+//! (the crashed holder's route stays until bird's hold timer, 9 s, fires;
+//! the newest holder's wins by MED), and also counts router polls that saw
+//! two routes.
 //! Prints figures; asserts nothing about time.
 
 #[path = "../tests/support/netns.rs"]
@@ -26,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use muster::vip::VipRole;
 use netns::wait_until;
-use vip_lab::{Lab, percentiles};
+use vip_lab::{Lab, LabMode, percentiles};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -38,7 +43,12 @@ fn main() {
     let shed = std::env::var("VIP_BENCH_SHED")
         .map(|v| v != "0")
         .unwrap_or(true);
-    let mut lab = Lab::new("vipbench", 3);
+    let mode = match std::env::var("VIP_BENCH_MODE").as_deref() {
+        Ok("bgp") => LabMode::Bgp { hold_time: 9 },
+        Ok("arp") | Err(_) => LabMode::Arp,
+        Ok(other) => panic!("VIP_BENCH_MODE={other}: use arp or bgp"),
+    };
+    let mut lab = Lab::with_mode("vipbench", 3, mode);
     lab.shed_etcd_leadership = shed;
     let since = Instant::now();
     for i in 0..3 {
@@ -120,7 +130,7 @@ fn main() {
         }
     };
     println!(
-        "vip_failover: {rounds} crash failovers (kill -> first answer from another host), etcd leadership shed by the holder: {shed}"
+        "vip_failover ({mode:?}): {rounds} crash failovers (kill -> first answer from another host), etcd leadership shed by the holder: {shed}"
     );
     show("  all", &all);
     show("  holder's host also led etcd", &with_leader);
@@ -128,4 +138,12 @@ fn main() {
     println!(
         "  double-holder observations: {doubles} of {arp_rounds} ARP rounds had two MACs answering"
     );
+    if matches!(mode, LabMode::Bgp { .. }) {
+        let routes = lab.route_rounds_since(since);
+        let two = routes.iter().filter(|r| r.next_hops.len() > 1).count();
+        println!(
+            "  router: {two} of {} polls listed two routes (a cut-off holder's, until the hold timer)",
+            routes.len()
+        );
+    }
 }

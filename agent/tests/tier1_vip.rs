@@ -31,28 +31,6 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn assert_one_mac_at_a_time(lab: &Lab, since: Instant) {
-    let rounds = lab.arp_round_count(since);
-    let secs = since.elapsed().as_secs_f64();
-    // 10 ms rounds; a busy 2-core machine may stretch them, not stop them.
-    assert!(
-        rounds as f64 > secs * 20.0,
-        "the ARP observer ran only {rounds} rounds in {secs:.1} s"
-    );
-    let doubles = lab.double_answers(since);
-    assert!(
-        doubles.is_empty(),
-        "S4: {} ARP rounds with two MACs answering, first: {:?}",
-        doubles.len(),
-        doubles.first().map(|r| r
-            .macs
-            .iter()
-            .map(|m| lab.host_of_mac(m))
-            .collect::<Vec<_>>())
-    );
-    eprintln!("ARP observer: {rounds} rounds in {secs:.1} s, none with two MACs");
-}
-
 #[test]
 fn crash_of_the_holder_moves_the_vip_to_another_host() {
     let _serial = serial();
@@ -83,7 +61,7 @@ fn crash_of_the_holder_moves_the_vip_to_another_host() {
         "crash of {old_name} -> VIP answers from {} after {answered:.2?}",
         lab.hosts[new].name()
     );
-    assert_one_mac_at_a_time(&lab, since);
+    lab.assert_one_mac_at_a_time(since);
 }
 
 #[test]
@@ -158,7 +136,7 @@ fn a_partitioned_holder_drops_the_vip_itself_and_does_not_take_it_back() {
     assert_eq!(holders.len(), 1, "exactly one holder: {holders:?}");
     assert_ne!(holders[0], old, "the returning node holds the VIP");
     assert_ne!(lab.wait_for_holder(ELECT), old);
-    assert_one_mac_at_a_time(&lab, since);
+    lab.assert_one_mac_at_a_time(since);
 }
 
 #[test]
@@ -204,7 +182,7 @@ fn a_clean_stop_hands_over_without_waiting_for_the_lease_to_expire() {
     // The new holder keeps it while the others watch.
     std::thread::sleep(lab.timing.takeover_after * 2);
     assert_eq!(lab.wait_for_holder(ELECT), new);
-    assert_one_mac_at_a_time(&lab, since);
+    lab.assert_one_mac_at_a_time(since);
 }
 
 #[test]
@@ -235,7 +213,7 @@ fn a_restarted_agent_removes_a_leftover_vip_before_anything_else() {
             .and_then(|t| (t > since).then_some(t)),
         None
     );
-    assert_one_mac_at_a_time(&lab, since);
+    lab.assert_one_mac_at_a_time(since);
 }
 
 #[test]

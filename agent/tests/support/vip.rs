@@ -24,7 +24,9 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use muster::cloud::aws::{AwsClient, AwsOptions, Credentials, InstanceSession};
 use muster::vip::arp::{self, Arp, ArpSocket};
+use muster::vip::aws::AwsMover;
 use muster::vip::bgp::{BgpMover, BgpPeer, BgpSettings};
 use muster::vip::election::Timing;
 use muster::vip::netlink::Netlink;
@@ -106,6 +108,10 @@ pub struct Probe {
 /// How the candidates make the VIP answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LabMode {
+    /// The VIP as a secondary private IP moved between EC2 network
+    /// interfaces (moto), plus the /32 on eth0; set [`Lab::aws`] before
+    /// starting candidates.
+    Aws,
     /// The VIP on eth0, gratuitous ARP: the observer reaches it on L2.
     Arp,
     /// The VIP on lo, announced over BGP to a real router (bird2) in the
@@ -119,6 +125,16 @@ pub const NODE_ASN: u32 = 65001;
 pub const ROUTER_ASN: u32 = 64512;
 /// TEST-NET-1: routed only through BGP in the BGP lab.
 const BGP_VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
+
+/// Where the AWS-mode candidates find EC2, and who they are there.
+#[derive(Debug, Clone)]
+pub struct AwsTarget {
+    pub endpoint: url::Url,
+    /// Candidate `i` is instance `instance_ids[i]`.
+    pub instance_ids: Vec<String>,
+    pub key: String,
+    pub secret_key: String,
+}
 
 /// One look at the router's table for the VIP.
 #[derive(Debug, Clone)]
@@ -145,6 +161,7 @@ pub struct Lab {
     pub macs: Vec<[u8; 6]>,
     pub candidates: Vec<Option<Candidate>>,
     pub mode: LabMode,
+    pub aws: Option<AwsTarget>,
     pub timing: Timing,
     /// `VipConfig::shed_etcd_leadership` for managers started from now on.
     pub shed_etcd_leadership: bool,
@@ -181,11 +198,11 @@ impl Lab {
         let hosts: Vec<Host> = (1..=n).map(|i| net.add_host(&format!("c{i}"))).collect();
         let observer = net.add_host("obs");
         let vip = match mode {
-            LabMode::Arp => net.spare_ip(0),
+            LabMode::Arp | LabMode::Aws => net.spare_ip(0),
             LabMode::Bgp { .. } => BGP_VIP,
         };
         let router = match mode {
-            LabMode::Arp => None,
+            LabMode::Arp | LabMode::Aws => None,
             LabMode::Bgp { hold_time } => Some(start_bird(&observer, &hosts, hold_time)),
         };
         let initial: Vec<String> = hosts
@@ -233,6 +250,7 @@ impl Lab {
             vip,
             macs,
             mode,
+            aws: None,
             timing: Timing::default(),
             shed_etcd_leadership: true,
             endpoints,
@@ -258,10 +276,34 @@ impl Lab {
         lab
     }
 
+    /// S4 as the ARP observer saw it since `since`: never two MACs in one
+    /// round, and enough rounds that this means something.
+    pub fn assert_one_mac_at_a_time(&self, since: Instant) {
+        let rounds = self.arp_round_count(since);
+        let secs = since.elapsed().as_secs_f64();
+        // 10 ms rounds; a busy 2-core machine may stretch them, not stop them.
+        assert!(
+            rounds as f64 > secs * 20.0,
+            "the ARP observer ran only {rounds} rounds in {secs:.1} s"
+        );
+        let doubles = self.double_answers(since);
+        assert!(
+            doubles.is_empty(),
+            "S4: {} ARP rounds with two MACs answering, first: {:?}",
+            doubles.len(),
+            doubles.first().map(|r| r
+                .macs
+                .iter()
+                .map(|m| self.host_of_mac(m))
+                .collect::<Vec<_>>())
+        );
+        eprintln!("ARP observer: {rounds} rounds in {secs:.1} s, none with two MACs");
+    }
+
     /// Where the VIP lives on a candidate.
     pub fn vip_iface(&self) -> &'static str {
         match self.mode {
-            LabMode::Arp => "eth0",
+            LabMode::Arp | LabMode::Aws => "eth0",
             LabMode::Bgp { .. } => "lo",
         }
     }
@@ -300,6 +342,16 @@ impl Lab {
             shed_etcd_leadership: self.shed_etcd_leadership,
         };
         let (mode, router) = (self.mode, self.observer.ip());
+        let aws = match mode {
+            LabMode::Aws => {
+                let t = self
+                    .aws
+                    .clone()
+                    .expect("Lab::aws is set before AWS candidates start");
+                Some((t.instance_ids[i].clone(), t))
+            }
+            _ => None,
+        };
         let thread = std::thread::spawn(move || {
             let h = host.clone();
             h.in_netns(move || {
@@ -325,6 +377,25 @@ impl Lab {
                                 BgpMover::new(cfg.vip, &settings, Some("lo"))
                                     .await
                                     .expect("bgp mover"),
+                            )
+                        }
+                        LabMode::Aws => {
+                            let (instance_id, t) = aws.expect("aws target");
+                            let mut opts = AwsOptions::new("us-east-1");
+                            opts.endpoint = Some(t.endpoint);
+                            let creds = Credentials::new(t.key, t.secret_key, None);
+                            let client = AwsClient::new(opts, creds).expect("aws client");
+                            let session = Arc::new(InstanceSession::with_client(client));
+                            AnyMover::Aws(
+                                AwsMover::new(
+                                    cfg.vip,
+                                    instance_id,
+                                    session,
+                                    Some("eth0"),
+                                    host.ip(),
+                                )
+                                .await
+                                .expect("aws mover"),
                             )
                         }
                     };
@@ -717,10 +788,9 @@ pub fn bird_routes(
         ])
         .output()
         .ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    Some(parse_bird_routes(&String::from_utf8_lossy(&out.stdout)))
+    // "Network not found" exits 1; only a missing greeting means no answer.
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.starts_with("BIRD ").then(|| parse_bird_routes(&text))
 }
 
 /// `birdc show route` lists each route as a line `PREFIX unicast [proto

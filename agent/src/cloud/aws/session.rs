@@ -61,6 +61,12 @@ impl InstanceSession {
         })
     }
 
+    /// A session around a ready client whose credentials never need a
+    /// refresh (static keys: tests, unusual setups).
+    pub fn with_client(client: AwsClient) -> InstanceSession {
+        InstanceSession { client, role: None }
+    }
+
     /// The client, with credentials refreshed first when they are due.
     pub async fn client(&self) -> Result<&AwsClient, AwsError> {
         if let Some(role) = &self.role {
