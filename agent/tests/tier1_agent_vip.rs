@@ -2,13 +2,17 @@
 //! arp`) once etcd has formed, exactly one node at a time, and a power cut of
 //! the holder moves it to another node. The election and ARP details are
 //! tested in depth (observer, partitions, clean stop) in tier1_vip.rs; this
-//! checks the agent wires them up.
+//! checks the agent wires them up, in ARP mode and in BGP mode (against
+//! bird2 as the router).
 
 #[path = "support/cluster.rs"]
 #[allow(dead_code)]
 mod cluster;
 #[path = "support/netns.rs"]
 mod netns;
+#[path = "support/vip.rs"]
+#[allow(dead_code)]
+mod vip_lab;
 
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
@@ -78,6 +82,81 @@ fn the_agents_hold_the_vip_on_one_node_and_move_it_when_the_holder_dies() {
     .expect("the VIP moves");
     eprintln!(
         "holder powered off -> VIP address on another node after {:?}",
+        killed.elapsed()
+    );
+}
+
+#[test]
+fn the_agents_announce_the_vip_over_bgp_and_the_route_moves_when_the_holder_dies() {
+    let vip = vip_lab::BGP_VIP;
+    let mut c = Cluster::with_discovery("abgp", 3, |net| {
+        let prefix = net.subnet().trim_end_matches("0/24").to_string();
+        // The router is the fourth host of the Net: .14.
+        format!(
+            "discovery:\n  static:\n    peers: [\"{prefix}11\", \"{prefix}12\", \"{prefix}13\"]\n\
+             apiEndpoint:\n  vip: {vip}\n  mode: bgp\n  bgp:\n    localAsn: {}\n    holdTime: 3\n\
+             \x20   peers:\n      - {{address: \"{prefix}14\", asn: {}}}\n",
+            vip_lab::NODE_ASN,
+            vip_lab::ROUTER_ASN
+        )
+    });
+    for _ in 0..3 {
+        c.add_host();
+    }
+    let router = c.net.add_host("rtr");
+    let nodes: Vec<_> = c.nodes.iter().map(|n| n.host.clone()).collect();
+    let _bird = vip_lab::start_bird(&router, &nodes, 3);
+    let socket = router.dir().join("bird.ctl");
+    let routes = || {
+        vip_lab::bird_routes(&socket, vip)
+            .map(|(hops, _)| hops)
+            .unwrap_or_default()
+    };
+    for i in 0..3 {
+        c.start_agent(i);
+    }
+    c.wait_for_cluster(&[0, 1, 2], 3, Duration::from_secs(60));
+    let mut holder = None;
+    wait_until(
+        "the router routes the VIP to one node",
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        || {
+            let r = routes();
+            assert!(r.len() <= 1, "two routes for the VIP: {r:?}");
+            holder = r
+                .first()
+                .and_then(|ip| nodes.iter().position(|h| h.ip() == *ip));
+            holder.is_some()
+        },
+    )
+    .expect("the VIP is announced");
+    let holder = holder.expect("holder");
+    assert!(
+        c.nodes[holder]
+            .host
+            .ip_cmd(&["-4", "addr", "show", "dev", "lo"])
+            .contains(&format!("inet {vip}/32")),
+        "the holder answers for the VIP on lo"
+    );
+
+    // Every process of the node is SIGKILLed (agent and etcd); its network
+    // stays up, so the kernel closes the agent's BGP session at once.
+    c.power_off(holder);
+    let killed = Instant::now();
+    let old_ip = nodes[holder].ip();
+    wait_until(
+        "the router routes the VIP to another node",
+        Duration::from_secs(30),
+        Duration::from_millis(20),
+        || {
+            let r = routes();
+            r.len() == 1 && r[0] != old_ip
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}; routes now: {:?}", routes()));
+    eprintln!(
+        "bgp: holder powered off -> route via another node alone after {:?}",
         killed.elapsed()
     );
 }

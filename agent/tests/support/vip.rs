@@ -124,7 +124,7 @@ pub enum LabMode {
 pub const NODE_ASN: u32 = 65001;
 pub const ROUTER_ASN: u32 = 64512;
 /// TEST-NET-1: routed only through BGP in the BGP lab.
-const BGP_VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
+pub const BGP_VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
 
 /// Where the AWS-mode candidates find EC2, and who they are there.
 #[derive(Debug, Clone)]
@@ -727,7 +727,7 @@ impl Lab {
 
 /// bird2 in the observer host: one passive eBGP session per candidate,
 /// learnt routes exported into the observer's kernel table.
-fn start_bird(observer: &Host, candidates: &[Host], hold_time: u16) -> Proc {
+pub fn start_bird(observer: &Host, candidates: &[Host], hold_time: u16) -> Proc {
     let dir = observer.dir();
     let mut conf = format!(
         "router id {id};\nprotocol device {{ scan time 1; }}\n\
