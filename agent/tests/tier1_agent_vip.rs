@@ -11,7 +11,6 @@ mod cluster;
 #[path = "support/netns.rs"]
 mod netns;
 #[path = "support/vip.rs"]
-#[allow(dead_code)]
 mod vip_lab;
 
 use std::net::Ipv4Addr;
