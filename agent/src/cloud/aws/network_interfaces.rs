@@ -113,16 +113,14 @@ pub async fn assign_private_ip(
     eni: &str,
     ip: Ipv4Addr,
 ) -> Result<(), AwsError> {
-    let params = [
-        ("NetworkInterfaceId", eni.to_string()),
-        ("PrivateIpAddress.1", ip.to_string()),
-        ("AllowReassignment", "true".to_string()),
-    ];
-    let params: Vec<(String, String)> = params.map(|(k, v)| (k.to_string(), v)).into();
-    client
-        .query(&EC2, "AssignPrivateIpAddresses", &params)
-        .await?;
-    Ok(())
+    private_ip_call(
+        client,
+        "AssignPrivateIpAddresses",
+        eni,
+        ip,
+        &[("AllowReassignment", "true")],
+    )
+    .await
 }
 
 /// Takes `ip` off interface `eni`.
@@ -131,14 +129,22 @@ pub async fn unassign_private_ip(
     eni: &str,
     ip: Ipv4Addr,
 ) -> Result<(), AwsError> {
-    let params = [
-        ("NetworkInterfaceId", eni.to_string()),
-        ("PrivateIpAddress.1", ip.to_string()),
+    private_ip_call(client, "UnassignPrivateIpAddresses", eni, ip, &[]).await
+}
+
+async fn private_ip_call(
+    client: &AwsClient,
+    action: &str,
+    eni: &str,
+    ip: Ipv4Addr,
+    extra: &[(&str, &str)],
+) -> Result<(), AwsError> {
+    let mut params = vec![
+        ("NetworkInterfaceId".to_string(), eni.to_string()),
+        ("PrivateIpAddress.1".to_string(), ip.to_string()),
     ];
-    let params: Vec<(String, String)> = params.map(|(k, v)| (k.to_string(), v)).into();
-    client
-        .query(&EC2, "UnassignPrivateIpAddresses", &params)
-        .await?;
+    params.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    client.query(&EC2, action, &params).await?;
     Ok(())
 }
 
