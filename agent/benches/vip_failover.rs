@@ -24,7 +24,7 @@
 
 #[path = "../tests/support/netns.rs"]
 mod netns;
-#[path = "../tests/support/vip.rs"]
+#[path = "../tests/support/vip_lab.rs"]
 mod vip_lab;
 
 use std::time::{Duration, Instant};

@@ -1,6 +1,13 @@
-//! Helpers shared by the integration tests. Each test binary uses some of
-//! them, so unused ones are expected.
+//! Helpers shared by the tier-0 and tier-1 test binaries. Each binary uses a
+//! different subset, so unused items are expected.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod fake_http;
+pub mod fake_metadata;
+pub mod golden;
 pub mod moto;
+pub mod netns;
+pub mod nspawn;
+pub mod pki_fixtures;
+pub mod vip_lab;

@@ -3,10 +3,8 @@
 //! Invariants checked: S1 (one cluster), S2 (data kept), S3 (no removal
 //! without quorum), S5 (no access without a cluster certificate).
 
-#[path = "support/cluster.rs"]
-mod cluster;
-#[path = "support/netns.rs"]
-mod netns;
+use crate::support::cluster;
+use crate::support::netns;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};

@@ -1,6 +1,6 @@
 //! ensure_node_certs: files, modes, idempotence and every re-issue reason.
 
-mod pki_common;
+use crate::support::pki_fixtures;
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use muster::pki::{
     CertKind, NodeIdentity, NodePki, Outcome, PkiError, Reason, ensure_certs_at, ensure_node_certs,
 };
-use pki_common::{ca, ip, node, other_ca};
+use pki_fixtures::{ca, ip, node, other_ca};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
@@ -296,7 +296,7 @@ fn debug_of_node_pki_shows_no_pem() {
     assert!(dbg.contains("etcd-peer.key"), "{dbg}");
 }
 
-/// Figures, not an assertion: `cargo test -p muster-agent --test pki_store
+/// Figures, not an assertion: `cargo test -p muster-agent --test tier0 pki_store
 /// -- --ignored --nocapture`.
 #[test]
 #[ignore]

@@ -11,13 +11,9 @@
 //! (moto answers in milliseconds and ignores AllowReassignment, which is why
 //! the mover also takes the VIP off stale ENIs; see src/vip/aws.rs).
 
-#[path = "support/moto.rs"]
-#[allow(dead_code)]
-mod moto;
-#[path = "support/netns.rs"]
-mod netns;
-#[path = "support/vip.rs"]
-mod vip_lab;
+use crate::support::moto;
+use crate::support::netns;
+use crate::support::vip_lab;
 
 use std::net::TcpStream;
 use std::time::{Duration, Instant};

@@ -12,10 +12,8 @@
 //! timer fires; see docs/design/vip.md). Failover times are printed, not
 //! asserted (`cargo bench --bench vip_failover` measures them).
 
-#[path = "support/netns.rs"]
-mod netns;
-#[path = "support/vip.rs"]
-mod vip_lab;
+use crate::support::netns;
+use crate::support::vip_lab;
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};

@@ -1,17 +1,15 @@
 //! Tier 1: the VIP election (invariant S4) with real etcd 3.5, real netlink
 //! and real ARP, 3 candidate hosts and an observer on one bridge.
 //!
-//! The managers run in-process (`support/vip.rs`), one per host namespace;
+//! The managers run in-process (`support/vip_lab.rs`), one per host namespace;
 //! a "crash" drops the manager's future mid-flight, which leaves the address
 //! on the interface exactly as SIGKILL of the agent would. Failover times
 //! are printed, not asserted (`cargo bench --bench vip_failover` measures
 //! them); what is asserted is who holds the VIP, in which order, and that
 //! the ARP observer never sees two MACs answer.
 
-#[path = "support/netns.rs"]
-mod netns;
-#[path = "support/vip.rs"]
-mod vip_lab;
+use crate::support::netns;
+use crate::support::vip_lab;
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};

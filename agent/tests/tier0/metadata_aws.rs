@@ -1,16 +1,14 @@
 //! AWS IMDS against the fake server: the token dance, retries, and the errors
 //! an operator sees when things go wrong.
 
-#[path = "common/fake_http.rs"]
-mod fake_http;
-#[path = "common/metadata_support.rs"]
-mod support;
+use crate::support::fake_metadata;
+use crate::support::golden;
 
 use std::time::{Duration, Instant};
 
-use fake_http::{FakeServer, Imds, Reply, Step, TOKEN_PATH};
+use fake_metadata::{FakeServer, Imds, Reply, Step, TOKEN_PATH};
+use golden::{assert_golden, hermetic, read_fixture_text};
 use muster::metadata::{self, MetadataError, ProviderKind};
-use support::{assert_golden, hermetic, read_fixture_text};
 
 const INSTANCE_ID: &str = "/latest/meta-data/instance-id";
 
@@ -263,7 +261,7 @@ async fn a_403_is_permanent_and_not_retried() {
 
 #[tokio::test]
 async fn endpoint_down_gives_a_clear_error_within_the_budget() {
-    let url = fake_http::closed_port_url().await;
+    let url = fake_metadata::closed_port_url().await;
     let start = Instant::now();
     let e = fetch(url.clone(), false)
         .await
@@ -279,7 +277,7 @@ async fn endpoint_down_gives_a_clear_error_within_the_budget() {
         } => {
             assert!(attempts >= 3, "retried: {attempts}");
             assert!(
-                elapsed < support::FAST.total + Duration::from_millis(200),
+                elapsed < golden::FAST.total + Duration::from_millis(200),
                 "{elapsed:?}"
             );
         }

@@ -1,7 +1,7 @@
 //! Mutual TLS with the configs from the pki dir, over an in-memory pipe:
 //! a peer from another cluster (or with no certificate) is refused.
 
-mod pki_common;
+use crate::support::pki_fixtures;
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -11,7 +11,7 @@ use muster::pki::{
     CertKind, ClusterCa, KeyPem, client_config, client_config_from_pem, ensure_node_certs,
     server_config,
 };
-use pki_common::{ca, node, other_ca};
+use pki_fixtures::{ca, node, other_ca};
 use rustls::pki_types::ServerName;
 use rustls::{
     ClientConfig, ClientConnection, Connection, RootCertStore, ServerConfig, ServerConnection,

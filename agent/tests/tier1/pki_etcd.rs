@@ -5,7 +5,7 @@
 //! Needs etcd and etcdctl: `$MUSTER_ETCD_BIN` or the place
 //! `ci/install-deps.sh` puts them. Without them this test FAILS.
 
-mod pki_common;
+use crate::support::pki_fixtures;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use muster::pki::{
     CertKind, NodeIdentity, NodePki, client_config, client_config_from_pem, ensure_node_certs,
 };
-use pki_common::{ca, ip, other_ca};
+use pki_fixtures::{ca, ip, other_ca};
 use rustls::pki_types::ServerName;
 use tempfile::TempDir;
 

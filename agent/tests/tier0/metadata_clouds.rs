@@ -1,17 +1,15 @@
 //! GCE, Azure and the bare-metal config URL against the fake server, serving
 //! the documentation fixtures.
 
-#[path = "common/fake_http.rs"]
-mod fake_http;
-#[path = "common/metadata_support.rs"]
-mod support;
+use crate::support::fake_metadata;
+use crate::support::golden;
 
 use std::time::Duration;
 
-use fake_http::{FakeServer, Reply, Step};
+use fake_metadata::{FakeServer, Reply, Step};
+use golden::{assert_golden, hermetic, read_fixture};
 use muster::cmdline::KernelCmdline;
 use muster::metadata::{self, InstanceFacts, MetadataError, Options, ProviderKind};
-use support::{assert_golden, hermetic, read_fixture};
 
 const GCE_PATH: &str = "/computeMetadata/v1/instance/?recursive=true&alt=json";
 const AZURE_PATH: &str = "/metadata/instance?api-version=2021-02-01";

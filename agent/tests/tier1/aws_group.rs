@@ -8,14 +8,9 @@
 //! new agent takes the dead member's place (removed at once: its machine left
 //! the group, no grace period needed).
 
-#[path = "support/cluster.rs"]
-#[allow(dead_code)]
-mod cluster;
-#[path = "support/moto.rs"]
-#[allow(dead_code)]
-mod moto;
-#[path = "support/netns.rs"]
-mod netns;
+use crate::support::cluster;
+use crate::support::moto;
+use crate::support::netns;
 
 use std::net::TcpStream;
 use std::time::{Duration, Instant};

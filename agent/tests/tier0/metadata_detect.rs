@@ -2,17 +2,15 @@
 //! line, then local sources, then the network probes in the order AWS, GCE,
 //! Azure, retried within the backoff budget.
 
-#[path = "common/fake_http.rs"]
-mod fake_http;
-#[path = "common/metadata_support.rs"]
-mod support;
+use crate::support::fake_metadata;
+use crate::support::golden;
 
 use std::time::{Duration, Instant};
 
-use fake_http::{FakeServer, Imds, Reply, Step, TOKEN_PATH};
+use fake_metadata::{FakeServer, Imds, Reply, Step, TOKEN_PATH};
+use golden::hermetic;
 use muster::cmdline::KernelCmdline;
 use muster::metadata::{self, MetadataError, ProviderKind};
-use support::hermetic;
 
 const AZURE_PATH: &str = "/metadata/instance?api-version=2021-02-01";
 
@@ -28,7 +26,7 @@ fn azure(server: &FakeServer) {
     server.route(
         "GET",
         AZURE_PATH,
-        Reply::ok(support::read_fixture("azure/instance-linux.json")),
+        Reply::ok(golden::read_fixture("azure/instance-linux.json")),
     );
 }
 
@@ -194,7 +192,7 @@ async fn probes_are_retried_while_the_network_comes_up() {
 #[tokio::test]
 async fn nothing_found_lists_every_check_within_the_budget() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let url = fake_http::closed_port_url().await;
+    let url = fake_metadata::closed_port_url().await;
     let opts = hermetic(dir.path(), Some(url.clone()));
     let start = Instant::now();
     let e = metadata::detect(&opts).await.expect_err("nothing anywhere");

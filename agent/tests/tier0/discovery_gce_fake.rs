@@ -2,7 +2,7 @@
 //! the metadata server and the Compute API (no GCE emulator exists). The
 //! answers are the recorded fixtures in `tests/fixtures/gce/`.
 
-mod support;
+use crate::support;
 
 use std::net::Ipv4Addr;
 use std::time::Duration;

@@ -1,17 +1,13 @@
 //! Tier 1: the real `muster agent` holds the L2 API VIP (`apiEndpoint.mode:
 //! arp`) once etcd has formed, exactly one node at a time, and a power cut of
 //! the holder moves it to another node. The election and ARP details are
-//! tested in depth (observer, partitions, clean stop) in tier1_vip.rs; this
+//! tested in depth (observer, partitions, clean stop) in tier1/vip.rs; this
 //! checks the agent wires them up, in ARP mode and in BGP mode (against
 //! bird2 as the router).
 
-#[path = "support/cluster.rs"]
-#[allow(dead_code)]
-mod cluster;
-#[path = "support/netns.rs"]
-mod netns;
-#[path = "support/vip.rs"]
-mod vip_lab;
+use crate::support::cluster;
+use crate::support::netns;
+use crate::support::vip_lab;
 
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};

@@ -3,7 +3,7 @@
 //! reference: the sequences moto cannot produce on demand (503, throttling,
 //! access denied, pagination, nothing listening).
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

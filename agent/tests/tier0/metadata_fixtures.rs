@@ -2,13 +2,12 @@
 //! public documentation (see tests/fixtures/metadata/README.md), compared
 //! with golden `expected*.json` files.
 
-#[path = "common/metadata_support.rs"]
-mod support;
+use crate::support::golden;
 
 use std::collections::HashMap;
 
+use golden::{assert_golden, read_fixture, read_fixture_text};
 use muster::metadata::{self, aws, azure, gce, nocloud, openstack, qemu};
-use support::{assert_golden, read_fixture, read_fixture_text};
 
 /// The AWS fixture is one answer per IMDS path; build `Responses` from it.
 fn aws_responses() -> aws::Responses {
@@ -147,7 +146,7 @@ fn qemu_fw_cfg() {
 
 #[test]
 fn file_facts() {
-    let path = support::fixture("file/facts.yaml");
+    let path = golden::fixture("file/facts.yaml");
     let text = read_fixture_text("file/facts.yaml");
     let parsed = metadata::file::parse(&text, false, &path.display().to_string()).expect("parses");
     assert_eq!(

@@ -1,9 +1,9 @@
 //! The derived cluster CA: determinism, shape, and S5.
 
-mod pki_common;
+use crate::support::pki_fixtures;
 
 use muster::pki::{ClusterCa, PkiError};
-use pki_common::{OTHER_SECRET, SECRET, ca};
+use pki_fixtures::{OTHER_SECRET, SECRET, ca};
 use x509_parser::prelude::*;
 
 #[test]

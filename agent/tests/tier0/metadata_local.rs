@@ -2,14 +2,13 @@
 //! QEMU fw_cfg/SMBIOS, bare metal and the facts file, from temp dirs laid
 //! out the way the real system lays them out.
 
-#[path = "common/metadata_support.rs"]
-mod support;
+use crate::support::golden;
 
 use std::path::Path;
 
+use golden::{assert_golden, fixture, hermetic, read_fixture};
 use muster::cmdline::KernelCmdline;
 use muster::metadata::{self, MetadataError, ProviderKind};
-use support::{assert_golden, fixture, hermetic, read_fixture};
 
 fn put(root: &Path, rel: &str, content: &[u8]) {
     let path = root.join(rel);

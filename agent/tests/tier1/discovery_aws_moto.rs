@@ -3,7 +3,7 @@
 //! light client, then listed with `discovery::aws_asg::list_group`.
 //! Loopback only. Fails (never skips) when moto is not installed.
 
-mod support;
+use crate::support;
 
 use std::collections::HashSet;
 use std::net::Ipv4Addr;

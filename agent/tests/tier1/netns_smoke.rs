@@ -4,8 +4,7 @@
 //! one host answers another. Needs root, iproute2 and etcd; a missing tool
 //! fails the test (`bash ci/install-deps.sh`), it never skips.
 
-#[path = "support/netns.rs"]
-mod netns;
+use crate::support::netns;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::Ipv4Addr;
@@ -271,8 +270,15 @@ fn crash_helper() {
 #[test]
 fn sweep_removes_leftovers_of_a_crashed_run() {
     let exe = std::env::current_exe().expect("test binary path");
+    // libtest names tests by their path below the crate root: `netns_smoke::crash_helper`.
+    let module = module_path!().split_once("::").map_or("", |(_, m)| m);
     let mut helper = Command::new(exe)
-        .args(["--exact", "crash_helper", "--ignored", "--nocapture"])
+        .args([
+            "--exact",
+            &format!("{module}::crash_helper"),
+            "--ignored",
+            "--nocapture",
+        ])
         .env(CRASH_HELPER_ENV, "1")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -4,8 +4,7 @@
 //! Needs root and the test root from `bash ci/install-deps.sh`; without it
 //! the tests fail with that instruction, they never skip.
 
-#[path = "support/nspawn.rs"]
-mod nspawn;
+use crate::support::nspawn;
 
 use std::time::{Duration, Instant};
 

@@ -2,7 +2,7 @@
 //! this test fails when the two drift apart.
 //!
 //! To regenerate after changing the types:
-//!     MUSTER_BLESS=1 cargo test -p muster-agent --test config_schema
+//!     MUSTER_BLESS=1 cargo test -p muster-agent --test tier0 config_schema
 
 use std::fs;
 use std::path::Path;
@@ -21,7 +21,7 @@ fn committed_schema_matches_the_types() {
     assert!(
         committed == generated,
         "configs/schema.json is out of date with the config types; regenerate it with\n    \
-         MUSTER_BLESS=1 cargo test -p muster-agent --test config_schema"
+         MUSTER_BLESS=1 cargo test -p muster-agent --test tier0 config_schema"
     );
 }
 

@@ -1,11 +1,11 @@
 //! Leaf issuance: names, usages, validity, and chain to the right CA only.
 
-mod pki_common;
+use crate::support::pki_fixtures;
 
 use std::time::{Duration, SystemTime};
 
 use muster::pki::{CertKind, ClusterCa, LeafSpec, NodeIdentity, PkiError, San};
-use pki_common::{ca, ip, node, other_ca};
+use pki_fixtures::{ca, ip, node, other_ca};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, UnixTime};
 use webpki::{EndEntityCert, KeyUsage};
@@ -137,7 +137,7 @@ fn leaf_from_another_cluster_does_not_chain() {
         "{err:?}"
     );
     // Same secret, other cluster name: another CA altogether.
-    let elsewhere = ClusterCa::derive("staging", pki_common::SECRET)
+    let elsewhere = ClusterCa::derive("staging", pki_fixtures::SECRET)
         .unwrap()
         .issue(&spec)
         .unwrap();

@@ -1,0 +1,18 @@
+//! Tier 1: real etcd, systemd (nspawn), bird2 and moto, with hosts as network
+//! namespaces on this machine. Needs root. One binary for the tier (see
+//! tier0/main.rs for why); nextest runs these tests one at a time
+//! (.config/nextest.toml).
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod agent_vip;
+mod aws_group;
+mod discovery_aws_moto;
+mod etcd;
+mod netns_smoke;
+mod pki_etcd;
+mod systemd_supervisor;
+mod vip;
+mod vip_aws;
+mod vip_bgp;
