@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Builds the Muster node image with mkosi and then every artefact from it.
+#
+#   bash image/build.sh [--profile debug] [--kubernetes DIR|URLS.txt] [--out DIR]
+#
+# Output (default build/image/): see image/README.md. Needs root (mkosi runs
+# package installs in its sandbox) and the build tools from
+# image/install-build-deps.sh, which this script runs first.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/.." && pwd)
+
+out=$repo/build/image
+profile=
+kubernetes=
+while [ $# -gt 0 ]; do
+    case $1 in
+        --out) out=$2; shift 2 ;;
+        --profile) profile=$2; shift 2 ;;
+        --kubernetes) kubernetes=$2; shift 2 ;;
+        *) echo "image/build.sh: unknown argument $1" >&2; exit 2 ;;
+    esac
+done
+
+bash "$here/install-build-deps.sh"
+# shellcheck source=image/tools.env
+. "$here/tools.env"
+
+started=$(date +%s)
+staging=$repo/build/staging
+rm -rf "$staging"
+mkdir -p "$staging/usr/bin" "$staging/usr/lib/muster" "$out"
+
+echo "== agent (cargo build --release)"
+(cd "$repo" && cargo build --release --locked -p muster-agent --bin muster)
+install -m 0755 "$repo/target/release/muster" "$staging/usr/bin/muster"
+
+echo "== kubernetes binaries"
+bash "$here/kubernetes.sh" "$kubernetes" "$staging"
+
+# Reproducible: every timestamp in the image is the commit's.
+export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git -C "$repo" log -1 --format=%ct 2>/dev/null || echo 1700000000)}
+
+echo "== mkosi (Debian 13, verity /usr)"
+mkosi_out=$repo/build/mkosi
+rm -rf "$mkosi_out"
+mkdir -p "$mkosi_out" "$repo/build/mkosi-cache"
+args=(-C "$repo/mkosi" --tools-tree="$MUSTER_TOOLS_TREE"
+    --output-directory="$mkosi_out" --cache-directory="$repo/build/mkosi-cache"
+    --extra-tree="$staging:/" --image-version="$(git -C "$repo" describe --always --dirty 2>/dev/null || echo dev)")
+[ -n "$profile" ] && args+=(--profile="$profile")
+mkosi "${args[@]}" --force build
+
+echo "== artefacts"
+bash "$here/artefacts.sh" "$mkosi_out" "$out"
+echo "image/build.sh: done in $(( $(date +%s) - started )) s; artefacts in $out"
