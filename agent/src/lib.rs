@@ -13,6 +13,7 @@ pub mod discovery;
 pub mod etcd;
 pub mod formation;
 pub mod http;
+pub mod image;
 pub mod logging;
 pub mod metadata;
 pub mod pki;

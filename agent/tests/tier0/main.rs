@@ -14,6 +14,7 @@ mod config_proptest;
 mod config_schema;
 mod discovery_aws_fake;
 mod discovery_gce_fake;
+mod image_facts;
 mod metadata_aws;
 mod metadata_clouds;
 mod metadata_detect;
