@@ -15,6 +15,7 @@ mod config_schema;
 mod discovery_aws_fake;
 mod discovery_gce_fake;
 mod image_facts;
+mod lab_cloud;
 mod metadata_aws;
 mod metadata_clouds;
 mod metadata_detect;

@@ -1,0 +1,3 @@
+//! The local QEMU lab (`muster lab`).
+
+pub mod cloud;
