@@ -181,7 +181,14 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
         }
         SupervisorKind::Systemd => Supervisor::Systemd(SystemdSupervisor::connect(None).await?),
     };
-    let source = PeerSource::from_config(config.discovery.method(), &facts, &args.metadata).await?;
+    let api_endpoint = config.cloud.endpoint_url();
+    let source = PeerSource::from_config(
+        config.discovery.method(),
+        api_endpoint.as_ref(),
+        &facts,
+        &args.metadata,
+    )
+    .await?;
 
     // One shutdown signal, shared: the VIP must be released before exit.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -287,7 +294,8 @@ async fn start_vip(
         }
         VipMode::Aws => {
             let region = facts.region.as_deref().ok_or(AgentError::NoRegion)?;
-            let aws = InstanceSession::new(region, imds, VIP_AWS_BACKOFF)
+            let endpoint = config.cloud.endpoint_url();
+            let aws = InstanceSession::new(region, endpoint.as_ref(), imds, VIP_AWS_BACKOFF)
                 .await
                 .map_err(|e| VipError::from(MoverError::Aws(Box::new(e))))?;
             let mover = AwsMover::new(

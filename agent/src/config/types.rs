@@ -41,6 +41,8 @@ pub struct Config {
     pub addons: Vec<Addon>,
     #[serde(default)]
     pub metadata: MetadataSettings,
+    #[serde(default)]
+    pub cloud: CloudSettings,
 }
 
 /// Identity of the cluster, shared by every node of it.
@@ -551,4 +553,29 @@ pub struct MetadataSettings {
     /// AWS: allow falling back to IMDSv1 (no session token). Off: IMDSv1 is
     /// open to SSRF.
     pub allow_imdsv1: bool,
+}
+
+/// How this node reaches its cloud's API.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct CloudSettings {
+    /// AWS (and GCE) API endpoint override: a VPC endpoint proxy, an
+    /// AWS-compatible cloud, the local lab. An `http` or `https` URL; every
+    /// AWS call (autoscaling, EC2) goes there instead of
+    /// `https://SERVICE.REGION.amazonaws.com`. The `MUSTER_AWS_ENDPOINT`
+    /// environment variable, when set, wins over this setting. (GCE group
+    /// discovery is not wired into the agent yet; it will read this too.)
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(url)]
+    pub endpoint: Option<String>,
+}
+
+impl CloudSettings {
+    /// The endpoint as a URL; `None` when unset or (in an unvalidated
+    /// config) not a URL.
+    pub fn endpoint_url(&self) -> Option<url::Url> {
+        self.endpoint
+            .as_deref()
+            .and_then(|e| url::Url::parse(e).ok())
+    }
 }

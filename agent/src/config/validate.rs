@@ -36,6 +36,7 @@ pub(crate) fn validate(
     mesh(&mut c, cfg);
     dns(&mut c, cfg);
     addons(&mut c, cfg);
+    cloud(&mut c, cfg);
     c.out
 }
 
@@ -566,6 +567,33 @@ fn addons(c: &mut Checks<'_>, cfg: &Config) {
     }
 }
 
+fn cloud(c: &mut Checks<'_>, cfg: &Config) {
+    if let Some(endpoint) = &cfg.cloud.endpoint
+        && let Some(msg) = endpoint_problem(endpoint)
+    {
+        c.err("cloud.endpoint", msg);
+    }
+}
+
+/// Why `text` cannot be a cloud API endpoint, if it cannot: it must be an
+/// absolute `http`/`https` URL with a host, as the AWS client requires.
+fn endpoint_problem(text: &str) -> Option<String> {
+    match url::Url::parse(text) {
+        Err(e) => Some(format!(
+            "`{text}` is not a URL ({e}); write it like `https://aws-proxy.internal:8443`"
+        )),
+        Ok(u) if !matches!(u.scheme(), "http" | "https") => Some(format!(
+            "`{text}`: the scheme must be `http` or `https`, not `{}`",
+            u.scheme()
+        )),
+        Ok(u) if u.host_str().is_none_or(str::is_empty) => Some(format!("`{text}` has no host")),
+        Ok(u) if u.query().is_some() || u.fragment().is_some() => Some(format!(
+            "`{text}`: an API endpoint takes no `?query` or `#fragment`"
+        )),
+        Ok(_) => None,
+    }
+}
+
 /// RFC 1123 label: 1-63 of `[a-z0-9-]`, alphanumeric at both ends.
 pub(crate) fn is_dns_label(s: &str) -> bool {
     let b = s.as_bytes();
@@ -674,5 +702,16 @@ mod tests {
         assert!(label_key_problem("bad key").is_some());
         assert!(is_label_value(""));
         assert!(!is_label_value("-x"));
+    }
+
+    #[test]
+    fn cloud_endpoints() {
+        assert!(endpoint_problem("http://10.77.0.1:5000").is_none());
+        assert!(endpoint_problem("https://aws-proxy.internal:8443/").is_none());
+        assert!(endpoint_problem("10.77.0.1:5000").is_some());
+        assert!(endpoint_problem("aws-proxy.internal").is_some());
+        assert!(endpoint_problem("ftp://example.com/").is_some_and(|m| m.contains("`ftp`")));
+        assert!(endpoint_problem("http://example.com/?a=b").is_some());
+        assert!(endpoint_problem("").is_some());
     }
 }

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use url::Url;
+
 use super::error::DiscoveryError;
 use super::{Peer, aws_asg, static_list};
 use crate::cloud::aws::{API_BACKOFF, InstanceSession};
@@ -35,9 +37,11 @@ pub enum SourceError {
 
 impl PeerSource {
     /// Builds the source the config names, with the instance's facts filling
-    /// the defaults (its own group, its region).
+    /// the defaults (its own group, its region). `api_endpoint` is the
+    /// config's `cloud.endpoint`.
     pub async fn from_config(
         method: DiscoveryMethod<'_>,
+        api_endpoint: Option<&Url>,
         facts: &InstanceFacts,
         imds: &metadata::Options,
     ) -> Result<PeerSource, SourceError> {
@@ -65,7 +69,7 @@ impl PeerSource {
                 let region = facts.region.clone().ok_or_else(|| {
                     SourceError::Setup("the instance metadata has no region for the AWS API".into())
                 })?;
-                let session = InstanceSession::new(&region, imds, API_BACKOFF)
+                let session = InstanceSession::new(&region, api_endpoint, imds, API_BACKOFF)
                     .await
                     .map_err(|e| SourceError::Setup(e.to_string()))?;
                 Ok(PeerSource::AwsGroup {

@@ -178,3 +178,42 @@ fn an_override_fixes_what_a_lower_layer_got_wrong() {
     let config = load(None, Some(user), &cmdline).expect("the command line wins");
     assert_eq!(config.topology.control_plane.count, 3);
 }
+
+#[test]
+fn cloud_endpoint_is_a_url_from_any_layer_and_errors_name_where_it_was_set() {
+    let user = Layer::new(
+        "user data",
+        "cluster: {name: demo, secret: SEKRIT-user-secret-0123456789abcdef0}\ncloud:\n  endpoint: http://10.77.0.1:5000\n",
+    );
+    let config = load(None, Some(user.clone()), &KernelCmdline::default()).expect("valid");
+    assert_eq!(
+        config.cloud.endpoint_url().map(String::from).as_deref(),
+        Some("http://10.77.0.1:5000/")
+    );
+
+    let cmdline = KernelCmdline::parse("muster.cloud.endpoint=https://aws-proxy.internal:8443");
+    let config = load(None, Some(user.clone()), &cmdline).expect("the command line wins");
+    assert_eq!(
+        config.cloud.endpoint.as_deref(),
+        Some("https://aws-proxy.internal:8443")
+    );
+
+    let cmdline = KernelCmdline::parse("muster.cloud.endpoint=gopher://10.77.0.1");
+    let errors = load(None, Some(user), &cmdline).expect_err("invalid");
+    let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        lines,
+        [
+            "kernel command line: muster.cloud.endpoint=gopher://10.77.0.1: cloud.endpoint: `gopher://10.77.0.1`: the scheme must be `http` or `https`, not `gopher`"
+        ]
+    );
+
+    let wrong_type = "cluster: {name: demo, secret: SEKRIT-user-secret-0123456789abcdef0}\ncloud:\n  endpoint: [http://10.77.0.1:5000]\n";
+    let errors = validate_text("u.yaml", wrong_type).expect_err("a list is no URL");
+    let e = errors.iter().next().expect("one error");
+    assert_eq!(
+        (e.line, e.col, e.path.as_str()),
+        (Some(3), Some(3), "cloud.endpoint")
+    );
+    assert!(e.message.contains("expected a string"), "{e}");
+}

@@ -39,6 +39,7 @@ fn schema_is_valid_json_and_describes_the_fields() {
         "dns",
         "addons",
         "metadata",
+        "cloud",
     ] {
         assert!(props.contains_key(key), "schema lacks {key}");
     }

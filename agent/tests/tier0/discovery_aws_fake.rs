@@ -247,3 +247,88 @@ async fn a_proxy_error_page_is_reported_with_its_status() {
         "{text}"
     );
 }
+
+/// `cloud.endpoint` of the config carries the agent's AWS calls: discovery
+/// built from the config (credentials from a fake IMDS, as on an instance)
+/// lists the group through the configured endpoint. The environment
+/// variable, which wins over the config, must be unset for this test.
+#[tokio::test]
+async fn the_configs_cloud_endpoint_carries_discovery_calls() {
+    use muster::cloud::aws::AWS_ENDPOINT_ENV;
+    use muster::config::{CloudGroup, DiscoveryMethod};
+    use muster::discovery::source::PeerSource;
+    use muster::metadata::{self, InstanceFacts, ProviderKind};
+    use support::fake_metadata::{self, Imds, Reply};
+
+    assert!(
+        std::env::var_os(AWS_ENDPOINT_ENV).is_none(),
+        "unset {AWS_ENDPOINT_ENV} to run this test: it would win over the config"
+    );
+    let aws = FakeServer::start(|_, r| recorded(r)).await;
+    let imds = fake_metadata::FakeServer::start().await;
+    imds.imds(Imds::V2Only {
+        token_max_uses: None,
+    })
+    .route(
+        "GET",
+        "/latest/meta-data/iam/security-credentials/",
+        Reply::ok("muster-node"),
+    )
+    .route(
+        "GET",
+        "/latest/meta-data/iam/security-credentials/muster-node",
+        Reply::ok(
+            std::fs::read(format!(
+                "{}/tests/fixtures/aws/doc_imds_role_credentials.json",
+                env!("CARGO_MANIFEST_DIR")
+            ))
+            .expect("fixture"),
+        ),
+    );
+    let imds_opts = metadata::Options {
+        endpoint: Some(imds.url()),
+        ..metadata::Options::default()
+    };
+    let facts = InstanceFacts {
+        provider: ProviderKind::Aws,
+        instance_id: "i-0aaaaaaaaaaaaaaa1".into(),
+        hostname: None,
+        private_ipv4: None,
+        public_ipv4: None,
+        region: Some("us-east-1".into()),
+        zone: None,
+        group: Some("muster-cp".into()),
+        tags: Default::default(),
+        user_data: None,
+    };
+    let group = CloudGroup::default();
+    let source = PeerSource::from_config(
+        DiscoveryMethod::CloudGroup(group),
+        Some(&aws.base),
+        &facts,
+        &imds_opts,
+    )
+    .await
+    .expect("source");
+    let peers = source
+        .list()
+        .await
+        .expect("listed through the configured endpoint");
+    assert_eq!(peers.len(), 3);
+    let requests = aws.requests();
+    let actions: Vec<&str> = requests.iter().map(action).collect();
+    assert_eq!(
+        actions,
+        ["DescribeAutoScalingGroups", "DescribeInstances"],
+        "every call went to the configured endpoint"
+    );
+    // Keys in the environment would win over the instance role.
+    if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
+        assert!(
+            requests.iter().all(|r| r
+                .header("authorization")
+                .is_some_and(|a| a.contains("Credential=ASIAIOSFODNN7EXAMPLE/"))),
+            "signed with the instance role's key"
+        );
+    }
+}

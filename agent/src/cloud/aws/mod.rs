@@ -24,7 +24,7 @@ use url::Url;
 
 pub use credentials::{Credentials, parse_imds_role_credentials};
 pub use error::{ApiError, AwsError};
-pub use session::{AWS_ENDPOINT_ENV, InstanceSession};
+pub use session::{AWS_ENDPOINT_ENV, InstanceSession, resolve_endpoint};
 pub use xml::{ErrorBody, parse_error_response};
 
 use crate::retry::Backoff;

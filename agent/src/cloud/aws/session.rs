@@ -13,7 +13,8 @@ use crate::metadata;
 use crate::retry::Backoff;
 
 /// Environment variable pointing the AWS client at another endpoint (moto in
-/// tests, a VPC endpoint proxy in production).
+/// tests). It wins over the config's `cloud.endpoint`, so a test harness can
+/// redirect an agent whatever its config says.
 pub const AWS_ENDPOINT_ENV: &str = "MUSTER_AWS_ENDPOINT";
 
 /// How often instance-role credentials are fetched again. AWS rotates them
@@ -35,16 +36,21 @@ struct RoleCredentials {
 
 impl InstanceSession {
     /// A client for `region` with `backoff`. The endpoint is
-    /// `MUSTER_AWS_ENDPOINT` when set. Credentials from the environment win
-    /// (tests, unusual setups); an instance normally uses its IAM role.
+    /// `MUSTER_AWS_ENDPOINT` when set, else `configured` (the config's
+    /// `cloud.endpoint`), else AWS's own. Credentials from the environment
+    /// win (tests, unusual setups); an instance normally uses its IAM role.
     pub async fn new(
         region: &str,
+        configured: Option<&Url>,
         imds: &metadata::Options,
         backoff: Backoff,
     ) -> Result<InstanceSession, AwsError> {
         let mut opts = AwsOptions::new(region);
         opts.backoff = backoff;
-        opts.endpoint = endpoint_from_env()?;
+        opts.endpoint = resolve_endpoint(std::env::var(AWS_ENDPOINT_ENV).ok(), configured)?;
+        if let Some(url) = &opts.endpoint {
+            tracing::info!(endpoint = %url, "AWS API calls go to an endpoint override");
+        }
         let (credentials, role) = match Credentials::from_env() {
             Ok(c) => (c, None),
             Err(_) => {
@@ -87,10 +93,15 @@ impl InstanceSession {
     }
 }
 
-fn endpoint_from_env() -> Result<Option<Url>, AwsError> {
-    match std::env::var(AWS_ENDPOINT_ENV) {
-        Err(_) => Ok(None),
-        Ok(text) => Url::parse(&text).map(Some).map_err(|e| AwsError::Config {
+/// The endpoint in force: the environment variable's value (`env`) when
+/// set, else the configured one, else none (AWS's regional endpoints).
+pub fn resolve_endpoint(
+    env: Option<String>,
+    configured: Option<&Url>,
+) -> Result<Option<Url>, AwsError> {
+    match env {
+        None => Ok(configured.cloned()),
+        Some(text) => Url::parse(&text).map(Some).map_err(|e| AwsError::Config {
             what: format!("{AWS_ENDPOINT_ENV}={text}: {e}"),
         }),
     }
@@ -107,4 +118,28 @@ async fn imds_credentials(imds: &metadata::Options) -> Result<Credentials, AwsEr
             what: "none in the environment and the instance has no IAM role".into(),
         })?;
     parse_imds_role_credentials(&json)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_environment_wins_over_the_config() {
+        let configured = Url::parse("http://10.77.0.1:5000/").expect("url");
+        let env = Some("http://127.0.0.1:5000".to_string());
+        assert_eq!(
+            resolve_endpoint(env, Some(&configured))
+                .expect("ok")
+                .map(String::from),
+            Some("http://127.0.0.1:5000/".to_string())
+        );
+        assert_eq!(
+            resolve_endpoint(None, Some(&configured)).expect("ok"),
+            Some(configured)
+        );
+        assert_eq!(resolve_endpoint(None, None).expect("ok"), None);
+        let err = resolve_endpoint(Some("not a url".into()), None).expect_err("bad env");
+        assert!(err.to_string().contains(AWS_ENDPOINT_ENV), "{err}");
+    }
 }
