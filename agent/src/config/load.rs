@@ -360,7 +360,7 @@ mod tests {
         assert_eq!(
             e,
             [
-                "ud:7:3: bogus: unknown key `bogus`; expected `cluster`, `topology`, `discovery`, `apiEndpoint`, `kubernetes`, `mesh`, `dns`, `addons` or `metadata`"
+                "ud:7:3: bogus: unknown key `bogus`; expected `cluster`, `topology`, `discovery`, `apiEndpoint`, `kubernetes`, `mesh`, `dns`, `addons`, `metadata` or `cloud`"
             ]
         );
         let e = errs(validate_text("ud", "#cloud-config\npackages: [vim]\n"));
