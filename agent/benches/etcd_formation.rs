@@ -13,6 +13,9 @@
 #[path = "../tests/support/cluster.rs"]
 #[allow(dead_code)]
 mod cluster;
+#[path = "../tests/support/http_get.rs"]
+#[allow(dead_code)]
+mod http_get;
 #[path = "../tests/support/netns.rs"]
 mod netns;
 

@@ -5,11 +5,11 @@
 //! network, DNS) are not built yet; the plan says so. Nothing is written to
 //! the state directory before the merged config is valid (S6).
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tracing::{Instrument, info, info_span};
+use tracing::{Instrument, info, info_span, warn};
 
 use crate::cloud::aws::InstanceSession;
 use crate::config::VipMode;
@@ -18,17 +18,19 @@ use crate::discovery::source::{PeerSource, SourceError};
 use crate::etcd::client::{EtcdError, EtcdTls, client_url};
 use crate::etcd::flags::TlsFiles;
 use crate::etcd::runner::{Runner, RunnerConfig};
+use crate::image::{self, ImagePaths};
 use crate::metadata::{self, InstanceFacts, MetadataError, ProviderKind};
 use crate::pki::{self, CertKind, ClusterCa, NodeIdentity, PkiError};
 use crate::plan::{self, Plan};
 use crate::service::systemd::SystemdSupervisor;
 use crate::service::{ServiceError, Supervisor, SupervisorKind, child::ChildSupervisor};
-use crate::state::{Phase, StateDir, StateError, Status};
+use crate::state::{Phase, StateDir, StateError, Status, StatusBoard, VipStatus};
+use crate::status_endpoint;
 use crate::vip::aws::AwsMover;
 use crate::vip::bgp::{BgpMover, BgpPeer, BgpSettings};
 use crate::vip::{
     self, AnyMover, ArpMover, EtcdAccess, EtcdMemberHealth, MoverError, VipConfig, VipError,
-    VipManager,
+    VipManager, VipRole,
 };
 
 /// The image's defaults file, the lowest config layer.
@@ -48,6 +50,10 @@ pub struct AgentArgs {
     pub supervisor: SupervisorKind,
     pub etcd_bin: PathBuf,
     pub timing: Timing,
+    /// Where the status endpoint listens; `None`: no endpoint.
+    pub status_listen: Option<SocketAddr>,
+    /// Where the image facts are read from.
+    pub image_paths: ImagePaths,
 }
 
 /// Timers of the etcd loop; the defaults suit production, tests shorten them.
@@ -103,8 +109,28 @@ pub enum AgentError {
     NoRegion,
 }
 
-/// Runs the pipeline as far as it is built.
+/// Runs the pipeline as far as it is built. The status endpoint answers
+/// from the start (before identify); a failure is reported there, and in
+/// `status.json` once that may be written, before it is returned.
 pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
+    let board = StatusBoard::new(Status::new(Phase::Starting));
+    let _endpoint = start_status_endpoint(args.status_listen, &board).await;
+    let result = pipeline(&args, &board).await;
+    if let Err(e) = &result {
+        report(&board, |s| {
+            s.phase = Phase::Failed;
+            s.message = Some(e.to_string());
+        });
+    }
+    result
+}
+
+async fn pipeline(args: &AgentArgs, board: &StatusBoard) -> Result<(), AgentError> {
+    report_image(&args.image_paths, board);
+    report(board, |s| {
+        s.phase = Phase::Identify;
+        s.message = Some("asking the metadata provider about this machine".into());
+    });
     let facts = metadata::identify(args.provider, &args.metadata)
         .instrument(info_span!("identify"))
         .await?;
@@ -116,8 +142,15 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
         group = facts.group.as_deref().unwrap_or("-"),
         "identified this machine"
     );
+    report(board, |s| {
+        s.phase = Phase::Configure;
+        s.provider = Some(facts.provider);
+        s.instance_id = Some(facts.instance_id.clone());
+        s.hostname = facts.hostname.clone();
+        s.message = Some("merging and validating the cluster config".into());
+    });
 
-    let config = info_span!("configure").in_scope(|| configure(&args, &facts))?;
+    let config = info_span!("configure").in_scope(|| configure(args, &facts))?;
     info!(cluster = %config.cluster.name, "cluster config is valid");
 
     // From here on the state directory may be written.
@@ -130,17 +163,20 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
         };
         info!(phase = %step.phase, "plan: {}{built}", step.action);
     }
-    let mut status = Status::new(Phase::Planned);
-    status.provider = Some(facts.provider);
-    status.instance_id = Some(facts.instance_id.clone());
-    status.hostname = facts.hostname.clone();
-    status.cluster = Some(config.cluster.name.clone());
-    status.message = Some(plan.summary());
-    args.state_dir.write_status(&status)?;
+    report(board, |s| {
+        s.phase = Phase::Planned;
+        s.cluster = Some(config.cluster.name.clone());
+        s.message = Some(plan.summary());
+    });
+    board.persist_to(args.state_dir.clone())?;
     if args.plan_only {
         info!(state_dir = %args.state_dir.root().display(), "plan recorded; --plan-only, stopping");
         return Ok(());
     }
+    report(board, |s| {
+        s.phase = Phase::Pki;
+        s.message = Some("issuing this node's certificates".into());
+    });
 
     let ip = facts.private_ipv4.ok_or(AgentError::NoAddress {
         provider: facts.provider,
@@ -181,6 +217,10 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
         }
         SupervisorKind::Systemd => Supervisor::Systemd(SystemdSupervisor::connect(None).await?),
     };
+    report(board, |s| {
+        s.phase = Phase::Discover;
+        s.message = Some("finding this node's peers".into());
+    });
     let api_endpoint = config.cloud.endpoint_url();
     let source = PeerSource::from_config(
         config.discovery.method(),
@@ -205,6 +245,10 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
         stopped(stop_rx.clone()),
     )
     .await?;
+    if let Some(task) = &vip_task {
+        let role = task.role.clone();
+        tokio::spawn(report_vip_role(board.clone(), task.vip, task.mode, role));
+    }
 
     let runner = Runner::new(
         RunnerConfig {
@@ -220,7 +264,7 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
             heartbeat_ms: args.timing.heartbeat_ms,
             election_ms: args.timing.election_ms,
             tick: args.timing.tick,
-            status,
+            status: board.clone(),
         },
         source,
     );
@@ -234,7 +278,7 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
         .await;
     if let Some(task) = vip_task {
         // Waits for the address to be removed and the lease revoked.
-        match task.await {
+        match task.handle.await {
             Ok(Err(e)) => tracing::warn!("api endpoint: {e}"),
             Err(e) => tracing::warn!("api endpoint task: {e}"),
             Ok(Ok(())) => {}
@@ -255,7 +299,7 @@ async fn start_vip(
     source: &PeerSource,
     imds: &metadata::Options,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<Option<tokio::task::JoinHandle<Result<(), VipError>>>, AgentError> {
+) -> Result<Option<VipTask>, AgentError> {
     let endpoint = &config.api_endpoint;
     let mode = endpoint.resolved_mode(VipMode::for_platform(facts.provider.as_str()));
     let Some(vip) = endpoint.vip else {
@@ -332,9 +376,104 @@ async fn start_vip(
         shed_etcd_leadership: true,
     };
     let manager = VipManager::new(vip_config, mover, health)?;
+    let role = manager.role();
     info!(%vip, mode = mode.as_str(), "api endpoint: VIP manager started");
-    Ok(Some(tokio::spawn(
-        manager.run(shutdown).instrument(info_span!("api-endpoint")),
+    Ok(Some(VipTask {
+        handle: tokio::spawn(manager.run(shutdown).instrument(info_span!("api-endpoint"))),
+        role,
+        vip,
+        mode,
+    }))
+}
+
+/// A running VIP manager: its task and this node's part in the election.
+struct VipTask {
+    handle: tokio::task::JoinHandle<Result<(), VipError>>,
+    role: tokio::sync::watch::Receiver<VipRole>,
+    vip: std::net::Ipv4Addr,
+    mode: VipMode,
+}
+
+/// Keeps the status's `vip` in step with this node's part in the election,
+/// until the manager is gone.
+async fn report_vip_role(
+    board: StatusBoard,
+    address: std::net::Ipv4Addr,
+    mode: VipMode,
+    mut role: tokio::sync::watch::Receiver<VipRole>,
+) {
+    loop {
+        let now = *role.borrow_and_update();
+        report(&board, |s| {
+            s.vip = Some(VipStatus {
+                address,
+                mode: mode.as_str().to_string(),
+                role: now.as_str().to_string(),
+                holder: now == VipRole::Holder,
+            });
+        });
+        if role.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Changes the live status; a status file that cannot be written is logged,
+/// not fatal (the endpoint still serves the change).
+fn report(board: &StatusBoard, change: impl FnOnce(&mut Status)) {
+    if let Err(e) = board.update(change) {
+        warn!("cannot write status: {e}");
+    }
+}
+
+/// Reads the image facts and logs them in one line (see
+/// [`image::ImageFacts::summary`]); sources that exist but cannot be used
+/// are logged as warnings.
+fn report_image(paths: &ImagePaths, board: &StatusBoard) {
+    let read = image::read(paths);
+    for problem in &read.problems {
+        warn!("{problem}");
+    }
+    info!("{}", read.facts.summary());
+    report(board, |s| s.image = Some(read.facts));
+}
+
+/// A spawned task that ends when this guard is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Starts the status endpoint when `listen` is set. Not being able to
+/// listen (the port is taken) is logged and the agent goes on: the cluster
+/// matters more than its dashboard.
+async fn start_status_endpoint(
+    listen: Option<SocketAddr>,
+    board: &StatusBoard,
+) -> Option<AbortOnDrop> {
+    let listener = match status_endpoint::bind(listen?).await {
+        Ok(l) => l,
+        Err(e) => {
+            warn!("{e}; going on without it");
+            return None;
+        }
+    };
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| "?".into());
+    info!(%addr, "status endpoint listening: GET /status, /metrics, /healthz");
+    let board = board.clone();
+    let serve = async move {
+        if let Err(e) = status_endpoint::serve(listener, board, std::future::pending()).await {
+            warn!("{e}");
+        }
+    };
+    Some(AbortOnDrop(tokio::spawn(
+        serve.instrument(info_span!("status-endpoint")),
     )))
 }
 
@@ -436,6 +575,15 @@ pub fn render_status_text(status: &Status) -> String {
                 if m.is_learner { " (learner)" } else { "" }
             ));
         }
+    }
+    if let Some(vip) = &status.vip {
+        out.push_str(&format!(
+            "vip:         {} ({}): {}\n",
+            vip.address, vip.mode, vip.role
+        ));
+    }
+    if let Some(image) = &status.image {
+        out.push_str(&format!("image:       {}\n", image.summary()));
     }
     out.push_str(&format!("agent pid:   {}\n", status.pid));
     out

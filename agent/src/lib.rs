@@ -17,12 +17,14 @@ pub mod image;
 pub mod lab;
 pub mod logging;
 pub mod metadata;
+pub mod metrics;
 pub mod pki;
 pub mod plan;
 pub mod retry;
 pub mod roles;
 pub mod service;
 pub mod state;
+pub mod status_endpoint;
 pub mod vip;
 
 /// Reads a recorded response under `tests/fixtures/<dir>/` (unit tests).

@@ -11,10 +11,12 @@ use url::Url;
 
 use muster::agent::{self, AgentArgs, AgentError, Timing};
 use muster::config;
+use muster::image::ImagePaths;
 use muster::logging::{self, LogFormat};
 use muster::metadata::{self, ProviderKind};
 use muster::service::SupervisorKind;
 use muster::state::{self, StateDir};
+use muster::status_endpoint::{self, ListenAddr};
 
 #[derive(Parser)]
 #[command(
@@ -138,6 +140,10 @@ struct AgentCli {
     etcd_heartbeat_ms: u32,
     #[arg(long, default_value_t = 1000)]
     etcd_election_ms: u32,
+    /// Serve GET /status (JSON), /metrics (Prometheus) and /healthz over
+    /// plain HTTP on IP:PORT; `off` disables. Never shows a secret.
+    #[arg(long, default_value = status_endpoint::DEFAULT_LISTEN)]
+    status_listen: ListenAddr,
 }
 
 #[derive(Args)]
@@ -282,6 +288,11 @@ async fn agent_command(args: AgentCli) -> ExitCode {
             replace_after: std::time::Duration::from_secs(args.replace_after_secs),
             heartbeat_ms: args.etcd_heartbeat_ms,
             election_ms: args.etcd_election_ms,
+        },
+        status_listen: args.status_listen.0,
+        image_paths: ImagePaths {
+            cmdline: args.source.cmdline_file.clone(),
+            ..ImagePaths::default()
         },
     };
     match agent::run(agent_args).await {

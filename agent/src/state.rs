@@ -1,14 +1,21 @@
-//! The agent's state directory (`/var/lib/muster` on a node).
+//! The agent's state directory (`/var/lib/muster` on a node) and its live
+//! status.
 //!
 //! Everything the agent must remember across reboots lives here, so every
 //! phase can resume from disk. `status.json` is what `muster status` reads; it
-//! is written atomically (temp file + rename) and never holds a secret.
+//! is written atomically (temp file + rename) and never holds a secret (S5).
+//! [`StatusBoard`] is the one live copy of the status: the status endpoint
+//! serves it, and once the config is valid every change is written through
+//! to `status.json`, so both always say the same.
 
 use std::io::Write;
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
 
+use crate::image::ImageFacts;
 use crate::metadata::ProviderKind;
 
 /// The image's default state directory.
@@ -39,6 +46,26 @@ pub enum Phase {
     Failed,
 }
 
+impl Phase {
+    /// Every phase, in pipeline order (the `muster_phase` metric lists all).
+    pub const ALL: [Phase; 14] = [
+        Phase::Starting,
+        Phase::Identify,
+        Phase::Configure,
+        Phase::Discover,
+        Phase::AssignRoles,
+        Phase::Pki,
+        Phase::Etcd,
+        Phase::ApiEndpoint,
+        Phase::Kubernetes,
+        Phase::Network,
+        Phase::Dns,
+        Phase::SteadyState,
+        Phase::Planned,
+        Phase::Failed,
+    ];
+}
+
 impl std::fmt::Display for Phase {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let s = serde_json::to_value(self)
@@ -64,6 +91,12 @@ pub struct Status {
     /// The local etcd member and the cluster it sees, once etcd runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etcd: Option<EtcdStatus>,
+    /// This node's part in the election of the API VIP, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vip: Option<VipStatus>,
+    /// What the node image is (read once at start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImageFacts>,
     /// Seconds since the Unix epoch when this status was written.
     pub updated_at: u64,
     pub pid: u32,
@@ -77,6 +110,19 @@ pub struct EtcdStatus {
     pub member_id: String,
     pub leader_id: String,
     pub members: Vec<MemberStatus>,
+}
+
+/// The API VIP part of `muster status`: this node's view.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VipStatus {
+    pub address: Ipv4Addr,
+    /// How the VIP moves: `arp`, `bgp`, `aws`.
+    pub mode: String,
+    /// `holder` (the VIP answers here), `candidate` (ready to take over) or
+    /// `standby` (not campaigning: local etcd unhealthy or unreachable).
+    pub role: String,
+    /// `role == "holder"`, for readers that want a boolean.
+    pub holder: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,6 +145,8 @@ impl Status {
             role: None,
             message: None,
             etcd: None,
+            vip: None,
+            image: None,
             updated_at: 0,
             pid: std::process::id(),
         }
@@ -156,10 +204,7 @@ impl StateDir {
             source,
         })?;
         let mut status = status.clone();
-        status.updated_at = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        status.updated_at = now_secs();
         let path = self.status_path();
         let tmp = self
             .root
@@ -193,6 +238,73 @@ impl StateDir {
             Err(source) => return Err(StateError::Io { path, source }),
         };
         serde_json::from_slice(&bytes).map_err(|source| StateError::Parse { path, source })
+    }
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The live status, shared by everything that reports into it (the boot
+/// pipeline, the etcd loop, the VIP manager) and the status endpoint that
+/// serves it. Cheap to clone.
+///
+/// Before the config is valid nothing may be written to disk (S6), so the
+/// board starts in memory only; [`StatusBoard::persist_to`] turns on the
+/// write-through to `status.json`.
+#[derive(Debug, Clone)]
+pub struct StatusBoard {
+    inner: Arc<Mutex<Board>>,
+}
+
+#[derive(Debug)]
+struct Board {
+    status: Status,
+    dir: Option<StateDir>,
+}
+
+impl StatusBoard {
+    pub fn new(status: Status) -> Self {
+        let mut status = status;
+        status.updated_at = now_secs();
+        StatusBoard {
+            inner: Arc::new(Mutex::new(Board { status, dir: None })),
+        }
+    }
+
+    /// A poisoned lock still holds a whole status (updates are plain field
+    /// writes), so it is used as is.
+    fn lock(&self) -> MutexGuard<'_, Board> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A copy of the status now.
+    pub fn get(&self) -> Status {
+        self.lock().status.clone()
+    }
+
+    /// From now on every update is also written to `dir`'s `status.json`;
+    /// writes the current status at once.
+    pub fn persist_to(&self, dir: StateDir) -> Result<(), StateError> {
+        let mut board = self.lock();
+        dir.write_status(&board.status)?;
+        board.dir = Some(dir);
+        Ok(())
+    }
+
+    /// Changes the status and, once persisting, writes it. The lock is held
+    /// across the write so concurrent updates reach the file in order.
+    pub fn update(&self, change: impl FnOnce(&mut Status)) -> Result<(), StateError> {
+        let mut board = self.lock();
+        change(&mut board.status);
+        board.status.updated_at = now_secs();
+        match &board.dir {
+            Some(dir) => dir.write_status(&board.status),
+            None => Ok(()),
+        }
     }
 }
 
@@ -232,6 +344,35 @@ mod tests {
             .read_status()
             .expect_err("corrupt");
         assert!(err.to_string().contains("status.json"), "{err}");
+    }
+
+    #[test]
+    fn the_board_writes_through_only_once_persisting() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = StateDir::new(tmp.path().join("state"));
+        let board = StatusBoard::new(Status::new(Phase::Identify));
+        board
+            .update(|s| s.message = Some("identifying".into()))
+            .expect("in memory");
+        assert!(
+            !dir.root().exists(),
+            "nothing on disk before persist_to (S6)"
+        );
+        assert_eq!(board.get().message.as_deref(), Some("identifying"));
+
+        board.persist_to(dir.clone()).expect("persist");
+        assert_eq!(dir.read_status().expect("written").phase, Phase::Identify);
+        let other = board.clone();
+        other.update(|s| s.phase = Phase::Etcd).expect("write");
+        assert_eq!(dir.read_status().expect("read").phase, Phase::Etcd);
+        assert_eq!(board.get().phase, Phase::Etcd);
+    }
+
+    #[test]
+    fn every_phase_is_listed_once() {
+        let names: std::collections::BTreeSet<String> =
+            Phase::ALL.iter().map(ToString::to_string).collect();
+        assert_eq!(names.len(), Phase::ALL.len());
     }
 
     #[test]

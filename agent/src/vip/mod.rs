@@ -73,6 +73,17 @@ pub enum VipRole {
     Holder,
 }
 
+impl VipRole {
+    /// As `muster status` shows it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VipRole::StandBy => "standby",
+            VipRole::Candidate => "candidate",
+            VipRole::Holder => "holder",
+        }
+    }
+}
+
 /// Runs the election for one VIP on this node. See [`VipManager::run`].
 pub struct VipManager<M, H> {
     cfg: VipConfig,

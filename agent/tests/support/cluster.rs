@@ -9,9 +9,13 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
+use super::http_get::{self, Answer};
 use super::netns::{Host, Net, Proc, wait_until};
 
 pub const SECRET: &str = "tier1-test-secret-0123456789abcdef0123";
+
+/// The agents' status endpoint port (`--status-listen` default).
+pub const STATUS_PORT: u16 = 9743;
 
 /// The etcd binary the image ships (Debian 13's etcd-server 3.5).
 pub fn etcd_bin() -> PathBuf {
@@ -172,6 +176,16 @@ impl Cluster {
             .output()
             .ok()?;
         serde_json::from_slice(&out.stdout).ok()
+    }
+
+    /// `GET path` on node `to`'s status endpoint, sent from inside node
+    /// `from`'s namespace, as a lab on the same network would.
+    pub fn status_get(&self, from: usize, to: usize, path: &str) -> std::io::Result<Answer> {
+        let addr = std::net::SocketAddr::from((self.nodes[to].host.ip(), STATUS_PORT));
+        let path = path.to_string();
+        self.nodes[from]
+            .host
+            .in_netns(move || http_get::get(addr, &path))
     }
 
     /// etcdctl inside host `i` against its own member, with the agent's

@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod fake_http;
 pub mod fake_metadata;
 pub mod golden;
+pub mod http_get;
 pub mod moto;
 pub mod netns;
 pub mod nspawn;

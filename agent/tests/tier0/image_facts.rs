@@ -30,8 +30,7 @@ fn on_the_image_usr_is_the_read_only_erofs_on_dev_mapper_usr_topmost_first() {
     // Two mounts are stacked on /usr; the later line is the visible one.
     let last = fixture("mountinfo-image.txt")
         .lines()
-        .filter(|l| l.contains(" /usr "))
-        .next_back()
+        .rfind(|l| l.contains(" /usr "))
         .and_then(image::parse_mountinfo_line)
         .expect("stacked /usr");
     assert_eq!(m, last);

@@ -26,3 +26,4 @@ mod pki_ca;
 mod pki_leaf;
 mod pki_store;
 mod pki_tls;
+mod status_endpoint;

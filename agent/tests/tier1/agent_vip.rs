@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use cluster::Cluster;
 use netns::wait_until;
+use serde_json::Value;
 
 /// The nodes whose eth0 carries the VIP right now.
 fn holders(c: &Cluster, vip: Ipv4Addr, alive: &[usize]) -> Vec<usize> {
@@ -27,6 +28,57 @@ fn holders(c: &Cluster, vip: Ipv4Addr, alive: &[usize]) -> Vec<usize> {
                 .contains(&format!("inet {vip}/32"))
         })
         .collect()
+}
+
+/// Every node's status endpoint, read over the network from another node
+/// (as the lab on the host does), names the holder, reports the formed
+/// etcd, and shows no secret (S5).
+fn status_endpoints_name_the_holder(c: &Cluster, nodes: &[usize], holder: usize) {
+    let reader = nodes
+        .iter()
+        .copied()
+        .find(|&i| i != holder)
+        .expect("another node");
+    let status = |i: usize| {
+        c.status_get(reader, i, "/status")
+            .ok()
+            .filter(|a| a.status == 200)
+            .and_then(|a| serde_json::from_str::<Value>(&a.body).ok())
+    };
+    wait_until(
+        "the status endpoints name the VIP holder",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || {
+            nodes.iter().all(|&i| {
+                status(i).is_some_and(|s| {
+                    s["vip"]["holder"] == (i == holder)
+                        && s["etcd"]["members"].as_array().map(Vec::len) == Some(nodes.len())
+                })
+            })
+        },
+    )
+    .unwrap_or_else(|e| {
+        let all: Vec<_> = nodes.iter().map(|&i| status(i)).collect();
+        panic!("{e}; statuses: {all:#?}")
+    });
+    let metrics = c
+        .status_get(reader, holder, "/metrics")
+        .expect("GET /metrics");
+    assert!(
+        metrics.body.contains("muster_vip_holder 1\n"),
+        "{}",
+        metrics.body
+    );
+    for &i in nodes {
+        for path in ["/status", "/metrics"] {
+            let body = c.status_get(reader, i, path).expect("GET").body;
+            assert!(
+                !body.contains(cluster::SECRET),
+                "node {i} {path} shows the secret"
+            );
+        }
+    }
 }
 
 #[test]
@@ -60,6 +112,7 @@ fn the_agents_hold_the_vip_on_one_node_and_move_it_when_the_holder_dies() {
     )
     .expect("the VIP is taken");
     let holder = holder.expect("holder");
+    status_endpoints_name_the_holder(&c, &all, holder);
 
     c.power_off(holder);
     let killed = Instant::now();

@@ -23,7 +23,7 @@ use crate::service::{ServiceSpec, Supervisor};
 mod join;
 mod steady;
 
-use crate::state::{Phase, StateDir, Status};
+use crate::state::{Phase, StateDir, Status, StatusBoard};
 
 /// The supervised etcd service.
 pub const SERVICE: &str = "muster-etcd";
@@ -43,8 +43,9 @@ pub struct RunnerConfig {
     pub heartbeat_ms: u32,
     pub election_ms: u32,
     pub tick: Duration,
-    /// The status fields identify and configure filled in.
-    pub status: Status,
+    /// The live status (identify and configure filled in theirs); every
+    /// report goes there and through it to `status.json`.
+    pub status: StatusBoard,
 }
 
 pub struct Runner {
@@ -87,8 +88,7 @@ impl Runner {
         loop {
             if let Err(message) = self.round().await {
                 warn!("{message}");
-                self.cfg.status.message = Some(message);
-                self.write_status();
+                self.report(|s| s.message = Some(message));
             }
             tokio::select! {
                 _ = &mut shutdown => {
@@ -100,8 +100,10 @@ impl Runner {
         }
     }
 
-    fn write_status(&self) {
-        if let Err(e) = self.cfg.state.write_status(&self.cfg.status) {
+    /// Changes the live status (and `status.json`); a failed write is
+    /// logged, the loop goes on.
+    fn report(&self, change: impl FnOnce(&mut Status)) {
+        if let Err(e) = self.cfg.status.update(change) {
             warn!("cannot write status: {e}");
         }
     }
@@ -128,10 +130,11 @@ impl Runner {
             })?;
 
         if let Some(role) = self.role.filter(|r| !self.cfg.topology.runs_etcd(*r)) {
-            self.cfg.status.role = Some(role.to_string());
-            self.cfg.status.phase = Phase::SteadyState;
-            self.cfg.status.message = Some("no etcd member on this node".into());
-            self.write_status();
+            self.report(|s| {
+                s.role = Some(role.to_string());
+                s.phase = Phase::SteadyState;
+                s.message = Some("no etcd member on this node".into());
+            });
             return Ok(());
         }
         let running = self
@@ -158,7 +161,7 @@ impl Runner {
             clusters: &clusters,
         };
         let decision = formation::decide(&observed);
-        self.cfg.status.phase = Phase::Etcd;
+        self.report(|s| s.phase = Phase::Etcd);
         self.act(decision, &me, &clusters).await
     }
 
@@ -222,8 +225,7 @@ impl Runner {
         };
         match decision {
             Decision::Wait { reason } => {
-                self.cfg.status.message = Some(reason);
-                self.write_status();
+                self.report(|s| s.message = Some(reason));
                 Ok(())
             }
             Decision::Conflict { cluster_ids } => {
@@ -233,7 +235,7 @@ impl Runner {
                     ids.len(),
                     ids.join(", ")
                 );
-                self.cfg.status.phase = Phase::Failed;
+                self.report(|s| s.phase = Phase::Failed);
                 Err(message)
             }
             Decision::NoEtcd { role } => {
@@ -318,8 +320,7 @@ impl Runner {
             self.role = Some(role);
             write_role(&self.cfg.state, role);
         }
-        self.cfg.status.role = Some(role.to_string());
-        self.write_status();
+        self.report(|s| s.role = Some(role.to_string()));
     }
 
     async fn start_etcd(&self, me: &Peer, bootstrap: Option<Bootstrap>) -> Result<(), String> {

@@ -76,12 +76,12 @@ impl Runner {
             .retain(|id, _| members.iter().any(|m| m.id == *id));
 
         let all_healthy = health.iter().all(|h| *h);
-        self.cfg.status.phase = if leader != 0 && all_healthy {
+        let phase = if leader != 0 && all_healthy {
             Phase::SteadyState
         } else {
             Phase::Etcd
         };
-        self.cfg.status.message = Some(format!(
+        let message = format!(
             "etcd: {} of {} members healthy{}",
             health.iter().filter(|h| **h).count(),
             members.len(),
@@ -90,8 +90,8 @@ impl Runner {
             } else {
                 ""
             }
-        ));
-        self.cfg.status.etcd = Some(EtcdStatus {
+        );
+        let etcd_status = EtcdStatus {
             cluster_id: format!("{cluster_id:x}"),
             member_id: format!("{member_id:x}"),
             leader_id: format!("{leader:x}"),
@@ -106,8 +106,12 @@ impl Runner {
                     healthy: *h,
                 })
                 .collect(),
+        };
+        self.report(|s| {
+            s.phase = phase;
+            s.message = Some(message);
+            s.etcd = Some(etcd_status);
         });
-        self.write_status();
 
         // Only the leader's agent changes membership, so two agents never
         // race to remove members.

@@ -1,0 +1,180 @@
+//! `/metrics`: the agent's status in the Prometheus text exposition format
+//! (version 0.0.4). Pure: rendered from a [`Status`], so it shows exactly
+//! what `/status` and `muster status` show, and never a secret (S5): the
+//! status holds none.
+
+use std::fmt::Write as _;
+
+use crate::state::{Phase, Status};
+
+/// The `Content-Type` of the text format.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Renders every metric family of `status`.
+pub fn render(status: &Status) -> String {
+    let mut out = Metrics::default();
+    out.gauge("muster_up", "The agent is running (always 1).", &[("", 1)]);
+    let info = [
+        ("provider", status.provider.map(|p| p.to_string())),
+        ("instance_id", status.instance_id.clone()),
+        ("hostname", status.hostname.clone()),
+        ("cluster", status.cluster.clone()),
+        ("role", status.role.clone()),
+    ];
+    out.info(
+        "muster_node_info",
+        "This node's identity and role; empty labels are not known yet.",
+        &info,
+    );
+    let phases: Vec<(String, i64)> = Phase::ALL
+        .iter()
+        .map(|p| {
+            (
+                label("phase", &p.to_string()),
+                i64::from(*p == status.phase),
+            )
+        })
+        .collect();
+    let phases: Vec<(&str, i64)> = phases.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+    out.gauge(
+        "muster_phase",
+        "The agent's boot phase: 1 for the current one, 0 for the others.",
+        &phases,
+    );
+    out.gauge(
+        "muster_status_updated_timestamp_seconds",
+        "When the status last changed, in seconds since the Unix epoch.",
+        &[("", i64::try_from(status.updated_at).unwrap_or(i64::MAX))],
+    );
+    etcd(&mut out, status);
+    out.gauge(
+        "muster_vip_holder",
+        "1 when the API VIP answers on this node.",
+        &[("", i64::from(status.vip.as_ref().is_some_and(|v| v.holder)))],
+    );
+    image(&mut out, status);
+    out.text
+}
+
+fn etcd(out: &mut Metrics, status: &Status) {
+    let Some(etcd) = &status.etcd else {
+        return;
+    };
+    let count = |f: &dyn Fn(&crate::state::MemberStatus) -> bool| {
+        i64::try_from(etcd.members.iter().filter(|m| f(m)).count()).unwrap_or(i64::MAX)
+    };
+    out.gauge(
+        "muster_etcd_members",
+        "etcd members (voting and learners) as the local member lists them.",
+        &[("", count(&|_| true))],
+    );
+    out.gauge(
+        "muster_etcd_healthy_members",
+        "etcd members that answered a health check in the last round.",
+        &[("", count(&|m| m.healthy))],
+    );
+    out.gauge(
+        "muster_etcd_learners",
+        "etcd members that are learners (not yet promoted).",
+        &[("", count(&|m| m.is_learner))],
+    );
+    let leads = !etcd.leader_id.is_empty() && etcd.leader_id == etcd.member_id;
+    out.gauge(
+        "muster_etcd_leader",
+        "1 when the local etcd member is the leader.",
+        &[("", i64::from(leads))],
+    );
+}
+
+fn image(out: &mut Metrics, status: &Status) {
+    let Some(image) = &status.image else {
+        return;
+    };
+    out.info(
+        "muster_image_info",
+        "The node image: IMAGE_ID, IMAGE_VERSION and the Kubernetes it carries.",
+        &[
+            ("id", image.id.clone()),
+            ("version", image.version.clone()),
+            ("kubernetes_version", image.kubernetes_version.clone()),
+        ],
+    );
+    out.gauge(
+        "muster_image_verity",
+        "1 when /usr is a dm-verity device.",
+        &[("", i64::from(image.usr.verity))],
+    );
+    out.gauge(
+        "muster_image_usr_read_only",
+        "1 when /usr is mounted read-only.",
+        &[("", i64::from(image.usr.read_only))],
+    );
+}
+
+/// The text being built, one family at a time.
+#[derive(Default)]
+struct Metrics {
+    text: String,
+}
+
+impl Metrics {
+    /// A gauge family: `(labels, value)` per series, labels already
+    /// rendered as `name="value"` (empty for none).
+    fn gauge(&mut self, name: &str, help: &str, series: &[(&str, i64)]) {
+        // Writing to a String cannot fail.
+        let _ = writeln!(self.text, "# HELP {name} {help}");
+        let _ = writeln!(self.text, "# TYPE {name} gauge");
+        for (labels, value) in series {
+            let _ = if labels.is_empty() {
+                writeln!(self.text, "{name} {value}")
+            } else {
+                writeln!(self.text, "{name}{{{labels}}} {value}")
+            };
+        }
+    }
+
+    /// An info-style gauge: one series of value 1 carrying the labels.
+    fn info(&mut self, name: &str, help: &str, labels: &[(&str, Option<String>)]) {
+        let labels: Vec<String> = labels
+            .iter()
+            .map(|(k, v)| label(k, v.as_deref().unwrap_or("")))
+            .collect();
+        self.gauge(name, help, &[(&labels.join(","), 1)]);
+    }
+}
+
+/// `name="value"` with the value escaped as the format requires.
+fn label(name: &str, value: &str) -> String {
+    let mut escaped = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => escaped.push_str("\\\\"),
+            '"' => escaped.push_str("\\\""),
+            '\n' => escaped.push_str("\\n"),
+            c => escaped.push(c),
+        }
+    }
+    format!("{name}=\"{escaped}\"")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(label("a", "x\"y\\z\nw"), r#"a="x\"y\\z\nw""#);
+    }
+
+    #[test]
+    fn a_fresh_status_has_every_phase_and_no_etcd_or_image_series() {
+        let text = render(&Status::new(Phase::Identify));
+        assert!(text.contains("muster_up 1\n"));
+        assert!(text.contains("muster_phase{phase=\"identify\"} 1\n"));
+        assert!(text.contains("muster_phase{phase=\"steady-state\"} 0\n"));
+        assert_eq!(text.matches("muster_phase{").count(), Phase::ALL.len());
+        assert!(text.contains("muster_vip_holder 0\n"));
+        assert!(!text.contains("muster_etcd_members"));
+        assert!(!text.contains("muster_image_verity"));
+    }
+}
