@@ -1,4 +1,82 @@
 #!/usr/bin/env bash
-# Placeholder until the artefact step is written.
+# Turns mkosi's output into what users boot. Usage: artefacts.sh MKOSI_OUT OUT
+#
+#   muster.qcow2            QEMU (UEFI: OVMF + systemd-boot + UKI), compressed
+#   muster.raw              raw GPT disk for `aws ec2 import-snapshot` (UEFI boot mode)
+#   muster.gce.tar.gz       GCE image: disk.raw (size a multiple of 1 GiB) in a tar.gz
+#   pxe/                    vmlinuz, initrd, muster-usr.cpio (the root image), muster.ipxe
+#   SHA256SUMS, image.json  checksums; version, usrhash, Kubernetes version, sizes
+#
+# Each artefact boots the same verity-protected /usr: the usrhash= in the UKI
+# (disks) or on the iPXE kernel line (PXE) pins it.
 set -euo pipefail
-ls -la "$1"
+src=${1:?mkosi output directory}
+out=${2:?artefact directory}
+here=$(cd "$(dirname "$0")" && pwd)
+
+raw=$(ls "$src"/*.raw | grep -Ev '\.(esp|usr-[a-z0-9-]+)\.raw$' | head -1)
+base=${raw%.raw}
+usr=$(ls "$base".usr-*[0-9].raw | head -1)
+verity=$(ls "$base".usr-*-verity.raw | head -1)
+[ -f "$raw" ] && [ -f "$usr" ] && [ -f "$verity" ] || { echo "artefacts: mkosi output incomplete in $src" >&2; exit 1; }
+
+usrhash=$(objcopy -O binary --only-section=.cmdline "$base.efi" /dev/stdout | tr ' \0' '\n\n' | sed -n 's/^usrhash=//p')
+[ -n "$usrhash" ] || { echo "artefacts: no usrhash= in the UKI's command line" >&2; exit 1; }
+cmdline=$(objcopy -O binary --only-section=.cmdline "$base.efi" /dev/stdout | tr -d '\0')
+
+rm -rf "$out"
+mkdir -p "$out/pxe"
+
+echo "artefacts: qcow2"
+qemu-img convert -c -O qcow2 "$raw" "$out/muster.qcow2"
+
+echo "artefacts: raw (AWS)"
+cp --sparse=always "$raw" "$out/muster.raw"
+
+echo "artefacts: GCE tar.gz"
+gce=$(mktemp -d)
+cp --sparse=always "$raw" "$gce/disk.raw"
+gib=$((1024 * 1024 * 1024))
+size=$(stat -c %s "$gce/disk.raw")
+truncate -s $(( (size + gib - 1) / gib * gib )) "$gce/disk.raw"
+# Growing the file leaves the backup GPT header mid-disk; put it at the end.
+sfdisk --relocate gpt-bak-std "$gce/disk.raw" >/dev/null 2>&1
+tar --format=oldgnu -S -C "$gce" -czf "$out/muster.gce.tar.gz" disk.raw
+rm -rf "$gce"
+
+echo "artefacts: PXE set"
+cp "$base.vmlinuz" "$out/pxe/vmlinuz"
+cp "$base.initrd" "$out/pxe/initrd"
+bash "$here/pxe-root.sh" "$raw" "$usr" "$verity" "$out/pxe/muster-usr.cpio"
+# The disk's command line minus what only a disk boot needs, plus a
+# volatile root (a PXE node has no disk of its own to keep state on).
+pxe_cmdline="$cmdline root=tmpfs muster.platform=metal muster.config=\${muster-config}"
+cat >"$out/pxe/muster.ipxe" <<IPXE
+#!ipxe
+# Muster node, network boot. Set muster-config to the URL of the cluster
+# config (the same YAML as cloud user data) and base to where these files are
+# served, e.g. in the DHCP server's iPXE options or by chaining:
+#   chain http://boot.example/muster.ipxe?muster-config=...
+isset \${base} || set base \${cwduri}
+isset \${muster-config} || set muster-config http://\${next-server}/muster/config.yaml
+kernel \${base}vmlinuz $pxe_cmdline
+initrd \${base}initrd
+initrd \${base}muster-usr.cpio
+boot
+IPXE
+
+kubernetes=$(python3 -c 'import json,sys; v=json.load(open(sys.argv[1])).get("version"); print(v or "")' \
+    "$here/../build/staging/usr/lib/muster/kubernetes.json" 2>/dev/null || true)
+(cd "$out" && find . -type f ! -name SHA256SUMS -printf '%P\n' | sort | xargs sha256sum >SHA256SUMS)
+python3 - "$out" "$usrhash" "$kubernetes" "$raw" <<'PY'
+import json, os, sys
+out, usrhash, kube, raw = sys.argv[1:5]
+files = {}
+for root, _, names in os.walk(out):
+    for n in names:
+        p = os.path.join(root, n)
+        files[os.path.relpath(p, out)] = {"bytes": os.path.getsize(p), "allocated_bytes": os.stat(p).st_blocks * 512}
+json.dump({"image": os.path.basename(raw)[:-4], "usrhash": usrhash,
+           "kubernetes": kube or None, "files": files}, open(os.path.join(out, "image.json"), "w"), indent=2)
+PY
+echo "artefacts: usrhash=$usrhash"

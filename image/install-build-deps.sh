@@ -11,7 +11,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/tools.env"
 
 need_apt=()
-for p in debootstrap python3 git; do dpkg -s "$p" >/dev/null 2>&1 || need_apt+=("$p"); done
+# fdisk (sfdisk), cpio, binutils (objcopy), qemu-utils: the artefact step.
+for p in debootstrap python3 git fdisk cpio binutils qemu-utils zstd; do dpkg -s "$p" >/dev/null 2>&1 || need_apt+=("$p"); done
 if [ "${#need_apt[@]}" -gt 0 ]; then
     echo "image/install-build-deps: apt-get install ${need_apt[*]}"
     DEBIAN_FRONTEND=noninteractive apt-get update -qq

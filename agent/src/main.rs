@@ -46,6 +46,8 @@ enum Command {
     Agent(AgentCli),
     /// Show what the local agent is doing.
     Status(StatusArgs),
+    /// A local QEMU cluster of the node image that assembles itself.
+    Lab(muster::lab::cli::LabCli),
 }
 
 #[derive(Subcommand)]
@@ -168,6 +170,13 @@ fn main() -> ExitCode {
         Command::Metadata(args) => run_async(metadata_command(args)),
         Command::Agent(args) => run_async(agent_command(args)),
         Command::Status(args) => status_command(args),
+        Command::Lab(cli) => match muster::lab::cli::run(cli) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(1)
+            }
+        },
     }
 }
 

@@ -1,0 +1,139 @@
+//! `muster lab ...`: the command-line surface of the lab.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Subcommand, ValueEnum};
+
+use super::LabError;
+use super::ops::{self, Lab, UpArgs};
+use super::spec::Accel;
+
+#[derive(Args)]
+pub struct LabCli {
+    /// Which lab (several can run side by side).
+    #[arg(long, default_value = "lab", global = true)]
+    name: String,
+    /// Where labs keep their state.
+    #[arg(long, env = "MUSTER_LAB_ROOT", default_value = ops::DEFAULT_ROOT, global = true)]
+    root: PathBuf,
+    #[command(subcommand)]
+    command: LabCommand,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum AccelArg {
+    Kvm,
+    Tcg,
+}
+
+#[derive(Subcommand)]
+enum LabCommand {
+    /// Boot a new lab and watch it assemble.
+    Up {
+        /// Control-plane VMs (with stacked etcd): 1, 3 or 5.
+        #[arg(long, default_value_t = 3)]
+        nodes: u32,
+        /// Worker VMs besides.
+        #[arg(long, default_value_t = 0)]
+        workers: u32,
+        /// Memory per VM, in MiB.
+        #[arg(long, default_value_t = 1024)]
+        memory: u32,
+        /// vCPUs per VM.
+        #[arg(long, default_value_t = 1)]
+        cpus: u32,
+        /// The node image (qcow2) from `bash image/build.sh`.
+        #[arg(long, env = "MUSTER_IMAGE", default_value = "build/image/muster.qcow2")]
+        image: PathBuf,
+        /// Force an accelerator (default: kvm when the CPU has vmx/svm, else tcg).
+        #[arg(long, value_enum)]
+        accel: Option<AccelArg>,
+        /// Give up waiting after this many seconds (default 900 under TCG, 300 under KVM).
+        #[arg(long)]
+        timeout: Option<u64>,
+        /// Return once the VMs boot, without waiting for the cluster.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Show every node and whether the cluster has assembled.
+    Status,
+    /// Wait until the cluster has assembled.
+    Wait {
+        #[arg(long, default_value_t = 900)]
+        timeout: u64,
+    },
+    /// Power a node off hard; its machine is gone (out of the group).
+    Kill { node: String },
+    /// Power nodes off hard, keeping their disks (all nodes if none named).
+    Stop { nodes: Vec<String> },
+    /// Power stopped nodes on again with their disks (all if none named).
+    Start { nodes: Vec<String> },
+    /// Launch more machines into the group (e.g. a replacement).
+    Add {
+        #[arg(long, default_value_t = 1)]
+        count: u32,
+    },
+    /// Remove every VM, tap, bridge, namespace and file of the lab.
+    Down,
+    /// Run the lab's fake cloud (started by `up` inside the lab network).
+    #[command(hide = true)]
+    Serve {
+        #[arg(long)]
+        world: PathBuf,
+        #[arg(long)]
+        listen: SocketAddr,
+    },
+}
+
+/// Runs a lab command; the binary maps the error to its exit code.
+pub fn run(cli: LabCli) -> Result<(), LabError> {
+    let lab = Lab {
+        root: cli.root,
+        name: cli.name,
+        muster_bin: std::env::current_exe().map_err(LabError::io("/proc/self/exe"))?,
+    };
+    match cli.command {
+        LabCommand::Up {
+            nodes,
+            workers,
+            memory,
+            cpus,
+            image,
+            accel,
+            timeout,
+            no_wait,
+        } => {
+            let accel = accel.map(|a| match a {
+                AccelArg::Kvm => Accel::Kvm,
+                AccelArg::Tcg => Accel::Tcg,
+            });
+            let chosen = accel.unwrap_or_else(super::vm::detect_accel);
+            let default_wait = match chosen {
+                Accel::Kvm => 300,
+                Accel::Tcg => 900,
+            };
+            lab.up(&UpArgs {
+                control_plane: nodes,
+                workers,
+                memory_mb: memory,
+                cpus,
+                image,
+                accel: Some(chosen),
+                wait: (!no_wait).then(|| Duration::from_secs(timeout.unwrap_or(default_wait))),
+            })?;
+        }
+        LabCommand::Status => print!("{}", lab.status()?),
+        LabCommand::Wait { timeout } => lab.wait(Duration::from_secs(timeout))?,
+        LabCommand::Kill { node } => lab.kill(&node)?,
+        LabCommand::Stop { nodes } => lab.stop(&nodes)?,
+        LabCommand::Start { nodes } => lab.start(&nodes)?,
+        LabCommand::Add { count } => {
+            lab.add(count)?;
+        }
+        LabCommand::Down => lab.down()?,
+        LabCommand::Serve { world, listen } => ops::serve(world, listen)?,
+    }
+    Ok(())
+}
