@@ -1,6 +1,7 @@
 //! DHCP for the lab's VMs: dnsmasq on the bridge, one fixed lease per VM
 //! (MAC → IP), as a VPC's DHCP hands each instance its private address.
-//! DNS is off: the VMs resolve nothing in a lab.
+//! DNS is off: the VMs resolve nothing in a lab. dnsmasq stays root: the
+//! lab directory is private (0700), and it only listens in the lab namespace.
 
 use super::spec::{LabPaths, LabState, node_name};
 use crate::lab::net::BRIDGE;
@@ -13,6 +14,7 @@ pub fn dnsmasq_conf(lab: &LabState, paths: &LabPaths) -> String {
     format!(
         "# Written by `muster lab` for lab {name}.\n\
          port=0\n\
+         user=root\n\
          interface={BRIDGE}\n\
          bind-interfaces\n\
          dhcp-range={net}.0,static,255.255.255.0,12h\n\

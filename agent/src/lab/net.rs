@@ -152,6 +152,7 @@ pub fn http_get(
             .enable_all()
             .build()
             .map_err(|e| format!("runtime: {e}"))?;
+        crate::http::install_crypto_provider();
         rt.block_on(async {
             let client = reqwest::Client::builder()
                 .timeout(timeout)
