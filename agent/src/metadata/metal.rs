@@ -10,11 +10,22 @@
 //!   first because on an immutable image `/etc/machine-id` may be recreated
 //!   at every boot unless the image persists it.
 //! - Hostname: `muster.hostname=`, else `/etc/hostname`.
-//! - Private IPv4: `muster.ip=` (an address, `/prefix` allowed), else unset.
+//! - Private IPv4, in this order:
+//!   1. `muster.ip=` (an address, `/prefix` allowed);
+//!   2. the IPv4 address of the interface that holds the default IPv4 route
+//!      (`<host_root>/proc/net/route`, addresses over rtnetlink): what a
+//!      PXE boot with DHCP has. The primary global address wins, an address
+//!      that is not a /32 before a /32 (the agent puts the API VIP on that
+//!      interface as a /32), never loopback or link-local; see
+//!      [`netinfo::choose_ipv4`]. With no default route yet, the agent
+//!      waits a few seconds for one ([`netinfo::ROUTE_WAIT`]);
+//!   3. else unset, and a node that needs it fails later saying so.
 //! - Region, zone, group: `muster.region=`, `muster.zone=`, `muster.group=`.
 //!
 //! The local reads go through `Options::host_root` and `Options::dmi_root`
-//! so tests can point them at a temporary directory.
+//! so tests can point them at a temporary directory; interface addresses
+//! are read from the kernel only when `host_root` is `/`, and tests give
+//! their own through [`fetch_with`].
 
 use std::path::PathBuf;
 
@@ -22,6 +33,7 @@ use reqwest::{Method, StatusCode};
 use url::Url;
 
 use super::http::HttpClient;
+use super::netinfo::{self, HostNetwork, Lookup, Network};
 use super::value::{ipv4, non_empty};
 use super::{InstanceFacts, MetadataError, Options, ProviderKind, local};
 use crate::cmdline::KernelCmdline;
@@ -126,8 +138,16 @@ fn hostname_file(text: &str) -> Option<String> {
 }
 
 /// Reads the command line's config source and the local machine, then parses.
-#[tracing::instrument(name = "metadata.metal", skip_all)]
 pub async fn fetch(opts: &Options) -> Result<InstanceFacts, MetadataError> {
+    fetch_with(opts, &HostNetwork::new(&opts.host_root)).await
+}
+
+/// [`fetch`], with the route table and interface addresses read from `net`.
+#[tracing::instrument(name = "metadata.metal", skip_all)]
+pub async fn fetch_with<N: Network>(
+    opts: &Options,
+    net: &N,
+) -> Result<InstanceFacts, MetadataError> {
     let user_data = match config_source(&opts.cmdline)? {
         Some(ConfigSource::Url(url)) => Some(fetch_url(opts, &url).await?),
         Some(ConfigSource::Path(path)) => {
@@ -150,13 +170,70 @@ pub async fn fetch(opts: &Options) -> Result<InstanceFacts, MetadataError> {
             }
         },
     };
-    let facts = parse(&opts.cmdline, &machine, user_data)?;
+    let mut facts = parse(&opts.cmdline, &machine, user_data)?;
+    match facts.private_ipv4 {
+        Some(ip) => tracing::info!(
+            private_ipv4 = %ip,
+            source = "muster.ip",
+            "private IPv4 from the kernel command line"
+        ),
+        // Only read the network when the operator did not say: the lookup
+        // may wait a few seconds for a default route.
+        None => facts.private_ipv4 = default_route_ipv4(opts, net).await,
+    }
     tracing::info!(
         instance_id = %facts.instance_id,
         user_data_bytes = facts.user_data.as_ref().map_or(0, String::len),
         "identified a bare-metal machine"
     );
     Ok(facts)
+}
+
+/// The default route's interface address, logging where it came from or
+/// why there is none. Never fails: no address is a legal outcome here, and
+/// the steps that need one say so.
+async fn default_route_ipv4<N: Network>(opts: &Options, net: &N) -> Option<std::net::Ipv4Addr> {
+    let hint = "set muster.ip= on the kernel command line";
+    match netinfo::default_route_ipv4(net, opts.backoff).await {
+        Ok(Lookup::Found { route, address }) => {
+            tracing::info!(
+                private_ipv4 = %address.address,
+                prefix_len = address.prefix_len,
+                iface = %route.iface,
+                metric = route.metric,
+                source = "default route",
+                "private IPv4 from the interface of the default IPv4 route"
+            );
+            Some(address.address)
+        }
+        Ok(Lookup::NoRouteTable) => {
+            tracing::warn!(
+                path = %opts.host_root.join("proc/net/route").display(),
+                "no private IPv4: no muster.ip= and no route table to read; {hint}"
+            );
+            None
+        }
+        Ok(Lookup::NoDefaultRoute) => {
+            tracing::warn!(
+                waited_s = netinfo::route_wait(opts.backoff).total.as_secs_f64(),
+                "no private IPv4: no muster.ip= and no default IPv4 route; {hint}"
+            );
+            None
+        }
+        Ok(Lookup::NoUsableAddress { route, seen }) => {
+            tracing::warn!(
+                iface = %route.iface,
+                addresses = ?seen,
+                "no private IPv4: the default route's interface has no global IPv4 \
+                 address (loopback and link-local 169.254/16 never count); {hint}"
+            );
+            None
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "no private IPv4: cannot read the default route's address; {hint}");
+            None
+        }
+    }
 }
 
 async fn fetch_url(opts: &Options, url: &Url) -> Result<String, MetadataError> {

@@ -50,6 +50,7 @@ pub mod azure;
 pub mod file;
 pub mod gce;
 pub mod metal;
+pub mod netinfo;
 pub mod nocloud;
 pub mod openstack;
 pub mod qemu;

@@ -21,6 +21,7 @@ mod metadata_clouds;
 mod metadata_detect;
 mod metadata_fixtures;
 mod metadata_local;
+mod metadata_metal;
 mod metadata_props;
 mod pki_ca;
 mod pki_leaf;
