@@ -16,9 +16,23 @@ want libprotobuf-dev          # ... and its well-known .proto files
 want iproute2                 # tier 1: network namespaces, veth, bridges
 want python3-venv             # tier 1: moto (AWS API emulator) in a venv
 want bird2                    # tier 1: the real BGP router for apiEndpoint.mode bgp
+want ovmf                     # tier 2 / muster lab: UEFI firmware for the disk image
+want ipxe-qemu                # tier 2 / muster lab: the NICs' iPXE ROMs (network boot)
+want dnsmasq-base             # tier 2 / muster lab: DHCP on the lab bridge (no service)
+want fdisk                    # image artefacts and tier 2: sfdisk
+want cpio                     # image artefacts: the PXE root image
 
-if [ "${#need_apt[@]}" -gt 0 ]; then
-    echo "ci/install-deps: apt-get install ${need_apt[*]}"
+# QEMU 10 from bookworm-backports: bookworm's own qemu-system 7.2 conflicts
+# with the backports qemu-utils these machines already have (MACHINES.md).
+bpo=/etc/apt/sources.list.d/muster-bookworm-backports.sources
+if [ ! -e "$bpo" ] && ! grep -rqs bookworm-backports /etc/apt/sources.list /etc/apt/sources.list.d/; then
+    printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' >"$bpo"
+fi
+need_bpo=()
+dpkg -s qemu-system-x86 >/dev/null 2>&1 || need_bpo+=(qemu-system-x86 qemu-utils)
+
+if [ "${#need_apt[@]}" -gt 0 ] || [ "${#need_bpo[@]}" -gt 0 ]; then
+    echo "ci/install-deps: apt-get install ${need_apt[*]} ${need_bpo[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     # Install daemons (bird) without starting them: the tests run their own,
@@ -27,7 +41,8 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
     had_policy=0
     [ -e "$policy" ] && had_policy=1
     [ "$had_policy" = 1 ] || { printf '#!/bin/sh\nexit 101\n' >"$policy"; chmod +x "$policy"; }
-    apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
+    [ "${#need_apt[@]}" -eq 0 ] || apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
+    [ "${#need_bpo[@]}" -eq 0 ] || apt-get install -y -qq --no-install-recommends -t bookworm-backports "${need_bpo[@]}"
     [ "$had_policy" = 1 ] || rm -f "$policy"
 fi
 
@@ -59,6 +74,9 @@ fi
 # A minimal Debian root with systemd, booted by systemd-nspawn for the
 # systemd supervisor's D-Bus tests.
 bash "$(dirname "$0")/systemd-root.sh"
+
+# The image build's tools (a trixie tools tree and mkosi).
+bash "$(dirname "$0")/../image/install-build-deps.sh"
 
 if ! command -v cargo >/dev/null 2>&1; then
     echo "ci/install-deps: cargo not found; install the Rust toolchain (rustup) first" >&2

@@ -6,16 +6,23 @@ cd "$(dirname "$0")/.."
 
 bash ci/install-deps.sh
 
+# CI builds once from scratch: incremental caches only cost disk there.
+export CARGO_INCREMENTAL=0
+
 echo "== rustfmt"
 cargo fmt --all --check
 
 echo "== clippy (-D warnings)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-echo "== tests (tier 0 unit + tier 1 host)"
+echo "== node image (tier 2 boots it)"
+bash image/build.sh
+
+echo "== tests (tier 0 unit + tier 1 host + tier 2 QEMU)"
 if cargo nextest --version >/dev/null 2>&1; then
     # Two cores: keep test parallelism at the core count.
     cargo nextest run --workspace --locked --no-fail-fast --test-threads 2
 else
-    cargo test --workspace --locked --no-fail-fast
+    # Without nextest's groups, run one test at a time (tiers 1 and 2 must not overlap).
+    cargo test --workspace --locked --no-fail-fast -- --test-threads 1
 fi

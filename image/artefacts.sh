@@ -53,12 +53,13 @@ bash "$here/pxe-root.sh" "$raw" "$usr" "$verity" "$out/pxe/muster-usr.cpio"
 pxe_cmdline="$cmdline root=tmpfs muster.platform=metal muster.config=\${muster-config}"
 cat >"$out/pxe/muster.ipxe" <<IPXE
 #!ipxe
-# Muster node, network boot. Set muster-config to the URL of the cluster
-# config (the same YAML as cloud user data) and base to where these files are
-# served, e.g. in the DHCP server's iPXE options or by chaining:
-#   chain http://boot.example/muster.ipxe?muster-config=...
+# Muster node, network boot. By default the cluster config (the same YAML
+# as cloud user data) is config.yaml beside these files; set muster-config
+# (and base, where the files are served) before chaining this script to
+# change that. Serve it over https where the network is not trusted: it
+# holds the cluster secret.
 isset \${base} || set base \${cwduri}
-isset \${muster-config} || set muster-config http://\${next-server}/muster/config.yaml
+isset \${muster-config} || set muster-config \${base}config.yaml
 kernel \${base}vmlinuz $pxe_cmdline
 initrd \${base}initrd
 initrd \${base}muster-usr.cpio

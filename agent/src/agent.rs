@@ -115,6 +115,9 @@ pub enum AgentError {
 pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
     let board = StatusBoard::new(Status::new(Phase::Starting));
     let _endpoint = start_status_endpoint(args.status_listen, &board).await;
+    if args.supervisor == SupervisorKind::Systemd {
+        tokio::spawn(crate::service::boot_state::report_boot_finished());
+    }
     let result = pipeline(&args, &board).await;
     if let Err(e) = &result {
         report(&board, |s| {

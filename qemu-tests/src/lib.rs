@@ -1,5 +1,3 @@
-//! Tier-2 (QEMU) end-to-end tests live here.
-//!
-//! Nothing is here yet: the node image (issue "immutable node image") and the
-//! `muster lab` harness do not exist, so this crate has no tests. It is in the
-//! workspace so the layout of `DESIGN.md` holds; see `README.md` beside it.
+//! Tier-2 (QEMU) end-to-end tests: the real node image booted in VMs by
+//! `muster lab`. The tests are in `tests/tier2/`; this crate has no code of
+//! its own (a package needs one library or binary target).

@@ -56,6 +56,10 @@ enum LabCommand {
         /// Return once the VMs boot, without waiting for the cluster.
         #[arg(long)]
         no_wait: bool,
+        /// Boot the VMs over the network from this PXE set (diskless, like
+        /// bare metal) instead of from the image. Give them 2048 MiB.
+        #[arg(long)]
+        pxe: Option<PathBuf>,
     },
     /// Show every node and whether the cluster has assembled.
     Status,
@@ -82,8 +86,10 @@ enum LabCommand {
     Serve {
         #[arg(long)]
         world: PathBuf,
+        #[arg(long, required = true)]
+        listen: Vec<SocketAddr>,
         #[arg(long)]
-        listen: SocketAddr,
+        pxe_dir: Option<PathBuf>,
     },
 }
 
@@ -104,6 +110,7 @@ pub fn run(cli: LabCli) -> Result<(), LabError> {
             accel,
             timeout,
             no_wait,
+            pxe,
         } => {
             let accel = accel.map(|a| match a {
                 AccelArg::Kvm => Accel::Kvm,
@@ -121,6 +128,7 @@ pub fn run(cli: LabCli) -> Result<(), LabError> {
                 cpus,
                 image,
                 accel: Some(chosen),
+                pxe,
                 wait: (!no_wait).then(|| Duration::from_secs(timeout.unwrap_or(default_wait))),
             })?;
         }
@@ -133,7 +141,11 @@ pub fn run(cli: LabCli) -> Result<(), LabError> {
             lab.add(count)?;
         }
         LabCommand::Down => lab.down()?,
-        LabCommand::Serve { world, listen } => ops::serve(world, listen)?,
+        LabCommand::Serve {
+            world,
+            listen,
+            pxe_dir,
+        } => ops::serve(world, &listen, pxe_dir)?,
     }
     Ok(())
 }

@@ -3,7 +3,7 @@
 //! DNS is off: the VMs resolve nothing in a lab. dnsmasq stays root: the
 //! lab directory is private (0700), and it only listens in the lab namespace.
 
-use super::spec::{LabPaths, LabState, node_name};
+use super::spec::{BootMode, LabPaths, LabState, node_name};
 use crate::lab::net::BRIDGE;
 
 /// dnsmasq's main config: static leases only, from the hosts file, which
@@ -11,6 +11,11 @@ use crate::lab::net::BRIDGE;
 pub fn dnsmasq_conf(lab: &LabState, paths: &LabPaths) -> String {
     let gw = lab.gateway();
     let [a, b, c, _] = gw.octets();
+    // Network boot: the NIC's iPXE ROM takes an HTTP URL as its boot file.
+    let pxe = match lab.boot {
+        BootMode::Disk => String::new(),
+        BootMode::Pxe => format!("dhcp-boot=http://{gw}/pxe/muster.ipxe\n"),
+    };
     format!(
         "# Written by `muster lab` for lab {name}.\n\
          port=0\n\
@@ -22,7 +27,8 @@ pub fn dnsmasq_conf(lab: &LabState, paths: &LabPaths) -> String {
          dhcp-hostsfile={hosts}\n\
          dhcp-leasefile={leases}\n\
          dhcp-authoritative\n\
-         log-dhcp\n",
+         log-dhcp\n\
+         {pxe}",
         name = lab.name,
         net = format_args!("{a}.{b}.{c}"),
         hosts = paths.dnsmasq_hosts().display(),
@@ -62,6 +68,7 @@ mod tests {
             control_plane: 3,
             secret: "s".repeat(40),
             created_at: 1_700_000_000,
+            boot: Default::default(),
             nodes: vec![],
         };
         lab.add_node(0).expect("node 1");

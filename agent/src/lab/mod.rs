@@ -6,6 +6,7 @@
 //!
 //! - `spec`: the lab as data (addresses, user data, the cloud's view)
 //! - `net`, `dhcp`, `vm`: namespace and bridge, DHCP, QEMU command lines
+//! - `pxe`: the PXE set served over HTTP for network-booted labs
 //! - `progress`: each node's status and whether the cluster has assembled
 //! - `ops`: the commands (`up`, `status`, `kill`, `stop`, `start`, `add`,
 //!   `wait`, `down`, and the hidden `serve` that runs the fake cloud)
@@ -16,6 +17,7 @@ pub mod dhcp;
 pub mod net;
 pub mod ops;
 pub mod progress;
+pub mod pxe;
 pub mod spec;
 pub mod vm;
 

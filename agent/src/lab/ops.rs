@@ -15,7 +15,9 @@ use base64::Engine as _;
 use ring::rand::SecureRandom as _;
 
 use super::progress::{self, Assembly, NodeView};
-use super::spec::{self, Accel, LabPaths, LabState, METADATA_ADDR, Power, STATUS_PORT, node_name};
+use super::spec::{
+    self, Accel, BootMode, LabPaths, LabState, METADATA_ADDR, Power, STATUS_PORT, node_name,
+};
 use super::{LabError, cloud, dhcp, net, vm};
 use crate::state::Status;
 
@@ -39,9 +41,15 @@ pub struct UpArgs {
     pub cpus: u32,
     pub image: PathBuf,
     pub accel: Option<Accel>,
+    /// Boot over the network from this PXE set (`build/image/pxe`) instead
+    /// of from disks.
+    pub pxe: Option<PathBuf>,
     /// Wait for assembly this long; `None` returns once the VMs are booting.
     pub wait: Option<Duration>,
 }
+
+/// The files of a PXE set that the lab serves.
+const PXE_FILES: [&str; 4] = ["vmlinuz", "initrd", "muster-usr.cpio", "muster.ipxe"];
 
 impl Lab {
     fn paths(&self) -> LabPaths {
@@ -84,6 +92,11 @@ impl Lab {
         write_private(&p.state(), &state)?;
         write_private(&p.cloud(), &cloud)?;
         write_private(&p.dnsmasq_hosts(), &dhcp::dnsmasq_hosts(lab))?;
+        if lab.boot == BootMode::Pxe {
+            // What `muster.config=` points at (the iPXE script's default:
+            // config.yaml beside the boot files).
+            write_private(&p.pxe_dir().join("config.yaml"), &spec::user_data(lab))?;
+        }
         Ok(())
     }
 
@@ -104,16 +117,41 @@ impl Lab {
                 self.name, self.name
             )));
         }
-        if !args.image.is_file() {
-            return Err(LabError::Usage(format!(
-                "image {}: not found; build it with `bash image/build.sh` or pass --image",
-                args.image.display()
-            )));
-        }
+        let boot = match &args.pxe {
+            Some(dir) => {
+                if let Some(missing) = PXE_FILES.iter().find(|f| !dir.join(f).is_file()) {
+                    return Err(LabError::Usage(format!(
+                        "PXE set {}: no {missing}; build it with `bash image/build.sh`",
+                        dir.display()
+                    )));
+                }
+                BootMode::Pxe
+            }
+            None => {
+                if !args.image.is_file() {
+                    return Err(LabError::Usage(format!(
+                        "image {}: not found; build it with `bash image/build.sh` or pass --image",
+                        args.image.display()
+                    )));
+                }
+                BootMode::Disk
+            }
+        };
         std::fs::create_dir_all(&paths.dir).map_err(LabError::io(&paths.dir))?;
         std::fs::set_permissions(&paths.dir, std::fs::Permissions::from_mode(0o700))
             .map_err(LabError::io(&paths.dir))?;
-        std::fs::copy(&args.image, paths.image()).map_err(LabError::io(paths.image()))?;
+        match &args.pxe {
+            Some(dir) => {
+                std::fs::create_dir_all(paths.pxe_dir()).map_err(LabError::io(paths.pxe_dir()))?;
+                for f in PXE_FILES {
+                    std::fs::copy(dir.join(f), paths.pxe_dir().join(f))
+                        .map_err(LabError::io(paths.pxe_dir().join(f)))?;
+                }
+            }
+            None => {
+                std::fs::copy(&args.image, paths.image()).map_err(LabError::io(paths.image()))?;
+            }
+        }
 
         let mut lab = LabState {
             name: self.name.clone(),
@@ -127,6 +165,7 @@ impl Lab {
             control_plane: args.control_plane,
             secret: new_secret()?,
             created_at: now_secs(),
+            boot,
             nodes: Vec::new(),
         };
         for i in 0..args.control_plane + args.workers {
@@ -194,8 +233,15 @@ impl Lab {
         cmd.args(["lab", "serve", "--world"])
             .arg(p.cloud())
             .arg("--listen")
-            .arg(SocketAddr::from((METADATA_ADDR, 80)).to_string())
-            .stdin(Stdio::null())
+            .arg(SocketAddr::from((METADATA_ADDR, 80)).to_string());
+        if lab.boot == BootMode::Pxe {
+            // iPXE and the PXE nodes fetch from the gateway, as from a boot server.
+            cmd.arg("--listen")
+                .arg(SocketAddr::from((lab.gateway(), 80)).to_string())
+                .arg("--pxe-dir")
+                .arg(p.pxe_dir());
+        }
+        cmd.stdin(Stdio::null())
             .stdout(log)
             .stderr(err)
             .process_group(0);
@@ -222,7 +268,7 @@ impl Lab {
         let p = self.paths();
         let dir = p.node_dir(index);
         std::fs::create_dir_all(&dir).map_err(LabError::io(&dir))?;
-        if fresh || !p.disk(index).exists() {
+        if lab.boot == BootMode::Disk && (fresh || !p.disk(index).exists()) {
             net::run(
                 Command::new("qemu-img")
                     .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
@@ -502,24 +548,43 @@ impl Lab {
     }
 }
 
-/// `muster lab serve`: the fake cloud, until killed.
-pub fn serve(world: PathBuf, listen: SocketAddr) -> Result<(), LabError> {
+/// `muster lab serve`: the fake cloud (and, for network boots, the PXE
+/// files under `/pxe/`) on every `listen` address, until killed.
+pub fn serve(
+    world: PathBuf,
+    listen: &[SocketAddr],
+    pxe_dir: Option<PathBuf>,
+) -> Result<(), LabError> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
         .map_err(LabError::io(&world))?;
     rt.block_on(async {
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .map_err(|source| LabError::Io {
-                path: PathBuf::from(listen.to_string()),
-                source,
-            })?;
-        tracing::info!(%listen, world = %world.display(), "lab cloud: IMDSv2 and the Auto Scaling group API");
-        cloud::serve(listener, cloud::world_file(world.clone()))
-            .await
-            .map_err(LabError::io(&world))
+        let tokens = cloud::Tokens::random()
+            .map_err(|_| LabError::Usage("no system randomness for the IMDS token key".into()))?;
+        let mut app = cloud::router(cloud::world_file(world.clone()), tokens);
+        if let Some(dir) = pxe_dir {
+            app = super::pxe::router(dir).merge(app);
+        }
+        let mut servers = Vec::new();
+        for addr in listen {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| LabError::Io {
+                    path: PathBuf::from(addr.to_string()),
+                    source,
+                })?;
+            tracing::info!(%addr, world = %world.display(), "lab cloud: IMDSv2 and the Auto Scaling group API");
+            let service = app.clone().into_make_service_with_connect_info::<SocketAddr>();
+            servers.push(tokio::spawn(async move { axum::serve(listener, service).await }));
+        }
+        for s in servers {
+            s.await
+                .map_err(|e| LabError::Usage(format!("lab cloud task: {e}")))?
+                .map_err(LabError::io(&world))?;
+        }
+        Ok(())
     })
 }
 

@@ -46,7 +46,24 @@ pub struct LabState {
     /// When the lab was created, seconds since the epoch (launch times
     /// count from here so the group order is the launch order).
     pub created_at: u64,
+    /// How the VMs boot: their own disks (cloud-like) or the network (PXE).
+    #[serde(default)]
+    pub boot: BootMode,
     pub nodes: Vec<NodeState>,
+}
+
+/// How a lab's VMs boot.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BootMode {
+    /// UEFI from a qcow2 disk layered on the image; metadata from the fake
+    /// cloud (AWS IMDSv2), peers from its Auto Scaling group API.
+    #[default]
+    Disk,
+    /// Diskless, like bare metal: DHCP, iPXE fetches the PXE set over HTTP
+    /// from the lab, the kernel command line says `muster.platform=metal
+    /// muster.config=URL`; peers are listed statically (no cloud API).
+    Pxe,
 }
 
 /// How QEMU runs the VMs.
@@ -114,6 +131,17 @@ impl LabState {
             "52:54:00:77:{:02x}:{:02x}",
             self.subnet,
             index.min(u32::from(u8::MAX))
+        )
+    }
+
+    /// The SMBIOS system UUID of node `index` (what `metal` reads as the
+    /// instance id): stable per lab and node.
+    pub fn node_uuid(&self, index: u32) -> String {
+        format!(
+            "{:08x}-0000-4000-8000-{:04x}{:08x}",
+            self.created_at & 0xffff_ffff,
+            self.subnet,
+            index
         )
     }
 
@@ -192,9 +220,13 @@ pub fn check_name(name: &str) -> Result<(), String> {
 }
 
 /// The cluster config every VM gets as user data (AWS shape: `#cloud-config`
-/// with a `muster:` key). Peers come from the fake cloud's group API, the
-/// VIP moves by ARP on the lab bridge.
+/// with a `muster:` key). Peers come from the fake cloud's group API (disk
+/// boot) or a static list of every node's address (PXE), the VIP moves by
+/// ARP on the lab bridge.
 pub fn user_data(lab: &LabState) -> String {
+    if lab.boot == BootMode::Pxe {
+        return pxe_config(lab);
+    }
     format!(
         "#cloud-config\n\
          # Written by `muster lab` for lab {name}: every VM gets this same document.\n\
@@ -217,6 +249,36 @@ pub fn user_data(lab: &LabState) -> String {
         secret = lab.secret,
         cp = lab.control_plane,
         metadata = METADATA_ADDR,
+        vip = lab.vip(),
+    )
+}
+
+/// The config PXE nodes fetch (`muster.config=`): plain Muster YAML, peers
+/// listed statically, since bare metal has no group API to ask.
+fn pxe_config(lab: &LabState) -> String {
+    let peers: String = lab
+        .nodes
+        .iter()
+        .map(|n| format!("      - {}\n", lab.node_ip(n.index)))
+        .collect();
+    format!(
+        "# Written by `muster lab` for lab {name} (network boot).\n\
+         cluster:\n\
+         \x20 name: {name}\n\
+         \x20 secret: \"{secret}\"\n\
+         topology:\n\
+         \x20 controlPlane:\n\
+         \x20   count: {cp}\n\
+         discovery:\n\
+         \x20 static:\n\
+         \x20   peers:\n\
+         {peers}\
+         apiEndpoint:\n\
+         \x20 vip: {vip}\n\
+         \x20 mode: arp\n",
+        name = lab.name,
+        secret = lab.secret,
+        cp = lab.control_plane,
         vip = lab.vip(),
     )
 }
@@ -291,6 +353,11 @@ impl LabPaths {
     }
     pub fn dnsmasq_pid(&self) -> PathBuf {
         self.dir.join("dnsmasq.pid")
+    }
+    /// The PXE set (kernel, initrd, root image, iPXE script) and the
+    /// config PXE nodes fetch, served over HTTP at `/pxe/`.
+    pub fn pxe_dir(&self) -> PathBuf {
+        self.dir.join("pxe")
     }
     pub fn node_dir(&self, index: u32) -> PathBuf {
         self.dir.join(node_name(index))

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::spec::{Accel, LabPaths, LabState, node_name, tap_name};
+use super::spec::{Accel, BootMode, LabPaths, LabState, node_name, tap_name};
 
 /// UEFI firmware (Debian's `ovmf`): read-only code, per-VM variables.
 pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
@@ -37,6 +37,19 @@ pub fn detect_accel() -> Accel {
 /// daemonizes, writes its pid file and sends the serial console to a file.
 pub fn qemu_args(lab: &LabState, paths: &LabPaths, index: u32) -> Vec<String> {
     let s = |p: PathBuf| p.display().to_string();
+    // Disk boot: UEFI (OVMF) from the node's qcow2. PXE: the default BIOS
+    // (SeaBIOS) runs the NIC's iPXE ROM, and there is no disk at all.
+    let boot: Vec<String> = match lab.boot {
+        BootMode::Disk => vec![
+            "-drive".into(),
+            format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"),
+            "-drive".into(),
+            format!("if=pflash,format=raw,file={}", s(paths.efi_vars(index))),
+            "-drive".into(),
+            format!("if=virtio,format=qcow2,file={}", s(paths.disk(index))),
+        ],
+        BootMode::Pxe => vec!["-boot".into(), "n".into()],
+    };
     let accel = match lab.accel {
         Accel::Kvm => "kvm",
         Accel::Tcg => "tcg,thread=multi",
@@ -63,12 +76,12 @@ pub fn qemu_args(lab: &LabState, paths: &LabPaths, index: u32) -> Vec<String> {
         lab.cpus.to_string(),
         "-m".into(),
         lab.memory_mb.to_string(),
-        "-drive".into(),
-        format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"),
-        "-drive".into(),
-        format!("if=pflash,format=raw,file={}", s(paths.efi_vars(index))),
-        "-drive".into(),
-        format!("if=virtio,format=qcow2,file={}", s(paths.disk(index))),
+        "-uuid".into(),
+        lab.node_uuid(index),
+    ]
+    .into_iter()
+    .chain(boot)
+    .chain([
         "-netdev".into(),
         format!(
             "tap,id=net0,ifname={},script=no,downscript=no",
@@ -93,7 +106,8 @@ pub fn qemu_args(lab: &LabState, paths: &LabPaths, index: u32) -> Vec<String> {
         "-daemonize".into(),
         "-pidfile".into(),
         s(paths.qemu_pid(index)),
-    ]
+    ])
+    .collect()
 }
 
 #[cfg(test)]

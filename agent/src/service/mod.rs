@@ -5,6 +5,7 @@
 //! must not take etcd down, so the agent finds a running service again by
 //! its pid file (child) or unit (systemd) instead of owning it.
 
+pub mod boot_state;
 pub mod child;
 pub mod systemd;
 

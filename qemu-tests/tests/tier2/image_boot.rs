@@ -1,0 +1,202 @@
+//! The node image boots (UEFI: OVMF, systemd-boot, UKI) with /usr read-only
+//! behind dm-verity, and a byte changed in /usr stops the boot.
+//!
+//! One VM on a lab bridge; its metadata comes from the lab's fake cloud in
+//! the AWS IMDSv2 shape at 169.254.169.254. Everything is read from the
+//! serial console, as an operator would on a cloud console.
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::process::Command;
+use std::time::Instant;
+
+use crate::support::{TestLab, budget, image, pxe_set, run, tail};
+
+#[test]
+fn the_image_boots_a_verity_usr_and_the_agent_reads_its_metadata_and_plans() {
+    let t = TestLab::new("boot");
+    let lab = t.up(1, 0, &image());
+    // `up` returns right after QEMU has daemonized: count from here.
+    let started = Instant::now();
+    let instance = lab.nodes[0].instance_id.clone();
+    let limit = budget(420);
+
+    t.wait_serial(1, "muster[", limit);
+    let boot_secs = started.elapsed().as_secs_f64();
+    t.wait_serial(1, "identified this machine", limit);
+    t.wait_serial(1, "plan:", limit);
+    // systemd reached its default target (multi-user) with no failed unit;
+    // the agent says so, as systemd's own status lines stop once the agent
+    // logs to the console.
+    t.wait_serial(1, "systemd: boot finished", limit);
+    let console = t.serial(1);
+    let finished = console
+        .lines()
+        .find(|l| l.contains("systemd: boot finished"))
+        .expect("boot finished line");
+    assert!(finished.contains("running"), "{finished}");
+
+    // The kernel was told which /usr to trust, and systemd opened it through dm-verity.
+    assert!(console.contains("usrhash="), "{}", tail(&console, 30));
+    assert!(
+        console.contains("Integrity Protection Setup for usr"),
+        "no veritysetup for /usr on the console"
+    );
+    // The agent's own view of the running image (from /proc/self/mountinfo
+    // and the device-mapper UUID): read-only erofs behind dm-verity.
+    let image_line = console
+        .lines()
+        .find(|l| l.contains("INFO image muster"))
+        .unwrap_or_else(|| panic!("no image line:\n{}", tail(&console, 30)));
+    for want in [
+        "/usr read-only",
+        "erofs on /dev/mapper/usr",
+        "dm-verity",
+        "kubernetes none",
+    ] {
+        assert!(
+            image_line.contains(want),
+            "{want:?} missing in: {image_line}"
+        );
+    }
+    // It read its metadata from the (fake) AWS IMDSv2 and its user data.
+    let identified = console
+        .lines()
+        .find(|l| l.contains("identified this machine"))
+        .expect("identify line");
+    assert!(identified.contains("provider=aws"), "{identified}");
+    assert!(identified.contains(&instance), "{identified}");
+    assert!(
+        console.contains("cluster config is valid"),
+        "{}",
+        tail(&console, 30)
+    );
+    // The first-boot root partition and the factory /etc worked.
+    assert!(
+        console.contains("Finished muster-etc.service"),
+        "muster-etc did not run"
+    );
+    assert!(
+        !console.contains("FAILED"),
+        "a unit failed:\n{}",
+        failed_lines(&console)
+    );
+
+    println!(
+        "figures: QEMU start -> first agent log line {boot_secs:.1} s (accel {})",
+        lab.accel
+    );
+}
+
+#[test]
+fn a_flipped_byte_in_usr_stops_the_boot_at_dm_verity() {
+    let t = TestLab::new("tamper");
+    let tampered = t.root.path().join("tampered.qcow2");
+    flip_usr_byte(&image(), &tampered, t.root.path());
+    t.up(1, 0, &tampered);
+    let limit = budget(300);
+
+    // dm-verity refuses the block; udev cannot read the device, /usr is
+    // never mounted, and after the device timeout (90 s) the initrd gives up.
+    t.wait_serial(1, "device-mapper: verity:", limit);
+    t.wait_serial(1, "data block 0 is corrupted", limit);
+    t.wait_serial(1, "Reached target emergency.target", limit);
+    let console = t.serial(1);
+    assert!(
+        !console.contains("muster["),
+        "the agent ran on a tampered /usr:\n{}",
+        tail(&console, 40)
+    );
+}
+
+#[test]
+fn the_pxe_set_boots_a_diskless_vm_that_forms_its_cluster() {
+    let t = TestLab::new("pxe");
+    // A real network boot: SeaBIOS runs the NIC's iPXE ROM, which gets an
+    // HTTP boot URL from dnsmasq and fetches the iPXE script, the kernel,
+    // the initrd and the root image from the lab (not QEMU's -kernel).
+    let lab = t.up_pxe(1, &pxe_set());
+    let started = Instant::now();
+    let limit = budget(600);
+
+    t.wait_serial(1, "muster.ipxe", limit);
+    t.wait_serial(1, "Linux version", limit);
+    t.wait_serial(1, "identified this machine", limit);
+    let booted = started.elapsed();
+    let took = t.wait_assembled(limit);
+    let console = t.serial(1);
+    let image_line = console
+        .lines()
+        .find(|l| l.contains("INFO image muster"))
+        .unwrap_or_else(|| panic!("no image line:\n{}", tail(&console, 30)));
+    for want in ["/usr read-only", "on /dev/mapper/usr", "dm-verity"] {
+        assert!(
+            image_line.contains(want),
+            "{want:?} missing in: {image_line}"
+        );
+    }
+    let identified = console
+        .lines()
+        .find(|l| l.contains("identified this machine"))
+        .expect("identify line");
+    assert!(identified.contains("provider=metal"), "{identified}");
+    assert!(
+        identified.contains(&lab.node_ip(1).to_string()),
+        "{identified}"
+    );
+    println!(
+        "figures: PXE power-on -> agent identified {:.0} s, -> etcd + VIP {:.0} s more (accel {})",
+        booted.as_secs_f64(),
+        took.as_secs_f64(),
+        lab.accel
+    );
+}
+
+/// Copies `src` to `dst` with one byte of the /usr partition inverted: in
+/// the erofs superblock, which every mount reads, so the check cannot miss it.
+fn flip_usr_byte(src: &std::path::Path, dst: &std::path::Path, work: &std::path::Path) {
+    let raw = work.join("tamper.raw");
+    run(Command::new("qemu-img")
+        .args(["convert", "-O", "raw"])
+        .arg(src)
+        .arg(&raw));
+    let table: serde_json::Value =
+        serde_json::from_str(&run(Command::new("sfdisk").arg("-J").arg(&raw)))
+            .expect("sfdisk json");
+    let usr = table["partitiontable"]["partitions"]
+        .as_array()
+        .expect("partitions")
+        .iter()
+        .find(|p| {
+            p["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("usr-") && !n.ends_with("-verity"))
+        })
+        .expect("a usr partition");
+    let start = usr["start"].as_u64().expect("start sector");
+    let offset = start * 512 + 1024;
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&raw)
+        .expect("open raw");
+    let mut byte = [0u8; 1];
+    file.seek(SeekFrom::Start(offset)).expect("seek");
+    file.read_exact(&mut byte).expect("read");
+    byte[0] ^= 0xff;
+    file.seek(SeekFrom::Start(offset)).expect("seek");
+    file.write_all(&byte).expect("write");
+    drop(file);
+    run(Command::new("qemu-img")
+        .args(["convert", "-O", "qcow2"])
+        .arg(&raw)
+        .arg(dst));
+    std::fs::remove_file(&raw).expect("remove raw");
+}
+
+fn failed_lines(console: &str) -> String {
+    console
+        .lines()
+        .filter(|l| l.contains("FAILED"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}

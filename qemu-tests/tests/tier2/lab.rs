@@ -1,0 +1,201 @@
+//! `muster lab` end to end: VMs of the real image assemble one cluster on
+//! their own and heal it. Scenarios share a lab where they can, because a
+//! boot under TCG costs a minute or more (the figures are printed).
+//!
+//! Invariants checked on the way: S1 (one etcd cluster id, ever), S2 (the
+//! same cluster and its data after every VM lost power), S4 (one node
+//! claims the VIP once the cluster has settled).
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use muster::lab::spec::Power;
+
+use crate::support::{TestLab, budget, image, tail};
+
+const KEY: &str = "/tier2/canary";
+
+#[test]
+fn three_vms_assemble_then_fail_over_replace_a_member_and_survive_a_power_cycle() {
+    let t = TestLab::new("heal");
+    t.up(3, 0, &image());
+
+    // 1. Three VMs -> one etcd cluster, three voters, the VIP answering.
+    let took = t.wait_assembled(budget(900));
+    println!(
+        "figures: lab up -> assembled (3 VMs): {:.0} s",
+        took.as_secs_f64()
+    );
+    let cluster_id = one_cluster_id(&t, &[1, 2, 3]);
+    let put = t.etcdctl(1, &["put", KEY, "survives-everything"]);
+    assert!(
+        put.status.success(),
+        "put: {}",
+        String::from_utf8_lossy(&put.stderr)
+    );
+
+    // 2. Hard power-off of the VIP holder -> the VIP answers from another VM.
+    let holder_id = t.vip_instance().expect("the VIP answers");
+    let holder = t
+        .state()
+        .nodes
+        .iter()
+        .find(|n| n.instance_id == holder_id)
+        .map(|n| n.index)
+        .expect("the holder is a lab node");
+    let killed = Instant::now();
+    t.lab.kill(&format!("node-{holder}")).expect("lab kill");
+    let moved = wait_for(budget(120), || {
+        t.vip_instance().filter(|id| *id != holder_id)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the VIP never answered from another VM\n{}",
+            t.consoles_tail()
+        )
+    });
+    println!(
+        "figures: VIP holder powered off -> VIP answers from {moved}: {:.2} s (polled every 100 ms)",
+        killed.elapsed().as_secs_f64()
+    );
+
+    // 3. Launch a replacement -> it takes the dead member's place.
+    let added = t.lab.add(1).expect("lab add");
+    let took = t.wait_assembled(budget(600));
+    println!(
+        "figures: lab add -> replacement is a voting member: {:.0} s",
+        took.as_secs_f64()
+    );
+    let lab = t.state();
+    let alive: Vec<u32> = lab
+        .nodes
+        .iter()
+        .filter(|n| n.power == Power::On)
+        .map(|n| n.index)
+        .collect();
+    assert_eq!(alive.len(), 3, "{alive:?}");
+    assert_eq!(
+        one_cluster_id(&t, &alive),
+        cluster_id,
+        "S1: the replacement formed a new cluster"
+    );
+    let new_index: u32 = added[0]
+        .trim_start_matches("node-")
+        .parse()
+        .expect("node index");
+    let members = member_peer_ips(&t, alive[0]);
+    assert!(
+        members.contains(&lab.node_ip(new_index).to_string()),
+        "the new VM is not a member: {members:?}"
+    );
+    assert!(
+        !members.contains(&lab.node_ip(holder).to_string()),
+        "the dead VM is still a member: {members:?}"
+    );
+
+    // 4. Every VM loses power, then boots from its disk -> same cluster, same data.
+    t.lab.stop(&[]).expect("lab stop");
+    t.lab.start(&[]).expect("lab start");
+    let took = t.wait_assembled(budget(900));
+    println!(
+        "figures: full power cycle -> assembled again: {:.0} s",
+        took.as_secs_f64()
+    );
+    assert_eq!(
+        one_cluster_id(&t, &alive),
+        cluster_id,
+        "S2: a power cycle changed the cluster"
+    );
+    let got = t.etcdctl(alive[0], &["get", KEY, "--print-value-only"]);
+    assert_eq!(
+        String::from_utf8_lossy(&got.stdout).trim(),
+        "survives-everything",
+        "S2: data lost: {}",
+        String::from_utf8_lossy(&got.stderr)
+    );
+}
+
+#[test]
+fn workers_take_the_worker_role_and_stay_out_of_etcd() {
+    let t = TestLab::new("workers");
+    t.up(3, 2, &image());
+    let took = t.wait_assembled(budget(1200));
+    println!(
+        "figures: lab up -> assembled (3 control plane + 2 workers): {:.0} s",
+        took.as_secs_f64()
+    );
+
+    let lab = t.state();
+    for n in &lab.nodes {
+        let status = t
+            .status(n.index)
+            .unwrap_or_else(|| panic!("node-{}: no status", n.index));
+        let want = if n.index <= 3 {
+            "control-plane"
+        } else {
+            "worker"
+        };
+        assert_eq!(status.role.as_deref(), Some(want), "node-{}", n.index);
+        if want == "worker" {
+            assert!(
+                status.etcd.is_none(),
+                "worker node-{} runs etcd: {:?}",
+                n.index,
+                status.etcd
+            );
+            assert!(
+                !status.vip.as_ref().is_some_and(|v| v.holder),
+                "worker node-{} holds the VIP",
+                n.index
+            );
+        }
+    }
+    let members = member_peer_ips(&t, 1);
+    let control_plane: BTreeSet<String> = (1..=3).map(|i| lab.node_ip(i).to_string()).collect();
+    assert_eq!(
+        members, control_plane,
+        "etcd members are exactly the control plane"
+    );
+}
+
+/// The cluster id every listed node reports; fails unless it is one (S1).
+fn one_cluster_id(t: &TestLab, nodes: &[u32]) -> String {
+    let ids: BTreeSet<String> = nodes
+        .iter()
+        .map(|i| {
+            t.status(*i)
+                .and_then(|s| s.etcd)
+                .map(|e| e.cluster_id)
+                .unwrap_or_else(|| panic!("node-{i}: no etcd status\n{}", tail(&t.serial(*i), 20)))
+        })
+        .collect();
+    assert_eq!(ids.len(), 1, "S1: more than one etcd cluster: {ids:?}");
+    ids.into_iter().next().expect("one id")
+}
+
+/// The IPs of the etcd members as node `index` lists them.
+fn member_peer_ips(t: &TestLab, index: u32) -> BTreeSet<String> {
+    let etcd = t.status(index).and_then(|s| s.etcd).expect("etcd status");
+    etcd.members
+        .iter()
+        .map(|m| {
+            m.peer_url
+                .trim_start_matches("https://")
+                .split(':')
+                .next()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect()
+}
+
+fn wait_for<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
+}

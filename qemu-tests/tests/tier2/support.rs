@@ -1,0 +1,319 @@
+//! The tier-2 harness: a `muster lab` per test in its own directory and
+//! namespace, removed when the test ends (pass or fail), plus the probes the
+//! tests need (serial console, status endpoints, the VIP, etcdctl).
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use muster::lab::net;
+use muster::lab::ops::{Lab, UpArgs};
+use muster::lab::spec::{LabState, STATUS_PORT};
+use muster::pki::{ClusterCa, NodeIdentity, ensure_node_certs};
+use muster::state::Status;
+
+/// The node image the tests boot: `bash image/build.sh` makes it.
+pub fn image() -> PathBuf {
+    let path = std::env::var_os("MUSTER_IMAGE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("build/image/muster.qcow2"));
+    assert!(
+        path.is_file(),
+        "tier 2 needs the node image at {}: run `bash image/build.sh` first (ci/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+/// The PXE set beside the image (`build/image/pxe`).
+pub fn pxe_set() -> PathBuf {
+    let dir = image().with_file_name("pxe");
+    assert!(
+        dir.join("muster.ipxe").is_file(),
+        "no PXE set in {}",
+        dir.display()
+    );
+    dir
+}
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// `target/<profile>/muster`, beside this test binary's `deps/` directory:
+/// built by cargo with the agent crate's own tests.
+pub fn muster_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>")
+        .join("muster");
+    assert!(
+        bin.is_file(),
+        "{} missing: build it with `cargo build -p muster-agent --bin muster`",
+        bin.display()
+    );
+    bin
+}
+
+/// The etcdctl from ci/install-deps.sh (Debian 13's, as the image ships).
+fn etcdctl() -> PathBuf {
+    std::env::var_os("MUSTER_ETCD_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/opt/muster-test/etcd/usr/bin/etcd"))
+        .with_file_name("etcdctl")
+}
+
+/// Time budgets: generous under TCG (2 shared cores), shorter with KVM.
+pub fn budget(tcg_secs: u64) -> Duration {
+    match muster::lab::vm::detect_accel() {
+        muster::lab::spec::Accel::Tcg => Duration::from_secs(tcg_secs),
+        muster::lab::spec::Accel::Kvm => Duration::from_secs(tcg_secs / 3),
+    }
+}
+
+/// A lab that is torn down (VMs, namespace, files) when dropped.
+pub struct TestLab {
+    pub lab: Lab,
+    pub root: tempfile::TempDir,
+}
+
+impl TestLab {
+    /// A fresh lab named after the test; leftovers of crashed runs go first.
+    pub fn new(tag: &str) -> TestLab {
+        sweep_stale();
+        let root = tempfile::Builder::new()
+            .prefix("muster-tier2-")
+            .tempdir()
+            .expect("lab root");
+        std::fs::write(
+            root.path().join("owner.pid"),
+            std::process::id().to_string(),
+        )
+        .expect("owner pid");
+        let lab = Lab {
+            root: root.path().to_path_buf(),
+            name: format!("t2-{tag}-{}", std::process::id() % 100_000),
+            muster_bin: muster_bin(),
+        };
+        TestLab { lab, root }
+    }
+
+    /// Boots the lab from disks (without waiting for it to assemble).
+    pub fn up(&self, control_plane: u32, workers: u32, image: &Path) -> LabState {
+        self.up_with(UpArgs {
+            control_plane,
+            workers,
+            memory_mb: 1024,
+            cpus: 1,
+            image: image.to_path_buf(),
+            accel: None,
+            pxe: None,
+            wait: None,
+        })
+    }
+
+    /// Boots the lab over the network from a PXE set (diskless VMs; the
+    /// root image lives in RAM, hence the memory).
+    pub fn up_pxe(&self, nodes: u32, pxe: &Path) -> LabState {
+        self.up_with(UpArgs {
+            control_plane: nodes,
+            workers: 0,
+            memory_mb: 2048,
+            cpus: 1,
+            image: PathBuf::new(),
+            accel: None,
+            pxe: Some(pxe.to_path_buf()),
+            wait: None,
+        })
+    }
+
+    fn up_with(&self, args: UpArgs) -> LabState {
+        self.lab.up(&args).unwrap_or_else(|e| panic!("lab up: {e}"))
+    }
+
+    pub fn state(&self) -> LabState {
+        self.lab.load().expect("lab.json")
+    }
+
+    /// Waits until the cluster has assembled; returns how long it took.
+    pub fn wait_assembled(&self, limit: Duration) -> Duration {
+        let started = Instant::now();
+        if let Err(e) = self.lab.wait(limit) {
+            panic!("{e}\n{}", self.consoles_tail());
+        }
+        started.elapsed()
+    }
+
+    /// Node `index`'s serial console so far, without terminal escapes.
+    pub fn serial(&self, index: u32) -> String {
+        let path = self
+            .root
+            .path()
+            .join(&self.lab.name)
+            .join(format!("node-{index}/serial.log"));
+        strip_ansi(&String::from_utf8_lossy(
+            &std::fs::read(path).unwrap_or_default(),
+        ))
+    }
+
+    /// Waits until node `index`'s console shows `needle`; returns the time waited.
+    pub fn wait_serial(&self, index: u32, needle: &str, limit: Duration) -> Duration {
+        let started = Instant::now();
+        loop {
+            if self.serial(index).contains(needle) {
+                return started.elapsed();
+            }
+            if started.elapsed() > limit {
+                panic!(
+                    "node-{index}: {needle:?} not on the console after {limit:?}\n{}",
+                    tail(&self.serial(index), 40)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// The last lines of every node's console, for failure messages.
+    pub fn consoles_tail(&self) -> String {
+        self.state()
+            .nodes
+            .iter()
+            .map(|n| {
+                format!(
+                    "--- node-{} console (last lines) ---\n{}",
+                    n.index,
+                    tail(&self.serial(n.index), 15)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    pub fn status(&self, index: u32) -> Option<Status> {
+        let lab = self.state();
+        self.status_at(&lab, lab.node_ip(index))
+    }
+
+    fn status_at(&self, lab: &LabState, ip: Ipv4Addr) -> Option<Status> {
+        let body = net::http_get(
+            &lab.netns(),
+            ip,
+            STATUS_PORT,
+            "/status",
+            Duration::from_secs(1),
+        )
+        .ok()?;
+        serde_json::from_str(&body).ok()
+    }
+
+    /// The instance answering on the VIP right now.
+    pub fn vip_instance(&self) -> Option<String> {
+        let lab = self.state();
+        self.status_at(&lab, lab.vip()).and_then(|s| s.instance_id)
+    }
+
+    /// etcdctl inside the lab network against node `index`, with a client
+    /// certificate derived from the lab's cluster secret, as any holder of
+    /// the secret could.
+    pub fn etcdctl(&self, index: u32, args: &[&str]) -> Output {
+        let lab = self.state();
+        let pki = self.root.path().join("etcdctl-pki");
+        let ca = ClusterCa::derive(&lab.name, lab.secret.as_bytes()).expect("derive the CA");
+        ensure_node_certs(
+            &pki,
+            &ca,
+            &NodeIdentity::new("tier2-observer", [lab.gateway().into()]),
+        )
+        .expect("client certificate");
+        std::fs::write(pki.join("ca.crt"), ca.cert_pem()).expect("ca.crt");
+        let mut cmd = net::in_netns(&lab.netns(), &etcdctl().display().to_string());
+        cmd.arg(format!("--endpoints=https://{}:2379", lab.node_ip(index)))
+            .arg(format!("--cacert={}", pki.join("ca.crt").display()))
+            .arg(format!("--cert={}", pki.join("client.crt").display()))
+            .arg(format!("--key={}", pki.join("client.key").display()))
+            .arg("--dial-timeout=3s")
+            .arg("--command-timeout=10s")
+            .args(args);
+        cmd.output().expect("run etcdctl")
+    }
+}
+
+impl Drop for TestLab {
+    fn drop(&mut self) {
+        if let Err(e) = self.lab.down() {
+            eprintln!("tier2: removing lab {}: {e}", self.lab.name);
+        }
+    }
+}
+
+pub fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Removes CSI sequences (colours, cursor moves) systemd writes to the console.
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' && chars.peek() == Some(&'[') {
+            chars.next();
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Removes labs left by test runs that died before their guard ran: each
+/// lab root holds its owner's pid; a dead owner's labs are taken down.
+fn sweep_stale() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let root = e.path();
+        if !e.file_name().to_string_lossy().starts_with("muster-tier2-") {
+            continue;
+        }
+        let owner = std::fs::read_to_string(root.join("owner.pid"))
+            .ok()
+            .and_then(|p| p.trim().parse::<u32>().ok());
+        if owner.is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists()) {
+            continue;
+        }
+        for lab in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+            if lab.path().join("lab.json").exists() {
+                let stale = Lab {
+                    root: root.clone(),
+                    name: lab.file_name().to_string_lossy().into_owned(),
+                    muster_bin: PathBuf::new(),
+                };
+                let _ = stale.down();
+            }
+        }
+        let _ = std::fs::remove_dir_all(&root);
+    }
+}
+
+/// Runs a command and returns its stdout, failing the test on error.
+pub fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
