@@ -21,6 +21,7 @@ want ipxe-qemu                # tier 2 / muster lab: the NICs' iPXE ROMs (networ
 want dnsmasq-base             # tier 2 / muster lab: DHCP on the lab bridge (no service)
 want fdisk                    # image artefacts and tier 2: sfdisk
 want cpio                     # image artefacts: the PXE root image
+want packer                   # `packer validate` of image/packer (Debian's 1.6.6)
 
 # QEMU 10 from bookworm-backports: bookworm's own qemu-system 7.2 conflicts
 # with the backports qemu-utils these machines already have (MACHINES.md).

@@ -15,6 +15,9 @@ cargo fmt --all --check
 echo "== clippy (-D warnings)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+echo "== packer validate (the publishing template)"
+packer validate image/packer
+
 echo "== node image (tier 2 boots it)"
 bash image/build.sh
 

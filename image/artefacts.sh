@@ -53,17 +53,22 @@ bash "$here/pxe-root.sh" "$raw" "$usr" "$verity" "$out/pxe/muster-usr.cpio"
 pxe_cmdline="$cmdline root=tmpfs muster.platform=metal muster.config=\${muster-config}"
 cat >"$out/pxe/muster.ipxe" <<IPXE
 #!ipxe
-# Muster node, network boot. By default the cluster config (the same YAML
-# as cloud user data) is config.yaml beside these files; set muster-config
-# (and base, where the files are served) before chaining this script to
-# change that. Serve it over https where the network is not trusted: it
-# holds the cluster secret.
-isset \${base} || set base \${cwduri}
+# Muster node, network boot. Chain it from a site script that says where
+# these files are served (base, ending in /) and, optionally, where the
+# cluster config is (muster-config; default: config.yaml beside the files):
+#   set base http://boot.example/muster/
+#   chain \${base}muster.ipxe
+# Serve the config over https where the network is not trusted: it holds
+# the cluster secret.
+isset \${base} || goto no_base
 isset \${muster-config} || set muster-config \${base}config.yaml
 kernel \${base}vmlinuz $pxe_cmdline
 initrd \${base}initrd
 initrd \${base}muster-usr.cpio
 boot
+:no_base
+echo muster.ipxe: set base to the URL of the directory holding vmlinuz, initrd and muster-usr.cpio, then chain this script
+exit 1
 IPXE
 
 kubernetes=$(python3 -c 'import json,sys; v=json.load(open(sys.argv[1])).get("version"); print(v or "")' \

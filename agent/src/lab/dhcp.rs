@@ -14,7 +14,7 @@ pub fn dnsmasq_conf(lab: &LabState, paths: &LabPaths) -> String {
     // Network boot: the NIC's iPXE ROM takes an HTTP URL as its boot file.
     let pxe = match lab.boot {
         BootMode::Disk => String::new(),
-        BootMode::Pxe => format!("dhcp-boot=http://{gw}/pxe/muster.ipxe\n"),
+        BootMode::Pxe => format!("dhcp-boot=http://{gw}/pxe/boot.ipxe\n"),
     };
     format!(
         "# Written by `muster lab` for lab {name}.\n\
@@ -33,6 +33,19 @@ pub fn dnsmasq_conf(lab: &LabState, paths: &LabPaths) -> String {
         net = format_args!("{a}.{b}.{c}"),
         hosts = paths.dnsmasq_hosts().display(),
         leases = paths.dir.join("dnsmasq.leases").display(),
+    )
+}
+
+/// The site's iPXE script, as a boot server would have: where the PXE set
+/// is served, then the image's own `muster.ipxe`.
+pub fn ipxe_site_script(lab: &LabState) -> String {
+    format!(
+        "#!ipxe\n\
+         # Written by `muster lab` for lab {name}: the boot server's part.\n\
+         set base http://{gw}/pxe/\n\
+         chain ${{base}}muster.ipxe\n",
+        name = lab.name,
+        gw = lab.gateway(),
     )
 }
 

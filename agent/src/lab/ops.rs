@@ -94,8 +94,10 @@ impl Lab {
         write_private(&p.dnsmasq_hosts(), &dhcp::dnsmasq_hosts(lab))?;
         if lab.boot == BootMode::Pxe {
             // What `muster.config=` points at (the iPXE script's default:
-            // config.yaml beside the boot files).
+            // config.yaml beside the boot files), and the site script the
+            // DHCP server hands out, which says where the files are.
             write_private(&p.pxe_dir().join("config.yaml"), &spec::user_data(lab))?;
+            write_private(&p.pxe_dir().join("boot.ipxe"), &dhcp::ipxe_site_script(lab))?;
         }
         Ok(())
     }

@@ -2,10 +2,11 @@
 //! kernel, the initrd, the root image and the config the nodes fetch. Plain
 //! file names only: nothing outside the directory can be asked for.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -25,13 +26,23 @@ pub fn plain_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
 }
 
-async fn file(State(dir): State<PathBuf>, Path(name): Path<String>) -> Response {
+async fn file(
+    State(dir): State<PathBuf>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(name): Path<String>,
+) -> Response {
     if !plain_name(&name) {
         return StatusCode::NOT_FOUND.into_response();
     }
     match tokio::fs::read(dir.join(&name)).await {
-        Ok(bytes) => ([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response(),
-        Err(_) => StatusCode::NOT_FOUND.into_response(),
+        Ok(bytes) => {
+            tracing::info!(%peer, file = %name, bytes = bytes.len(), "pxe: served");
+            ([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response()
+        }
+        Err(_) => {
+            tracing::info!(%peer, file = %name, "pxe: not found");
+            StatusCode::NOT_FOUND.into_response()
+        }
     }
 }
 

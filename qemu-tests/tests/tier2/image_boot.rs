@@ -118,12 +118,42 @@ fn the_pxe_set_boots_a_diskless_vm_that_forms_its_cluster() {
     let started = Instant::now();
     let limit = budget(600);
 
-    t.wait_serial(1, "muster.ipxe", limit);
     t.wait_serial(1, "Linux version", limit);
     t.wait_serial(1, "identified this machine", limit);
     let booted = started.elapsed();
     let took = t.wait_assembled(limit);
     let console = t.serial(1);
+    // iPXE itself prints to the VGA screen, not the serial port: the lab's
+    // HTTP log shows it fetched the set, the kernel line shows what it booted.
+    let served = std::fs::read_to_string(t.root.path().join(&t.lab.name).join("cloud.log"))
+        .expect("lab cloud log");
+    for file in [
+        "boot.ipxe",
+        "muster.ipxe",
+        "vmlinuz",
+        "initrd",
+        "muster-usr.cpio",
+        "config.yaml",
+    ] {
+        assert!(
+            served
+                .lines()
+                .any(|l| l.contains("pxe: served") && l.contains(&format!("file={file}"))),
+            "the PXE VM never fetched {file}:\n{served}"
+        );
+    }
+    let cmdline = console
+        .lines()
+        .find(|l| l.contains("Command line:"))
+        .expect("kernel command line");
+    for want in [
+        "root=tmpfs",
+        "muster.platform=metal",
+        "muster.config=http://",
+        "usrhash=",
+    ] {
+        assert!(cmdline.contains(want), "{want:?} missing in: {cmdline}");
+    }
     let image_line = console
         .lines()
         .find(|l| l.contains("INFO image muster"))
