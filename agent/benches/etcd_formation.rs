@@ -13,6 +13,8 @@
 #[path = "../tests/support/cluster.rs"]
 #[allow(dead_code)]
 mod cluster;
+#[path = "../tests/support/etcd_bin.rs"]
+mod etcd_bin;
 #[path = "../tests/support/http_get.rs"]
 #[allow(dead_code)]
 mod http_get;

@@ -22,6 +22,9 @@
 //! two routes.
 //! Prints figures; asserts nothing about time.
 
+#[path = "../tests/support/etcd_bin.rs"]
+#[allow(dead_code)]
+mod etcd_bin;
 #[path = "../tests/support/netns.rs"]
 mod netns;
 #[path = "../tests/support/vip_lab.rs"]

@@ -9,6 +9,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
+pub use super::etcd_bin::{etcd_bin, etcdctl_bin};
 use super::http_get::{self, Answer};
 use super::netns::{Host, Net, Proc, wait_until};
 
@@ -16,23 +17,6 @@ pub const SECRET: &str = "tier1-test-secret-0123456789abcdef0123";
 
 /// The agents' status endpoint port (`--status-listen` default).
 pub const STATUS_PORT: u16 = 9743;
-
-/// The etcd binary the image ships (Debian 13's etcd-server 3.5).
-pub fn etcd_bin() -> PathBuf {
-    let path = std::env::var("MUSTER_ETCD_BIN")
-        .unwrap_or_else(|_| "/opt/muster-test/etcd/usr/bin/etcd".into());
-    let path = PathBuf::from(path);
-    assert!(
-        path.exists(),
-        "etcd not found at {}: run `bash ci/install-deps.sh`",
-        path.display()
-    );
-    path
-}
-
-pub fn etcdctl_bin() -> PathBuf {
-    etcd_bin().with_file_name("etcdctl")
-}
 
 pub struct Node {
     pub host: Host,

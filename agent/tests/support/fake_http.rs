@@ -18,10 +18,12 @@ pub struct Request {
 }
 
 impl Request {
+    /// The value of header `name` (any case).
     pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
         self.headers
             .iter()
-            .find(|(k, _)| k == name)
+            .find(|(k, _)| *k == name)
             .map(|(_, v)| v.as_str())
     }
 }
@@ -105,25 +107,49 @@ async fn serve(
     handler: Arc<Handler>,
     seen: Arc<Mutex<Vec<Request>>>,
 ) -> std::io::Result<()> {
+    let Some(request) = read_request(&mut stream).await? else {
+        return Ok(());
+    };
+    let n = {
+        let mut seen = seen.lock().expect("lock");
+        seen.push(request.clone());
+        seen.len() - 1
+    };
+    let response = handler(n, &request);
+    let reply = format!(
+        "HTTP/1.1 {} X\r\ncontent-type: {}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{}",
+        response.status,
+        response.content_type,
+        response.body.len(),
+        response.body
+    );
+    stream.write_all(reply.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+/// Reads one request head and its body (by Content-Length); `None` when the
+/// peer closed first or sent a head over 64 KiB. Shared by the fake servers.
+pub async fn read_request(stream: &mut TcpStream) -> std::io::Result<Option<Request>> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        if buf.len() > 64 * 1024 {
+            return Ok(None);
+        }
         let n = stream.read(&mut chunk).await?;
         if n == 0 {
-            return Ok(());
+            return Ok(None);
         }
         buf.extend_from_slice(&chunk[..n]);
-        if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break pos + 4;
-        }
     };
     let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-    let mut lines = head.split("\r\n");
-    let mut first = lines.next().unwrap_or_default().split(' ');
-    let (method, target) = (
-        first.next().unwrap_or_default().to_string(),
-        first.next().unwrap_or_default().to_string(),
-    );
+    let mut lines = head.trim_end().split("\r\n");
+    let mut first = lines.next().unwrap_or_default().split_whitespace();
+    let method = first.next().unwrap_or_default().to_string();
+    let target = first.next().unwrap_or_default().to_string();
     let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
@@ -141,25 +167,10 @@ async fn serve(
         buf.extend_from_slice(&chunk[..n]);
     }
     let body = String::from_utf8_lossy(&buf[head_end..]).to_string();
-    let request = Request {
+    Ok(Some(Request {
         method,
         target,
         headers,
         body,
-    };
-    let n = {
-        let mut seen = seen.lock().expect("lock");
-        seen.push(request.clone());
-        seen.len() - 1
-    };
-    let response = handler(n, &request);
-    let reply = format!(
-        "HTTP/1.1 {} X\r\ncontent-type: {}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{}",
-        response.status,
-        response.content_type,
-        response.body.len(),
-        response.body
-    );
-    stream.write_all(reply.as_bytes()).await?;
-    stream.shutdown().await
+    }))
 }

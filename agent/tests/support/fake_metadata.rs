@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 pub const TOKEN_PATH: &str = "/latest/api/token";
@@ -78,24 +78,7 @@ pub enum Imds {
 }
 
 /// A request as the server saw it.
-#[derive(Clone, Debug)]
-pub struct Seen {
-    pub method: String,
-    /// Path with query, percent-encoding as sent.
-    pub target: String,
-    /// Header names lower-cased.
-    pub headers: Vec<(String, String)>,
-}
-
-impl Seen {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        let name = name.to_ascii_lowercase();
-        self.headers
-            .iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
+pub use super::fake_http::Request as Seen;
 
 #[derive(Default)]
 struct State {
@@ -215,7 +198,7 @@ pub async fn closed_port_url() -> url::Url {
 }
 
 async fn serve(mut stream: TcpStream, state: Arc<Mutex<State>>) -> std::io::Result<()> {
-    let Some(seen) = read_request(&mut stream).await? else {
+    let Some(seen) = super::fake_http::read_request(&mut stream).await? else {
         return Ok(());
     };
     let step = decide(&state, seen);
@@ -245,52 +228,6 @@ async fn serve(mut stream: TcpStream, state: Arc<Mutex<State>>) -> std::io::Resu
     stream.write_all(head.as_bytes()).await?;
     stream.write_all(&reply.body).await?;
     stream.shutdown().await
-}
-
-/// Reads one request head (and body, by Content-Length).
-async fn read_request(stream: &mut TcpStream) -> std::io::Result<Option<Seen>> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let head_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i;
-        }
-        if buf.len() > 64 * 1024 {
-            return Ok(None);
-        }
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            return Ok(None);
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-    let mut lines = head.split("\r\n");
-    let mut first = lines.next().unwrap_or("").split_whitespace();
-    let method = first.next().unwrap_or("").to_string();
-    let target = first.next().unwrap_or("").to_string();
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    let length: usize = headers
-        .iter()
-        .find(|(k, _)| k == "content-length")
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0);
-    let mut have = buf.len() - (head_end + 4);
-    while have < length {
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            break;
-        }
-        have += n;
-    }
-    Ok(Some(Seen {
-        method,
-        target,
-        headers,
-    }))
 }
 
 fn decide(state: &Arc<Mutex<State>>, seen: Seen) -> Step {

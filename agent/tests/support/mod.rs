@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod etcd_bin;
 pub mod fake_http;
 pub mod fake_metadata;
 pub mod golden;

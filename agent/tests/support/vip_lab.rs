@@ -18,7 +18,6 @@
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
@@ -35,22 +34,11 @@ use muster::vip::{
 };
 use tokio::sync::watch;
 
+use super::etcd_bin::etcd_bin;
 use super::netns::{Host, Net, Proc, wait_until};
 
 /// The port every candidate serves its name on.
 pub const PORT: u16 = 7443;
-
-pub fn etcd_bin() -> PathBuf {
-    let path = std::env::var("MUSTER_ETCD_BIN")
-        .unwrap_or_else(|_| "/opt/muster-test/etcd/usr/bin/etcd".into());
-    let path = PathBuf::from(path);
-    assert!(
-        path.exists(),
-        "etcd not found at {}: run `bash ci/install-deps.sh`",
-        path.display()
-    );
-    path
-}
 
 fn current_thread_runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()

@@ -4,6 +4,7 @@
 //! one host answers another. Needs root, iproute2 and etcd; a missing tool
 //! fails the test (`bash ci/install-deps.sh`), it never skips.
 
+use crate::support::etcd_bin::etcd_bin;
 use crate::support::netns;
 
 use std::io::{BufRead, BufReader, Write};
@@ -319,12 +320,6 @@ fn sweep_removes_leftovers_of_a_crashed_run() {
         "{name} survived the sweep: {listed:?}"
     );
     assert!(!dir.exists(), "{} survived the sweep", dir.display());
-}
-
-fn etcd_bin() -> PathBuf {
-    std::env::var_os("MUSTER_ETCD_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| "/opt/muster-test/etcd/usr/bin/etcd".into())
 }
 
 #[test]

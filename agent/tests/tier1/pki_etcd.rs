@@ -5,6 +5,7 @@
 //! Needs etcd and etcdctl: `$MUSTER_ETCD_BIN` or the place
 //! `ci/install-deps.sh` puts them. Without them this test FAILS.
 
+use crate::support::etcd_bin::etcd_bin;
 use crate::support::pki_fixtures;
 
 use std::io::{Read, Write};
@@ -20,19 +21,6 @@ use muster::pki::{
 use pki_fixtures::{ca, ip, other_ca};
 use rustls::pki_types::ServerName;
 use tempfile::TempDir;
-
-const DEFAULT_ETCD: &str = "/opt/muster-test/etcd/usr/bin/etcd";
-
-fn etcd_bin() -> PathBuf {
-    let bin = std::env::var_os("MUSTER_ETCD_BIN")
-        .map_or_else(|| PathBuf::from(DEFAULT_ETCD), PathBuf::from);
-    assert!(
-        bin.is_file() && bin.with_file_name("etcdctl").is_file(),
-        "etcd/etcdctl not found at {} (set MUSTER_ETCD_BIN): run ci/install-deps.sh",
-        bin.display()
-    );
-    bin
-}
 
 /// A port that was free a moment ago (etcd cannot bind port 0 and report it).
 fn free_port() -> u16 {

@@ -43,28 +43,22 @@ fn the_image_boots_a_verity_usr_and_the_agent_reads_its_metadata_and_plans() {
     );
     // The agent's own view of the running image (from /proc/self/mountinfo
     // and the device-mapper UUID): read-only erofs behind dm-verity.
-    let image_line = console
-        .lines()
-        .find(|l| l.contains("INFO image muster"))
-        .unwrap_or_else(|| panic!("no image line:\n{}", tail(&console, 30)));
-    for want in [
-        "/usr read-only",
-        "erofs on /dev/mapper/usr",
-        "dm-verity",
-        "kubernetes none",
-    ] {
-        assert!(
-            image_line.contains(want),
-            "{want:?} missing in: {image_line}"
-        );
-    }
+    console_line_with(
+        &console,
+        "INFO image muster",
+        &[
+            "/usr read-only",
+            "erofs on /dev/mapper/usr",
+            "dm-verity",
+            "kubernetes none",
+        ],
+    );
     // It read its metadata from the (fake) AWS IMDSv2 and its user data.
-    let identified = console
-        .lines()
-        .find(|l| l.contains("identified this machine"))
-        .expect("identify line");
-    assert!(identified.contains("provider=aws"), "{identified}");
-    assert!(identified.contains(&instance), "{identified}");
+    console_line_with(
+        &console,
+        "identified this machine",
+        &["provider=aws", &instance],
+    );
     assert!(
         console.contains("cluster config is valid"),
         "{}",
@@ -154,24 +148,15 @@ fn the_pxe_set_boots_a_diskless_vm_that_forms_its_cluster() {
     ] {
         assert!(cmdline.contains(want), "{want:?} missing in: {cmdline}");
     }
-    let image_line = console
-        .lines()
-        .find(|l| l.contains("INFO image muster"))
-        .unwrap_or_else(|| panic!("no image line:\n{}", tail(&console, 30)));
-    for want in ["/usr read-only", "on /dev/mapper/usr", "dm-verity"] {
-        assert!(
-            image_line.contains(want),
-            "{want:?} missing in: {image_line}"
-        );
-    }
-    let identified = console
-        .lines()
-        .find(|l| l.contains("identified this machine"))
-        .expect("identify line");
-    assert!(identified.contains("provider=metal"), "{identified}");
-    assert!(
-        identified.contains(&lab.node_ip(1).to_string()),
-        "{identified}"
+    console_line_with(
+        &console,
+        "INFO image muster",
+        &["/usr read-only", "on /dev/mapper/usr", "dm-verity"],
+    );
+    console_line_with(
+        &console,
+        "identified this machine",
+        &["provider=metal", &lab.node_ip(1).to_string()],
     );
     println!(
         "figures: PXE power-on -> agent identified {:.0} s, -> etcd + VIP {:.0} s more (accel {})",
@@ -229,4 +214,17 @@ fn failed_lines(console: &str) -> String {
         .filter(|l| l.contains("FAILED"))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// The first console line containing `marker`; fails unless it also
+/// contains every one of `wants`.
+fn console_line_with<'c>(console: &'c str, marker: &str, wants: &[&str]) -> &'c str {
+    let line = console
+        .lines()
+        .find(|l| l.contains(marker))
+        .unwrap_or_else(|| panic!("no {marker:?} line:\n{}", tail(console, 30)));
+    for want in wants {
+        assert!(line.contains(want), "{want:?} missing in: {line}");
+    }
+    line
 }

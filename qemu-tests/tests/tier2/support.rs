@@ -195,9 +195,18 @@ impl TestLab {
             .join("\n")
     }
 
+    /// Node `index`'s status report. A VM under TCG on a busy 2-core host
+    /// can miss one request's deadline, so this tries for up to 15 s.
     pub fn status(&self, index: u32) -> Option<Status> {
         let lab = self.state();
-        self.status_at(&lab, lab.node_ip(index))
+        let started = Instant::now();
+        loop {
+            let got = self.status_at(&lab, lab.node_ip(index));
+            if got.is_some() || started.elapsed() > Duration::from_secs(15) {
+                return got;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
     }
 
     fn status_at(&self, lab: &LabState, ip: Ipv4Addr) -> Option<Status> {
