@@ -4,24 +4,30 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Each phase's start time, so a slow CI run shows where the time went.
+phase() { echo "== [$(date -u +%T)] $*"; }
+
+phase "install dependencies"
 bash ci/install-deps.sh
 
 # CI builds once from scratch: incremental caches only cost disk there.
 export CARGO_INCREMENTAL=0
 
-echo "== rustfmt"
+phase "rustfmt"
 cargo fmt --all --check
 
-echo "== clippy (-D warnings)"
+phase "clippy (-D warnings)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The node image builds the agent without the host-only `lab` feature.
+cargo clippy -p muster-agent --bins --lib --no-default-features --locked -- -D warnings
 
-echo "== packer validate (the publishing template)"
+phase "packer validate (the publishing template)"
 packer validate image/packer
 
-echo "== node image (tier 2 boots it)"
+phase "node image (tier 2 boots it)"
 bash image/build.sh
 
-echo "== tests (tier 0 unit + tier 1 host + tier 2 QEMU)"
+phase "tests (tier 0 unit + tier 1 host + tier 2 QEMU)"
 if cargo nextest --version >/dev/null 2>&1; then
     # Two cores: keep test parallelism at the core count.
     cargo nextest run --workspace --locked --no-fail-fast --test-threads 2
@@ -29,3 +35,4 @@ else
     # Without nextest's groups, run one test at a time (tiers 1 and 2 must not overlap).
     cargo test --workspace --locked --no-fail-fast -- --test-threads 1
 fi
+phase "done"

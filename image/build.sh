@@ -31,8 +31,8 @@ staging=$repo/build/staging
 rm -rf "$staging"
 mkdir -p "$staging/usr/bin" "$staging/usr/lib/muster" "$out"
 
-echo "== agent (cargo build --release)"
-(cd "$repo" && cargo build --release --locked -p muster-agent --bin muster)
+echo "== agent (cargo build --release, without the host-only lab feature)"
+(cd "$repo" && cargo build --release --locked -p muster-agent --bin muster --no-default-features)
 install -m 0755 "$repo/target/release/muster" "$staging/usr/bin/muster"
 
 echo "== kubernetes binaries"

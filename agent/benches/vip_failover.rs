@@ -59,6 +59,7 @@ fn main() {
     }
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut all = Vec::new();
+    let mut kills = Vec::new();
     let (mut with_leader, mut without_leader) = (Vec::new(), Vec::new());
     for round in 0..rounds {
         lab.wait_for_holder(WAIT);
@@ -76,6 +77,7 @@ fn main() {
         lab.kill(old);
         lab.hosts[old].link_down();
         let killed = Instant::now();
+        kills.push(killed);
         wait_until(
             "the VIP answers from another host",
             WAIT,
@@ -94,8 +96,9 @@ fn main() {
             without_leader.push(failover)
         }
         eprintln!(
-            "round {:2}: {old_name} crashed{} -> answered after {failover:.2?}",
+            "round {:2} (+{:.1?}): {old_name} crashed{} -> answered after {failover:.2?}",
             round + 1,
+            killed - since,
             if leader_too {
                 " (with the etcd leader)"
             } else {
@@ -119,7 +122,27 @@ fn main() {
         )
         .unwrap_or_else(|e| panic!("round {round}: {e}"));
     }
-    let doubles = lab.double_answers(since).len();
+    let double_rounds = lab.double_answers(since);
+    let doubles = double_rounds.len();
+    // Where each double answer fell: names the hosts and how long after the
+    // last kill, so a double can be told from a crash's hand-over.
+    for d in &double_rounds {
+        let names: Vec<&str> = d
+            .macs
+            .iter()
+            .filter_map(|m| lab.macs.iter().position(|x| x == m))
+            .map(|i| lab.hosts[i].name())
+            .collect();
+        let last_kill = kills.iter().rev().find(|k| **k <= d.at);
+        eprintln!(
+            "double answer at +{:.3?}: {names:?}; {}",
+            d.at - since,
+            last_kill.map_or("before any kill".to_string(), |k| format!(
+                "{:.3?} after the last kill",
+                d.at - *k
+            ))
+        );
+    }
     let arp_rounds = lab.arp_round_count(since);
     let show = |name: &str, v: &[Duration]| {
         if v.is_empty() {

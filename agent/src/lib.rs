@@ -14,6 +14,7 @@ pub mod etcd;
 pub mod formation;
 pub mod http;
 pub mod image;
+#[cfg(feature = "lab")]
 pub mod lab;
 pub mod logging;
 pub mod metadata;

@@ -47,6 +47,7 @@ enum Command {
     /// Show what the local agent is doing.
     Status(StatusArgs),
     /// A local QEMU cluster of the node image that assembles itself.
+    #[cfg(feature = "lab")]
     Lab(muster::lab::cli::LabCli),
 }
 
@@ -170,6 +171,7 @@ fn main() -> ExitCode {
         Command::Metadata(args) => run_async(metadata_command(args)),
         Command::Agent(args) => run_async(agent_command(args)),
         Command::Status(args) => status_command(args),
+        #[cfg(feature = "lab")]
         Command::Lab(cli) => match muster::lab::cli::run(cli) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
