@@ -32,6 +32,11 @@ rm -rf "$staging"
 mkdir -p "$staging/usr/bin" "$staging/usr/lib/muster" "$out"
 
 echo "== agent (cargo build --release, without the host-only lab feature)"
+# Reproducible /usr: the binary must not carry where this checkout or the
+# cargo home happen to be (build scripts' OUT_DIR paths end up in panic
+# locations), so both are mapped to fixed names.
+cargo_home=${CARGO_HOME:-$HOME/.cargo}
+export RUSTFLAGS="${RUSTFLAGS:-} --remap-path-prefix=$repo=/muster --remap-path-prefix=$cargo_home=/cargo"
 (cd "$repo" && cargo build --release --locked -p muster-agent --bin muster --no-default-features)
 install -m 0755 "$repo/target/release/muster" "$staging/usr/bin/muster"
 
