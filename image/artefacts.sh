@@ -41,7 +41,10 @@ size=$(stat -c %s "$gce/disk.raw")
 truncate -s $(( (size + gib - 1) / gib * gib )) "$gce/disk.raw"
 # Growing the file leaves the backup GPT header mid-disk; put it at the end.
 sfdisk --relocate gpt-bak-std "$gce/disk.raw" >/dev/null 2>&1
-tar --format=oldgnu -S -C "$gce" -czf "$out/muster.gce.tar.gz" disk.raw
+# Fixed owner, mode and time, and gzip without a name or timestamp, so two
+# builds of one commit give the same tarball.
+tar --format=oldgnu -S -C "$gce" --owner=0 --group=0 --numeric-owner --mode=0644 \
+    --mtime="@${SOURCE_DATE_EPOCH:-0}" -cf - disk.raw | gzip -n >"$out/muster.gce.tar.gz"
 rm -rf "$gce"
 
 echo "artefacts: PXE set"

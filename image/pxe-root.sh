@@ -22,8 +22,11 @@ first=2048
 img=$work/root/muster/usr.img
 mkdir -p "$work/root/muster"
 truncate -s $(( (first + usr_sectors + ver_sectors + 2048) * sector )) "$img"
+# The disk's own GPT GUID, so that two builds give the same bytes.
+label_id=$(echo "$dump" | sed -n 's/^label-id: *//p')
 sfdisk --quiet "$img" <<SFDISK
 label: gpt
+label-id: $label_id
 start=$first, size=$usr_sectors, type=$(field "$usr_name" type), uuid=$(field "$usr_name" uuid), name="$usr_name"
 start=$((first + usr_sectors)), size=$ver_sectors, type=$(field "$ver_name" type), uuid=$(field "$ver_name" uuid), name="$ver_name"
 SFDISK
@@ -51,4 +54,6 @@ ExecStart=losetup --read-only --partscan --find /muster/usr.img
 UNIT
 ln -s ../muster-pxe-usr.service "$units/initrd-root-device.target.wants/muster-pxe-usr.service"
 
+# Reproducible archive: fixed order, inode numbers and times.
+find "$work/root" -exec touch -h -d "@${SOURCE_DATE_EPOCH:-0}" {} +
 (cd "$work/root" && find . -mindepth 1 | LC_ALL=C sort | cpio --quiet -o -H newc --reproducible) >"$out"

@@ -191,6 +191,7 @@ impl<M: Mover, H: HealthCheck> VipManager<M, H> {
         let t = self.cfg.timing;
         let mut seen = None;
         let mut failing = false;
+        let mut health: Option<(bool, Instant)> = None;
         loop {
             let key = tokio::select! {
                 _ = shutdown.as_mut() => return None,
@@ -216,8 +217,12 @@ impl<M: Mover, H: HealthCheck> VipManager<M, H> {
             let me = self.cfg.holder_id.as_str();
             // Health costs a call: ask only when it could change the step.
             let mut step = election::next(me, true, &key, seen_now, now, &t);
-            if matches!(step, Next::Campaign(_)) && !self.health.healthy().await {
-                step = election::next(me, false, &key, seen_now, now, &t);
+            if matches!(step, Next::Campaign(_)) {
+                let healthy = self.health.healthy().await;
+                health = Some((healthy, Instant::now()));
+                if !healthy {
+                    step = election::next(me, false, &key, seen_now, now, &t);
+                }
             }
             match step {
                 Next::Campaign(expect) => {
@@ -236,7 +241,21 @@ impl<M: Mover, H: HealthCheck> VipManager<M, H> {
                     }
                 }
                 Next::Wait { until } => {
-                    self.role.send_replace(VipRole::Candidate);
+                    // Only for what status shows (a worker, whose etcd never
+                    // runs, is no candidate): asked at most every 5 s.
+                    let healthy = match health {
+                        Some((h, at)) if at.elapsed() < HEALTH_SHOWN_FOR => h,
+                        _ => {
+                            let h = self.health.healthy().await;
+                            health = Some((h, Instant::now()));
+                            h
+                        }
+                    };
+                    self.role.send_replace(if healthy {
+                        VipRole::Candidate
+                    } else {
+                        VipRole::StandBy
+                    });
                     tokio::select! {
                         _ = shutdown.as_mut() => return None,
                         _ = sleep_until(until) => {}
@@ -441,16 +460,25 @@ async fn renew<H: HealthCheck>(st: &Store, lease: i64, at: Instant, health: &mut
     }
 }
 
-/// How often a holder checks whether its etcd member became the leader.
+/// How long a health answer stands for the candidate/standby shown in status.
+const HEALTH_SHOWN_FOR: Duration = Duration::from_secs(5);
+
+/// A fresh holder's first check whether its etcd member leads: after its
+/// first renewals went through (three at `renew_every` = 200 ms), so they do
+/// not meet the brief proposal drops of a leadership move (moving at once
+/// made the VIP flap to a third node right after a takeover), yet early
+/// enough that a crash soon after a takeover rarely costs both the holder
+/// and the etcd leader (the new holder's txn would wait for re-election).
+const SHED_FIRST: Duration = Duration::from_millis(600);
+/// How often a holder checks again (the leader may come back to it).
 const SHED_EVERY: Duration = Duration::from_secs(2);
 
 /// While holding: keep the etcd leader on another machine.
 async fn shed_loop(st: Store) {
+    let mut wait = SHED_FIRST;
     loop {
-        // Not at once: a fresh holder's first renewals must not meet the
-        // brief proposal drops of a leadership move (that made the VIP flap
-        // to a third node right after a takeover).
-        sleep(SHED_EVERY).await;
+        sleep(wait).await;
+        wait = SHED_EVERY;
         match st.shed_leadership().await {
             Ok(Some(to)) => {
                 info!(to = %format!("{to:x}"), "vip: moved etcd leadership off the VIP holder")

