@@ -87,10 +87,11 @@ fn a_flipped_byte_in_usr_stops_the_boot_at_dm_verity() {
     let tampered = t.root.path().join("tampered.qcow2");
     flip_usr_byte(&image(), &tampered, t.root.path());
     t.up(1, 0, &tampered);
-    let limit = budget(300);
+    let limit = budget(600);
 
     // dm-verity refuses the block; udev cannot read the device, /usr is
-    // never mounted, and after the device timeout (90 s) the initrd gives up.
+    // never mounted, and after the device timeout (180 s, mkosi.conf) the
+    // initrd gives up.
     t.wait_serial(1, "device-mapper: verity:", limit);
     t.wait_serial(1, "data block 0 is corrupted", limit);
     t.wait_serial(1, "Reached target emergency.target", limit);
