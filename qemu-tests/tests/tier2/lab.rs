@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use muster::lab::spec::Power;
 
-use crate::support::{TestLab, budget, image, tail};
+use crate::support::{TestLab, budget, image, tail, wait_for};
 
 const KEY: &str = "/tier2/canary";
 
@@ -214,15 +214,4 @@ fn settled_vip_holder(t: &TestLab) -> Option<String> {
         }
     }
     Some(first)
-}
-
-fn wait_for<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let started = Instant::now();
-    while started.elapsed() < limit {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    None
 }

@@ -199,14 +199,9 @@ impl TestLab {
     /// can miss one request's deadline, so this tries for up to 15 s.
     pub fn status(&self, index: u32) -> Option<Status> {
         let lab = self.state();
-        let started = Instant::now();
-        loop {
-            let got = self.status_at(&lab, lab.node_ip(index));
-            if got.is_some() || started.elapsed() > Duration::from_secs(15) {
-                return got;
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        }
+        wait_for(Duration::from_secs(15), || {
+            self.status_at(&lab, lab.node_ip(index))
+        })
     }
 
     fn status_at(&self, lab: &LabState, ip: Ipv4Addr) -> Option<Status> {
@@ -325,4 +320,16 @@ pub fn run(cmd: &mut Command) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Polls `f` every 100 ms until it gives a value or `limit` has passed.
+pub fn wait_for<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
 }
