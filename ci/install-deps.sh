@@ -1,30 +1,43 @@
 #!/usr/bin/env bash
-# Installs every system package the build and the test tiers need, on a fresh
-# Debian machine (run as root). Idempotent: re-running installs nothing new.
+# Installs what the build and the tests need, on a fresh Debian machine (run
+# as root). Idempotent: re-running installs nothing new.
+#
+#   bash ci/install-deps.sh          everything: build, image, lab and every test tier
+#   bash ci/install-deps.sh --demo   only what `ci/demo.sh` needs: build, image, lab
 set -euo pipefail
+
+mode=all
+case ${1:-} in
+    --demo) mode=demo ;;
+    "") ;;
+    *) echo "ci/install-deps.sh: unknown argument $1 (use --demo or nothing)" >&2; exit 2 ;;
+esac
 
 # Test tools land here (not on the system PATH) so they never shadow the host's.
 TOOLS=${MUSTER_TOOLS:-/opt/muster-test}
 
 need_apt=()
 want() { dpkg -s "$1" >/dev/null 2>&1 || need_apt+=("$1"); }
+# Only for the test tiers, not for the demo.
+want_for_tests() { [ "$mode" = demo ] || want "$1"; }
 
 want build-essential          # C toolchain for -sys crates
 want pkg-config
 want protobuf-compiler        # etcd-client's build (protoc) ...
 want libprotobuf-dev          # ... and its well-known .proto files
-want iproute2                 # tier 1: network namespaces, veth, bridges
-want python3-venv             # tier 1: moto (AWS API emulator) in a venv
-want bird2                    # tier 1: the real BGP router for apiEndpoint.mode bgp
-want ovmf                     # tier 2 / muster lab: UEFI firmware for the disk image
-want ipxe-qemu                # tier 2 / muster lab: the NICs' iPXE ROMs (network boot)
-want dnsmasq-base             # tier 2 / muster lab: DHCP on the lab bridge (no service)
+want iproute2                 # muster lab and tier 1: network namespaces, veth, bridges
+want ovmf                     # muster lab: UEFI firmware for the disk image
+want ipxe-qemu                # muster lab: the NICs' option ROMs (and iPXE network boot)
+want dnsmasq-base             # muster lab: DHCP on the lab bridge (no service)
 want fdisk                    # image artefacts and tier 2: sfdisk
 want cpio                     # image artefacts: the PXE root image
-want packer                   # `packer validate` of image/packer (Debian's 1.6.6)
+want_for_tests python3-venv   # tier 1: moto (AWS API emulator) in a venv
+want_for_tests bird2          # tier 1: the real BGP router for apiEndpoint.mode bgp
+want_for_tests packer         # `packer validate` of image/packer (Debian's 1.6.6)
 
 # QEMU 10 from bookworm-backports: bookworm's own qemu-system 7.2 conflicts
-# with the backports qemu-utils these machines already have (MACHINES.md).
+# with the backports qemu-utils these machines already have
+# (docs/machines.md).
 bpo=/etc/apt/sources.list.d/muster-bookworm-backports.sources
 if [ ! -e "$bpo" ] && ! grep -rqs bookworm-backports /etc/apt/sources.list /etc/apt/sources.list.d/; then
     printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' >"$bpo"
@@ -47,6 +60,21 @@ if [ "${#need_apt[@]}" -gt 0 ] || [ "${#need_bpo[@]}" -gt 0 ]; then
     [ "$had_policy" = 1 ] || rm -f "$policy"
 fi
 
+# The image build's tools (a trixie tools tree and mkosi).
+bash "$(dirname "$0")/../image/install-build-deps.sh"
+
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "ci/install-deps: cargo not found; install the Rust toolchain (rustup) first" >&2
+    exit 1
+fi
+
+if [ "$mode" = demo ]; then
+    exit 0
+fi
+
+# Everything below is for the test tiers only.
+rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
+
 # etcd: the version the image ships (Debian 13 trixie, 3.5.x). Bookworm only
 # has 3.4, so fetch trixie's .deb with a private apt state (the host's sources
 # stay untouched) and unpack it; it runs fine on bookworm.
@@ -63,7 +91,8 @@ if [ ! -x "$TOOLS/etcd/usr/bin/etcd" ]; then
     for deb in "$apt_dir"/etcd-*.deb; do dpkg -x "$deb" "$TOOLS/etcd"; done
     rm -rf "$apt_dir"
 fi
-"$TOOLS/etcd/usr/bin/etcd" --version | head -1
+# (sed, not head: head closing the pipe early fails the script under pipefail)
+"$TOOLS/etcd/usr/bin/etcd" --version | sed -n 1p
 
 # moto: the AWS API emulator, in its own venv.
 if [ ! -x "$TOOLS/moto/bin/moto_server" ]; then
@@ -75,12 +104,3 @@ fi
 # A minimal Debian root with systemd, booted by systemd-nspawn for the
 # systemd supervisor's D-Bus tests.
 bash "$(dirname "$0")/systemd-root.sh"
-
-# The image build's tools (a trixie tools tree and mkosi).
-bash "$(dirname "$0")/../image/install-build-deps.sh"
-
-if ! command -v cargo >/dev/null 2>&1; then
-    echo "ci/install-deps: cargo not found; install the Rust toolchain (rustup) first" >&2
-    exit 1
-fi
-rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt

@@ -45,6 +45,23 @@ bash "$here/kubernetes.sh" "$kubernetes" "$staging"
 
 # Reproducible: every timestamp in the image is the commit's.
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git -C "$repo" log -1 --format=%ct 2>/dev/null || echo 1700000000)}
+version=$(git -C "$repo" describe --always --dirty 2>/dev/null || echo dev)
+
+# Up to date: the same inputs (what goes into /usr, the mkosi and image
+# recipes, the version stamp and profile) built the artefacts in $out
+# already. The build is reproducible, so rebuilding would give the same
+# bytes; skip it.
+inputs=$( {
+    (cd "$staging" && find . -type f -print0 | sort -z | xargs -0 sha256sum)
+    (cd "$repo" && find mkosi image -type f -print0 | sort -z | xargs -0 sha256sum)
+    echo "version=$version profile=$profile date=$SOURCE_DATE_EPOCH"
+} | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$out/.inputs-sha256" 2>/dev/null)" = "$inputs" ] && [ -f "$out/muster.qcow2" ] \
+    && (cd "$out" && sha256sum --check --quiet SHA256SUMS); then
+    echo "image/build.sh: $out is up to date ($version); nothing to build"
+    exit 0
+fi
+rm -f "$out/.inputs-sha256"
 
 echo "== mkosi (Debian 13, verity /usr)"
 mkosi_out=$repo/build/mkosi
@@ -52,10 +69,11 @@ rm -rf "$mkosi_out"
 mkdir -p "$mkosi_out" "$repo/build/mkosi-cache"
 args=(-C "$repo/mkosi" --tools-tree="$MUSTER_TOOLS_TREE"
     --output-directory="$mkosi_out" --cache-directory="$repo/build/mkosi-cache"
-    --extra-tree="$staging:/" --image-version="$(git -C "$repo" describe --always --dirty 2>/dev/null || echo dev)")
+    --extra-tree="$staging:/" --image-version="$version")
 [ -n "$profile" ] && args+=(--profile="$profile")
 mkosi "${args[@]}" --force build
 
 echo "== artefacts"
 bash "$here/artefacts.sh" "$mkosi_out" "$out"
+echo "$inputs" >"$out/.inputs-sha256"
 echo "image/build.sh: done in $(( $(date +%s) - started )) s; artefacts in $out"

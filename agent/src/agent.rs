@@ -11,8 +11,6 @@ use std::time::Duration;
 
 use tracing::{Instrument, info, info_span, warn};
 
-use crate::cloud::aws::InstanceSession;
-use crate::config::VipMode;
 use crate::config::{self, Config, ConfigErrors, Layer};
 use crate::discovery::source::{PeerSource, SourceError};
 use crate::etcd::client::{EtcdError, EtcdTls, client_url};
@@ -24,14 +22,9 @@ use crate::pki::{self, CertKind, ClusterCa, NodeIdentity, PkiError};
 use crate::plan::{self, Plan};
 use crate::service::systemd::SystemdSupervisor;
 use crate::service::{ServiceError, Supervisor, SupervisorKind, child::ChildSupervisor};
-use crate::state::{Phase, StateDir, StateError, Status, StatusBoard, VipStatus};
+use crate::state::{Phase, StateDir, StateError, Status, StatusBoard};
 use crate::status_endpoint;
-use crate::vip::aws::AwsMover;
-use crate::vip::bgp::{BgpMover, BgpPeer, BgpSettings};
-use crate::vip::{
-    self, AnyMover, ArpMover, EtcdAccess, EtcdMemberHealth, MoverError, VipConfig, VipError,
-    VipManager, VipRole,
-};
+use crate::vip::{self, EtcdAccess, EtcdMemberHealth, VipError};
 
 /// The image's defaults file, the lowest config layer.
 pub const DEFAULT_DEFAULTS_FILE: &str = "/usr/lib/muster/defaults.yaml";
@@ -61,8 +54,9 @@ pub struct AgentArgs {
 pub struct Timing {
     pub tick: Duration,
     pub replace_after: Duration,
-    pub heartbeat_ms: u32,
-    pub election_ms: u32,
+    /// etcd's raft timers in ms; `None`: the config's `topology.etcd.timing`.
+    pub heartbeat_ms: Option<u32>,
+    pub election_ms: Option<u32>,
 }
 
 impl Default for Timing {
@@ -70,8 +64,8 @@ impl Default for Timing {
         Timing {
             tick: Duration::from_millis(500),
             replace_after: Duration::from_secs(60),
-            heartbeat_ms: 100,
-            election_ms: 1000,
+            heartbeat_ms: None,
+            election_ms: None,
         }
     }
 }
@@ -105,8 +99,6 @@ pub enum AgentError {
     Service(#[from] ServiceError),
     #[error("api endpoint: {0}")]
     Vip(#[from] VipError),
-    #[error("api endpoint: mode aws needs the instance's region, and the metadata has none")]
-    NoRegion,
 }
 
 /// Runs the pipeline as far as it is built. The status endpoint answers
@@ -238,21 +230,24 @@ async fn pipeline(args: &AgentArgs, board: &StatusBoard) -> Result<(), AgentErro
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let vip_task = start_vip(
-        &config,
-        &facts,
-        ip,
-        &node_pki,
-        &source,
-        &args.metadata,
+    let vip_task = vip::setup::start(
+        vip::setup::VipInputs {
+            config: &config,
+            facts: &facts,
+            ip,
+            node_pki: &node_pki,
+            peer_endpoints: peer_client_urls(&source, ip).await,
+            imds: &args.metadata,
+            board,
+        },
+        EtcdMemberHealth::new(
+            EtcdAccess::mtls(vec![client_url(ip)], &node_pki).map_err(VipError::from)?,
+        ),
         stopped(stop_rx.clone()),
     )
     .await?;
-    if let Some(task) = &vip_task {
-        let role = task.role.clone();
-        tokio::spawn(report_vip_role(board.clone(), task.vip, task.mode, role));
-    }
 
+    let etcd_timing = config.topology.etcd.timing.millis();
     let runner = Runner::new(
         RunnerConfig {
             cluster_name: config.cluster.name.clone(),
@@ -264,8 +259,8 @@ async fn pipeline(args: &AgentArgs, board: &StatusBoard) -> Result<(), AgentErro
             tls_files,
             tls,
             replace_after: args.timing.replace_after,
-            heartbeat_ms: args.timing.heartbeat_ms,
-            election_ms: args.timing.election_ms,
+            heartbeat_ms: args.timing.heartbeat_ms.unwrap_or(etcd_timing.0),
+            election_ms: args.timing.election_ms.unwrap_or(etcd_timing.1),
             tick: args.timing.tick,
             status: board.clone(),
         },
@@ -290,134 +285,16 @@ async fn pipeline(args: &AgentArgs, board: &StatusBoard) -> Result<(), AgentErro
     Ok(())
 }
 
-/// Starts the floating API address manager when the config has a VIP and
-/// a built mode (`arp`, `bgp`, `aws`). It campaigns only while the local
-/// etcd member is healthy, so it runs on every node: a worker never becomes
-/// a candidate. `gce` is not built yet and is only logged in the plan.
-async fn start_vip(
-    config: &Config,
-    facts: &InstanceFacts,
-    ip: std::net::Ipv4Addr,
-    node_pki: &pki::NodePki,
-    source: &PeerSource,
-    imds: &metadata::Options,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<Option<VipTask>, AgentError> {
-    let endpoint = &config.api_endpoint;
-    let mode = endpoint.resolved_mode(VipMode::for_platform(facts.provider.as_str()));
-    let Some(vip) = endpoint.vip else {
-        return Ok(None);
-    };
-    let interface = endpoint.interface.as_deref();
-    let mover = match mode {
-        VipMode::Arp => AnyMover::Arp(
-            ArpMover::new(vip, interface, ip)
-                .await
-                .map_err(VipError::from)?,
-        ),
-        VipMode::Bgp => {
-            let Some(bgp) = &endpoint.bgp else {
-                return Ok(None); // refused by validation
-            };
-            let settings = BgpSettings {
-                local_asn: bgp.local_asn,
-                router_id: ip,
-                hold_time: bgp.hold_time.unwrap_or(vip::bgp::DEFAULT_HOLD_TIME),
-                peers: bgp
-                    .peers
-                    .iter()
-                    .map(|p| BgpPeer {
-                        address: p.address,
-                        asn: p.asn,
-                        port: vip::bgp::BGP_PORT,
-                    })
-                    .collect(),
-            };
-            AnyMover::Bgp(
-                BgpMover::new(vip, &settings, interface)
-                    .await
-                    .map_err(VipError::from)?,
-            )
-        }
-        VipMode::Aws => {
-            let region = facts.region.as_deref().ok_or(AgentError::NoRegion)?;
-            let endpoint = config.cloud.endpoint_url();
-            let aws = InstanceSession::new(region, endpoint.as_ref(), imds, VIP_AWS_BACKOFF)
-                .await
-                .map_err(|e| VipError::from(MoverError::Aws(Box::new(e))))?;
-            let mover = AwsMover::new(
-                vip,
-                facts.instance_id.clone(),
-                std::sync::Arc::new(aws),
-                interface,
-                ip,
-            )
-            .await
-            .map_err(VipError::from)?;
-            AnyMover::Aws(mover)
-        }
-        VipMode::Gce | VipMode::None => return Ok(None),
-    };
-    // The local member first: the manager tries endpoints in order.
-    let local = client_url(ip);
-    let mut endpoints = vec![local.clone()];
-    if let Ok(peers) = source.list().await {
-        endpoints.extend(
-            peers
-                .iter()
-                .filter(|p| p.address != ip && !p.address.is_unspecified())
-                .map(|p| client_url(p.address)),
-        );
-    }
-    let health =
-        EtcdMemberHealth::new(EtcdAccess::mtls(vec![local], node_pki).map_err(VipError::from)?);
-    let vip_config = VipConfig {
-        vip,
-        holder_id: facts.instance_id.clone(),
-        etcd: EtcdAccess::mtls(endpoints, node_pki).map_err(VipError::from)?,
-        timing: Default::default(),
-        shed_etcd_leadership: true,
-    };
-    let manager = VipManager::new(vip_config, mover, health)?;
-    let role = manager.role();
-    info!(%vip, mode = mode.as_str(), "api endpoint: VIP manager started");
-    Ok(Some(VipTask {
-        handle: tokio::spawn(manager.run(shutdown).instrument(info_span!("api-endpoint"))),
-        role,
-        vip,
-        mode,
-    }))
-}
-
-/// A running VIP manager: its task and this node's part in the election.
-struct VipTask {
-    handle: tokio::task::JoinHandle<Result<(), VipError>>,
-    role: tokio::sync::watch::Receiver<VipRole>,
-    vip: std::net::Ipv4Addr,
-    mode: VipMode,
-}
-
-/// Keeps the status's `vip` in step with this node's part in the election,
-/// until the manager is gone.
-async fn report_vip_role(
-    board: StatusBoard,
-    address: std::net::Ipv4Addr,
-    mode: VipMode,
-    mut role: tokio::sync::watch::Receiver<VipRole>,
-) {
-    loop {
-        let now = *role.borrow_and_update();
-        report(&board, |s| {
-            s.vip = Some(VipStatus {
-                address,
-                mode: mode.as_str().to_string(),
-                role: now.as_str().to_string(),
-                holder: now == VipRole::Holder,
-            });
-        });
-        if role.changed().await.is_err() {
-            return;
-        }
+/// The etcd client URLs of the other listed peers, for the VIP manager to
+/// fall back on; empty if the list cannot be read yet.
+async fn peer_client_urls(source: &PeerSource, ip: std::net::Ipv4Addr) -> Vec<String> {
+    match source.list().await {
+        Ok(peers) => peers
+            .iter()
+            .filter(|p| p.address != ip && !p.address.is_unspecified())
+            .map(|p| client_url(p.address))
+            .collect(),
+        Err(_) => Vec::new(),
     }
 }
 
@@ -480,14 +357,6 @@ async fn start_status_endpoint(
     )))
 }
 
-/// AWS calls of the VIP mover: a takeover is waiting on them, so retry
-/// briefly and let the election hand the VIP on instead of waiting long.
-const VIP_AWS_BACKOFF: crate::retry::Backoff = crate::retry::Backoff {
-    initial: Duration::from_millis(100),
-    max_delay: Duration::from_secs(1),
-    total: Duration::from_secs(5),
-};
-
 /// Resolves on SIGTERM (systemd stop) or SIGINT (Ctrl-C).
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
@@ -546,8 +415,8 @@ fn read_optional_layer(path: &Path) -> Result<Option<Layer>, AgentError> {
     }
 }
 
-/// `muster status` in text form.
-pub fn render_status_text(status: &Status) -> String {
+/// `muster status` in text form; `now_unix` dates the VIP role.
+pub fn render_status_text(status: &Status, now_unix: u64) -> String {
     let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
     let mut out = String::new();
     out.push_str(&format!("phase:       {}\n", status.phase));
@@ -580,10 +449,18 @@ pub fn render_status_text(status: &Status) -> String {
         }
     }
     if let Some(vip) = &status.vip {
+        let held = now_unix.saturating_sub(vip.since);
         out.push_str(&format!(
-            "vip:         {} ({}): {}\n",
-            vip.address, vip.mode, vip.role
+            "vip:         {} ({}): {} for {held} s, taken {} time(s)",
+            vip.address, vip.mode, vip.role, vip.takeovers
         ));
+        if let Some(r) = &vip.renewals {
+            out.push_str(&format!(
+                "; renewals p50 {} ms, p99 {} ms, max {} ms",
+                r.p50_ms, r.p99_ms, r.max_ms
+            ));
+        }
+        out.push('\n');
     }
     if let Some(image) = &status.image {
         out.push_str(&format!("image:       {}\n", image.summary()));

@@ -138,11 +138,12 @@ struct AgentCli {
     /// Milliseconds between two rounds of the agent loop.
     #[arg(long, default_value_t = 500)]
     tick_ms: u64,
-    /// etcd heartbeat interval and election timeout, in milliseconds.
-    #[arg(long, default_value_t = 100)]
-    etcd_heartbeat_ms: u32,
-    #[arg(long, default_value_t = 1000)]
-    etcd_election_ms: u32,
+    /// etcd heartbeat interval and election timeout, in milliseconds
+    /// (default: `topology.etcd.timing` of the config, else 100 and 1000).
+    #[arg(long)]
+    etcd_heartbeat_ms: Option<u32>,
+    #[arg(long)]
+    etcd_election_ms: Option<u32>,
     /// Serve GET /status (JSON), /metrics (Prometheus) and /healthz over
     /// plain HTTP on IP:PORT; `off` disables. Never shows a secret.
     #[arg(long, default_value = status_endpoint::DEFAULT_LISTEN)]
@@ -335,7 +336,15 @@ fn status_command(args: StatusArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         },
-        StatusFormat::Text => print!("{}", agent::render_status_text(&status)),
+        StatusFormat::Text => print!(
+            "{}",
+            agent::render_status_text(
+                &status,
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs()),
+            )
+        ),
     }
     ExitCode::SUCCESS
 }

@@ -52,6 +52,7 @@ pub fn render(status: &Status) -> String {
         "1 when the API VIP answers on this node.",
         &[("", i64::from(status.vip.as_ref().is_some_and(|v| v.holder)))],
     );
+    vip(&mut out, status);
     image(&mut out, status);
     out.text
 }
@@ -83,6 +84,29 @@ fn etcd(out: &mut Metrics, status: &Status) {
         "muster_etcd_leader",
         "1 when the local etcd member is the leader.",
         &[("", i64::from(leads))],
+    );
+}
+
+fn vip(out: &mut Metrics, status: &Status) {
+    let Some(vip) = &status.vip else {
+        return;
+    };
+    out.counter(
+        "muster_vip_takeovers_total",
+        "Times this node took the API VIP since its agent started.",
+        i64::from(vip.takeovers),
+    );
+    let Some(r) = &vip.renewals else {
+        return;
+    };
+    out.gauge(
+        "muster_vip_renewal_milliseconds",
+        "How long the holder's renewal rounds took: recent p50 and p99, and the maximum since the agent started.",
+        &[
+            ("quantile=\"0.5\"", i64::from(r.p50_ms)),
+            ("quantile=\"0.99\"", i64::from(r.p99_ms)),
+            ("quantile=\"1\"", i64::from(r.max_ms)),
+        ],
     );
 }
 
@@ -131,6 +155,12 @@ impl Metrics {
                 writeln!(self.text, "{name}{{{labels}}} {value}")
             };
         }
+    }
+
+    fn counter(&mut self, name: &str, help: &str, value: i64) {
+        let _ = writeln!(self.text, "# HELP {name} {help}");
+        let _ = writeln!(self.text, "# TYPE {name} counter");
+        let _ = writeln!(self.text, "{name} {value}");
     }
 
     /// An info-style gauge: one series of value 1 carrying the labels.

@@ -123,6 +123,16 @@ pub struct VipStatus {
     pub role: String,
     /// `role == "holder"`, for readers that want a boolean.
     pub holder: bool,
+    /// When this node took its current role, seconds since the Unix epoch
+    /// (for a holder: since when the VIP has answered here).
+    #[serde(default)]
+    pub since: u64,
+    /// How often this node has taken the VIP since its agent started.
+    #[serde(default)]
+    pub takeovers: u32,
+    /// How long this node's renewal rounds took while it held the VIP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renewals: Option<crate::vip::RenewalSummary>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,5 +1,6 @@
 //! Values that may be written short (a string) or long (a mapping):
-//! taints (`key=value:Effect`) and add-ons (`argocd`).
+//! taints (`key=value:Effect`) and add-ons (`argocd`); and durations
+//! written with their unit (`200ms`, `2s`, `1.5s`, `1m`).
 
 use std::borrow::Cow;
 use std::fmt;
@@ -9,7 +10,7 @@ use serde::de::{self, MapAccess, Visitor, value::MapAccessDeserializer};
 use serde::{Deserialize, Deserializer};
 
 use super::error::one_of;
-use super::types::{Addon, Taint, TaintEffect};
+use super::types::{Addon, ConfigDuration, Taint, TaintEffect};
 
 const EFFECTS: &[&str] = &["NoSchedule", "PreferNoSchedule", "NoExecute"];
 
@@ -156,9 +157,108 @@ impl JsonSchema for Addon {
     }
 }
 
+impl ConfigDuration {
+    /// Parses a number with a unit: `ms`, `s` or `m` (`250ms`, `1.5s`, `2m`).
+    /// A bare number is refused: its unit would be a guess.
+    pub fn parse(s: &str) -> Result<ConfigDuration, String> {
+        let t = s.trim();
+        let split = t
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(t.len());
+        let (number, unit) = t.split_at(split);
+        let scale_ms = match unit {
+            "ms" => 1.0,
+            "s" => 1000.0,
+            "m" => 60_000.0,
+            _ => {
+                return Err(format!(
+                    "duration `{s}` needs a unit: a number followed by `ms`, `s` or `m` (e.g. `200ms`, `2s`)"
+                ));
+            }
+        };
+        let value: f64 = number
+            .parse()
+            .map_err(|_| format!("duration `{s}`: `{number}` is not a number"))?;
+        let ms = value * scale_ms;
+        if !(ms.is_finite() && (0.0..=86_400_000.0).contains(&ms)) {
+            return Err(format!("duration `{s}` is out of range (0 to 24 h)"));
+        }
+        Ok(ConfigDuration(std::time::Duration::from_micros(
+            (ms * 1000.0).round() as u64,
+        )))
+    }
+}
+
+impl fmt::Display for ConfigDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.0.as_secs_f64() * 1000.0;
+        if ms >= 1000.0 && (ms / 1000.0).fract() == 0.0 {
+            write!(f, "{}s", ms / 1000.0)
+        } else {
+            write!(f, "{ms}ms")
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ConfigDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = ConfigDuration;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration with its unit, e.g. `200ms` or `2s`")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<ConfigDuration, E> {
+                ConfigDuration::parse(s).map_err(E::custom)
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+impl serde::Serialize for ConfigDuration {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl JsonSchema for ConfigDuration {
+    fn schema_name() -> Cow<'static, str> {
+        "Duration".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "A duration with its unit: `ms`, `s` or `m` (`200ms`, `1.5s`).",
+            "type": "string",
+            "pattern": "^[0-9]+(\\.[0-9]+)?(ms|s|m)$"
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_need_a_unit_and_print_back() {
+        let ms = |s: &str| ConfigDuration::parse(s).map(|d| d.0.as_millis());
+        assert_eq!(ms("200ms"), Ok(200));
+        assert_eq!(ms("2s"), Ok(2000));
+        assert_eq!(ms("1.5s"), Ok(1500));
+        assert_eq!(ms("1m"), Ok(60_000));
+        assert!(ms("200").expect_err("no unit").contains("needs a unit"));
+        assert!(ms("fast").is_err());
+        assert!(
+            ms("1.2.3s")
+                .expect_err("not a number")
+                .contains("not a number")
+        );
+        assert!(ms("25h").is_err());
+        let back = |s: &str| ConfigDuration::parse(s).map(|d| d.to_string());
+        assert_eq!(back("2s"), Ok("2s".into()));
+        assert_eq!(back("1.5s"), Ok("1500ms".into()));
+        assert_eq!(back("250ms"), Ok("250ms".into()));
+    }
 
     #[test]
     fn taint_short_forms() {

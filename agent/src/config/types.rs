@@ -111,7 +111,52 @@ pub struct Etcd {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(extend("enum" = [1, 3, 5, 7, null]))]
     pub count: Option<u8>,
+    /// etcd's raft timers. The defaults (100ms, 1s) suit real machines; a
+    /// slow or starved one (an emulated VM) needs longer ones or it keeps
+    /// losing its leader. `muster agent --etcd-heartbeat-ms/--etcd-election-ms`
+    /// override these.
+    #[serde(skip_serializing_if = "EtcdTiming::is_unset")]
+    pub timing: EtcdTiming,
 }
+
+/// etcd's `--heartbeat-interval` and `--election-timeout`.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct EtcdTiming {
+    /// How often the leader tells followers it is alive (default 100ms).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heartbeat: Option<ConfigDuration>,
+    /// How long a follower waits for the leader before an election
+    /// (default 1s): at least 5 heartbeats, at most 50s.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub election_timeout: Option<ConfigDuration>,
+}
+
+impl EtcdTiming {
+    pub const DEFAULT_HEARTBEAT_MS: u32 = 100;
+    pub const DEFAULT_ELECTION_MS: u32 = 1000;
+
+    pub fn is_unset(&self) -> bool {
+        *self == EtcdTiming::default()
+    }
+
+    /// (heartbeat, election timeout) in milliseconds, defaults applied.
+    pub fn millis(&self) -> (u32, u32) {
+        let ms = |d: Option<ConfigDuration>, default: u32| {
+            d.map_or(default, |d| {
+                u32::try_from(d.0.as_millis()).unwrap_or(u32::MAX)
+            })
+        };
+        (
+            ms(self.heartbeat, Self::DEFAULT_HEARTBEAT_MS),
+            ms(self.election_timeout, Self::DEFAULT_ELECTION_MS),
+        )
+    }
+}
+
+/// A duration written with its unit (`200ms`, `2s`); see `forms.rs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ConfigDuration(pub std::time::Duration);
 
 impl Etcd {
     /// Members when dedicated and no count is given.
@@ -256,6 +301,13 @@ pub struct ApiEndpoint {
     /// DNS name clients use for the API (added to the serving certificate).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dns_name: Option<String>,
+    /// The VIP election's timers (docs/design/vip.md). The defaults give a
+    /// failover of about 1 s on real machines; slow or starved machines
+    /// (emulated VMs) need longer ones, or the holder cannot renew in time
+    /// and the VIP flaps. Every combination must pass the safety rule
+    /// ("never two holders"); one that does not is refused.
+    #[serde(skip_serializing_if = "VipTimingSettings::is_unset")]
+    pub timing: VipTimingSettings,
 }
 
 impl Default for ApiEndpoint {
@@ -267,7 +319,45 @@ impl Default for ApiEndpoint {
             bgp: None,
             port: 6443,
             dns_name: None,
+            timing: VipTimingSettings::default(),
         }
+    }
+}
+
+/// The VIP election's timers; each unset one keeps its default.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct VipTimingSettings {
+    /// The holder renews its claim this often (default 200ms).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub renew_every: Option<ConfigDuration>,
+    /// The holder drops the VIP when its last confirmed renewal was sent
+    /// this long ago (default 700ms). Each etcd call may take half of it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hold_for: Option<ConfigDuration>,
+    /// A candidate takes over after the claim has not changed for this
+    /// long (default 1s): the crash failover time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub takeover_after: Option<ConfigDuration>,
+    /// Lease TTL asked of etcd, whole seconds (default 2s).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease_ttl: Option<ConfigDuration>,
+    /// The holder drops the VIP this long before its lease can expire
+    /// (default 500ms).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease_margin: Option<ConfigDuration>,
+    /// How often a candidate reads the claim (default 50ms).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub poll_every: Option<ConfigDuration>,
+    /// How late the holder's own step-down may come: timer lateness plus
+    /// removing the address (default 200ms).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub act_budget: Option<ConfigDuration>,
+}
+
+impl VipTimingSettings {
+    pub fn is_unset(&self) -> bool {
+        *self == VipTimingSettings::default()
     }
 }
 

@@ -128,6 +128,19 @@ fn topology(c: &mut Checks<'_>, cfg: &Config) {
             format!("must be 1, 3 or 5: more than 5 control-plane nodes (here {n}) only slow etcd writes"),
         ),
     }
+    let (heartbeat, election) = t.etcd.timing.millis();
+    if heartbeat < 10 {
+        c.err(
+            "topology.etcd.timing.heartbeat",
+            format!("{heartbeat}ms is below etcd's useful minimum of 10ms"),
+        );
+    } else if election < heartbeat.saturating_mul(5) || election > 50_000 {
+        c.err_at(
+            path("topology.etcd.timing.electionTimeout"),
+            &["topology.etcd.timing.heartbeat"],
+            format!("etcd needs an election timeout of at least 5 heartbeats ({}ms) and at most 50s; here {election}ms", heartbeat.saturating_mul(5)),
+        );
+    }
     match t.etcd.placement {
         EtcdPlacement::Dedicated => {
             let n = t
@@ -309,6 +322,10 @@ fn api_endpoint(c: &mut Checks<'_>, cfg: &Config) {
     }
     if a.port == 0 {
         c.err("apiEndpoint.port", "port 0 is not a port");
+    }
+    // The same safety rule the VIP manager applies before it campaigns.
+    if let Err(e) = crate::vip::election::Timing::from_settings(&a.timing).check() {
+        c.err("apiEndpoint.timing", e.to_string());
     }
     if let Some(vip) = a.vip {
         let k = &cfg.kubernetes;

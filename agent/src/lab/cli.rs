@@ -68,6 +68,12 @@ enum LabCommand {
         #[arg(long, default_value_t = 900)]
         timeout: u64,
     },
+    /// Power the VIP holder off hard and measure until the VIP answers
+    /// from another node (then wait for it to settle there).
+    Failover {
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+    },
     /// Power a node off hard; its machine is gone (out of the group).
     Kill { node: String },
     /// Power nodes off hard, keeping their disks (all nodes if none named).
@@ -134,6 +140,9 @@ pub fn run(cli: LabCli) -> Result<(), LabError> {
         }
         LabCommand::Status => print!("{}", lab.status()?),
         LabCommand::Wait { timeout } => lab.wait(Duration::from_secs(timeout))?,
+        LabCommand::Failover { timeout } => {
+            lab.failover(Duration::from_secs(timeout))?;
+        }
         LabCommand::Kill { node } => lab.kill(&node)?,
         LabCommand::Stop { nodes } => lab.stop(&nodes)?,
         LabCommand::Start { nodes } => lab.start(&nodes)?,

@@ -49,6 +49,8 @@ pub enum LabError {
     Usage(String),
     #[error("lab: missing on this machine: {0} (bash ci/install-deps.sh installs them)")]
     Missing(String),
+    #[error("lab {name}: failover: {why}")]
+    Failover { name: String, why: String },
     #[error("lab {name}: not assembled after {secs} s: {why}")]
     Timeout {
         name: String,

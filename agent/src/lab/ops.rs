@@ -115,8 +115,9 @@ impl Lab {
         let paths = self.paths();
         if paths.state().exists() || net::exists(&format!("muster-lab-{}", self.name)) {
             return Err(LabError::Usage(format!(
-                "lab {:?} already exists; `muster lab down --name {}` removes it",
-                self.name, self.name
+                "lab {:?} already exists; `{} down` removes it",
+                self.name,
+                self.command()
             )));
         }
         let boot = match &args.pxe {
@@ -289,6 +290,16 @@ impl Lab {
         Ok(())
     }
 
+    /// This lab's command as it can be run from any shell: the binary's
+    /// full path (it is rarely on PATH) and the lab's name and root.
+    pub fn command(&self) -> String {
+        let mut cmd = format!("{} lab --name {}", self.muster_bin.display(), self.name);
+        if self.root != Path::new(DEFAULT_ROOT) {
+            cmd.push_str(&format!(" --root {}", self.root.display()));
+        }
+        cmd
+    }
+
     fn print_access(&self, lab: &LabState) {
         let p = self.paths();
         println!(
@@ -296,8 +307,8 @@ impl Lab {
             p.dir.display()
         );
         println!(
-            "status:   muster lab status --name {0}   or, inside the lab network: nsenter --net=/run/netns/{1} curl http://{2}:{3}/status",
-            lab.name,
+            "status:   {0} status   or, inside the lab network: nsenter --net=/run/netns/{1} curl http://{2}:{3}/status",
+            self.command(),
             lab.netns(),
             lab.node_ip(1),
             STATUS_PORT
@@ -322,12 +333,18 @@ impl Lab {
                 } else {
                     Err("powered off".into())
                 };
+                let console = if status.is_err() && n.power == Power::On {
+                    last_console_line(&p.serial_log(n.index))
+                } else {
+                    None
+                };
                 NodeView {
                     index: n.index,
                     ip,
                     power: n.power,
                     running,
                     status,
+                    console,
                 }
             })
             .collect()
@@ -347,29 +364,48 @@ impl Lab {
     pub fn status(&self) -> Result<String, LabError> {
         let lab = self.load()?;
         let (views, a) = self.assess(&lab);
-        Ok(progress::render(&lab, &views, &a))
+        Ok(progress::render(&lab, &views, &a, Some(now_secs())))
     }
 
-    /// Polls until the cluster has assembled, printing each change.
+    /// Polls until the cluster has assembled and the VIP has settled on one
+    /// holder (several assessments in a row agree), printing each change.
     pub fn wait(&self, limit: Duration) -> Result<(), LabError> {
         let started = Instant::now();
         let mut last: Vec<String> = Vec::new();
+        let mut settling = progress::Settling::default();
+        println!("[{:>5}] {}", "time", progress::header());
         loop {
             let lab = self.load()?;
             let (views, a) = self.assess(&lab);
-            let lines: Vec<String> = progress::render(&lab, &views, &a)
-                .lines()
-                .map(str::to_string)
-                .collect();
-            for (i, line) in lines.iter().enumerate().skip(1) {
-                if last.get(i) != Some(line) {
-                    println!("[{:>5.0}s] {line}", started.elapsed().as_secs_f64());
+            let now = now_secs();
+            // Ages tick every second: a line is printed again only when
+            // something else in it changed.
+            let lines = |now: Option<u64>| {
+                let mut l = progress::node_lines(&lab, &views, now);
+                l.push(progress::cluster_line(&lab, &views, &a, now));
+                l
+            };
+            let (shown, compared) = (lines(Some(now)), lines(None));
+            for (i, line) in shown.iter().enumerate() {
+                if last.get(i) != compared.get(i) {
+                    println!("[{:>4.0}s] {line}", started.elapsed().as_secs_f64());
                 }
             }
-            last = lines;
-            if a.assembled(&lab, &views) {
+            last = compared;
+            let assembled = a.assembled(&lab, &views);
+            if settling.record(assembled, a.vip_answers_from.as_deref()) {
+                let holder = a
+                    .vip_holder(&views)
+                    .map(|(v, since)| {
+                        format!(
+                            " ({}, holding for {} s)",
+                            node_name(v.index),
+                            now.saturating_sub(since)
+                        )
+                    })
+                    .unwrap_or_default();
                 println!(
-                    "lab {}: assembled in {:.0} s; the VIP {} answers from {}",
+                    "lab {}: assembled in {:.0} s; the VIP {} answers from {}{holder}",
                     lab.name,
                     started.elapsed().as_secs_f64(),
                     lab.vip(),
@@ -385,6 +421,119 @@ impl Lab {
                 });
             }
             std::thread::sleep(Duration::from_secs(2));
+        }
+    }
+
+    /// `muster lab failover`: powers the VIP holder off hard (a dead machine)
+    /// and measures until the VIP answers from another node; then waits
+    /// for the VIP to settle there. Gives up after `limit` with what it saw.
+    pub fn failover(&self, limit: Duration) -> Result<FailoverReport, LabError> {
+        let started = Instant::now();
+        let lab = self.load()?;
+        let fail = |why: String| LabError::Failover {
+            name: lab.name.clone(),
+            why,
+        };
+        // 1. Who holds the VIP: the same node, several probes in a row.
+        let (from, from_node, takeovers_before, killed_node_takeovers) =
+            self.settled_holder(&lab, started, limit).ok_or_else(|| {
+                let (views, a) = self.assess(&lab);
+                fail(format!(
+                    "the VIP {} did not settle on one node within {} s: {}",
+                    lab.vip(),
+                    limit.as_secs(),
+                    progress::stuck(&lab, &views, &a)
+                ))
+            })?;
+        println!(
+            "the VIP {} answers from {from} ({}); powering {} off hard",
+            lab.vip(),
+            node_name(from_node),
+            node_name(from_node)
+        );
+        // 2. Kill it, then probe the VIP every 100 ms.
+        let killed = Instant::now();
+        self.kill(&node_name(from_node))?;
+        let answered_after = loop {
+            let probe = fetch_status_within(&lab, lab.vip(), Duration::from_secs(1));
+            if let Ok(Some(id)) = probe.map(|s| s.instance_id)
+                && id != from
+            {
+                break killed.elapsed();
+            }
+            if started.elapsed() >= limit {
+                let (views, a) = self.assess(&lab);
+                return Err(fail(format!(
+                    "{} s after powering {} off, no other node answers for the VIP {}: {}",
+                    killed.elapsed().as_secs(),
+                    node_name(from_node),
+                    lab.vip(),
+                    progress::stuck(&lab, &views, &a)
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        // 3. The new holder, settled.
+        let lab = self.load()?;
+        let (to, to_node, takeovers_after, _) = self
+            .settled_holder(&lab, started, limit)
+            .ok_or_else(|| {
+                fail(format!(
+                    "the VIP answered from another node after {:.1} s but did not settle within {} s",
+                    answered_after.as_secs_f64(),
+                    limit.as_secs()
+                ))
+            })?;
+        // Takeovers the cluster's agents report, the dead node's included.
+        let changes = (takeovers_after + killed_node_takeovers).saturating_sub(takeovers_before);
+        let report = FailoverReport {
+            from,
+            from_node: node_name(from_node),
+            to,
+            to_node: node_name(to_node),
+            answered_after,
+            holder_changes: changes,
+        };
+        println!(
+            "the VIP {} answers from {} ({}) {:.1} s after {} lost power; holder changes during the failover: {}",
+            lab.vip(),
+            report.to,
+            report.to_node,
+            report.answered_after.as_secs_f64(),
+            report.from_node,
+            report.holder_changes
+        );
+        Ok(report)
+    }
+
+    /// The instance the VIP answers from once it has done so for
+    /// [`progress::SETTLED_AFTER`] probes in a row (1 s apart), with its
+    /// node, the takeovers all live agents report, and the holder's own.
+    fn settled_holder(
+        &self,
+        lab: &LabState,
+        started: Instant,
+        limit: Duration,
+    ) -> Option<(String, u32, u32, u32)> {
+        let mut settling = progress::Settling::default();
+        loop {
+            let (views, a) = self.assess(lab);
+            let id = a.vip_answers_from.clone();
+            if settling.record(id.is_some(), id.as_deref())
+                && let Some((v, _)) = a.vip_holder(&views)
+            {
+                let own = v
+                    .status
+                    .as_ref()
+                    .ok()
+                    .and_then(|s| s.vip.as_ref())
+                    .map_or(0, |vip| vip.takeovers);
+                return Some((id?, v.index, a.vip_takeovers, own));
+            }
+            if started.elapsed() >= limit {
+                return None;
+            }
+            std::thread::sleep(Duration::from_secs(1));
         }
     }
 
@@ -590,14 +739,28 @@ pub fn serve(
     })
 }
 
+/// What `lab failover` measured.
+#[derive(Debug, Clone)]
+pub struct FailoverReport {
+    /// Instance and node that held the VIP before.
+    pub from: String,
+    pub from_node: String,
+    /// Instance and node that hold it after.
+    pub to: String,
+    pub to_node: String,
+    /// From the power-off until the VIP answered from another node.
+    pub answered_after: Duration,
+    /// Holder changes the agents report from just before the power-off
+    /// until the VIP settled: 1 when it moved once and stayed.
+    pub holder_changes: u32,
+}
+
 fn fetch_status(lab: &LabState, ip: Ipv4Addr) -> Result<Status, String> {
-    let body = net::http_get(
-        &lab.netns(),
-        ip,
-        STATUS_PORT,
-        "/status",
-        Duration::from_secs(2),
-    )?;
+    fetch_status_within(lab, ip, Duration::from_secs(2))
+}
+
+fn fetch_status_within(lab: &LabState, ip: Ipv4Addr, timeout: Duration) -> Result<Status, String> {
+    let body = net::http_get(&lab.netns(), ip, STATUS_PORT, "/status", timeout)?;
     serde_json::from_str(&body).map_err(|e| format!("{ip}: /status: {e}"))
 }
 
@@ -676,6 +839,42 @@ fn wait_gone(pid: i32) {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// The last line on a serial console, without terminal escapes; `None`
+/// while nothing was printed.
+fn last_console_line(path: &Path) -> Option<String> {
+    use std::io::{Read as _, Seek as _, SeekFrom};
+    let mut f = std::fs::File::open(path).ok()?;
+    let len = f.metadata().ok()?.len();
+    f.seek(SeekFrom::Start(len.saturating_sub(4096))).ok()?;
+    let mut tail = Vec::new();
+    f.read_to_end(&mut tail).ok()?;
+    let text = String::from_utf8_lossy(&tail);
+    text.split(['\n', '\r'])
+        .map(strip_escapes)
+        .rfind(|l| !l.trim().is_empty())
+}
+
+/// Removes ANSI escape sequences (`ESC [ ... letter`) and control characters.
+fn strip_escapes(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+        } else if !c.is_control() {
+            out.push(c);
+        }
+    }
+    out.trim().to_string()
 }
 
 fn now_secs() -> u64 {

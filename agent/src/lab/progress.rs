@@ -2,7 +2,6 @@
 //! status endpoint, and whether the cluster has assembled. Pure: `ops`
 //! fetches the statuses, this decides and renders.
 
-use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 
 use super::spec::{LabState, Power, node_name};
@@ -18,6 +17,9 @@ pub struct NodeView {
     pub running: bool,
     /// Its agent's `/status`, or why there is none yet.
     pub status: Result<Status, String>,
+    /// The last line on its serial console: what a booting VM is doing
+    /// before its agent answers.
+    pub console: Option<String>,
 }
 
 /// The cluster as a whole.
@@ -32,6 +34,9 @@ pub struct Assembly {
     pub vip_holders: Vec<u32>,
     /// The instance id behind the VIP, asked through the VIP itself.
     pub vip_answers_from: Option<String>,
+    /// VIP takeovers the live nodes' agents report, all together: 1 for a
+    /// cluster whose VIP never moved.
+    pub vip_takeovers: u32,
 }
 
 impl Assembly {
@@ -57,6 +62,50 @@ impl Assembly {
     }
 }
 
+impl Assembly {
+    /// The node the VIP answers from, and since when (Unix seconds) it has
+    /// held it, by that node's own account.
+    pub fn vip_holder<'a>(&self, views: &'a [NodeView]) -> Option<(&'a NodeView, u64)> {
+        let id = self.vip_answers_from.as_deref()?;
+        views.iter().find_map(|v| {
+            let s = v.status.as_ref().ok()?;
+            let vip = s.vip.as_ref().filter(|vip| vip.holder)?;
+            (s.instance_id.as_deref() == Some(id)).then_some((v, vip.since))
+        })
+    }
+}
+
+/// Consecutive assessments that must agree before `lab up` calls the
+/// cluster assembled: one good moment is luck, several in a row (2 s
+/// apart) mean the VIP has settled on its holder.
+pub const SETTLED_AFTER: u32 = 3;
+
+/// Counts how many assessments in a row found the cluster assembled with
+/// the VIP answering from the same instance.
+#[derive(Debug, Default, Clone)]
+pub struct Settling {
+    holder: Option<String>,
+    streak: u32,
+}
+
+impl Settling {
+    /// Records one assessment; true once [`SETTLED_AFTER`] in a row agree.
+    pub fn record(&mut self, assembled: bool, answers_from: Option<&str>) -> bool {
+        match (assembled, answers_from) {
+            (true, Some(id)) if self.holder.as_deref() == Some(id) => self.streak += 1,
+            (true, Some(id)) => {
+                self.holder = Some(id.to_string());
+                self.streak = 1;
+            }
+            _ => {
+                self.holder = None;
+                self.streak = 0;
+            }
+        }
+        self.streak >= SETTLED_AFTER
+    }
+}
+
 /// Tallies the views; `vip_answers_from` is filled in by the caller.
 pub fn assess(views: &[NodeView]) -> Assembly {
     let mut a = Assembly {
@@ -65,6 +114,7 @@ pub fn assess(views: &[NodeView]) -> Assembly {
         workers: 0,
         vip_holders: Vec::new(),
         vip_answers_from: None,
+        vip_takeovers: 0,
     };
     for v in views.iter().filter(|v| v.power == Power::On) {
         let Ok(s) = &v.status else { continue };
@@ -80,70 +130,159 @@ pub fn assess(views: &[NodeView]) -> Assembly {
                 a.etcd_voters += 1;
             }
         }
-        if s.vip.as_ref().is_some_and(|vip| vip.holder) {
-            a.vip_holders.push(v.index);
+        if let Some(vip) = &s.vip {
+            a.vip_takeovers += vip.takeovers;
+            if vip.holder {
+                a.vip_holders.push(v.index);
+            }
         }
     }
     a
 }
 
-/// A table, one line per node, then the cluster line.
-pub fn render(lab: &LabState, views: &[NodeView], a: &Assembly) -> String {
-    let mut out = String::new();
-    out.push_str(&format!(
-        "{:<8} {:<12} {:<20} {:<7} {:<14} {:<13} {:<10} VIP\n",
-        "NODE", "ADDRESS", "INSTANCE", "POWER", "PHASE", "ROLE", "ETCD"
-    ));
-    for v in views {
-        let instance = lab
-            .nodes
-            .iter()
-            .find(|n| n.index == v.index)
-            .map(|n| n.instance_id.as_str())
-            .unwrap_or("-");
-        let power = match (v.power, v.running) {
-            (Power::On, true) => "on",
-            (Power::On, false) => "crashed",
-            (Power::Off, _) => "off",
-            (Power::Gone, _) => "gone",
-        };
-        let (phase, role, etcd, vip) = match &v.status {
-            Ok(s) => (
-                phase_name(s.phase),
-                s.role.clone().unwrap_or_else(|| "-".into()),
-                etcd_cell(s),
-                s.vip.as_ref().map_or("-".into(), |v| v.role.clone()),
-            ),
-            Err(_) if v.power != Power::On => ("-".into(), "-".into(), "-".into(), "-".into()),
-            Err(_) => ("booting".into(), "-".into(), "-".into(), "-".into()),
-        };
-        let _ = writeln!(
-            out,
-            "{:<8} {:<12} {:<20} {:<7} {:<14} {:<13} {:<10} {}",
+/// The table's header line.
+pub fn header() -> String {
+    format!(
+        "{:<8} {:<12} {:<20} {:<7} {:<14} {:<13} {:<9} {:<13} CONSOLE",
+        "NODE", "ADDRESS", "INSTANCE", "POWER", "PHASE", "ROLE", "ETCD", "VIP"
+    )
+}
+
+/// One line per node. A node whose agent does not answer yet shows the
+/// last line of its console instead (a TCG boot takes a minute or more).
+/// Without `now_unix` the lines carry no ages (to compare them over time).
+pub fn node_lines(lab: &LabState, views: &[NodeView], now_unix: Option<u64>) -> Vec<String> {
+    views
+        .iter()
+        .map(|v| {
+            let instance = lab
+                .nodes
+                .iter()
+                .find(|n| n.index == v.index)
+                .map(|n| n.instance_id.as_str())
+                .unwrap_or("-");
+            let power = match (v.power, v.running) {
+                (Power::On, true) => "on",
+                (Power::On, false) => "crashed",
+                (Power::Off, _) => "off",
+                (Power::Gone, _) => "gone",
+            };
+            let (phase, role, etcd, vip) = match &v.status {
+                Ok(s) => (
+                    phase_name(s.phase),
+                    s.role.clone().unwrap_or_else(|| "-".into()),
+                    etcd_cell(s),
+                    vip_cell(s, now_unix),
+                ),
+                Err(_) if v.power != Power::On => ("-".into(), "-".into(), "-".into(), "-".into()),
+                Err(_) => ("booting".into(), "-".into(), "-".into(), "-".into()),
+            };
+            let console = match (&v.status, v.power, &v.console) {
+                (Err(_), Power::On, Some(line)) => shorten(line, 60),
+                _ => String::new(),
+            };
+            format!(
+                "{:<8} {:<12} {:<20} {:<7} {:<14} {:<13} {:<9} {:<13} {}",
+                node_name(v.index),
+                v.ip,
+                instance,
+                power,
+                phase,
+                role,
+                etcd,
+                vip,
+                console
+            )
+            .trim_end()
+            .to_string()
+        })
+        .collect()
+}
+
+/// The cluster as a whole, in one line.
+pub fn cluster_line(
+    lab: &LabState,
+    views: &[NodeView],
+    a: &Assembly,
+    now_unix: Option<u64>,
+) -> String {
+    let members = members_view(views)
+        .map(|(node, healthy, total)| {
+            format!("; etcd members healthy {healthy}/{total} ({node}'s view)")
+        })
+        .unwrap_or_default();
+    let vip = match (&a.vip_answers_from, a.vip_holder(views)) {
+        (Some(id), Some((v, since))) => format!(
+            "answers from {id} ({}){}",
             node_name(v.index),
-            v.ip,
-            instance,
-            power,
-            phase,
-            role,
-            etcd,
-            vip
-        );
-    }
-    let _ = writeln!(
-        out,
-        "cluster: {} etcd voter(s) of {} wanted, {} cluster id(s), {} worker(s), VIP {} {}",
+            age(" for ", since, now_unix, " s")
+        ),
+        (Some(id), None) => format!("answers from {id}"),
+        (None, _) => "not answering".into(),
+    };
+    format!(
+        "cluster: {} etcd voter(s) of {} wanted, {} cluster id(s), {} worker(s){members}; VIP {} {vip}; {} takeover(s) by live nodes",
         a.etcd_voters,
         lab.expected_control_plane(),
         a.cluster_ids.len(),
         a.workers,
         lab.vip(),
-        match &a.vip_answers_from {
-            Some(id) => format!("answers from {id}"),
-            None => "not answering".into(),
-        }
-    );
+        a.vip_takeovers,
+    )
+}
+
+/// A table, one line per node, then the cluster line.
+pub fn render(lab: &LabState, views: &[NodeView], a: &Assembly, now_unix: Option<u64>) -> String {
+    let mut out = header();
+    out.push('\n');
+    for line in node_lines(lab, views, now_unix) {
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out.push_str(&cluster_line(lab, views, a, now_unix));
+    out.push('\n');
     out
+}
+
+/// The etcd member health as the etcd leader's agent last reported it
+/// (its view is the one that acts): (node, healthy, members).
+fn members_view(views: &[NodeView]) -> Option<(String, usize, usize)> {
+    views
+        .iter()
+        .filter(|v| v.power == Power::On)
+        .filter_map(|v| Some((v, v.status.as_ref().ok()?.etcd.as_ref()?)))
+        .find(|(_, e)| !e.leader_id.is_empty() && e.leader_id == e.member_id)
+        .map(|(v, e)| {
+            (
+                node_name(v.index),
+                e.members.iter().filter(|m| m.healthy).count(),
+                e.members.len(),
+            )
+        })
+}
+
+fn shorten(line: &str, max: usize) -> String {
+    let line = line.trim();
+    if line.chars().count() <= max {
+        return line.to_string();
+    }
+    let cut: String = line.chars().take(max.saturating_sub(1)).collect();
+    format!("{cut}…")
+}
+
+fn vip_cell(s: &Status, now_unix: Option<u64>) -> String {
+    match &s.vip {
+        None => "-".into(),
+        Some(v) if v.holder => format!("holder{}", age(" ", v.since, now_unix, "s")),
+        Some(v) => v.role.clone(),
+    }
+}
+
+/// `{before}{seconds since `since`}{after}`, or nothing without a clock.
+fn age(before: &str, since: u64, now_unix: Option<u64>, after: &str) -> String {
+    now_unix.map_or_else(String::new, |now| {
+        format!("{before}{}{after}", now.saturating_sub(since))
+    })
 }
 
 fn phase_name(p: Phase) -> String {
@@ -153,19 +292,20 @@ fn phase_name(p: Phase) -> String {
         .unwrap_or_else(|| format!("{p:?}"))
 }
 
+/// This node's own membership; the cluster-wide health is on the cluster
+/// line, from one agent's view, so the two never disagree.
 fn etcd_cell(s: &Status) -> String {
     let Some(etcd) = &s.etcd else {
         return "-".into();
     };
     let me = etcd.members.iter().find(|m| m.id == etcd.member_id);
-    let kind = match me {
+    match me {
         Some(m) if m.is_learner => "learner",
         Some(m) if m.healthy => "voter",
         Some(_) => "unhealthy",
         None => "joining",
-    };
-    let healthy = etcd.members.iter().filter(|m| m.healthy).count();
-    format!("{kind} {healthy}/{}", etcd.members.len())
+    }
+    .into()
 }
 
 /// What a stuck lab is waiting for, for the timeout message.
@@ -205,4 +345,33 @@ pub fn stuck(lab: &LabState, views: &[NodeView], a: &Assembly) -> String {
         n => why.push(format!("{n} nodes claim the VIP (S4 violated)")),
     }
     why.join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settled_only_after_the_same_holder_answers_several_times_in_a_row() {
+        let mut s = Settling::default();
+        assert!(!s.record(true, Some("i-1")));
+        assert!(!s.record(true, Some("i-1")));
+        // A move restarts the count.
+        assert!(!s.record(true, Some("i-2")));
+        assert!(!s.record(true, Some("i-2")));
+        // So does a moment without an answer or without assembly.
+        assert!(!s.record(true, None));
+        assert!(!s.record(true, Some("i-2")));
+        assert!(!s.record(false, Some("i-2")));
+        for _ in 1..SETTLED_AFTER {
+            assert!(!s.record(true, Some("i-2")));
+        }
+        assert!(s.record(true, Some("i-2")));
+    }
+
+    #[test]
+    fn console_lines_are_shortened_on_a_char_boundary() {
+        assert_eq!(shorten("  short  ", 10), "short");
+        assert_eq!(shorten("ééééééééééé", 5), "éééé…");
+    }
 }

@@ -221,66 +221,100 @@ pub fn check_name(name: &str) -> Result<(), String> {
 
 /// The cluster config every VM gets as user data (AWS shape: `#cloud-config`
 /// with a `muster:` key). Peers come from the fake cloud's group API (disk
-/// boot) or a static list of every node's address (PXE), the VIP moves by
-/// ARP on the lab bridge.
+/// boot) or a static list of every node's address (PXE: the config that
+/// `muster.config=` points at, plain Muster YAML, since bare metal has no
+/// group API to ask); the VIP moves by ARP on the lab bridge.
 pub fn user_data(lab: &LabState) -> String {
-    if lab.boot == BootMode::Pxe {
-        return pxe_config(lab);
+    match lab.boot {
+        BootMode::Pxe => format!(
+            "# Written by `muster lab` for lab {} (network boot).\n{}",
+            lab.name,
+            cluster_yaml(lab)
+        ),
+        BootMode::Disk => format!(
+            "#cloud-config\n# Written by `muster lab` for lab {}: every VM gets this same document.\nmuster:\n{}",
+            lab.name,
+            indent(&cluster_yaml(lab), "  ")
+        ),
     }
+}
+
+/// The Muster config of a lab's nodes.
+fn cluster_yaml(lab: &LabState) -> String {
+    let discovery = match lab.boot {
+        BootMode::Disk => format!(
+            "discovery:\n  cloudGroup:\n    provider: aws\ncloud:\n  endpoint: \"http://{METADATA_ADDR}/\"\n"
+        ),
+        BootMode::Pxe => {
+            let peers: String = lab
+                .nodes
+                .iter()
+                .map(|n| format!("      - {}\n", lab.node_ip(n.index)))
+                .collect();
+            format!("discovery:\n  static:\n    peers:\n{peers}")
+        }
+    };
+    let timing = timing(lab.accel);
     format!(
-        "#cloud-config\n\
-         # Written by `muster lab` for lab {name}: every VM gets this same document.\n\
-         muster:\n\
-         \x20 cluster:\n\
-         \x20   name: {name}\n\
-         \x20   secret: \"{secret}\"\n\
-         \x20 topology:\n\
-         \x20   controlPlane:\n\
-         \x20     count: {cp}\n\
-         \x20 discovery:\n\
-         \x20   cloudGroup:\n\
-         \x20     provider: aws\n\
-         \x20 cloud:\n\
-         \x20   endpoint: \"http://{metadata}/\"\n\
-         \x20 apiEndpoint:\n\
-         \x20   vip: {vip}\n\
-         \x20   mode: arp\n",
+        "cluster:\n  name: {name}\n  secret: \"{secret}\"\n\
+         topology:\n  controlPlane:\n    count: {cp}\n{etcd}\
+         {discovery}\
+         apiEndpoint:\n  vip: {vip}\n  mode: arp\n{api}",
         name = lab.name,
         secret = lab.secret,
         cp = lab.control_plane,
-        metadata = METADATA_ADDR,
+        etcd = timing.map_or(String::new(), |t| indent(t.etcd, "  ")),
         vip = lab.vip(),
+        api = timing.map_or(String::new(), |t| indent(t.api_endpoint, "  ")),
     )
 }
 
-/// The config PXE nodes fetch (`muster.config=`): plain Muster YAML, peers
-/// listed statically, since bare metal has no group API to ask.
-fn pxe_config(lab: &LabState) -> String {
-    let peers: String = lab
-        .nodes
-        .iter()
-        .map(|n| format!("      - {}\n", lab.node_ip(n.index)))
-        .collect();
-    format!(
-        "# Written by `muster lab` for lab {name} (network boot).\n\
-         cluster:\n\
-         \x20 name: {name}\n\
-         \x20 secret: \"{secret}\"\n\
-         topology:\n\
-         \x20 controlPlane:\n\
-         \x20   count: {cp}\n\
-         discovery:\n\
-         \x20 static:\n\
-         \x20   peers:\n\
-         {peers}\
-         apiEndpoint:\n\
-         \x20 vip: {vip}\n\
-         \x20 mode: arp\n",
-        name = lab.name,
-        secret = lab.secret,
-        cp = lab.control_plane,
-        vip = lab.vip(),
-    )
+/// Timers a lab sets in its nodes' config, as YAML under `apiEndpoint:`
+/// and under `topology:`.
+#[derive(Debug, Clone, Copy)]
+pub struct LabTiming {
+    pub api_endpoint: &'static str,
+    pub etcd: &'static str,
+}
+
+/// Timers for VMs under TCG, where a vCPU runs about 8x slower than the
+/// host and three VMs share two host cores: etcd answers in hundreds of
+/// milliseconds and now and then stalls for seconds (docs/design/vip.md,
+/// "Timers under emulation", has the measured renewal latencies these
+/// come from). The real machines' defaults (renewals every 200 ms, a
+/// holder drops after 700 ms) cannot be kept there, and the VIP flapped.
+/// etcd gets raft timers that survive a starved VM too: 250 ms heartbeats,
+/// 2.5 s before a follower calls an election.
+pub const TCG_TIMING: LabTiming = LabTiming {
+    api_endpoint: "\
+timing:
+  renewEvery: 1s
+  holdFor: 6s
+  takeoverAfter: 8s
+  leaseTtl: 12s
+  leaseMargin: 3s
+  pollEvery: 250ms
+  actBudget: 1s
+",
+    etcd: "\
+etcd:
+  timing:
+    heartbeat: 250ms
+    electionTimeout: 2500ms
+",
+};
+
+/// The timers a lab sets: under KVM the VMs run at about the host's speed
+/// and keep the defaults.
+pub fn timing(accel: Accel) -> Option<LabTiming> {
+    match accel {
+        Accel::Kvm => None,
+        Accel::Tcg => Some(TCG_TIMING),
+    }
+}
+
+fn indent(text: &str, by: &str) -> String {
+    text.lines().map(|l| format!("{by}{l}\n")).collect()
 }
 
 /// The fake cloud's view of the lab: one Auto Scaling group holding every

@@ -119,6 +119,25 @@ impl Timing {
         Ok(())
     }
 
+    /// The timers `apiEndpoint.timing` asks for; unset ones keep their
+    /// default. Not checked: call [`Timing::check`].
+    pub fn from_settings(s: &crate::config::VipTimingSettings) -> Timing {
+        let d = Timing::default();
+        let or = |v: Option<crate::config::ConfigDuration>, default: Duration| {
+            v.map_or(default, |v| v.0)
+        };
+        Timing {
+            renew_every: or(s.renew_every, d.renew_every),
+            hold_for: or(s.hold_for, d.hold_for),
+            takeover_after: or(s.takeover_after, d.takeover_after),
+            lease_ttl: or(s.lease_ttl, d.lease_ttl),
+            lease_margin: or(s.lease_margin, d.lease_margin),
+            poll_every: or(s.poll_every, d.poll_every),
+            drift: d.drift,
+            act_budget: or(s.act_budget, d.act_budget),
+        }
+    }
+
     /// The TTL to ask etcd for, in whole seconds (etcd's unit), at least 1.
     pub fn lease_ttl_secs(&self) -> i64 {
         (self.lease_ttl.as_millis().div_ceil(1000) as i64).max(1)

@@ -18,6 +18,8 @@ pub mod health;
 pub mod lease;
 pub mod mover;
 pub mod netlink;
+pub mod renewals;
+pub mod setup;
 
 use std::net::Ipv4Addr;
 use std::pin::Pin;
@@ -32,6 +34,7 @@ pub use health::{EtcdMemberHealth, HealthCheck};
 use lease::Store;
 pub use lease::{EtcdAccess, LeaseError};
 pub use mover::{AnyMover, ArpMover, Mover, MoverError, Takeover};
+pub use renewals::{RenewalLog, RenewalSummary};
 
 #[derive(Debug, thiserror::Error)]
 pub enum VipError {
@@ -43,6 +46,8 @@ pub enum VipError {
     Lease(#[from] LeaseError),
     #[error("vip {vip}: could not remove the address on shutdown: {source}")]
     Release { vip: Ipv4Addr, source: MoverError },
+    #[error("mode aws needs the instance's region, and the metadata has none")]
+    NoRegion,
 }
 
 /// What one node needs to take part in the election of one VIP.
@@ -90,6 +95,7 @@ pub struct VipManager<M, H> {
     mover: M,
     health: H,
     role: watch::Sender<VipRole>,
+    renewals: RenewalLog,
 }
 
 enum End {
@@ -126,12 +132,18 @@ impl<M: Mover, H: HealthCheck> VipManager<M, H> {
             mover,
             health,
             role,
+            renewals: RenewalLog::default(),
         })
     }
 
     /// Follows this node's role as it changes.
     pub fn role(&self) -> watch::Receiver<VipRole> {
         self.role.subscribe()
+    }
+
+    /// How long this node's renewal rounds take while it holds the VIP.
+    pub fn renewals(&self) -> RenewalLog {
+        self.renewals.clone()
     }
 
     /// Takes part in the election until `shutdown` resolves. On shutdown a
@@ -355,6 +367,7 @@ impl<M: Mover, H: HealthCheck> VipManager<M, H> {
             }
             std::future::pending::<Result<(), MoverError>>().await
         });
+        let renewals = self.renewals.clone();
         let mut streak = HealthStreak::default();
         let mut failing = false;
         let mut next_round = Instant::now() + t.renew_every;
@@ -375,6 +388,7 @@ impl<M: Mover, H: HealthCheck> VipManager<M, H> {
                     break End::MoverFailed;
                 }
                 r = &mut round => {
+                    renewals.record(r.sent.elapsed());
                     let lost = match (&r.touch, &r.keep_alive) {
                         (Ok(false), _) => Some("the key names another holder"),
                         (_, Ok(false)) => Some("the lease is gone"),

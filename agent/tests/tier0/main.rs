@@ -16,6 +16,7 @@ mod discovery_aws_fake;
 mod discovery_gce_fake;
 mod image_facts;
 mod lab_cloud;
+mod lab_spec;
 mod metadata_aws;
 mod metadata_clouds;
 mod metadata_detect;

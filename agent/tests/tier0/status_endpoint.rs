@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use muster::image::{ImageFacts, UsrFacts};
 use muster::metadata::ProviderKind;
 use muster::state::{EtcdStatus, MemberStatus, Phase, Status, StatusBoard, VipStatus};
+use muster::vip::RenewalSummary;
 use muster::{metrics, status_endpoint};
 use serde_json::Value;
 
@@ -74,6 +75,14 @@ fn sample() -> Status {
         mode: "arp".into(),
         role: "holder".into(),
         holder: true,
+        since: 1_700_000_000,
+        takeovers: 1,
+        renewals: Some(RenewalSummary {
+            count: 40,
+            p50_ms: 3,
+            p99_ms: 12,
+            max_ms: 30,
+        }),
     });
     s.image = Some(ImageFacts {
         id: Some("muster".into()),
@@ -159,6 +168,8 @@ async fn the_endpoint_serves_the_live_board() {
         "muster_etcd_learners 1",
         "muster_etcd_leader 1",
         "muster_vip_holder 1",
+        "muster_vip_takeovers_total 1",
+        "muster_vip_renewal_milliseconds{quantile=\"0.99\"} 12",
         "muster_image_verity 1",
         "muster_image_usr_read_only 1",
     ] {

@@ -1,0 +1,69 @@
+//! The lab's user data is a valid cluster config for every way a lab can
+//! run, and the timers it gives TCG VMs pass the VIP safety rule.
+
+use muster::config::validate_text;
+use muster::lab::spec::{Accel, BootMode, LabState, user_data};
+use muster::vip::election::Timing;
+
+fn lab(accel: Accel, boot: BootMode) -> LabState {
+    let mut lab = LabState {
+        name: "demo".into(),
+        subnet: 3,
+        image: "/tmp/image.qcow2".into(),
+        accel,
+        memory_mb: 1024,
+        cpus: 1,
+        control_plane: 3,
+        secret: "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA==".into(),
+        created_at: 1_700_000_000,
+        boot,
+        nodes: Vec::new(),
+    };
+    for i in 0..4 {
+        lab.add_node(i).expect("room for 4 nodes");
+    }
+    lab
+}
+
+#[test]
+fn every_lab_user_data_is_a_valid_config() {
+    for accel in [Accel::Kvm, Accel::Tcg] {
+        for boot in [BootMode::Disk, BootMode::Pxe] {
+            let text = user_data(&lab(accel, boot));
+            let config = validate_text("lab user data", &text)
+                .unwrap_or_else(|e| panic!("{accel} {boot:?}:\n{e}\n---\n{text}"));
+            assert_eq!(config.cluster.name, "demo");
+            assert_eq!(config.topology.control_plane.count, 3);
+            assert_eq!(
+                config.api_endpoint.vip,
+                Some("10.77.3.100".parse().expect("ip"))
+            );
+            let timing = Timing::from_settings(&config.api_endpoint.timing);
+            timing.check().expect("the lab's timers are safe");
+            let (heartbeat, election) = config.topology.etcd.timing.millis();
+            match accel {
+                Accel::Kvm => {
+                    assert_eq!(timing, Timing::default(), "KVM keeps the defaults");
+                    assert_eq!((heartbeat, election), (100, 1000));
+                }
+                Accel::Tcg => {
+                    assert_eq!(timing.hold_for.as_millis(), 6000, "{text}");
+                    assert_eq!(timing.takeover_after.as_millis(), 8000);
+                    assert_eq!((heartbeat, election), (250, 2500));
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn disk_boots_read_peers_from_the_group_and_pxe_boots_from_a_list() {
+    let disk = user_data(&lab(Accel::Tcg, BootMode::Disk));
+    assert!(disk.starts_with("#cloud-config\n"), "{disk}");
+    assert!(disk.contains("cloudGroup"));
+    let pxe = user_data(&lab(Accel::Tcg, BootMode::Pxe));
+    assert!(!pxe.contains("cloud-config"));
+    for n in 11..=14 {
+        assert!(pxe.contains(&format!("- 10.77.3.{n}\n")), "{pxe}");
+    }
+}
