@@ -17,6 +17,7 @@ use crate::etcd::client::{EtcdError, EtcdTls, client_url};
 use crate::etcd::flags::TlsFiles;
 use crate::etcd::runner::{Runner, RunnerConfig};
 use crate::image::{self, ImagePaths};
+use crate::kubernetes::{self, KubeInputs, KubeOptions, ServeHealth};
 use crate::metadata::{self, InstanceFacts, MetadataError, ProviderKind};
 use crate::pki::{self, CertKind, ClusterCa, NodeIdentity, PkiError};
 use crate::plan::{self, Plan};
@@ -47,6 +48,8 @@ pub struct AgentArgs {
     pub status_listen: Option<SocketAddr>,
     /// Where the image facts are read from.
     pub image_paths: ImagePaths,
+    /// Where the Kubernetes binaries are and its files go.
+    pub kubernetes: KubeOptions,
 }
 
 /// Timers of the etcd loop; the defaults suit production, tests shorten them.
@@ -99,6 +102,8 @@ pub enum AgentError {
     Service(#[from] ServiceError),
     #[error("api endpoint: {0}")]
     Vip(#[from] VipError),
+    #[error(transparent)]
+    Kubernetes(#[from] kubernetes::SetupError),
 }
 
 /// Runs the pipeline as far as it is built. The status endpoint answers
@@ -121,7 +126,7 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
 }
 
 async fn pipeline(args: &AgentArgs, board: &StatusBoard) -> Result<(), AgentError> {
-    report_image(&args.image_paths, board);
+    let image = report_image(&args.image_paths, board);
     report(board, |s| {
         s.phase = Phase::Identify;
         s.message = Some("asking the metadata provider about this machine".into());
@@ -146,10 +151,13 @@ async fn pipeline(args: &AgentArgs, board: &StatusBoard) -> Result<(), AgentErro
     });
 
     let config = info_span!("configure").in_scope(|| configure(args, &facts))?;
-    info!(cluster = %config.cluster.name, "cluster config is valid");
+    // The Kubernetes the config asks for must be the one the node carries.
+    let kube_version =
+        kubernetes::check(&config, &args.kubernetes, image.kubernetes_version.as_deref()).await?;
+    info!(cluster = %config.cluster.name, kubernetes = ?kube_version.map(|v| v.to_string()), "cluster config is valid");
 
     // From here on the state directory may be written.
-    let plan = Plan::build(&facts, &config);
+    let plan = Plan::build(&facts, &config, kube_version);
     for step in &plan.steps {
         let built = if step.built {
             ""
@@ -177,17 +185,17 @@ async fn pipeline(args: &AgentArgs, board: &StatusBoard) -> Result<(), AgentErro
         provider: facts.provider,
     })?;
     let pki_dir = args.state_dir.root().join("pki");
+    let hostname = facts
+        .hostname
+        .clone()
+        .unwrap_or_else(|| facts.instance_id.clone());
     let node_pki = info_span!("pki").in_scope(|| -> Result<_, AgentError> {
         let ca = ClusterCa::derive(
             &config.cluster.name,
             config.cluster.secret.expose().as_bytes(),
         )?;
-        let hostname = facts
-            .hostname
-            .clone()
-            .unwrap_or_else(|| facts.instance_id.clone());
         let node = NodeIdentity::new(
-            hostname,
+            hostname.clone(),
             [IpAddr::V4(ip), IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)],
         );
         let node_pki = pki::ensure_node_certs(&pki_dir, &ca, &node)?;
@@ -230,22 +238,48 @@ async fn pipeline(args: &AgentArgs, board: &StatusBoard) -> Result<(), AgentErro
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
+    let peer_urls = peer_client_urls(&source, ip).await;
+    // The VIP follows the local apiserver once Kubernetes runs, else the
+    // local etcd member.
+    let health = match kube_version {
+        Some(_) => ServeHealth::ApiServer(kubernetes::health::ApiServerHealth::new(
+            kubernetes::control_plane::ControlPlane::agent_kubeconfig(&args.kubernetes.paths),
+        )),
+        None => ServeHealth::Etcd(Box::new(EtcdMemberHealth::new(
+            EtcdAccess::mtls(vec![client_url(ip)], &node_pki).map_err(VipError::from)?,
+        ))),
+    };
     let vip_task = vip::setup::start(
         vip::setup::VipInputs {
             config: &config,
             facts: &facts,
             ip,
             node_pki: &node_pki,
-            peer_endpoints: peer_client_urls(&source, ip).await,
+            peer_endpoints: peer_urls.clone(),
             imds: &args.metadata,
             board,
         },
-        EtcdMemberHealth::new(
-            EtcdAccess::mtls(vec![client_url(ip)], &node_pki).map_err(VipError::from)?,
-        ),
+        health,
         stopped(stop_rx.clone()),
     )
     .await?;
+    let control_plane = match kube_version {
+        Some(version) => Some((
+            kubernetes::prepare(KubeInputs {
+                config: &config,
+                node_name: hostname.to_ascii_lowercase(),
+                ip,
+                version,
+                opts: &args.kubernetes,
+                supervisor: supervisor.clone(),
+                state_dir: args.state_dir.root(),
+                etcd_tls: tls.clone(),
+                etcd_peers: peer_urls,
+            })?,
+            version,
+        )),
+        None => None,
+    };
 
     let etcd_timing = config.topology.etcd.timing.millis();
     let runner = Runner::new(
@@ -266,6 +300,10 @@ async fn pipeline(args: &AgentArgs, board: &StatusBoard) -> Result<(), AgentErro
         },
         source,
     );
+    if let Some((cp, version)) = control_plane {
+        let phase = kubernetes::run(cp, version, runner.roles(), board.clone(), stopped(stop_rx.clone()));
+        tokio::spawn(phase.instrument(info_span!("kubernetes")));
+    }
     tokio::spawn(async move {
         shutdown_signal().await;
         let _ = stop_tx.send(true);
@@ -309,13 +347,15 @@ fn report(board: &StatusBoard, change: impl FnOnce(&mut Status)) {
 /// Reads the image facts and logs them in one line (see
 /// [`image::ImageFacts::summary`]); sources that exist but cannot be used
 /// are logged as warnings.
-fn report_image(paths: &ImagePaths, board: &StatusBoard) {
+fn report_image(paths: &ImagePaths, board: &StatusBoard) -> image::ImageFacts {
     let read = image::read(paths);
     for problem in &read.problems {
         warn!("{problem}");
     }
     info!("{}", read.facts.summary());
+    let facts = read.facts.clone();
     report(board, |s| s.image = Some(read.facts));
+    facts
 }
 
 /// A spawned task that ends when this guard is dropped.

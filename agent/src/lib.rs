@@ -14,6 +14,7 @@ pub mod etcd;
 pub mod formation;
 pub mod http;
 pub mod image;
+pub mod kubernetes;
 #[cfg(feature = "lab")]
 pub mod lab;
 pub mod logging;

@@ -12,6 +12,8 @@ use url::Url;
 use muster::agent::{self, AgentArgs, AgentError, Timing};
 use muster::config;
 use muster::image::ImagePaths;
+use muster::kubernetes::KubeOptions;
+use muster::kubernetes::paths::KubePaths;
 use muster::logging::{self, LogFormat};
 use muster::metadata::{self, ProviderKind};
 use muster::service::SupervisorKind;
@@ -43,9 +45,12 @@ enum Command {
     /// Print what the metadata provider says about this machine.
     Metadata(MetadataArgs),
     /// Run the node agent (what systemd starts on boot).
-    Agent(AgentCli),
+    Agent(Box<AgentCli>),
     /// Show what the local agent is doing.
     Status(StatusArgs),
+    /// Print the admin kubeconfig (API through the VIP) of this
+    /// control-plane node. Root only: it holds cluster-admin credentials.
+    Kubeconfig(KubeconfigArgs),
     /// A local QEMU cluster of the node image that assembles itself.
     #[cfg(feature = "lab")]
     Lab(muster::lab::cli::LabCli),
@@ -138,6 +143,12 @@ struct AgentCli {
     /// Milliseconds between two rounds of the agent loop.
     #[arg(long, default_value_t = 500)]
     tick_ms: u64,
+    /// Where the Kubernetes binaries are (kube-apiserver, ...).
+    #[arg(long, env = "MUSTER_KUBERNETES_BIN", default_value = "/usr/bin")]
+    kubernetes_bin: PathBuf,
+    /// Where the Kubernetes files go (kubeadm's layout: pki/, *.conf).
+    #[arg(long, default_value = muster::kubernetes::paths::DEFAULT_DIR)]
+    kubernetes_dir: PathBuf,
     /// etcd heartbeat interval and election timeout, in milliseconds
     /// (default: `topology.etcd.timing` of the config, else 100 and 1000).
     #[arg(long)]
@@ -148,6 +159,38 @@ struct AgentCli {
     /// plain HTTP on IP:PORT; `off` disables. Never shows a secret.
     #[arg(long, default_value = status_endpoint::DEFAULT_LISTEN)]
     status_listen: ListenAddr,
+}
+
+#[derive(Args)]
+struct KubeconfigArgs {
+    /// Where the agent keeps the Kubernetes files.
+    #[arg(long, default_value = muster::kubernetes::paths::DEFAULT_DIR)]
+    kubernetes_dir: PathBuf,
+}
+
+fn kubeconfig_command(args: KubeconfigArgs) -> ExitCode {
+    let path = KubePaths::new(args.kubernetes_dir).admin_conf();
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("muster kubeconfig: root only (the admin kubeconfig grants cluster-admin)");
+        return ExitCode::FAILURE;
+    }
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!(
+                "muster kubeconfig: {}: not found; only control-plane nodes hold one, once the Kubernetes phase has run (see `muster status`)",
+                path.display()
+            );
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("muster kubeconfig: {}: {e}", path.display());
+            ExitCode::FAILURE
+        }
+    }
 }
 
 #[derive(Args)]
@@ -170,8 +213,9 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Metadata(args) => run_async(metadata_command(args)),
-        Command::Agent(args) => run_async(agent_command(args)),
+        Command::Agent(args) => run_async(agent_command(*args)),
         Command::Status(args) => status_command(args),
+        Command::Kubeconfig(args) => kubeconfig_command(args),
         #[cfg(feature = "lab")]
         Command::Lab(cli) => match muster::lab::cli::run(cli) {
             Ok(()) => ExitCode::SUCCESS,
@@ -302,6 +346,10 @@ async fn agent_command(args: AgentCli) -> ExitCode {
             election_ms: args.etcd_election_ms,
         },
         status_listen: args.status_listen.0,
+        kubernetes: KubeOptions {
+            bin_dir: args.kubernetes_bin,
+            paths: KubePaths::new(args.kubernetes_dir),
+        },
         image_paths: ImagePaths {
             cmdline: args.source.cmdline_file.clone(),
             ..ImagePaths::default()
@@ -312,7 +360,8 @@ async fn agent_command(args: AgentCli) -> ExitCode {
         Err(e) => {
             tracing::error!("{e}");
             ExitCode::from(match e {
-                AgentError::Config(_) => 3,
+                // A config the image cannot serve: restarting cannot fix it.
+                AgentError::Config(_) | AgentError::Kubernetes(_) => 3,
                 AgentError::Metadata(_) => 4,
                 _ => 1,
             })

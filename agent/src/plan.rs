@@ -40,7 +40,13 @@ pub fn topology(config: &Config) -> Topology {
 }
 
 impl Plan {
-    pub fn build(facts: &InstanceFacts, config: &Config) -> Plan {
+    /// `kubernetes`: the release the node carries (checked against the
+    /// config), `None` when it carries none.
+    pub fn build(
+        facts: &InstanceFacts,
+        config: &Config,
+        kubernetes: Option<crate::kubernetes::version::KubeVersion>,
+    ) -> Plan {
         let mut steps = Vec::new();
         let mut step = |phase, built, action: String| {
             steps.push(Step {
@@ -119,13 +125,14 @@ impl Plan {
         let k8s = &config.kubernetes;
         step(
             Phase::Kubernetes,
-            false,
-            format!(
-                "Kubernetes {} (pods {}, services {})",
-                k8s.version.as_deref().unwrap_or("as shipped in the image"),
-                k8s.pod_cidr,
-                k8s.service_cidr
-            ),
+            kubernetes.is_some(),
+            match kubernetes {
+                Some(v) => format!(
+                    "Kubernetes {v} control plane on control-plane nodes (pods {}, services {})",
+                    k8s.pod_cidr, k8s.service_cidr
+                ),
+                None => "Kubernetes: this node carries no Kubernetes binaries".into(),
+            },
         );
         let mut network = format!("CNI {:?}", k8s.cni).to_lowercase();
         if let Some(c) = &config.mesh.cilium {

@@ -94,6 +94,9 @@ pub struct Status {
     /// This node's part in the election of the API VIP, when there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vip: Option<VipStatus>,
+    /// Kubernetes on this node, once its phase runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<KubernetesStatus>,
     /// What the node image is (read once at start).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<ImageFacts>,
@@ -135,6 +138,30 @@ pub struct VipStatus {
     pub renewals: Option<crate::vip::RenewalSummary>,
 }
 
+/// The Kubernetes part of `muster status`: this node's view.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct KubernetesStatus {
+    /// The release the binaries report, `v1.28.7`.
+    pub version: String,
+    /// Components the agent runs here (`kube-apiserver`, ...).
+    pub components: Vec<String>,
+    /// The local kube-apiserver answered `/readyz` in the last round.
+    pub apiserver_ready: bool,
+    /// Nodes holding the controller-manager's and the scheduler's leader
+    /// leases, as the API reports them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controller_manager_leader: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduler_leader: Option<String>,
+    /// Fingerprint of the cluster objects (bootstrap token, RBAC,
+    /// cluster-info) known applied; `None` until they are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objects: Option<String>,
+    /// What the phase is waiting for or what failed last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberStatus {
     pub id: String,
@@ -156,6 +183,7 @@ impl Status {
             message: None,
             etcd: None,
             vip: None,
+            kubernetes: None,
             image: None,
             updated_at: 0,
             pid: std::process::id(),

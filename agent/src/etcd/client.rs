@@ -97,6 +97,9 @@ async fn within<T>(
     }
 }
 
+/// The lock held while etcd's membership changes.
+pub const MEMBERSHIP_LOCK: &str = "muster/membership";
+
 /// A connection to a cluster through the given endpoints.
 pub struct Etcd {
     client: Client,
@@ -176,9 +179,10 @@ impl Etcd {
             .map(|_| ())
     }
 
-    /// Takes the cluster-wide membership lock, held by a lease of `ttl_s`
-    /// seconds so a crashed holder cannot keep it. Returns (lock key, lease).
-    pub async fn lock_membership(&mut self, ttl_s: i64) -> Result<(Vec<u8>, i64), EtcdError> {
+    /// Takes the cluster-wide lock `name` (e.g. [`MEMBERSHIP_LOCK`]), held
+    /// by a lease of `ttl_s` seconds so a crashed holder cannot keep it.
+    /// Returns (lock key, lease).
+    pub async fn lock(&mut self, name: &str, ttl_s: i64) -> Result<(Vec<u8>, i64), EtcdError> {
         let lease = within(
             &self.endpoints,
             self.timeout,
@@ -191,13 +195,13 @@ impl Etcd {
         let key = within(
             &self.endpoints,
             wait,
-            self.client.lock("muster/membership", Some(options)),
+            self.client.lock(name, Some(options)),
         )
         .await?;
         Ok((key.key().to_vec(), lease))
     }
 
-    pub async fn unlock_membership(&mut self, key: Vec<u8>, lease: i64) {
+    pub async fn unlock(&mut self, key: Vec<u8>, lease: i64) {
         // Revoking the lease releases the lock even if unlock fails.
         let _ = within(&self.endpoints, self.timeout, self.client.unlock(key)).await;
         let _ = within(

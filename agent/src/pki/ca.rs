@@ -38,46 +38,197 @@ const MAX_NAME_LEN: usize = 54;
 const CA_NOT_BEFORE: (i32, u8, u8) = (2025, 1, 1);
 const CA_NOT_AFTER: (i32, u8, u8) = (2125, 1, 1);
 
-/// The cluster CA. Holds the private key in memory only; it is never
-/// written to disk (re-derive it from the secret when needed).
+/// A CA derived from the cluster secret. The etcd (cluster) CA holds its
+/// key in memory only; the Kubernetes CAs' keys are written on
+/// control-plane nodes, where kube-controller-manager signs with them.
 pub struct ClusterCa {
     name: String,
-    issuer: Issuer<'static, KeyPair>,
+    issuer: Issuer<'static, CaKey>,
     cert_der: CertificateDer<'static>,
     cert_pem: String,
+}
+
+/// The CA's key: Ed25519 for the etcd CA; ECDSA P-256 for the Kubernetes
+/// CAs, whose keys Go's Kubernetes components must load (they take RSA
+/// and ECDSA keys only).
+enum CaKey {
+    Ed25519(KeyPair),
+    P256(DerivedP256),
+}
+
+/// A P-256 key from a derived scalar, signing deterministically (RFC
+/// 6979), so every node computes the byte-identical CA certificate.
+pub struct DerivedP256 {
+    key: p256::ecdsa::SigningKey,
+    /// The uncompressed public point, as X.509 carries it.
+    public: Vec<u8>,
+}
+
+impl DerivedP256 {
+    /// Derives the key for `label` (a purpose, e.g. `service-account/`)
+    /// and `cluster_name` from the secret. A scalar out of range (odds
+    /// about 2^-32) is derived again with a counter.
+    pub fn derive(label: &[u8], cluster_name: &str, secret: &[u8]) -> Result<DerivedP256, PkiError> {
+        if secret.len() < MIN_SECRET_LEN {
+            return Err(PkiError::SecretTooShort { len: secret.len() });
+        }
+        for counter in 0u8..=u8::MAX {
+            let mut scalar = [0u8; 32];
+            hkdf_sha256(
+                secret,
+                HKDF_SALT,
+                &[label, cluster_name.as_bytes(), &[counter]],
+                &mut scalar,
+            )?;
+            if let Ok(key) = p256::ecdsa::SigningKey::from_bytes(&scalar.into()) {
+                let public = key
+                    .verifying_key()
+                    .to_encoded_point(false)
+                    .as_bytes()
+                    .to_vec();
+                return Ok(DerivedP256 { key, public });
+            }
+        }
+        Err(PkiError::Crypto("deriving a P-256 scalar"))
+    }
+
+    /// The private key as PKCS#8 PEM (`PRIVATE KEY`). Call sites are the
+    /// places to audit (S5).
+    pub fn private_pem(&self) -> Result<KeyPem, PkiError> {
+        use p256::pkcs8::EncodePrivateKey;
+        let pem = p256::SecretKey::from(self.key.as_nonzero_scalar())
+            .to_pkcs8_pem(p256::pkcs8::LineEnding::LF)
+            .map_err(|_| PkiError::Crypto("encoding a P-256 key"))?;
+        Ok(KeyPem::new(pem.to_string()))
+    }
+
+    /// The public key as SubjectPublicKeyInfo PEM (`PUBLIC KEY`).
+    pub fn public_pem(&self) -> Result<String, PkiError> {
+        use p256::pkcs8::EncodePublicKey;
+        self.key
+            .verifying_key()
+            .to_public_key_pem(p256::pkcs8::LineEnding::LF)
+            .map_err(|_| PkiError::Crypto("encoding a P-256 public key"))
+    }
+}
+
+/// S5: never the key.
+impl fmt::Debug for DerivedP256 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DerivedP256(<redacted>)")
+    }
+}
+
+impl PublicKeyData for CaKey {
+    fn der_bytes(&self) -> &[u8] {
+        match self {
+            CaKey::Ed25519(k) => k.der_bytes(),
+            CaKey::P256(k) => &k.public,
+        }
+    }
+
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        match self {
+            CaKey::Ed25519(_) => &PKCS_ED25519,
+            CaKey::P256(_) => &PKCS_ECDSA_P256_SHA256,
+        }
+    }
+}
+
+impl rcgen::SigningKey for CaKey {
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
+        match self {
+            CaKey::Ed25519(k) => rcgen::SigningKey::sign(k, msg),
+            CaKey::P256(k) => {
+                use p256::ecdsa::signature::Signer;
+                let sig: p256::ecdsa::Signature = k.key.sign(msg);
+                Ok(sig.to_der().as_bytes().to_vec())
+            }
+        }
+    }
+}
+
+/// Which derived CA, and what its certificate says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Authority {
+    /// etcd's peer and client TLS, and agent to agent (Ed25519).
+    Cluster,
+    /// The Kubernetes cluster CA (`/etc/kubernetes/pki/ca.crt`).
+    Kubernetes,
+    /// The aggregation layer's request-header CA (`front-proxy-ca.crt`).
+    FrontProxy,
+}
+
+impl Authority {
+    /// HKDF info prefix of the CA's key.
+    fn label(self) -> &'static [u8] {
+        match self {
+            Authority::Cluster => b"cluster-ca/",
+            Authority::Kubernetes => b"kubernetes-ca/",
+            Authority::FrontProxy => b"front-proxy-ca/",
+        }
+    }
+
+    fn common_name(self, cluster: &str) -> String {
+        match self {
+            Authority::Cluster => format!("muster-ca {cluster}"),
+            Authority::Kubernetes => format!("kubernetes-ca {cluster}"),
+            Authority::FrontProxy => format!("front-proxy-ca {cluster}"),
+        }
+    }
 }
 
 impl ClusterCa {
     /// Derives the CA of `cluster_name` from the cluster secret. Pure and
     /// deterministic: same inputs, byte-identical CA certificate.
     pub fn derive(cluster_name: &str, secret: &[u8]) -> Result<ClusterCa, PkiError> {
+        Self::derive_authority(Authority::Cluster, cluster_name, secret)
+    }
+
+    /// Derives one of the cluster's CAs. Pure and deterministic like
+    /// [`ClusterCa::derive`]; each authority has its own key (HKDF label).
+    pub fn derive_authority(
+        authority: Authority,
+        cluster_name: &str,
+        secret: &[u8],
+    ) -> Result<ClusterCa, PkiError> {
         validate_cluster_name(cluster_name)?;
         if secret.len() < MIN_SECRET_LEN {
             return Err(PkiError::SecretTooShort { len: secret.len() });
         }
         let name = cluster_name.as_bytes();
-
-        let mut pkcs8 = Vec::with_capacity(48);
-        pkcs8.extend_from_slice(&ED25519_PKCS8_PREFIX);
-        pkcs8.resize(48, 0);
-        hkdf_sha256(secret, HKDF_SALT, &[b"cluster-ca/", name], &mut pkcs8[16..])?;
-        // PrivatePkcs8KeyDer wipes its bytes on drop; rcgen keeps its own copy.
-        let key =
-            KeyPair::from_pkcs8_der_and_sign_algo(&PrivatePkcs8KeyDer::from(pkcs8), &PKCS_ED25519)
+        let key = match authority {
+            Authority::Cluster => {
+                let mut pkcs8 = Vec::with_capacity(48);
+                pkcs8.extend_from_slice(&ED25519_PKCS8_PREFIX);
+                pkcs8.resize(48, 0);
+                hkdf_sha256(secret, HKDF_SALT, &[authority.label(), name], &mut pkcs8[16..])?;
+                // PrivatePkcs8KeyDer wipes its bytes on drop; rcgen keeps its own copy.
+                let key = KeyPair::from_pkcs8_der_and_sign_algo(
+                    &PrivatePkcs8KeyDer::from(pkcs8),
+                    &PKCS_ED25519,
+                )
                 .map_err(|_| PkiError::Crypto("loading the derived CA key"))?;
+                CaKey::Ed25519(key)
+            }
+            Authority::Kubernetes | Authority::FrontProxy => {
+                CaKey::P256(DerivedP256::derive(authority.label(), cluster_name, secret)?)
+            }
+        };
 
         let mut serial = [0u8; 16];
-        hkdf_sha256(
-            secret,
-            HKDF_SALT,
-            &[b"cluster-ca-serial/", name],
-            &mut serial,
-        )?;
+        let serial_label: &[u8] = match authority {
+            Authority::Cluster => b"cluster-ca-serial/",
+            Authority::Kubernetes => b"kubernetes-ca-serial/",
+            Authority::FrontProxy => b"front-proxy-ca-serial/",
+        };
+        hkdf_sha256(secret, HKDF_SALT, &[serial_label, name], &mut serial)?;
         serial[0] &= 0x7f; // a positive INTEGER
 
-        let params = ca_params(cluster_name, &serial);
-        // Ed25519 signatures are deterministic and rcgen's key identifiers
-        // are SHA-256 of the public key: nothing random enters the bytes.
+        let params = ca_params(&authority.common_name(cluster_name), &serial);
+        // Ed25519 and RFC 6979 ECDSA signatures are deterministic and
+        // rcgen's key identifiers are SHA-256 of the public key: nothing
+        // random enters the bytes.
         let cert = params
             .self_signed(&key)
             .map_err(|e| PkiError::build("cluster CA", e))?;
@@ -87,6 +238,16 @@ impl ClusterCa {
             cert_der: cert.der().clone(),
             issuer: Issuer::new(params, key),
         })
+    }
+
+    /// The CA's private key as PEM, for the Kubernetes CAs only (the
+    /// controller-manager signs node certificates with it); `None` for the
+    /// cluster CA, whose key never leaves memory.
+    pub fn private_key_pem(&self) -> Result<Option<KeyPem>, PkiError> {
+        match self.issuer.key() {
+            CaKey::Ed25519(_) => Ok(None),
+            CaKey::P256(k) => k.private_pem().map(Some),
+        }
     }
 
     pub fn cluster_name(&self) -> &str {
@@ -163,12 +324,12 @@ fn validate_cluster_name(name: &str) -> Result<(), PkiError> {
     Ok(())
 }
 
-fn ca_params(cluster_name: &str, serial: &[u8]) -> CertificateParams {
+fn ca_params(common_name: &str, serial: &[u8]) -> CertificateParams {
     let (y, m, d) = CA_NOT_BEFORE;
     let (y2, m2, d2) = CA_NOT_AFTER;
     let mut dn = DistinguishedName::new();
     dn.push(DnType::OrganizationName, "muster");
-    dn.push(DnType::CommonName, format!("muster-ca {cluster_name}"));
+    dn.push(DnType::CommonName, common_name);
 
     let mut p = CertificateParams::default();
     p.not_before = date_time_ymd(y, m, d);
@@ -251,6 +412,21 @@ impl hkdf::KeyType for Len {
     }
 }
 
+/// Bytes derived from the cluster secret for `label` (a purpose) and the
+/// cluster name, in the same domain as the CAs: for credentials every
+/// node must compute alike (the bootstrap token).
+pub fn derive_bytes(
+    secret: &[u8],
+    label: &[u8],
+    cluster_name: &str,
+    out: &mut [u8],
+) -> Result<(), PkiError> {
+    if secret.len() < MIN_SECRET_LEN {
+        return Err(PkiError::SecretTooShort { len: secret.len() });
+    }
+    hkdf_sha256(secret, HKDF_SALT, &[label, cluster_name.as_bytes()], out)
+}
+
 /// HKDF-SHA256 (RFC 5869) extract-then-expand into `out`.
 pub(crate) fn hkdf_sha256(
     ikm: &[u8],
@@ -296,10 +472,7 @@ mod tests {
         hkdf_sha256(&secret, HKDF_SALT, &[b"cluster-ca/prod"], &mut seed).unwrap();
         let ring_key = ring::signature::Ed25519KeyPair::from_seed_unchecked(&seed).unwrap();
         use ring::signature::KeyPair as _;
-        assert_eq!(
-            ca.issuer.key().public_key_raw(),
-            ring_key.public_key().as_ref()
-        );
+        assert_eq!(ca.issuer.key().der_bytes(), ring_key.public_key().as_ref());
     }
 
     #[test]

@@ -68,14 +68,15 @@ mod leaf;
 mod store;
 mod tls;
 
-pub use ca::{ClusterCa, MIN_SECRET_LEN};
+pub use ca::{Authority, ClusterCa, DerivedP256, MIN_SECRET_LEN, derive_bytes};
 pub use error::PkiError;
 pub use leaf::{
     CLOCK_SKEW, CertKind, IssuedCert, KeyPem, LEAF_VALIDITY, LeafSpec, NodeIdentity, San, Usage,
     canonical_sans,
 };
 pub use store::{
-    CA_FILE, NodeCert, NodePki, Outcome, RENEW_BEFORE, Reason, cert_paths, ensure_certs_at,
-    ensure_node_certs,
+    CA_FILE, CERT_MODE, KEY_MODE, LeafFiles, NodeCert, NodePki, Outcome, RENEW_BEFORE, Reason,
+    cert_paths, ensure_certs_at, ensure_leaf, ensure_node_certs, ensure_private_dir,
+    write_if_changed,
 };
 pub use tls::{client_config, client_config_from_pem, server_config, server_config_from_pem};

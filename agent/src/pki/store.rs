@@ -28,8 +28,10 @@ pub const RENEW_BEFORE: Duration = Duration::from_secs(30 * 24 * 3600);
 
 pub const CA_FILE: &str = "ca.crt";
 const DIR_MODE: u32 = 0o700;
-const CERT_MODE: u32 = 0o644;
-const KEY_MODE: u32 = 0o600;
+/// Mode of certificates and other public files.
+pub const CERT_MODE: u32 = 0o644;
+/// Mode of private keys and files that embed one.
+pub const KEY_MODE: u32 = 0o600;
 
 /// Signature algorithms accepted when checking our own certificates.
 static SIG_ALGS: &[&dyn rustls::pki_types::SignatureVerificationAlgorithm] =
@@ -150,28 +152,14 @@ pub fn ensure_certs_at(
 
     let mut certs = Vec::with_capacity(specs.len());
     for (kind, spec) in specs {
-        let (cert_path, key_path) = cert_paths(dir, kind);
-        let (cert_pem, key_pem, outcome) = match check_existing(
-            ca, &spec, &cert_path, &key_path, now,
-        )? {
-            Ok((cert, key)) => (cert, key, Outcome::Kept),
-            Err(reason) => {
-                let issued = ca.issue_at(&spec, now)?;
-                // Key first: a crash between the renames leaves a
-                // mismatched pair, which the next run detects.
-                write_atomic(&key_path, issued.key_pem.expose().as_bytes(), KEY_MODE)?;
-                write_atomic(&cert_path, issued.cert_pem.as_bytes(), CERT_MODE)?;
-                tracing::info!(%kind, %reason, path = %cert_path.display(), "issued certificate");
-                (issued.cert_pem, issued.key_pem, Outcome::Issued(reason))
-            }
-        };
+        let leaf = ensure_leaf(dir, kind.stem(), ca, &spec, now)?;
         certs.push(NodeCert {
             kind,
-            cert_path,
-            key_path,
-            cert_pem,
-            key_pem,
-            outcome,
+            cert_path: leaf.cert_path,
+            key_path: leaf.key_path,
+            cert_pem: leaf.cert_pem,
+            key_pem: leaf.key_pem,
+            outcome: leaf.outcome,
         });
     }
     sync_dir(dir)?;
@@ -180,6 +168,79 @@ pub fn ensure_certs_at(
         ca_path,
         certs,
     })
+}
+
+/// One certificate and key on disk, after [`ensure_leaf`].
+#[derive(Clone)]
+pub struct LeafFiles {
+    pub cert_path: PathBuf,
+    pub key_path: PathBuf,
+    pub cert_pem: String,
+    pub key_pem: KeyPem,
+    pub outcome: Outcome,
+}
+
+impl fmt::Debug for LeafFiles {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LeafFiles")
+            .field("cert_path", &self.cert_path)
+            .field("outcome", &self.outcome)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Makes `<dir>/<stem>.crt` + `.key` a valid pair for `spec` under `ca`:
+/// kept when still good (trusted, not expiring within 30 days, same
+/// names, key matching and private), else issued afresh. `dir` must exist.
+pub fn ensure_leaf(
+    dir: &Path,
+    stem: &str,
+    ca: &ClusterCa,
+    spec: &LeafSpec,
+    now: SystemTime,
+) -> Result<LeafFiles, PkiError> {
+    let cert_path = dir.join(format!("{stem}.crt"));
+    let key_path = dir.join(format!("{stem}.key"));
+    let (cert_pem, key_pem, outcome) = match check_existing(ca, spec, &cert_path, &key_path, now)? {
+        Ok((cert, key)) => (cert, key, Outcome::Kept),
+        Err(reason) => {
+            let issued = ca.issue_at(spec, now)?;
+            // Key first: a crash between the renames leaves a
+            // mismatched pair, which the next run detects.
+            write_atomic(&key_path, issued.key_pem.expose().as_bytes(), KEY_MODE)?;
+            write_atomic(&cert_path, issued.cert_pem.as_bytes(), CERT_MODE)?;
+            tracing::info!(%stem, %reason, path = %cert_path.display(), "issued certificate");
+            (issued.cert_pem, issued.key_pem, Outcome::Issued(reason))
+        }
+    };
+    Ok(LeafFiles {
+        cert_path,
+        key_path,
+        cert_pem,
+        key_pem,
+        outcome,
+    })
+}
+
+/// Writes `bytes` to `path` (atomically, with `mode`) unless it already
+/// holds exactly them, so derived files are repaired when tampered with
+/// and untouched otherwise. True when it wrote. A key mode (0600) also
+/// replaces a file of the right content that others could read.
+pub fn write_if_changed(path: &Path, bytes: &[u8], mode: u32) -> Result<bool, PkiError> {
+    let same = fs::read(path).ok().as_deref() == Some(bytes);
+    let mode_ok = fs::symlink_metadata(path)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o777 == mode)
+        .unwrap_or(false);
+    if same && mode_ok {
+        return Ok(false);
+    }
+    write_atomic(path, bytes, mode)?;
+    Ok(true)
+}
+
+/// Creates `dir` (0700) and its parents, tightening a looser existing one.
+pub fn ensure_private_dir(dir: &Path) -> Result<(), PkiError> {
+    ensure_dir(dir)
 }
 
 type Existing = Result<(String, KeyPem), Reason>;

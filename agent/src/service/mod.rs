@@ -9,7 +9,7 @@ pub mod boot_state;
 pub mod child;
 pub mod systemd;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Which supervisor runs Muster's services.
 #[derive(
@@ -56,6 +56,16 @@ pub enum ServiceError {
     Systemd(#[from] systemd::SystemdError),
 }
 
+/// What [`Supervisor::ensure_current`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ensured {
+    /// It ran as wanted already.
+    Running,
+    Started,
+    /// It ran with other arguments and was restarted.
+    Restarted,
+}
+
 /// The supervisor in use.
 #[derive(Debug, Clone)]
 pub enum Supervisor {
@@ -79,6 +89,42 @@ impl Supervisor {
             Supervisor::Child(c) => c.stop(name).await,
             Supervisor::Systemd(s) => s.stop(name).await,
         }
+    }
+
+    /// Makes the service run exactly as `spec` says: started if it does
+    /// not run, restarted if it runs with another program or arguments
+    /// than the ones recorded (in `record_dir/NAME.spec`) when it was
+    /// started. A service started without a record is left alone, as
+    /// [`Supervisor::ensure_running`] would.
+    pub async fn ensure_current(
+        &self,
+        spec: &ServiceSpec,
+        record_dir: &Path,
+    ) -> Result<Ensured, ServiceError> {
+        let record = record_dir.join(format!("{}.spec", spec.name));
+        let wanted = format!("{}\n{}\n", spec.program.display(), spec.args.join("\n"));
+        let io = |path: &Path| {
+            let (name, path) = (spec.name.clone(), path.to_path_buf());
+            move |source| ServiceError::Io { name, path, source }
+        };
+        let recorded = std::fs::read_to_string(&record).ok();
+        let mut outcome = Ensured::Started;
+        if self.is_running(&spec.name).await? {
+            match recorded {
+                Some(r) if r != wanted => {
+                    tracing::info!(service = %spec.name, "arguments changed: restarting");
+                    self.stop(&spec.name).await?;
+                    outcome = Ensured::Restarted;
+                }
+                _ => return Ok(Ensured::Running),
+            }
+        }
+        std::fs::create_dir_all(record_dir).map_err(io(record_dir))?;
+        std::fs::write(&record, &wanted).map_err(io(&record))?;
+        if !self.ensure_running(spec).await? && outcome == Ensured::Started {
+            return Ok(Ensured::Running);
+        }
+        Ok(outcome)
     }
 
     /// Whether the service runs (for systemd: active, activating or

@@ -244,6 +244,10 @@ impl Net {
                 "link set lo up".into(),
                 format!("addr add {}/24 dev eth0", h.ip),
                 "link set eth0 up".into(),
+                // Kubernetes components pick their address from the
+                // default route's interface and refuse to start without
+                // one; nothing answers at .1, and tests never leave the /24.
+                format!("route add default via {} dev eth0", gateway(h.ip)),
             ],
         );
         host
@@ -898,4 +902,10 @@ fn print_log_tails(dir: &Path) {
             eprintln!("---- {} (last 30 lines) ----\n{tail}", path.display());
         }
     }
+}
+
+/// The `.1` of a host's /24: its default gateway (nothing answers there).
+fn gateway(ip: Ipv4Addr) -> Ipv4Addr {
+    let [a, b, c, _] = ip.octets();
+    Ipv4Addr::new(a, b, c, 1)
 }

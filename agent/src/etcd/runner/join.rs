@@ -28,11 +28,11 @@ impl Runner {
             .await
             .map_err(|e| e.to_string())?;
         let (key, lease) = etcd
-            .lock_membership(15)
+            .lock(client::MEMBERSHIP_LOCK, 15)
             .await
             .map_err(|e| format!("etcd: membership lock: {e}"))?;
         let result = self.add_self(&mut etcd, me).await;
-        etcd.unlock_membership(key, lease).await;
+        etcd.unlock(key, lease).await;
         let Some(members) = result? else {
             return Ok(None);
         };

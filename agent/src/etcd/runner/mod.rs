@@ -55,6 +55,8 @@ pub struct Runner {
     view_stable_since_ms: u64,
     unhealthy_since: HashMap<u64, Instant>,
     role: Option<Role>,
+    /// The role, for the phases that depend on it (Kubernetes).
+    role_tx: tokio::sync::watch::Sender<Option<Role>>,
 }
 
 fn now_ms() -> u64 {
@@ -67,6 +69,7 @@ fn now_ms() -> u64 {
 impl Runner {
     pub fn new(cfg: RunnerConfig, source: PeerSource) -> Runner {
         let role = read_role(&cfg.state);
+        let (role_tx, _) = tokio::sync::watch::channel(role);
         Runner {
             cfg,
             source,
@@ -74,7 +77,14 @@ impl Runner {
             view_stable_since_ms: now_ms(),
             unhealthy_since: HashMap::new(),
             role,
+            role_tx,
         }
+    }
+
+    /// Follows this node's role: `None` until it is decided (or read back
+    /// from disk after a restart).
+    pub fn roles(&self) -> tokio::sync::watch::Receiver<Option<Role>> {
+        self.role_tx.subscribe()
     }
 
     fn data_dir(&self) -> PathBuf {
@@ -319,6 +329,7 @@ impl Runner {
         if self.role != Some(role) {
             self.role = Some(role);
             write_role(&self.cfg.state, role);
+            self.role_tx.send_replace(Some(role));
         }
         self.report(|s| s.role = Some(role.to_string()));
     }

@@ -1,0 +1,305 @@
+//! kubernetes — boot phase 8: the control plane on Muster's etcd and VIP.
+//!
+//! Every control-plane node derives the same Kubernetes CA, front-proxy CA,
+//! service-account key and bootstrap token from the cluster secret (no
+//! node hands anything out), issues its own leaf certificates, and runs
+//! kube-apiserver, kube-controller-manager and kube-scheduler as host
+//! services from the binaries in `/usr` (no container image needed). The
+//! apiserver advertises the node's own address; clients reach the cluster
+//! through the VIP, which follows the local apiserver's `/readyz`
+//! ([`health::ApiServerHealth`]). Cluster-wide objects are applied with
+//! server-side apply by one node at a time under an etcd lock.
+//!
+//! * `version` — which release runs; version-specific rendering
+//! * `paths` — kubeadm's file layout under `/etc/kubernetes`
+//! * `certs`, `flags`, `kubeconfig`, `objects`, `token` — pure renderers
+//! * `client` — the API (`kube`): apply, readiness, leases
+//! * `control_plane` — the thin side-effect layer, one round at a time
+//! * `health` — the VIP's health check once Kubernetes runs
+//!
+//! The design and what each identity may do: `docs/design/kubernetes.md`.
+
+pub mod certs;
+pub mod client;
+pub mod control_plane;
+pub mod flags;
+pub mod health;
+pub mod kubeconfig;
+pub mod objects;
+pub mod paths;
+pub mod token;
+pub mod version;
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::config::{Config, EtcdPlacement};
+use crate::etcd::client::{EtcdTls, client_url};
+use crate::pki::PkiError;
+use crate::roles::Role;
+use crate::service::Supervisor;
+use crate::state::{KubernetesStatus, StatusBoard};
+use crate::vip::{EtcdMemberHealth, HealthCheck};
+use certs::{ApiNames, NodeNames};
+use control_plane::{Authorities, ControlPlane};
+use flags::ControlPlaneSpec;
+use paths::KubePaths;
+use version::KubeVersion;
+
+/// The control-plane binaries a node must carry to run Kubernetes.
+pub const CONTROL_PLANE_BINARIES: [&str; 3] =
+    ["kube-apiserver", "kube-controller-manager", "kube-scheduler"];
+
+/// The cluster's DNS domain (Services are `NAME.NS.svc.<domain>`).
+pub const CLUSTER_DOMAIN: &str = "cluster.local";
+
+/// How often the phase's round runs.
+const TICK: Duration = Duration::from_secs(2);
+
+/// Where the binaries are and where the files go (agent flags).
+#[derive(Debug, Clone)]
+pub struct KubeOptions {
+    pub bin_dir: PathBuf,
+    pub paths: KubePaths,
+}
+
+/// Why the node cannot run the Kubernetes the config asks for. Found
+/// before anything is started or written.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error(
+        "kubernetes.version: `{wanted}` is set, but this node carries no Kubernetes ({path}: not found); use an image built with `image/build.sh --kubernetes`, or remove the setting"
+    )]
+    NoBinaries { wanted: String, path: PathBuf },
+    #[error(
+        "kubernetes.version: `{wanted}` is not the Kubernetes this node carries ({found} in {dir}); set `{found_plain}` or use an image with {wanted}"
+    )]
+    VersionMismatch {
+        wanted: String,
+        found: KubeVersion,
+        found_plain: String,
+        dir: PathBuf,
+    },
+    #[error(
+        "kubernetes: this node carries {found}, which Muster does not render for (supported: v1.{}–v1.{})",
+        version::OLDEST_MINOR,
+        version::NEWEST_MINOR
+    )]
+    Unsupported { found: KubeVersion },
+    #[error("kubernetes: {path} is missing: the node carries {found} but not all of its control-plane binaries")]
+    Missing { found: KubeVersion, path: PathBuf },
+    #[error("kubernetes: {0}")]
+    Pki(#[from] PkiError),
+}
+
+/// The Kubernetes this node will run, checked against the config:
+/// `Ok(None)` when the node carries none and none is asked for (an
+/// etcd-only cluster, as before Kubernetes was built).
+pub async fn check(
+    config: &Config,
+    opts: &KubeOptions,
+    image_version: Option<&str>,
+) -> Result<Option<KubeVersion>, SetupError> {
+    let found = version::detect(image_version, &opts.bin_dir).await;
+    check_found(config.kubernetes.version.as_deref(), found, &opts.bin_dir)
+}
+
+/// [`check`] on what was found (pure).
+pub fn check_found(
+    wanted: Option<&str>,
+    found: Option<KubeVersion>,
+    bin_dir: &Path,
+) -> Result<Option<KubeVersion>, SetupError> {
+    let Some(found) = found else {
+        return match wanted {
+            Some(w) => Err(SetupError::NoBinaries {
+                wanted: w.to_string(),
+                path: bin_dir.join("kube-apiserver"),
+            }),
+            None => Ok(None),
+        };
+    };
+    if let Some(w) = wanted {
+        let same = KubeVersion::parse(w).is_some_and(|w| w.same_minor(&found));
+        if !same {
+            return Err(SetupError::VersionMismatch {
+                wanted: w.to_string(),
+                found,
+                found_plain: found.to_string().trim_start_matches('v').to_string(),
+                dir: bin_dir.to_path_buf(),
+            });
+        }
+    }
+    if !found.supported() {
+        return Err(SetupError::Unsupported { found });
+    }
+    if let Some(path) = CONTROL_PLANE_BINARIES
+        .iter()
+        .map(|b| bin_dir.join(b))
+        .find(|p| !p.is_file())
+    {
+        return Err(SetupError::Missing { found, path });
+    }
+    Ok(Some(found))
+}
+
+/// What the phase needs from the rest of the agent.
+pub struct KubeInputs<'a> {
+    pub config: &'a Config,
+    /// The Kubernetes node name.
+    pub node_name: String,
+    pub ip: Ipv4Addr,
+    pub version: KubeVersion,
+    pub opts: &'a KubeOptions,
+    pub supervisor: Supervisor,
+    pub state_dir: &'a Path,
+    pub etcd_tls: EtcdTls,
+    /// etcd client URLs of the other listed peers (dedicated etcd).
+    pub etcd_peers: Vec<String>,
+}
+
+/// Derives the cluster's keys and renders this node's control-plane spec.
+/// Pure apart from the derivation's CPU time; nothing is written.
+pub fn prepare(i: KubeInputs<'_>) -> Result<ControlPlane, SetupError> {
+    let c = i.config;
+    let name = c.cluster.name.as_str();
+    let authorities = Authorities::derive(name, c.cluster.secret.expose().as_bytes())?;
+    let api = ApiNames {
+        vip: c.api_endpoint.vip,
+        dns_name: c.api_endpoint.dns_name.clone(),
+        service_cidr: c.kubernetes.service_cidr,
+        cluster_domain: CLUSTER_DOMAIN.into(),
+    };
+    let node = NodeNames {
+        name: i.node_name,
+        ip: i.ip,
+    };
+    let port = c.api_endpoint.port;
+    let endpoint = format!(
+        "https://{}:{port}",
+        c.api_endpoint.vip.map_or(IpAddr::V4(i.ip), IpAddr::V4)
+    );
+    // Stacked etcd: the local member, like kubeadm. Dedicated: all of them.
+    let etcd_servers = match c.topology.etcd.placement {
+        EtcdPlacement::ControlPlane => vec![client_url(Ipv4Addr::LOCALHOST)],
+        EtcdPlacement::Dedicated => i.etcd_peers.clone(),
+    };
+    let spec = ControlPlaneSpec {
+        version: i.version,
+        cluster_name: name.to_string(),
+        node_ip: i.ip,
+        secure_port: port,
+        etcd_servers: etcd_servers.clone(),
+        service_cidr: c.kubernetes.service_cidr,
+        pod_cidr: c.kubernetes.pod_cidr,
+        cluster_domain: CLUSTER_DOMAIN.into(),
+        paths: i.opts.paths.clone(),
+    };
+    let mut lock_endpoints = vec![client_url(i.ip)];
+    lock_endpoints.extend(i.etcd_peers);
+    Ok(ControlPlane::new(
+        spec,
+        api,
+        node,
+        authorities,
+        endpoint,
+        i.opts.bin_dir.clone(),
+        i.supervisor,
+        i.state_dir.join("services").join("specs"),
+        lock_endpoints,
+        i.etcd_tls,
+    ))
+}
+
+/// Runs the phase until `shutdown`: a round every few seconds on a
+/// control-plane node. Services outlive the agent (like etcd).
+pub async fn run(
+    mut cp: ControlPlane,
+    version: KubeVersion,
+    mut roles: watch::Receiver<Option<Role>>,
+    board: StatusBoard,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    let mut status = KubernetesStatus {
+        version: version.to_string(),
+        ..KubernetesStatus::default()
+    };
+    let mut announced = false;
+    loop {
+        let role = *roles.borrow_and_update();
+        if role == Some(Role::ControlPlane) {
+            if !announced {
+                info!(%version, "kubernetes: this node runs the control plane");
+                announced = true;
+            }
+            cp.round(&mut status).await;
+            if let Err(e) = board.update(|s| s.kubernetes = Some(status.clone())) {
+                warn!("cannot write status: {e}");
+            }
+        }
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = roles.changed() => {}
+            _ = tokio::time::sleep(TICK) => {}
+        }
+    }
+}
+
+/// Whether a node may serve the API, for the VIP: its apiserver once
+/// Kubernetes runs, its etcd member on an etcd-only cluster.
+pub enum ServeHealth {
+    ApiServer(health::ApiServerHealth),
+    /// Boxed: an etcd client is large, and the enum lives in the VIP task.
+    Etcd(Box<EtcdMemberHealth>),
+}
+
+impl HealthCheck for ServeHealth {
+    async fn healthy(&mut self) -> bool {
+        match self {
+            ServeHealth::ApiServer(h) => h.healthy().await,
+            ServeHealth::Etcd(h) => h.healthy().await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(s: &str) -> Option<KubeVersion> {
+        KubeVersion::parse(s)
+    }
+
+    #[test]
+    fn the_version_is_checked_before_anything_starts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for b in CONTROL_PLANE_BINARIES {
+            std::fs::write(dir.path().join(b), "").expect("write");
+        }
+        let bin = dir.path();
+        assert_eq!(check_found(None, None, bin).expect("etcd only"), None);
+        assert_eq!(
+            check_found(None, v("1.28.7"), bin).expect("ok"),
+            v("1.28.7")
+        );
+        assert_eq!(
+            check_found(Some("1.28.2"), v("1.28.7"), bin).expect("same minor"),
+            v("1.28.7")
+        );
+        let e = check_found(Some("1.30.1"), v("1.28.7"), bin).expect_err("mismatch");
+        assert!(e.to_string().starts_with("kubernetes.version: `1.30.1`"), "{e}");
+        assert!(e.to_string().contains("set `1.28.7`"), "{e}");
+        let e = check_found(Some("1.28.7"), None, bin).expect_err("no binaries");
+        assert!(e.to_string().contains("kube-apiserver: not found"), "{e}");
+        let e = check_found(None, v("1.20.0"), bin).expect_err("too old");
+        assert!(e.to_string().contains("not render"), "{e}");
+        std::fs::remove_file(bin.join("kube-scheduler")).expect("rm");
+        let e = check_found(None, v("1.28.7"), bin).expect_err("missing");
+        assert!(e.to_string().contains("kube-scheduler is missing"), "{e}");
+    }
+}
