@@ -68,6 +68,11 @@ if ! command -v cargo >/dev/null 2>&1; then
     exit 1
 fi
 
+# Kubernetes v1.28.7 server binaries, baked into the lab's image (and run
+# by the tier-1 tests): built from source where the project's shared
+# folder is (no release binaries can be downloaded on the build machines).
+bash "$(dirname "$0")/kubernetes-bins.sh"
+
 if [ "$mode" = demo ]; then
     exit 0
 fi
@@ -75,24 +80,38 @@ fi
 # Everything below is for the test tiers only.
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
 
-# etcd: the version the image ships (Debian 13 trixie, 3.5.x). Bookworm only
-# has 3.4, so fetch trixie's .deb with a private apt state (the host's sources
-# stay untouched) and unpack it; it runs fine on bookworm.
-if [ ! -x "$TOOLS/etcd/usr/bin/etcd" ]; then
-    echo "ci/install-deps: etcd-server from Debian 13 into $TOOLS/etcd"
+# Debian 13 (trixie) packages unpacked into $TOOLS/DIR, with a private apt
+# state (the host's sources stay untouched): they run fine on bookworm.
+trixie_debs() {
+    local dest=$1
+    shift
+    echo "ci/install-deps: $* from Debian 13 into $dest"
+    local apt_dir
     apt_dir=$(mktemp -d)
-    mkdir -p "$apt_dir/lists/partial" "$apt_dir/cache/archives/partial" "$TOOLS/etcd"
+    mkdir -p "$apt_dir/lists/partial" "$apt_dir/cache/archives/partial" "$dest"
     echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie main" \
         >"$apt_dir/sources.list"
-    apt_opts=(-o Dir::Etc::SourceList="$apt_dir/sources.list" -o Dir::Etc::SourceParts=/dev/null
+    local apt_opts=(-o Dir::Etc::SourceList="$apt_dir/sources.list" -o Dir::Etc::SourceParts=/dev/null
         -o Dir::State::Lists="$apt_dir/lists" -o Dir::Cache="$apt_dir/cache")
     apt-get "${apt_opts[@]}" update -qq
-    (cd "$apt_dir" && apt-get "${apt_opts[@]}" download etcd-server etcd-client 2>/dev/null)
-    for deb in "$apt_dir"/etcd-*.deb; do dpkg -x "$deb" "$TOOLS/etcd"; done
+    # pkg/trixie: the host may have a newer one of the same name installed
+    # (a cloud SDK's kubectl), which would otherwise be the candidate.
+    local pkgs=()
+    for p in "$@"; do pkgs+=("$p/trixie"); done
+    (cd "$apt_dir" && apt-get "${apt_opts[@]}" download "${pkgs[@]}")
+    for deb in "$apt_dir"/*.deb; do dpkg -x "$deb" "$dest"; done
     rm -rf "$apt_dir"
-fi
+}
+
+# etcd: the version the image ships (Debian 13, 3.5.x); bookworm only has 3.4.
+[ -x "$TOOLS/etcd/usr/bin/etcd" ] || trixie_debs "$TOOLS/etcd" etcd-server etcd-client
 # (sed, not head: head closing the pipe early fails the script under pipefail)
 "$TOOLS/etcd/usr/bin/etcd" --version | sed -n 1p
+
+# kubectl for the Kubernetes tests (Debian 13's, 1.32: within kubectl's
+# usual reach of the 1.28 test binaries for what the tests ask).
+[ -x "$TOOLS/kubectl/usr/bin/kubectl" ] || trixie_debs "$TOOLS/kubectl" kubectl
+"$TOOLS/kubectl/usr/bin/kubectl" version --client 2>/dev/null | sed -n 1p
 
 # moto: the AWS API emulator, in its own venv.
 if [ ! -x "$TOOLS/moto/bin/moto_server" ]; then

@@ -8,7 +8,7 @@
 set -euo pipefail
 source=${1:-}
 staging=${2:?staging directory}
-bins=(kubelet kubeadm kubectl kube-apiserver kube-controller-manager kube-scheduler)
+bins=(kubelet kubeadm kubectl kube-apiserver kube-controller-manager kube-scheduler kube-proxy)
 manifest=$staging/usr/lib/muster/kubernetes.json
 
 if [ -z "$source" ]; then

@@ -152,8 +152,12 @@ async fn pipeline(args: &AgentArgs, board: &StatusBoard) -> Result<(), AgentErro
 
     let config = info_span!("configure").in_scope(|| configure(args, &facts))?;
     // The Kubernetes the config asks for must be the one the node carries.
-    let kube_version =
-        kubernetes::check(&config, &args.kubernetes, image.kubernetes_version.as_deref()).await?;
+    let kube_version = kubernetes::check(
+        &config,
+        &args.kubernetes,
+        image.kubernetes_version.as_deref(),
+    )
+    .await?;
     info!(cluster = %config.cluster.name, kubernetes = ?kube_version.map(|v| v.to_string()), "cluster config is valid");
 
     // From here on the state directory may be written.
@@ -301,7 +305,13 @@ async fn pipeline(args: &AgentArgs, board: &StatusBoard) -> Result<(), AgentErro
         source,
     );
     if let Some((cp, version)) = control_plane {
-        let phase = kubernetes::run(cp, version, runner.roles(), board.clone(), stopped(stop_rx.clone()));
+        let phase = kubernetes::run(
+            cp,
+            version,
+            runner.roles(),
+            board.clone(),
+            stopped(stop_rx.clone()),
+        );
         tokio::spawn(phase.instrument(info_span!("kubernetes")));
     }
     tokio::spawn(async move {

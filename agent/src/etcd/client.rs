@@ -192,12 +192,7 @@ impl Etcd {
         .id();
         let options = LockOptions::new().with_lease(lease);
         let wait = self.timeout * 4;
-        let key = within(
-            &self.endpoints,
-            wait,
-            self.client.lock(name, Some(options)),
-        )
-        .await?;
+        let key = within(&self.endpoints, wait, self.client.lock(name, Some(options))).await?;
         Ok((key.key().to_vec(), lease))
     }
 

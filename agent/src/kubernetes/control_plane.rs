@@ -230,7 +230,13 @@ impl ControlPlane {
 
         let now = SystemTime::now();
         for entry in certs::control_plane(&self.api, &self.node) {
-            pki::ensure_leaf(&pki_dir, entry.stem, a.ca(entry.authority), &entry.spec, now)?;
+            pki::ensure_leaf(
+                &pki_dir,
+                entry.stem,
+                a.ca(entry.authority),
+                &entry.spec,
+                now,
+            )?;
         }
 
         let local = format!("https://127.0.0.1:{}", self.spec.secure_port);
@@ -241,9 +247,8 @@ impl ControlPlane {
         };
         let admin = {
             let (cert, key) = paths.leaf("admin");
-            let read = |p: &PathBuf| {
-                std::fs::read_to_string(p).map_err(|e| PkiError::io("reading", p, e))
-            };
+            let read =
+                |p: &PathBuf| std::fs::read_to_string(p).map_err(|e| PkiError::io("reading", p, e));
             Credential::Embedded {
                 cert_pem: read(&cert)?,
                 key_pem: pki::KeyPem::new(read(&key)?),
@@ -351,10 +356,7 @@ impl ControlPlane {
     }
 }
 
-async fn apply_all(
-    client: &kube::Client,
-    o: &objects::ClusterObjects,
-) -> Result<(), ClientError> {
+async fn apply_all(client: &kube::Client, o: &objects::ClusterObjects) -> Result<(), ClientError> {
     for x in &o.secrets {
         client::apply_namespaced(client, x).await?;
     }

@@ -176,7 +176,10 @@ mod tests {
             ("client-ca-file", "/etc/kubernetes/pki/ca.crt"),
             ("tls-cert-file", "/etc/kubernetes/pki/apiserver.crt"),
             ("service-account-key-file", "/etc/kubernetes/pki/sa.pub"),
-            ("service-account-signing-key-file", "/etc/kubernetes/pki/sa.key"),
+            (
+                "service-account-signing-key-file",
+                "/etc/kubernetes/pki/sa.key",
+            ),
             (
                 "service-account-issuer",
                 "https://kubernetes.default.svc.cluster.local",
@@ -207,7 +210,10 @@ mod tests {
             assert_eq!(value(&c, name), Some(want), "--{name}");
         }
         let s = scheduler(&spec());
-        assert_eq!(value(&s, "kubeconfig"), Some("/etc/kubernetes/scheduler.conf"));
+        assert_eq!(
+            value(&s, "kubeconfig"),
+            Some("/etc/kubernetes/scheduler.conf")
+        );
         assert_eq!(value(&s, "leader-elect"), Some("true"));
     }
 }

@@ -51,8 +51,11 @@ use paths::KubePaths;
 use version::KubeVersion;
 
 /// The control-plane binaries a node must carry to run Kubernetes.
-pub const CONTROL_PLANE_BINARIES: [&str; 3] =
-    ["kube-apiserver", "kube-controller-manager", "kube-scheduler"];
+pub const CONTROL_PLANE_BINARIES: [&str; 3] = [
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+];
 
 /// The cluster's DNS domain (Services are `NAME.NS.svc.<domain>`).
 pub const CLUSTER_DOMAIN: &str = "cluster.local";
@@ -90,7 +93,9 @@ pub enum SetupError {
         version::NEWEST_MINOR
     )]
     Unsupported { found: KubeVersion },
-    #[error("kubernetes: {path} is missing: the node carries {found} but not all of its control-plane binaries")]
+    #[error(
+        "kubernetes: {path} is missing: the node carries {found} but not all of its control-plane binaries"
+    )]
     Missing { found: KubeVersion, path: PathBuf },
     #[error("kubernetes: {0}")]
     Pki(#[from] PkiError),
@@ -292,7 +297,10 @@ mod tests {
             v("1.28.7")
         );
         let e = check_found(Some("1.30.1"), v("1.28.7"), bin).expect_err("mismatch");
-        assert!(e.to_string().starts_with("kubernetes.version: `1.30.1`"), "{e}");
+        assert!(
+            e.to_string().starts_with("kubernetes.version: `1.30.1`"),
+            "{e}"
+        );
         assert!(e.to_string().contains("set `1.28.7`"), "{e}");
         let e = check_found(Some("1.28.7"), None, bin).expect_err("no binaries");
         assert!(e.to_string().contains("kube-apiserver: not found"), "{e}");

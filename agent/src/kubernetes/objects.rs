@@ -69,9 +69,17 @@ impl ClusterObjects {
         }
         let mut out = Vec::new();
         out.extend(self.secrets.iter().map(|o| name("Secret", &o.metadata)));
-        out.extend(self.config_maps.iter().map(|o| name("ConfigMap", &o.metadata)));
+        out.extend(
+            self.config_maps
+                .iter()
+                .map(|o| name("ConfigMap", &o.metadata)),
+        );
         out.extend(self.roles.iter().map(|o| name("Role", &o.metadata)));
-        out.extend(self.role_bindings.iter().map(|o| name("RoleBinding", &o.metadata)));
+        out.extend(
+            self.role_bindings
+                .iter()
+                .map(|o| name("RoleBinding", &o.metadata)),
+        );
         out.extend(
             self.cluster_role_bindings
                 .iter()
@@ -133,7 +141,10 @@ pub fn bootstrap_token_secret(token: &BootstrapToken) -> Secret {
     .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
     .collect();
     Secret {
-        metadata: meta(&format!("bootstrap-token-{}", token.id()), Some("kube-system")),
+        metadata: meta(
+            &format!("bootstrap-token-{}", token.id()),
+            Some("kube-system"),
+        ),
         type_: Some("bootstrap.kubernetes.io/token".into()),
         data: Some(data),
         ..Secret::default()
@@ -230,23 +241,38 @@ mod tests {
         assert_eq!(s.metadata.namespace.as_deref(), Some("kube-system"));
         assert_eq!(s.type_.as_deref(), Some("bootstrap.kubernetes.io/token"));
         let data = s.data.as_ref().expect("data");
-        let get = |k: &str| data.get(k).map(|b| String::from_utf8_lossy(&b.0).into_owned());
+        let get = |k: &str| {
+            data.get(k)
+                .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+        };
         assert_eq!(get("token-id").as_deref(), Some("abcdef"));
         assert_eq!(get("token-secret").as_deref(), Some("0123456789abcdef"));
-        assert_eq!(get("usage-bootstrap-authentication").as_deref(), Some("true"));
+        assert_eq!(
+            get("usage-bootstrap-authentication").as_deref(),
+            Some("true")
+        );
         assert_eq!(get("usage-bootstrap-signing").as_deref(), Some("true"));
-        assert_eq!(get("auth-extra-groups").as_deref(), Some(BOOTSTRAPPERS_GROUP));
+        assert_eq!(
+            get("auth-extra-groups").as_deref(),
+            Some(BOOTSTRAPPERS_GROUP)
+        );
         assert_eq!(get("expiration"), None);
         // apiVersion and kind travel with the object (server-side apply needs them).
         let json = serde_json::to_value(s).expect("json");
-        assert_eq!((json["apiVersion"].as_str(), json["kind"].as_str()), (Some("v1"), Some("Secret")));
+        assert_eq!(
+            (json["apiVersion"].as_str(), json["kind"].as_str()),
+            (Some("v1"), Some("Secret"))
+        );
     }
 
     #[test]
     fn cluster_info_points_at_the_endpoint_and_the_fingerprint_is_stable() {
         let o = objects();
         let kubeconfig = &o.config_maps[0].data.as_ref().expect("data")["kubeconfig"];
-        assert!(kubeconfig.contains("server: https://10.0.0.100:6443"), "{kubeconfig}");
+        assert!(
+            kubeconfig.contains("server: https://10.0.0.100:6443"),
+            "{kubeconfig}"
+        );
         assert_eq!(o.fingerprint(), objects().fingerprint());
         assert_eq!(o.fingerprint().len(), 64);
         assert_eq!(o.names().len(), 7);

@@ -93,7 +93,11 @@ mod tests {
         assert_eq!(a.id().len(), 6);
         assert_eq!(a.secret().len(), 16);
         assert!(!format!("{a:?}").contains(a.secret()));
-        for bad in ["abc.0123456789abcdef", "abcdef.0123456789ABCDEF", "abcdef0123456789abcdef"] {
+        for bad in [
+            "abc.0123456789abcdef",
+            "abcdef.0123456789ABCDEF",
+            "abcdef0123456789abcdef",
+        ] {
             assert_eq!(BootstrapToken::parse(bad), None, "{bad}");
         }
     }

@@ -82,7 +82,13 @@ mod tests {
             minor: 28,
             patch: 7,
         };
-        for text in ["1.28.7", "v1.28.7", "Kubernetes v1.28.7", "v1.28.7-rc.1", "1.28.7+k3s1"] {
+        for text in [
+            "1.28.7",
+            "v1.28.7",
+            "Kubernetes v1.28.7",
+            "v1.28.7-rc.1",
+            "1.28.7+k3s1",
+        ] {
             assert_eq!(KubeVersion::parse(text), Some(v), "{text}");
         }
         for bad in ["", "1.28", "1.28.7.1", "v1.x.7", "latest"] {

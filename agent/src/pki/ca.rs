@@ -68,7 +68,11 @@ impl DerivedP256 {
     /// Derives the key for `label` (a purpose, e.g. `service-account/`)
     /// and `cluster_name` from the secret. A scalar out of range (odds
     /// about 2^-32) is derived again with a counter.
-    pub fn derive(label: &[u8], cluster_name: &str, secret: &[u8]) -> Result<DerivedP256, PkiError> {
+    pub fn derive(
+        label: &[u8],
+        cluster_name: &str,
+        secret: &[u8],
+    ) -> Result<DerivedP256, PkiError> {
         if secret.len() < MIN_SECRET_LEN {
             return Err(PkiError::SecretTooShort { len: secret.len() });
         }
@@ -202,7 +206,12 @@ impl ClusterCa {
                 let mut pkcs8 = Vec::with_capacity(48);
                 pkcs8.extend_from_slice(&ED25519_PKCS8_PREFIX);
                 pkcs8.resize(48, 0);
-                hkdf_sha256(secret, HKDF_SALT, &[authority.label(), name], &mut pkcs8[16..])?;
+                hkdf_sha256(
+                    secret,
+                    HKDF_SALT,
+                    &[authority.label(), name],
+                    &mut pkcs8[16..],
+                )?;
                 // PrivatePkcs8KeyDer wipes its bytes on drop; rcgen keeps its own copy.
                 let key = KeyPair::from_pkcs8_der_and_sign_algo(
                     &PrivatePkcs8KeyDer::from(pkcs8),
@@ -211,9 +220,11 @@ impl ClusterCa {
                 .map_err(|_| PkiError::Crypto("loading the derived CA key"))?;
                 CaKey::Ed25519(key)
             }
-            Authority::Kubernetes | Authority::FrontProxy => {
-                CaKey::P256(DerivedP256::derive(authority.label(), cluster_name, secret)?)
-            }
+            Authority::Kubernetes | Authority::FrontProxy => CaKey::P256(DerivedP256::derive(
+                authority.label(),
+                cluster_name,
+                secret,
+            )?),
         };
 
         let mut serial = [0u8; 16];

@@ -31,6 +31,9 @@ pub struct Cluster {
     pub agent_flags: Vec<String>,
     /// Extra environment for the agents.
     pub agent_env: Vec<(String, String)>,
+    /// Kubernetes binaries for the agents (`--kubernetes-bin`); `None`:
+    /// none, the cluster is etcd only.
+    pub kubernetes_bin: Option<PathBuf>,
 }
 
 impl Cluster {
@@ -77,6 +80,7 @@ impl Cluster {
                 "--etcd-election-ms=1000".into(),
             ],
             agent_env: vec![("RUST_LOG".into(), "info".into())],
+            kubernetes_bin: None,
         }
     }
 
@@ -116,6 +120,17 @@ impl Cluster {
             "--supervisor=child".into(),
             format!("--etcd-bin={}", etcd_bin().display()),
             "--log-format=json".into(),
+            format!(
+                "--kubernetes-bin={}",
+                self.kubernetes_bin
+                    .as_deref()
+                    .unwrap_or(std::path::Path::new("/nonexistent/kubernetes"))
+                    .display()
+            ),
+            format!(
+                "--kubernetes-dir={}",
+                Self::kubernetes_dir_of(&dir).display()
+            ),
         ];
         args.extend(self.agent_flags.iter().cloned());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -128,6 +143,29 @@ impl Cluster {
             node.host
                 .spawn(env!("CARGO_BIN_EXE_muster"), &args, &env, "agent.log"),
         );
+    }
+
+    /// The nodes among `alive` whose eth0 carries `vip` right now.
+    pub fn vip_holders(&self, vip: std::net::Ipv4Addr, alive: &[usize]) -> Vec<usize> {
+        alive
+            .iter()
+            .copied()
+            .filter(|&i| {
+                self.nodes[i]
+                    .host
+                    .ip_cmd(&["-4", "addr", "show", "dev", "eth0"])
+                    .contains(&format!("inet {vip}/32"))
+            })
+            .collect()
+    }
+
+    /// Where node `i`'s agent writes its Kubernetes files.
+    pub fn kubernetes_dir(&self, i: usize) -> PathBuf {
+        Self::kubernetes_dir_of(self.nodes[i].host.dir())
+    }
+
+    fn kubernetes_dir_of(host_dir: &std::path::Path) -> PathBuf {
+        host_dir.join("kubernetes")
     }
 
     /// Power cut: every process of the host dies; its disk stays.

@@ -8,6 +8,7 @@ pub mod fake_http;
 pub mod fake_metadata;
 pub mod golden;
 pub mod http_get;
+pub mod kubernetes;
 pub mod moto;
 pub mod netns;
 pub mod nspawn;

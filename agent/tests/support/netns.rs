@@ -46,6 +46,7 @@ use std::fmt;
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -323,11 +324,20 @@ impl Host {
         let ns = File::open(self.netns_path())
             .unwrap_or_else(|e| panic!("open {}: {e}", self.netns_path().display()));
         let mut cmd = Command::new(program);
-        // SAFETY: setns(2) is a single async-signal-safe syscall; the closure
-        // neither allocates nor takes locks. `ns` is O_CLOEXEC (std's default)
-        // so it is not leaked into the program.
+        // The host's own name, as a machine has: Kubernetes components
+        // name themselves (leader leases) after the hostname.
+        let name = std::ffi::CString::new(self.name()).expect("host names have no NUL");
+        // SAFETY: setns(2), unshare(2) and sethostname(2) are single
+        // async-signal-safe syscalls; the closure neither allocates nor
+        // takes locks (the name was made before fork). `ns` is O_CLOEXEC
+        // (std's default) so it is not leaked into the program.
         unsafe {
-            cmd.pre_exec(move || setns(&ns, CloneFlags::CLONE_NEWNET).map_err(io::Error::from));
+            cmd.pre_exec(move || {
+                setns(&ns, CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
+                nix::sched::unshare(CloneFlags::CLONE_NEWUTS).map_err(io::Error::from)?;
+                nix::unistd::sethostname(std::ffi::OsStr::from_bytes(name.as_bytes()))
+                    .map_err(io::Error::from)
+            });
         }
         cmd
     }

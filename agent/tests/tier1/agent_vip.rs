@@ -16,20 +16,6 @@ use cluster::Cluster;
 use netns::wait_until;
 use serde_json::Value;
 
-/// The nodes whose eth0 carries the VIP right now.
-fn holders(c: &Cluster, vip: Ipv4Addr, alive: &[usize]) -> Vec<usize> {
-    alive
-        .iter()
-        .copied()
-        .filter(|&i| {
-            c.nodes[i]
-                .host
-                .ip_cmd(&["-4", "addr", "show", "dev", "eth0"])
-                .contains(&format!("inet {vip}/32"))
-        })
-        .collect()
-}
-
 /// Every node's status endpoint, read over the network from another node
 /// (as the lab on the host does), names the holder, reports the formed
 /// etcd, and shows no secret (S5).
@@ -104,7 +90,7 @@ fn the_agents_hold_the_vip_on_one_node_and_move_it_when_the_holder_dies() {
         Duration::from_secs(30),
         Duration::from_millis(50),
         || {
-            let h = holders(&c, vip, &all);
+            let h = c.vip_holders(vip, &all);
             assert!(h.len() <= 1, "two nodes hold the VIP: {h:?}");
             holder = h.first().copied();
             holder.is_some()
@@ -122,7 +108,7 @@ fn the_agents_hold_the_vip_on_one_node_and_move_it_when_the_holder_dies() {
         Duration::from_secs(30),
         Duration::from_millis(20),
         || {
-            let h = holders(&c, vip, &rest);
+            let h = c.vip_holders(vip, &rest);
             assert!(h.len() <= 1, "two nodes hold the VIP: {h:?}");
             h.len() == 1
         },

@@ -10,6 +10,7 @@ mod agent_vip;
 mod aws_group;
 mod discovery_aws_moto;
 mod etcd;
+mod kubernetes;
 mod netns_smoke;
 mod pki_etcd;
 mod systemd_supervisor;
