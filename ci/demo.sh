@@ -5,11 +5,12 @@
 # the node image (skipped when the image is up to date), then `muster lab
 # up` boots three VMs of the image on a private bridge (in a network
 # namespace) with a fake cloud on the host side (AWS IMDSv2 + the Auto
-# Scaling group API). The VMs form etcd and the API VIP on their own; the
-# lab only watches, and calls the cluster assembled once the VIP has
+# Scaling group API). The VMs form etcd, the API VIP and the Kubernetes
+# control plane on their own; the lab only watches, and calls the cluster
+# assembled once the Kubernetes API answers through the VIP and the VIP has
 # answered from the same VM several times in a row. Then `muster lab
-# failover` powers the VIP holder off and measures until the VIP answers
-# from another VM.
+# failover` powers the VIP holder off and measures until the VIP, and the
+# API behind it, answer from another VM.
 #
 # The lab is removed at the end. When something fails, the consoles of
 # every VM are copied to build/demo-logs/ first (the script says where).
@@ -26,8 +27,8 @@ phase "install what the demo needs"
 bash ci/install-deps.sh --demo
 phase "build muster"
 cargo build --locked -p muster-agent --bin muster
-phase "node image (skipped when up to date)"
-bash image/build.sh
+phase "node image with Kubernetes (skipped when up to date)"
+bash image/build.sh --kubernetes "${MUSTER_TOOLS:-/opt/muster-test}/kubernetes/bin"
 
 muster=$PWD/target/debug/muster
 name=${LAB_NAME:-demo}
@@ -63,9 +64,14 @@ phase "muster lab up: 3 VMs, nobody told who goes first"
 phase "muster lab status"
 "${lab[@]}" status
 
+phase "the Kubernetes API through the VIP (muster lab kubectl)"
+"${lab[@]}" kubectl -- --request-timeout=60s get --raw /readyz; echo
+"${lab[@]}" kubectl -- --request-timeout=60s get namespaces
+
 phase "muster lab failover: power the VIP holder off hard"
 "${lab[@]}" failover
 
 phase "muster lab status"
 "${lab[@]}" status
+"${lab[@]}" kubectl -- --request-timeout=60s -n kube-system get leases
 phase "demo: done"

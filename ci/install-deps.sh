@@ -68,18 +68,6 @@ if ! command -v cargo >/dev/null 2>&1; then
     exit 1
 fi
 
-# Kubernetes v1.28.7 server binaries, baked into the lab's image (and run
-# by the tier-1 tests): built from source where the project's shared
-# folder is (no release binaries can be downloaded on the build machines).
-bash "$(dirname "$0")/kubernetes-bins.sh"
-
-if [ "$mode" = demo ]; then
-    exit 0
-fi
-
-# Everything below is for the test tiers only.
-rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
-
 # Debian 13 (trixie) packages unpacked into $TOOLS/DIR, with a private apt
 # state (the host's sources stay untouched): they run fine on bookworm.
 trixie_debs() {
@@ -103,15 +91,27 @@ trixie_debs() {
     rm -rf "$apt_dir"
 }
 
+# kubectl for the Kubernetes tests and `muster lab kubectl` (Debian 13's,
+# 1.32: it speaks to the 1.28 test binaries for everything used here).
+[ -x "$TOOLS/kubectl/usr/bin/kubectl" ] || trixie_debs "$TOOLS/kubectl" kubectl
+"$TOOLS/kubectl/usr/bin/kubectl" version --client 2>/dev/null | sed -n 1p
+
+# Kubernetes v1.28.7 server binaries, baked into the lab's image (and run
+# by the tier-1 tests): built from source where the project's shared
+# folder is (no release binaries can be downloaded on the build machines).
+bash "$(dirname "$0")/kubernetes-bins.sh"
+
+if [ "$mode" = demo ]; then
+    exit 0
+fi
+
+# Everything below is for the test tiers only.
+rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
+
 # etcd: the version the image ships (Debian 13, 3.5.x); bookworm only has 3.4.
 [ -x "$TOOLS/etcd/usr/bin/etcd" ] || trixie_debs "$TOOLS/etcd" etcd-server etcd-client
 # (sed, not head: head closing the pipe early fails the script under pipefail)
 "$TOOLS/etcd/usr/bin/etcd" --version | sed -n 1p
-
-# kubectl for the Kubernetes tests (Debian 13's, 1.32: within kubectl's
-# usual reach of the 1.28 test binaries for what the tests ask).
-[ -x "$TOOLS/kubectl/usr/bin/kubectl" ] || trixie_debs "$TOOLS/kubectl" kubectl
-"$TOOLS/kubectl/usr/bin/kubectl" version --client 2>/dev/null | sed -n 1p
 
 # moto: the AWS API emulator, in its own venv.
 if [ ! -x "$TOOLS/moto/bin/moto_server" ]; then

@@ -8,7 +8,8 @@
 set -euo pipefail
 source=${1:-}
 staging=${2:?staging directory}
-bins=(kubelet kubeadm kubectl kube-apiserver kube-controller-manager kube-scheduler kube-proxy)
+# No kubeadm: the agent renders what kubeadm would, and runs the components itself.
+bins=(kubelet kubectl kube-apiserver kube-controller-manager kube-scheduler kube-proxy)
 manifest=$staging/usr/lib/muster/kubernetes.json
 
 if [ -z "$source" ]; then

@@ -1,4 +1,4 @@
-//! The agent daemon: runs the boot pipeline of DESIGN.md phase by phase.
+//! The agent daemon: runs the boot pipeline of docs/design.md phase by phase.
 //!
 //! identify → configure → (plan logged) → pki → discover / assign roles /
 //! etcd, then the steady-state loop. Phases after etcd (VIP, Kubernetes,
@@ -248,6 +248,7 @@ async fn pipeline(args: &AgentArgs, board: &StatusBoard) -> Result<(), AgentErro
     let health = match kube_version {
         Some(_) => ServeHealth::ApiServer(kubernetes::health::ApiServerHealth::new(
             kubernetes::control_plane::ControlPlane::agent_kubeconfig(&args.kubernetes.paths),
+            vip::election::Timing::from_settings(&config.api_endpoint.timing).hold_for / 2,
         )),
         None => ServeHealth::Etcd(Box::new(EtcdMemberHealth::new(
             EtcdAccess::mtls(vec![client_url(ip)], &node_pki).map_err(VipError::from)?,
@@ -511,6 +512,21 @@ pub fn render_status_text(status: &Status, now_unix: u64) -> String {
             ));
         }
         out.push('\n');
+    }
+    if let Some(k) = &status.kubernetes {
+        let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+        out.push_str(&format!(
+            "kubernetes:  {} {}; apiserver {}; leaders: controller-manager {}, scheduler {}; objects {}\n",
+            k.version,
+            k.components.join(", "),
+            if k.apiserver_ready { "ready" } else { "not ready" },
+            dash(&k.controller_manager_leader),
+            dash(&k.scheduler_leader),
+            if k.objects.is_some() { "applied" } else { "not applied yet" },
+        ));
+        if let Some(m) = &k.message {
+            out.push_str(&format!("             {m}\n"));
+        }
     }
     if let Some(image) = &status.image {
         out.push_str(&format!("image:       {}\n", image.summary()));

@@ -1,7 +1,7 @@
 //! Muster's node agent.
 //!
 //! The binary (`src/main.rs`) is a thin CLI over this library. Each boot phase
-//! of `DESIGN.md` is a module; inside a module, fetching and other side
+//! of `docs/design.md` is a module; inside a module, fetching and other side
 //! effects are kept apart from pure parse/plan functions so the decisions are
 //! testable without machines.
 

@@ -53,6 +53,7 @@ pub fn render(status: &Status) -> String {
         &[("", i64::from(status.vip.as_ref().is_some_and(|v| v.holder)))],
     );
     vip(&mut out, status);
+    kubernetes(&mut out, status);
     image(&mut out, status);
     out.text
 }
@@ -107,6 +108,35 @@ fn vip(out: &mut Metrics, status: &Status) {
             ("quantile=\"0.99\"", i64::from(r.p99_ms)),
             ("quantile=\"1\"", i64::from(r.max_ms)),
         ],
+    );
+}
+
+fn kubernetes(out: &mut Metrics, status: &Status) {
+    let Some(k) = &status.kubernetes else {
+        return;
+    };
+    out.gauge(
+        "muster_kubernetes_apiserver_ready",
+        "1 when the local kube-apiserver answered /readyz in the last round.",
+        &[("", i64::from(k.apiserver_ready))],
+    );
+    let me = status.hostname.as_deref().map(str::to_ascii_lowercase);
+    let leads = |leader: &Option<String>| i64::from(leader.is_some() && *leader == me);
+    out.gauge(
+        "muster_kubernetes_leader",
+        "1 when this node holds the component's leader lease.",
+        &[
+            (
+                "component=\"kube-controller-manager\"",
+                leads(&k.controller_manager_leader),
+            ),
+            ("component=\"kube-scheduler\"", leads(&k.scheduler_leader)),
+        ],
+    );
+    out.gauge(
+        "muster_kubernetes_objects_applied",
+        "1 once this node has applied the cluster objects since its agent started.",
+        &[("", i64::from(k.objects.is_some()))],
     );
 }
 

@@ -24,7 +24,7 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/muster";
 /// The file `muster status` reads.
 pub const STATUS_FILE: &str = "status.json";
 
-/// Where in the boot pipeline (DESIGN.md) the agent is.
+/// Where in the boot pipeline (docs/design.md) the agent is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Phase {

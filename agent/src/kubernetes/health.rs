@@ -8,20 +8,26 @@ use std::time::Duration;
 
 use crate::vip::HealthCheck;
 
-/// One readiness check may take this long; slower is unhealthy.
-pub const CHECK_TIMEOUT: Duration = Duration::from_millis(1000);
+/// The shortest time one readiness check may take before it counts as
+/// unhealthy.
+pub const MIN_CHECK_TIMEOUT: Duration = Duration::from_millis(1000);
 
 /// Readiness of the local apiserver, asked with the agent's own
 /// kubeconfig (`https://127.0.0.1:PORT`, admin client certificate).
 pub struct ApiServerHealth {
     kubeconfig: PathBuf,
+    timeout: Duration,
     client: Option<kube::Client>,
 }
 
 impl ApiServerHealth {
-    pub fn new(kubeconfig: PathBuf) -> ApiServerHealth {
+    /// `timeout`: how long one check may take. It runs inside the VIP
+    /// holder's renewal round, so it gets what each etcd call of the round
+    /// gets (half the hold time), and at least [`MIN_CHECK_TIMEOUT`].
+    pub fn new(kubeconfig: PathBuf, timeout: Duration) -> ApiServerHealth {
         ApiServerHealth {
             kubeconfig,
+            timeout: timeout.max(MIN_CHECK_TIMEOUT),
             client: None,
         }
     }
@@ -29,12 +35,12 @@ impl ApiServerHealth {
     async fn check(&mut self) -> bool {
         if self.client.is_none() {
             // Until the Kubernetes phase has written it, nothing serves.
-            self.client = super::client::from_kubeconfig(&self.kubeconfig, CHECK_TIMEOUT)
+            self.client = super::client::from_kubeconfig(&self.kubeconfig, self.timeout)
                 .await
                 .ok();
         }
         match &self.client {
-            Some(c) => super::client::ready(c, CHECK_TIMEOUT).await,
+            Some(c) => super::client::ready(c, self.timeout).await,
             None => false,
         }
     }

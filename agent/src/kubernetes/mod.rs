@@ -220,6 +220,49 @@ pub fn prepare(i: KubeInputs<'_>) -> Result<ControlPlane, SetupError> {
     ))
 }
 
+/// A kubeconfig with a fresh cluster-admin certificate for the cluster of
+/// `cluster_name` and `secret`, pointing at `server`: what `muster lab`
+/// hands its user. Whoever holds the cluster secret can make one; that is
+/// the secret's power (docs/design/pki.md).
+pub fn admin_kubeconfig(
+    cluster_name: &str,
+    secret: &[u8],
+    server: &str,
+) -> Result<String, PkiError> {
+    let ca = crate::pki::ClusterCa::derive_authority(
+        crate::pki::Authority::Kubernetes,
+        cluster_name,
+        secret,
+    )?;
+    let spec = certs::control_plane(
+        &ApiNames {
+            vip: None,
+            dns_name: None,
+            service_cidr: crate::config::Kubernetes::default().service_cidr,
+            cluster_domain: CLUSTER_DOMAIN.into(),
+        },
+        &NodeNames {
+            name: "lab".into(),
+            ip: Ipv4Addr::LOCALHOST,
+        },
+    )
+    .into_iter()
+    .find(|e| e.stem == "admin")
+    .map(|e| e.spec)
+    .ok_or(PkiError::Crypto("the certificate table has no admin entry"))?;
+    let issued = ca.issue(&spec)?;
+    Ok(kubeconfig::render(&kubeconfig::KubeconfigSpec {
+        cluster: cluster_name,
+        server,
+        ca_pem: ca.cert_pem(),
+        user: "kubernetes-admin",
+        credential: kubeconfig::Credential::Embedded {
+            cert_pem: issued.cert_pem,
+            key_pem: issued.key_pem,
+        },
+    }))
+}
+
 /// Runs the phase until `shutdown`: a round every few seconds on a
 /// control-plane node. Services outlive the agent (like etcd).
 pub async fn run(

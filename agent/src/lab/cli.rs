@@ -38,8 +38,9 @@ enum LabCommand {
         /// Worker VMs besides.
         #[arg(long, default_value_t = 0)]
         workers: u32,
-        /// Memory per VM, in MiB.
-        #[arg(long, default_value_t = 1024)]
+        /// Memory per VM, in MiB (etcd and the Kubernetes control plane
+        /// need about 1 GiB together).
+        #[arg(long, default_value_t = 1536)]
         memory: u32,
         /// vCPUs per VM.
         #[arg(long, default_value_t = 1)]
@@ -84,6 +85,12 @@ enum LabCommand {
     Add {
         #[arg(long, default_value_t = 1)]
         count: u32,
+    },
+    /// Run kubectl against the lab's API (inside the lab network, with
+    /// the lab's admin kubeconfig): `muster lab kubectl -- get nodes`.
+    Kubectl {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
     /// Remove every VM, tap, bridge, namespace and file of the lab.
     Down,
@@ -149,6 +156,7 @@ pub fn run(cli: LabCli) -> Result<(), LabError> {
         LabCommand::Add { count } => {
             lab.add(count)?;
         }
+        LabCommand::Kubectl { args } => lab.kubectl(&args)?,
         LabCommand::Down => lab.down()?,
         LabCommand::Serve {
             world,

@@ -132,19 +132,15 @@ pub fn in_netns(ns: &str, program: &str) -> Command {
     cmd
 }
 
-/// GETs `http://addr:port/path` from inside the lab namespace and returns
-/// the body of a 200 answer. The request runs on a thread that enters the
-/// namespace, so the calling process stays in its own.
-pub fn http_get(
-    ns: &str,
-    addr: Ipv4Addr,
-    port: u16,
-    path: &str,
-    timeout: Duration,
-) -> Result<String, String> {
+/// Runs `work` on a fresh thread inside namespace `ns`, with a
+/// single-threaded async runtime, so the calling process stays in its own.
+pub fn run_in_netns<T, F>(ns: &str, work: impl FnOnce() -> F + Send + 'static) -> Result<T, String>
+where
+    T: Send + 'static,
+    F: Future<Output = Result<T, String>>,
+{
     let ns_path = netns_path(ns);
-    let url = format!("http://{addr}:{port}{path}");
-    std::thread::spawn(move || -> Result<String, String> {
+    std::thread::spawn(move || -> Result<T, String> {
         let file = std::fs::File::open(&ns_path).map_err(|e| format!("{ns_path}: {e}"))?;
         nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
             .map_err(|e| format!("enter {ns_path}: {e}"))?;
@@ -153,26 +149,52 @@ pub fn http_get(
             .build()
             .map_err(|e| format!("runtime: {e}"))?;
         crate::http::install_crypto_provider();
-        rt.block_on(async {
-            let client = reqwest::Client::builder()
-                .timeout(timeout)
-                .no_proxy()
-                .build()
-                .map_err(|e| format!("client: {e}"))?;
-            let resp = client
-                .get(&url)
-                .send()
-                .await
-                .map_err(|e| format!("{url}: {e}"))?;
-            let status = resp.status();
-            let body = resp.text().await.map_err(|e| format!("{url}: {e}"))?;
-            if status.is_success() {
-                Ok(body)
-            } else {
-                Err(format!("{url}: HTTP {status}"))
-            }
-        })
+        rt.block_on(work())
     })
     .join()
     .map_err(|_| "the request thread panicked".to_string())?
+}
+
+/// GETs `http://addr:port/path` from inside the lab namespace and returns
+/// the body of a 200 answer.
+pub fn http_get(
+    ns: &str,
+    addr: Ipv4Addr,
+    port: u16,
+    path: &str,
+    timeout: Duration,
+) -> Result<String, String> {
+    let url = format!("http://{addr}:{port}{path}");
+    run_in_netns(ns, move || async move {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .no_proxy()
+            .build()
+            .map_err(|e| format!("client: {e}"))?;
+        let resp = client
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| format!("{url}: {e}"))?;
+        let status = resp.status();
+        let body = resp.text().await.map_err(|e| format!("{url}: {e}"))?;
+        if status.is_success() {
+            Ok(body)
+        } else {
+            Err(format!("{url}: HTTP {status}"))
+        }
+    })
+}
+
+/// Whether the Kubernetes API answers `/readyz` with `ok`, asked from
+/// inside the lab namespace with the kubeconfig at `kubeconfig`.
+pub fn api_ready(ns: &str, kubeconfig: &std::path::Path, timeout: Duration) -> bool {
+    let path = kubeconfig.to_path_buf();
+    run_in_netns(ns, move || async move {
+        let client = crate::kubernetes::client::from_kubeconfig(&path, timeout)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(crate::kubernetes::client::ready(&client, timeout).await)
+    })
+    .unwrap_or(false)
 }

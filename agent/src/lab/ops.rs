@@ -176,6 +176,13 @@ impl Lab {
         }
         self.save(&lab)?;
         write_private(&paths.dnsmasq_conf(), &dhcp::dnsmasq_conf(&lab, &paths))?;
+        let admin = crate::kubernetes::admin_kubeconfig(
+            &lab.name,
+            lab.secret.as_bytes(),
+            &format!("https://{}:6443", lab.vip()),
+        )
+        .map_err(|e| LabError::Usage(format!("the lab's admin kubeconfig: {e}")))?;
+        write_private(&paths.admin_conf(), &admin)?;
         println!(
             "lab {}: {} control-plane + {} worker VM(s), {} MB each, accel {}, network {}.0/24 in namespace {}",
             lab.name,
@@ -317,37 +324,48 @@ impl Lab {
             "API VIP:  https://{}:6443 (the status endpoint answers on the VIP too, port {STATUS_PORT})",
             lab.vip()
         );
+        println!(
+            "kubectl:  {} kubectl -- get namespaces   (kubeconfig {}, usable inside the lab network)",
+            self.command(),
+            p.admin_conf().display()
+        );
     }
 
-    /// Each node as the host sees it now.
+    /// Each node as the host sees it now; the nodes are asked at once.
     pub fn views(&self, lab: &LabState) -> Vec<NodeView> {
         let p = self.paths();
-        lab.nodes
-            .iter()
-            .map(|n| {
-                let running = read_pid(&p.qemu_pid(n.index))
-                    .is_some_and(|pid| pid_alive(pid, &format!("muster-lab-{}-", lab.name)));
-                let ip = lab.node_ip(n.index);
-                let status = if n.power == Power::On && running {
-                    fetch_status(lab, ip)
-                } else {
-                    Err("powered off".into())
-                };
-                let console = if status.is_err() && n.power == Power::On {
-                    last_console_line(&p.serial_log(n.index))
-                } else {
-                    None
-                };
-                NodeView {
-                    index: n.index,
-                    ip,
-                    power: n.power,
-                    running,
-                    status,
-                    console,
-                }
-            })
-            .collect()
+        std::thread::scope(|scope| {
+            let asked: Vec<_> = lab
+                .nodes
+                .iter()
+                .map(|n| scope.spawn(|| self.view(lab, &p, n)))
+                .collect();
+            asked.into_iter().filter_map(|h| h.join().ok()).collect()
+        })
+    }
+
+    fn view(&self, lab: &LabState, p: &LabPaths, n: &spec::NodeState) -> NodeView {
+        let running = read_pid(&p.qemu_pid(n.index))
+            .is_some_and(|pid| pid_alive(pid, &format!("muster-lab-{}-", lab.name)));
+        let ip = lab.node_ip(n.index);
+        let status = if n.power == Power::On && running {
+            fetch_status(lab, ip)
+        } else {
+            Err("powered off".into())
+        };
+        let console = if status.is_err() && n.power == Power::On {
+            last_console_line(&p.serial_log(n.index))
+        } else {
+            None
+        };
+        NodeView {
+            index: n.index,
+            ip,
+            power: n.power,
+            running,
+            status,
+            console,
+        }
     }
 
     /// Views plus the cluster-wide tally, with the VIP asked directly.
@@ -357,6 +375,13 @@ impl Lab {
         a.vip_answers_from = fetch_status(lab, lab.vip())
             .ok()
             .and_then(|s| s.instance_id);
+        if a.kubernetes {
+            a.api_ready = net::api_ready(
+                &lab.netns(),
+                &self.paths().admin_conf(),
+                Duration::from_secs(3),
+            );
+        }
         (views, a)
     }
 
@@ -473,7 +498,26 @@ impl Lab {
             }
             std::thread::sleep(Duration::from_millis(100));
         };
-        // 3. The new holder, settled.
+        // 3. The API through the VIP again, when the cluster runs Kubernetes.
+        let api_after = if self.assess(&lab).1.kubernetes {
+            let admin = self.paths().admin_conf();
+            loop {
+                if net::api_ready(&lab.netns(), &admin, Duration::from_secs(2)) {
+                    break Some(killed.elapsed());
+                }
+                if started.elapsed() >= limit {
+                    return Err(fail(format!(
+                        "the VIP moved after {:.1} s, but the Kubernetes API did not answer through it within {} s",
+                        answered_after.as_secs_f64(),
+                        limit.as_secs()
+                    )));
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        } else {
+            None
+        };
+        // 4. The new holder, settled.
         let lab = self.load()?;
         let (to, to_node, takeovers_after, _) = self
             .settled_holder(&lab, started, limit)
@@ -492,6 +536,7 @@ impl Lab {
             to,
             to_node: node_name(to_node),
             answered_after,
+            api_after,
             holder_changes: changes,
         };
         println!(
@@ -503,6 +548,13 @@ impl Lab {
             report.from_node,
             report.holder_changes
         );
+        if let Some(api) = report.api_after {
+            println!(
+                "the Kubernetes API answers through the VIP again {:.1} s after {} lost power",
+                api.as_secs_f64(),
+                report.from_node
+            );
+        }
         Ok(report)
     }
 
@@ -534,6 +586,36 @@ impl Lab {
                 return None;
             }
             std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+
+    /// `muster lab kubectl ARGS`: kubectl inside the lab network with the
+    /// lab's admin kubeconfig. kubectl comes from `MUSTER_KUBECTL`, the
+    /// test tools (`ci/install-deps.sh`) or PATH.
+    pub fn kubectl(&self, args: &[String]) -> Result<(), LabError> {
+        let lab = self.load()?;
+        let kubectl = std::env::var("MUSTER_KUBECTL")
+            .ok()
+            .or_else(|| {
+                let tools = "/opt/muster-test/kubectl/usr/bin/kubectl";
+                Path::new(tools).is_file().then(|| tools.to_string())
+            })
+            .unwrap_or_else(|| "kubectl".into());
+        let mut cmd = net::in_netns(&lab.netns(), &kubectl);
+        cmd.arg(format!(
+            "--kubeconfig={}",
+            self.paths().admin_conf().display()
+        ))
+        .args(args);
+        let status = cmd.status().map_err(|source| LabError::Spawn {
+            what: "run kubectl".into(),
+            command: format!("{cmd:?}"),
+            source,
+        })?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(LabError::Usage(format!("kubectl exited with {status}")))
         }
     }
 
@@ -750,6 +832,9 @@ pub struct FailoverReport {
     pub to_node: String,
     /// From the power-off until the VIP answered from another node.
     pub answered_after: Duration,
+    /// From the power-off until the Kubernetes API answered `/readyz`
+    /// through the VIP (`None`: the cluster runs no Kubernetes).
+    pub api_after: Option<Duration>,
     /// Holder changes the agents report from just before the power-off
     /// until the VIP settled: 1 when it moved once and stayed.
     pub holder_changes: u32,

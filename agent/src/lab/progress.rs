@@ -37,12 +37,19 @@ pub struct Assembly {
     /// VIP takeovers the live nodes' agents report, all together: 1 for a
     /// cluster whose VIP never moved.
     pub vip_takeovers: u32,
+    /// The nodes carry Kubernetes (their image says so, or they run it):
+    /// assembly then includes the API answering through the VIP.
+    pub kubernetes: bool,
+    /// The Kubernetes API answered `/readyz` through the VIP (filled in by
+    /// the caller).
+    pub api_ready: bool,
 }
 
 impl Assembly {
     /// Done: one etcd cluster with every control-plane node a healthy
-    /// voter, every other powered node a worker, and the VIP answering
-    /// from the one node that claims it.
+    /// voter, every other powered node a worker, the VIP answering from
+    /// the one node that claims it, and (when the nodes carry Kubernetes)
+    /// the API answering through the VIP.
     pub fn assembled(&self, lab: &LabState, views: &[NodeView]) -> bool {
         let powered = views.iter().filter(|v| v.power == Power::On).count();
         let cp = lab.expected_control_plane().min(powered);
@@ -59,6 +66,7 @@ impl Assembly {
             && self.vip_holders.len() == 1
             && self.vip_answers_from.is_some()
             && self.vip_answers_from == holder_id
+            && (self.api_ready || !self.kubernetes)
     }
 }
 
@@ -115,9 +123,18 @@ pub fn assess(views: &[NodeView]) -> Assembly {
         vip_holders: Vec::new(),
         vip_answers_from: None,
         vip_takeovers: 0,
+        kubernetes: false,
+        api_ready: false,
     };
     for v in views.iter().filter(|v| v.power == Power::On) {
         let Ok(s) = &v.status else { continue };
+        if s.kubernetes.is_some()
+            || s.image
+                .as_ref()
+                .is_some_and(|i| i.kubernetes_version.is_some())
+        {
+            a.kubernetes = true;
+        }
         if s.role.as_deref() == Some("worker") {
             a.workers += 1;
         }
@@ -143,8 +160,8 @@ pub fn assess(views: &[NodeView]) -> Assembly {
 /// The table's header line.
 pub fn header() -> String {
     format!(
-        "{:<8} {:<12} {:<20} {:<7} {:<14} {:<13} {:<9} {:<13} CONSOLE",
-        "NODE", "ADDRESS", "INSTANCE", "POWER", "PHASE", "ROLE", "ETCD", "VIP"
+        "{:<8} {:<12} {:<20} {:<7} {:<14} {:<13} {:<9} {:<13} {:<10} CONSOLE",
+        "NODE", "ADDRESS", "INSTANCE", "POWER", "PHASE", "ROLE", "ETCD", "VIP", "KUBERNETES"
     )
 }
 
@@ -167,22 +184,24 @@ pub fn node_lines(lab: &LabState, views: &[NodeView], now_unix: Option<u64>) -> 
                 (Power::Off, _) => "off",
                 (Power::Gone, _) => "gone",
             };
-            let (phase, role, etcd, vip) = match &v.status {
+            let dash = || "-".to_string();
+            let (phase, role, etcd, vip, k8s) = match &v.status {
                 Ok(s) => (
                     phase_name(s.phase),
-                    s.role.clone().unwrap_or_else(|| "-".into()),
+                    s.role.clone().unwrap_or_else(dash),
                     etcd_cell(s),
                     vip_cell(s, now_unix),
+                    kubernetes_cell(s),
                 ),
-                Err(_) if v.power != Power::On => ("-".into(), "-".into(), "-".into(), "-".into()),
-                Err(_) => ("booting".into(), "-".into(), "-".into(), "-".into()),
+                Err(_) if v.power != Power::On => (dash(), dash(), dash(), dash(), dash()),
+                Err(_) => ("booting".into(), dash(), dash(), dash(), dash()),
             };
             let console = match (&v.status, v.power, &v.console) {
                 (Err(_), Power::On, Some(line)) => shorten(line, 60),
                 _ => String::new(),
             };
             format!(
-                "{:<8} {:<12} {:<20} {:<7} {:<14} {:<13} {:<9} {:<13} {}",
+                "{:<8} {:<12} {:<20} {:<7} {:<14} {:<13} {:<9} {:<13} {:<10} {}",
                 node_name(v.index),
                 v.ip,
                 instance,
@@ -191,6 +210,7 @@ pub fn node_lines(lab: &LabState, views: &[NodeView], now_unix: Option<u64>) -> 
                 role,
                 etcd,
                 vip,
+                k8s,
                 console
             )
             .trim_end()
@@ -220,8 +240,13 @@ pub fn cluster_line(
         (Some(id), None) => format!("answers from {id}"),
         (None, _) => "not answering".into(),
     };
+    let api = match (a.kubernetes, a.api_ready) {
+        (false, _) => String::new(),
+        (true, true) => format!("; API https://{}:6443 ready", lab.vip()),
+        (true, false) => format!("; API https://{}:6443 not ready", lab.vip()),
+    };
     format!(
-        "cluster: {} etcd voter(s) of {} wanted, {} cluster id(s), {} worker(s){members}; VIP {} {vip}; {} takeover(s) by live nodes",
+        "cluster: {} etcd voter(s) of {} wanted, {} cluster id(s), {} worker(s){members}; VIP {} {vip}; {} takeover(s) by live nodes{api}",
         a.etcd_voters,
         lab.expected_control_plane(),
         a.cluster_ids.len(),
@@ -275,6 +300,15 @@ fn vip_cell(s: &Status, now_unix: Option<u64>) -> String {
         None => "-".into(),
         Some(v) if v.holder => format!("holder{}", age(" ", v.since, now_unix, "s")),
         Some(v) => v.role.clone(),
+    }
+}
+
+/// What Kubernetes does on the node: its apiserver ready or starting.
+fn kubernetes_cell(s: &Status) -> String {
+    match &s.kubernetes {
+        None => "-".into(),
+        Some(k) if k.apiserver_ready => "api ready".into(),
+        Some(_) => "starting".into(),
     }
 }
 
@@ -337,6 +371,9 @@ pub fn stuck(lab: &LabState, views: &[NodeView], a: &Assembly) -> String {
             a.etcd_voters,
             lab.expected_control_plane()
         ));
+    }
+    if a.kubernetes && !a.api_ready {
+        why.push("the Kubernetes API does not answer through the VIP".into());
     }
     match a.vip_holders.len() {
         0 => why.push("no VIP holder".into()),

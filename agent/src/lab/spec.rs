@@ -373,6 +373,10 @@ impl LabPaths {
     pub fn image(&self) -> PathBuf {
         self.dir.join("image.qcow2")
     }
+    /// A cluster-admin kubeconfig for the API through the VIP (0600).
+    pub fn admin_conf(&self) -> PathBuf {
+        self.dir.join("admin.conf")
+    }
     pub fn server_pid(&self) -> PathBuf {
         self.dir.join("cloud.pid")
     }

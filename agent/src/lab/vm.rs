@@ -14,7 +14,7 @@ pub const DISK_SIZE: &str = "6G";
 
 /// KVM only when the CPU really offers hardware virtualisation: some hosts
 /// expose a paravirtual /dev/kvm (kvm_pvm) without `vmx`/`svm`, on which a
-/// stock kernel does not boot at usable speed (see DESIGN.md, tier 2).
+/// stock kernel does not boot at usable speed (see docs/design.md, tier 2).
 pub fn choose_accel(cpuinfo: &str, dev_kvm_exists: bool) -> Accel {
     let hw = cpuinfo
         .lines()

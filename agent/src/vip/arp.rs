@@ -1,6 +1,6 @@
 //! ARP frames over an AF_PACKET socket: the gratuitous announcements a new
 //! VIP holder sends so neighbours repoint their caches at once (without
-//! one, a move took 46 s here: MACHINES.md), and the requests/replies a
+//! one, a move took 46 s here: docs/machines.md), and the requests/replies a
 //! test observer uses. Sent by the agent itself: `arping` can hang.
 
 use std::io;

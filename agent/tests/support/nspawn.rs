@@ -8,7 +8,7 @@
 //! `--volatile=overlay`: writes go to a tmpfs and vanish with it, so
 //! containers run side by side and leave the root untouched.
 //!
-//! Flags that matter on these machines (see MACHINES.md): PID 1 of the host
+//! Flags that matter on these machines (see docs/machines.md): PID 1 of the host
 //! is not systemd, so nspawn can neither register the machine nor create a
 //! scope (`--register=no --keep-unit`); `--private-network` keeps the
 //! container's services off the host's network.

@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use muster::image::{ImageFacts, UsrFacts};
 use muster::metadata::ProviderKind;
-use muster::state::{EtcdStatus, MemberStatus, Phase, Status, StatusBoard, VipStatus};
+use muster::state::{
+    EtcdStatus, KubernetesStatus, MemberStatus, Phase, Status, StatusBoard, VipStatus,
+};
 use muster::vip::RenewalSummary;
 use muster::{metrics, status_endpoint};
 use serde_json::Value;
@@ -83,6 +85,19 @@ fn sample() -> Status {
             p99_ms: 12,
             max_ms: 30,
         }),
+    });
+    s.kubernetes = Some(KubernetesStatus {
+        version: "v1.28.7".into(),
+        components: vec![
+            "kube-apiserver".into(),
+            "kube-controller-manager".into(),
+            "kube-scheduler".into(),
+        ],
+        apiserver_ready: true,
+        controller_manager_leader: Some("lab-node-1".into()),
+        scheduler_leader: Some("node-2".into()),
+        objects: Some("6d1f0c".into()),
+        message: None,
     });
     s.image = Some(ImageFacts {
         id: Some("muster".into()),
@@ -169,6 +184,9 @@ async fn the_endpoint_serves_the_live_board() {
         "muster_etcd_leader 1",
         "muster_vip_holder 1",
         "muster_vip_takeovers_total 1",
+        "muster_kubernetes_apiserver_ready 1",
+        "muster_kubernetes_leader{component=\"kube-controller-manager\"} 1",
+        "muster_kubernetes_leader{component=\"kube-scheduler\"} 0",
         "muster_vip_renewal_milliseconds{quantile=\"0.99\"} 12",
         "muster_image_verity 1",
         "muster_image_usr_read_only 1",

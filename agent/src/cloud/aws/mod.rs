@@ -2,7 +2,7 @@
 //! (form-encoded `Action=…&Version=…`, XML answers), retries, typed errors.
 //! Every AWS call Muster makes goes through [`AwsClient::query`]: discovery
 //! (autoscaling, EC2), the VIP's secondary private IP (network interfaces);
-//! Route53 later. The full AWS SDK is deliberately not used (MACHINES.md: +18 min of
+//! Route53 later. The full AWS SDK is deliberately not used (docs/machines.md: +18 min of
 //! build and +8 GB of RAM for two read-only calls).
 //!
 //! Response parsing is pure (`parse_*` in each service module) and tested on
