@@ -674,7 +674,19 @@ impl Lab {
                     let mut macs = BTreeSet::new();
                     while let Some(left) = Duration::from_millis(10).checked_sub(at.elapsed()) {
                         match sock.recv(left) {
-                            Ok(Some(a)) if a.op == arp::Op::Reply && a.sender_ip == vip => {
+                            // Answers to this round's question only. A new
+                            // holder's unsolicited announcement (a reply
+                            // addressed to the VIP itself) can follow the
+                            // old holder's answer within one 10 ms round
+                            // after a clean hand-over, although the old
+                            // address was gone before the new one came
+                            // (the tests check that order from netlink).
+                            Ok(Some(a))
+                                if a.op == arp::Op::Reply
+                                    && a.sender_ip == vip
+                                    && a.target_ip == ip
+                                    && a.target_mac == mac =>
+                            {
                                 macs.insert(a.sender_mac);
                             }
                             Ok(_) => {}

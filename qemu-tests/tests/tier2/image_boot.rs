@@ -50,7 +50,8 @@ fn the_image_boots_a_verity_usr_and_the_agent_reads_its_metadata_and_plans() {
             "/usr read-only",
             "erofs on /dev/mapper/usr",
             "dm-verity",
-            "kubernetes none",
+            // The image carries the Kubernetes test binaries (ci/test.sh).
+            "kubernetes v1.28.7",
         ],
     );
     // It read its metadata from the (fake) AWS IMDSv2 and its user data.

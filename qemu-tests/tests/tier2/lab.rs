@@ -20,8 +20,10 @@ fn three_vms_assemble_then_fail_over_replace_a_member_and_survive_a_power_cycle(
     let t = TestLab::new("heal");
     t.up(3, 0, &image());
 
-    // 1. Three VMs -> one etcd cluster, three voters, the VIP answering.
+    // 1. Three VMs -> one etcd cluster, three voters, the VIP and the
+    // Kubernetes API answering through it.
     let took = t.wait_assembled(budget(900));
+    let assembled_at = unix_now();
     println!(
         "figures: lab up -> assembled (3 VMs): {:.0} s",
         took.as_secs_f64()
@@ -51,6 +53,32 @@ fn three_vms_assemble_then_fail_over_replace_a_member_and_survive_a_power_cycle(
         .find(|n| n.instance_id == holder_id)
         .map(|n| n.index)
         .expect("the holder is a lab node");
+    // The VIP never moved between assembly and now: one takeover in the
+    // whole cluster, by the holder, which has held it since before the
+    // lab called the cluster assembled.
+    let held = t
+        .status(holder)
+        .and_then(|s| s.vip)
+        .expect("holder's vip status");
+    let takeovers: u32 = [1, 2, 3]
+        .iter()
+        .filter_map(|&i| t.status(i).and_then(|s| s.vip))
+        .map(|v| v.takeovers)
+        .sum();
+    assert_eq!(
+        takeovers,
+        1,
+        "the VIP changed holder after assembly\n{}",
+        t.consoles_tail()
+    );
+    assert!(
+        held.since <= assembled_at,
+        "the holder took the VIP at {} after assembly at {assembled_at}",
+        held.since
+    );
+    // The Kubernetes API answers through the VIP, with the kubeconfig the
+    // lab printed.
+    assert!(t.api_ready(), "the API does not answer through the VIP");
     let killed = Instant::now();
     t.lab.kill(&format!("node-{holder}")).expect("lab kill");
     let moved = wait_for(budget(120), || {
@@ -65,6 +93,17 @@ fn three_vms_assemble_then_fail_over_replace_a_member_and_survive_a_power_cycle(
     println!(
         "figures: VIP holder powered off -> VIP answers from {moved}: {:.2} s (polled every 100 ms)",
         killed.elapsed().as_secs_f64()
+    );
+    let api = wait_for(budget(120), || t.api_ready().then_some(())).map(|()| killed.elapsed());
+    let api = api.unwrap_or_else(|| {
+        panic!(
+            "the API did not answer through the VIP after the failover\n{}",
+            t.consoles_tail()
+        )
+    });
+    println!(
+        "figures: VIP holder powered off -> API answers through the VIP: {:.2} s",
+        api.as_secs_f64()
     );
 
     // 3. Launch a replacement -> it takes the dead member's place.
@@ -171,6 +210,12 @@ fn workers_take_the_worker_role_and_stay_out_of_etcd() {
         members, control_plane,
         "etcd members are exactly the control plane"
     );
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// The cluster id every listed node reports; fails unless it is one (S1).

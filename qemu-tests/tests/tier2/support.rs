@@ -109,7 +109,8 @@ impl TestLab {
         self.up_with(UpArgs {
             control_plane,
             workers,
-            memory_mb: 1024,
+            // etcd and the Kubernetes control plane need about 1 GiB.
+            memory_mb: 1536,
             cpus: 1,
             image: image.to_path_buf(),
             accel: None,
@@ -119,12 +120,13 @@ impl TestLab {
     }
 
     /// Boots the lab over the network from a PXE set (diskless VMs; the
-    /// root image lives in RAM, hence the memory).
+    /// root image, Kubernetes binaries included, lives in RAM, hence the
+    /// memory).
     pub fn up_pxe(&self, nodes: u32, pxe: &Path) -> LabState {
         self.up_with(UpArgs {
             control_plane: nodes,
             workers: 0,
-            memory_mb: 2048,
+            memory_mb: 3072,
             cpus: 1,
             image: PathBuf::new(),
             accel: None,
@@ -214,6 +216,17 @@ impl TestLab {
         )
         .ok()?;
         serde_json::from_str(&body).ok()
+    }
+
+    /// The Kubernetes API answers `/readyz` through the VIP, asked with
+    /// the admin kubeconfig `lab up` wrote.
+    pub fn api_ready(&self) -> bool {
+        let lab = self.state();
+        net::api_ready(
+            &lab.netns(),
+            &self.root.path().join(&self.lab.name).join("admin.conf"),
+            Duration::from_secs(3),
+        )
     }
 
     /// The instance answering on the VIP right now.
