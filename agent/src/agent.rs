@@ -142,6 +142,13 @@ async fn pipeline(args: &AgentArgs, board: &StatusBoard) -> Result<(), AgentErro
         group = facts.group.as_deref().unwrap_or("-"),
         "identified this machine"
     );
+    // On the image, the machine takes its name from the metadata (it boots
+    // as `localhost`); Kubernetes components name themselves after it.
+    if args.supervisor == SupervisorKind::Systemd
+        && let Some(name) = crate::service::hostname::from_metadata(facts.hostname.as_deref())
+    {
+        crate::service::hostname::ensure(&name).await;
+    }
     report(board, |s| {
         s.phase = Phase::Configure;
         s.provider = Some(facts.provider);

@@ -12,10 +12,19 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global subscriber. `RUST_LOG` overrides the default level
-/// (`info`). Safe to call once per process; later calls are ignored.
+/// The default filter. kube's client logs every failed request at error
+/// level itself ("failed with error client error (Connect)"); the agent
+/// and the lab report what a failure means where it matters (a
+/// readiness probe of a starting apiserver fails by design), so its own
+/// lines are off unless `RUST_LOG` asks for them.
+pub const DEFAULT_FILTER: &str = "info,kube_client=off";
+
+/// Installs the global subscriber. `RUST_LOG` overrides the default
+/// ([`DEFAULT_FILTER`]). Safe to call once per process; later calls are
+/// ignored.
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

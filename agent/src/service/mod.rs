@@ -7,6 +7,7 @@
 
 pub mod boot_state;
 pub mod child;
+pub mod hostname;
 pub mod systemd;
 
 use std::path::{Path, PathBuf};

@@ -79,7 +79,7 @@ impl Cluster {
                 "--etcd-heartbeat-ms=100".into(),
                 "--etcd-election-ms=1000".into(),
             ],
-            agent_env: vec![("RUST_LOG".into(), "info".into())],
+            agent_env: vec![("RUST_LOG".into(), muster::logging::DEFAULT_FILTER.into())],
             kubernetes_bin: None,
         }
     }
