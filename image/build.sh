@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Builds the Muster node image with mkosi and then every artefact from it.
 #
-#   bash image/build.sh [--profile debug] [--kubernetes DIR|URLS.txt] [--out DIR]
+#   bash image/build.sh [--profile debug] [--kubernetes DIR|URLS.txt] [--test-images] [--out DIR]
+#
+# --test-images adds a busybox image for test workloads to the container
+# images every node ships (the sandbox image is always there).
 #
 # Output (default build/image/): see image/README.md. Needs root (mkosi runs
 # package installs in its sandbox) and the build tools from
@@ -13,8 +16,10 @@ repo=$(cd "$here/.." && pwd)
 out=$repo/build/image
 profile=
 kubernetes=
+test_images=
 while [ $# -gt 0 ]; do
     case $1 in
+        --test-images) test_images=--test-images; shift ;;
         --out) out=$2; shift 2 ;;
         --profile) profile=$2; shift 2 ;;
         --kubernetes) kubernetes=$2; shift 2 ;;
@@ -45,6 +50,9 @@ bash "$here/kubernetes.sh" "$kubernetes" "$staging"
 
 # Reproducible: every timestamp in the image is the commit's.
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git -C "$repo" log -1 --format=%ct 2>/dev/null || echo 1700000000)}
+
+echo "== container images the node ships (imported into containerd at boot)"
+bash "$here/images/build.sh" "$staging/usr/lib/muster/images" $test_images
 version=$(git -C "$repo" describe --always --dirty 2>/dev/null || echo dev)
 
 # Up to date: the same inputs (what goes into /usr, the mkosi and image

@@ -275,7 +275,7 @@ async fn pipeline(args: &AgentArgs, board: &StatusBoard) -> Result<(), AgentErro
         stopped(stop_rx.clone()),
     )
     .await?;
-    let control_plane = match kube_version {
+    let kube_phase = match kube_version {
         Some(version) => Some((
             kubernetes::prepare(KubeInputs {
                 config: &config,
@@ -312,11 +312,12 @@ async fn pipeline(args: &AgentArgs, board: &StatusBoard) -> Result<(), AgentErro
         },
         source,
     );
-    if let Some((cp, version)) = control_plane {
+    if let Some((kube, version)) = kube_phase {
         let phase = kubernetes::run(
-            cp,
+            kube,
             version,
             runner.roles(),
+            runner.views(),
             board.clone(),
             stopped(stop_rx.clone()),
         );

@@ -13,6 +13,7 @@ pub mod discovery;
 pub mod etcd;
 pub mod formation;
 pub mod http;
+pub mod containerd;
 pub mod image;
 pub mod kubernetes;
 #[cfg(feature = "lab")]
@@ -20,6 +21,8 @@ pub mod lab;
 pub mod logging;
 pub mod metadata;
 pub mod metrics;
+pub mod netlink;
+pub mod network;
 pub mod pki;
 pub mod plan;
 pub mod retry;

@@ -160,6 +160,28 @@ pub struct KubernetesStatus {
     /// What the phase is waiting for or what failed last.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// This machine as a Kubernetes node (kubelet, pod network).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<NodeStatus>,
+}
+
+/// This machine as a Kubernetes node.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// The Node's name.
+    pub name: String,
+    /// The Node object exists (the kubelet registered it).
+    pub registered: bool,
+    /// Its `Ready` condition is `True`.
+    pub ready: bool,
+    /// The pod range the controller-manager gave it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_cidr: Option<String>,
+    /// Routes to other nodes' pods the agent keeps (bridge pod network).
+    pub routes: usize,
+    /// What the node part waits for or what failed last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

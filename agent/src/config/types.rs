@@ -92,11 +92,17 @@ pub struct ControlPlane {
     /// Control-plane nodes: 1, 3 or 5.
     #[schemars(extend("enum" = [1, 3, 5]))]
     pub count: u8,
+    /// Let workloads run on control-plane nodes (no
+    /// `node-role.kubernetes.io/control-plane:NoSchedule` taint).
+    pub schedulable: bool,
 }
 
 impl Default for ControlPlane {
     fn default() -> Self {
-        ControlPlane { count: 3 }
+        ControlPlane {
+            count: 3,
+            schedulable: false,
+        }
     }
 }
 
@@ -451,12 +457,16 @@ impl Default for Kubernetes {
     }
 }
 
+/// The pod network. `bridge` runs everywhere (Debian's CNI plugins and
+/// routes the agent keeps between nodes on one L2 segment); `cilium` and
+/// `calico` are installed into the cluster as add-ons.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Cni {
     #[default]
     Cilium,
     Calico,
+    Bridge,
 }
 
 /// Multi-cluster membership.

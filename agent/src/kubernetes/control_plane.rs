@@ -4,10 +4,14 @@
 //! running with the rendered flags, and (once per agent start, under an
 //! etcd lock) apply the cluster objects.
 
+use std::collections::BTreeSet;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
-use tracing::{info, warn};
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use tracing::{debug, info, warn};
 
 use super::certs::{self, ApiNames, NodeNames};
 use super::client::{self, ClientError};
@@ -85,6 +89,7 @@ pub struct ControlPlane {
     client: Option<kube::Client>,
     applied: Option<String>,
     was_ready: bool,
+    labelled: bool,
 }
 
 impl ControlPlane {
@@ -116,6 +121,7 @@ impl ControlPlane {
             client: None,
             applied: None,
             was_ready: false,
+            labelled: false,
         }
     }
 
@@ -124,8 +130,9 @@ impl ControlPlane {
         paths.root().join("muster-agent.conf")
     }
 
-    /// One round; what it found goes to the status.
-    pub async fn round(&mut self, status: &mut KubernetesStatus) {
+    /// One round; what it found goes to the status. `group`: the
+    /// addresses of the cluster's machines, as discovery lists them.
+    pub async fn round(&mut self, status: &mut KubernetesStatus, group: &BTreeSet<IpAddr>) {
         status.components = vec![
             "kube-apiserver".into(),
             "kube-controller-manager".into(),
@@ -173,12 +180,54 @@ impl ControlPlane {
             }
         }
         status.objects = self.applied.clone();
+        if let Err(e) = self.look_after_nodes(&client, group).await {
+            debug!("kubernetes nodes: {e}");
+        }
         status.controller_manager_leader = client::lease_holder(&client, "kube-controller-manager")
             .await
             .unwrap_or(None);
         status.scheduler_leader = client::lease_holder(&client, "kube-scheduler")
             .await
             .unwrap_or(None);
+    }
+
+    /// What only a control-plane node can do for the nodes: mark itself as
+    /// control plane (a kubelet may not set `node-role` labels), approve
+    /// the kubelet serving certificates it can vouch for, and delete the
+    /// Nodes of machines that left the group for good.
+    async fn look_after_nodes(
+        &mut self,
+        client: &kube::Client,
+        group: &BTreeSet<IpAddr>,
+    ) -> Result<(), kube::Error> {
+        let nodes: Api<Node> = Api::all(client.clone());
+        if !self.labelled {
+            let me = &self.node.name;
+            if nodes.get_opt(me).await?.is_some() {
+                let patch = serde_json::json!({
+                    "apiVersion": "v1",
+                    "kind": "Node",
+                    "metadata": {"name": me, "labels": {super::kubelet::CONTROL_PLANE_LABEL: ""}}
+                });
+                nodes
+                    .patch(me, &PatchParams::apply(client::FIELD_MANAGER), &Patch::Apply(&patch))
+                    .await?;
+                info!(node = %me, "kubernetes: labelled this node as control plane");
+                self.labelled = true;
+            }
+        }
+        if group.is_empty() {
+            return Ok(());
+        }
+        super::serving::approve_pending(client, group).await?;
+        for gone in super::gone_nodes(&nodes.list(&ListParams::default()).await?.items, group) {
+            match nodes.delete(&gone, &Default::default()).await {
+                Ok(_) => info!(node = %gone, "kubernetes: deleted the Node of a machine that left the group"),
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     async fn client(&mut self) -> Option<kube::Client> {

@@ -70,6 +70,9 @@ pub fn apiserver(s: &ControlPlaneSpec) -> Vec<String> {
         flag("etcd-certfile", path(etcd_cert)),
         flag("etcd-keyfile", path(etcd_key)),
         flag("etcd-servers", s.etcd_servers.join(",")),
+        // Kubelet serving certificates are signed by the cluster CA (the
+        // agents approve them, `serving.rs`): check them.
+        flag("kubelet-certificate-authority", path(p.ca().0)),
         flag("kubelet-client-certificate", path(kubelet_cert)),
         flag("kubelet-client-key", path(kubelet_key)),
         flag(

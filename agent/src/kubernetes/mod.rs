@@ -25,8 +25,12 @@ pub mod control_plane;
 pub mod flags;
 pub mod health;
 pub mod kubeconfig;
+pub mod kubelet;
+pub mod node;
 pub mod objects;
 pub mod paths;
+pub mod proxy;
+pub mod serving;
 pub mod token;
 pub mod version;
 
@@ -167,9 +171,109 @@ pub struct KubeInputs<'a> {
     pub etcd_peers: Vec<String>,
 }
 
+/// Everything the phase runs: the control plane (on a control-plane
+/// node) and this machine as a Kubernetes node (every node but a
+/// dedicated etcd one), both made ready before the role is known.
+pub struct KubePhase {
+    control_plane: ControlPlane,
+    node: NodeInputs,
+    /// The node runner, made for the role it was made for.
+    node_runner: Option<(Role, node::NodeRunner)>,
+}
+
+/// What the node part is made from, whatever the role turns out to be.
+struct NodeInputs {
+    node_name: String,
+    ip: Ipv4Addr,
+    cluster: String,
+    ca_pem: String,
+    token: token::BootstrapToken,
+    /// The API through the VIP (or this node without one).
+    endpoint: String,
+    port: u16,
+    service_cidr: ipnet::IpNet,
+    pod_cidr: ipnet::IpNet,
+    cni: crate::config::Cni,
+    schedulable: bool,
+    worker_labels: Vec<(String, String)>,
+    worker_taints: Vec<crate::config::Taint>,
+    paths: KubePaths,
+    bin_dir: PathBuf,
+    supervisor: Supervisor,
+    record_dir: PathBuf,
+}
+
+impl NodeInputs {
+    /// The node runner for `role`: a control-plane kubelet talks to its
+    /// own apiserver (no hairpin through the VIP), a worker's to the VIP.
+    fn runner(&self, role: Role) -> node::NodeRunner {
+        let control_plane = role == Role::ControlPlane;
+        let server = if control_plane {
+            format!("https://127.0.0.1:{}", self.port)
+        } else {
+            self.endpoint.clone()
+        };
+        let (labels, mut taints) = if control_plane {
+            (Vec::new(), Vec::new())
+        } else {
+            (self.worker_labels.clone(), self.worker_taints.clone())
+        };
+        if control_plane && !self.schedulable {
+            taints.push(crate::config::Taint {
+                key: kubelet::CONTROL_PLANE_LABEL.into(),
+                value: None,
+                effect: crate::config::TaintEffect::NoSchedule,
+            });
+        }
+        let root = self.paths.root();
+        let kubelet = kubelet::KubeletSpec {
+            node_name: self.node_name.clone(),
+            node_ip: self.ip,
+            client_ca_file: self.paths.ca().0,
+            service_cidr: self.service_cidr,
+            cluster_domain: CLUSTER_DOMAIN.into(),
+            cgroup_driver: kubelet::CgroupDriver::Systemd,
+            labels,
+            taints,
+            config_file: root.join("kubelet.yaml"),
+            bootstrap_kubeconfig: root.join("bootstrap-kubelet.conf"),
+            kubeconfig: root.join("kubelet.conf"),
+            root_dir: PathBuf::from(kubelet::ROOT_DIR),
+            resolv_conf: PathBuf::from("/run/systemd/resolve/resolv.conf"),
+        };
+        let proxy = proxy::ProxySpec {
+            node_name: self.node_name.clone(),
+            node_ip: self.ip,
+            cluster_cidr: self.pod_cidr,
+            kubeconfig: root.join("kube-proxy.conf"),
+            config_file: root.join("kube-proxy.yaml"),
+        };
+        node::NodeRunner::new(
+            node::NodeSpec {
+                kubelet,
+                proxy,
+                server,
+                cluster: self.cluster.clone(),
+                ca_pem: self.ca_pem.clone(),
+                token: self.token.clone(),
+                paths: self.paths.clone(),
+                bridge: self.cni == crate::config::Cni::Bridge,
+                cni_bin_dir: PathBuf::from("/usr/lib/cni"),
+                cni_conf_dir: PathBuf::from("/etc/cni/net.d"),
+                containerd_socket: PathBuf::from(crate::containerd::SOCKET),
+                containerd_config: PathBuf::from(crate::containerd::config::CONFIG_FILE),
+                images_dir: PathBuf::from(crate::containerd::IMAGES_DIR),
+            },
+            self.bin_dir.clone(),
+            self.supervisor.clone(),
+            self.record_dir.clone(),
+        )
+    }
+}
+
 /// Derives the cluster's keys and renders this node's control-plane spec.
 /// Pure apart from the derivation's CPU time; nothing is written.
-pub fn prepare(i: KubeInputs<'_>) -> Result<ControlPlane, SetupError> {
+pub fn prepare(i: KubeInputs<'_>) -> Result<KubePhase, SetupError> {
     let c = i.config;
     let name = c.cluster.name.as_str();
     let authorities = Authorities::derive(name, c.cluster.secret.expose().as_bytes())?;
@@ -206,18 +310,48 @@ pub fn prepare(i: KubeInputs<'_>) -> Result<ControlPlane, SetupError> {
     };
     let mut lock_endpoints = vec![client_url(i.ip)];
     lock_endpoints.extend(i.etcd_peers);
-    Ok(ControlPlane::new(
-        spec,
-        api,
-        node,
-        authorities,
-        endpoint,
-        i.opts.bin_dir.clone(),
-        i.supervisor,
-        i.state_dir.join("services").join("specs"),
-        lock_endpoints,
-        i.etcd_tls,
-    ))
+    let record_dir = i.state_dir.join("services").join("specs");
+    let node_inputs = NodeInputs {
+        node_name: node.name.clone(),
+        ip: i.ip,
+        cluster: name.to_string(),
+        ca_pem: authorities.kubernetes.cert_pem().to_string(),
+        token: authorities.token.clone(),
+        endpoint: endpoint.clone(),
+        port,
+        service_cidr: c.kubernetes.service_cidr,
+        pod_cidr: c.kubernetes.pod_cidr,
+        cni: c.kubernetes.cni,
+        schedulable: c.topology.control_plane.schedulable,
+        worker_labels: c
+            .topology
+            .workers
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        worker_taints: c.topology.workers.taints.clone(),
+        paths: i.opts.paths.clone(),
+        bin_dir: i.opts.bin_dir.clone(),
+        supervisor: i.supervisor.clone(),
+        record_dir: record_dir.clone(),
+    };
+    Ok(KubePhase {
+        control_plane: ControlPlane::new(
+            spec,
+            api,
+            node,
+            authorities,
+            endpoint,
+            i.opts.bin_dir.clone(),
+            i.supervisor,
+            record_dir,
+            lock_endpoints,
+            i.etcd_tls,
+        ),
+        node: node_inputs,
+        node_runner: None,
+    })
 }
 
 /// A kubeconfig with a fresh cluster-admin certificate for the cluster of
@@ -266,9 +400,10 @@ pub fn admin_kubeconfig(
 /// Runs the phase until `shutdown`: a round every few seconds on a
 /// control-plane node. Services outlive the agent (like etcd).
 pub async fn run(
-    mut cp: ControlPlane,
+    mut phase: KubePhase,
     version: KubeVersion,
     mut roles: watch::Receiver<Option<Role>>,
+    views: watch::Receiver<Vec<crate::discovery::Peer>>,
     board: StatusBoard,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -277,15 +412,38 @@ pub async fn run(
         version: version.to_string(),
         ..KubernetesStatus::default()
     };
-    let mut announced = false;
+    let mut announced = None;
+    // The kubelet needs systemd (its cgroup driver, containerd's unit):
+    // without it (`--supervisor child`) only the control plane runs.
+    let nodes_here = matches!(phase.node.supervisor, Supervisor::Systemd(_));
     loop {
         let role = *roles.borrow_and_update();
-        if role == Some(Role::ControlPlane) {
-            if !announced {
-                info!(%version, "kubernetes: this node runs the control plane");
-                announced = true;
+        if let Some(role) = role.filter(|r| *r != Role::Etcd) {
+            if announced != Some(role) {
+                info!(%version, %role, "kubernetes: running this node's part");
+                announced = Some(role);
             }
-            cp.round(&mut status).await;
+            if role == Role::ControlPlane {
+                let group: std::collections::BTreeSet<std::net::IpAddr> = views
+                    .borrow()
+                    .iter()
+                    .filter(|p| p.lifecycle != crate::discovery::Lifecycle::Leaving)
+                    .map(|p| std::net::IpAddr::V4(p.address))
+                    .collect();
+                phase.control_plane.round(&mut status, &group).await;
+            } else {
+                status.components.clear();
+            }
+            if nodes_here {
+                if phase.node_runner.as_ref().is_none_or(|(r, _)| *r != role) {
+                    phase.node_runner = Some((role, phase.node.runner(role)));
+                }
+                if let Some((_, runner)) = phase.node_runner.as_mut() {
+                    let mut node = status.node.take().unwrap_or_default();
+                    runner.round(&mut node).await;
+                    status.node = Some(node);
+                }
+            }
             if let Err(e) = board.update(|s| s.kubernetes = Some(status.clone())) {
                 warn!("cannot write status: {e}");
             }
@@ -296,6 +454,31 @@ pub async fn run(
             _ = tokio::time::sleep(TICK) => {}
         }
     }
+}
+
+/// Nodes whose every address has left the cluster's group: their machines
+/// are gone for good (the same signal that replaces an etcd member).
+/// Pure. A Node with no InternalIP yet is kept.
+pub fn gone_nodes(
+    nodes: &[k8s_openapi::api::core::v1::Node],
+    group: &std::collections::BTreeSet<std::net::IpAddr>,
+) -> Vec<String> {
+    nodes
+        .iter()
+        .filter_map(|n| {
+            let internal: Vec<std::net::IpAddr> = n
+                .status
+                .as_ref()?
+                .addresses
+                .as_ref()?
+                .iter()
+                .filter(|a| a.type_ == "InternalIP")
+                .filter_map(|a| a.address.parse().ok())
+                .collect();
+            (!internal.is_empty() && internal.iter().all(|ip| !group.contains(ip)))
+                .then(|| n.metadata.name.clone())?
+        })
+        .collect()
 }
 
 /// Whether a node may serve the API, for the VIP: its apiserver once

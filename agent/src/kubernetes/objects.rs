@@ -216,6 +216,8 @@ pub fn render(i: &ObjectInputs<'_>) -> ClusterObjects {
                 "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient",
                 NODES_GROUP,
             ),
+            // kube-proxy runs on every node with the node's own identity.
+            cluster_role_binding("muster:node-proxier", "system:node-proxier", NODES_GROUP),
         ],
     }
 }
@@ -275,6 +277,6 @@ mod tests {
         );
         assert_eq!(o.fingerprint(), objects().fingerprint());
         assert_eq!(o.fingerprint().len(), 64);
-        assert_eq!(o.names().len(), 7);
+        assert_eq!(o.names().len(), 8);
     }
 }

@@ -38,9 +38,9 @@ enum LabCommand {
         /// Worker VMs besides.
         #[arg(long, default_value_t = 0)]
         workers: u32,
-        /// Memory per VM, in MiB (etcd and the Kubernetes control plane
-        /// need about 1 GiB together).
-        #[arg(long, default_value_t = 1536)]
+        /// Memory per VM, in MiB (etcd, the Kubernetes control plane and
+        /// a kubelet need about 1.5 GiB together).
+        #[arg(long, default_value_t = 2048)]
         memory: u32,
         /// vCPUs per VM.
         #[arg(long, default_value_t = 1)]

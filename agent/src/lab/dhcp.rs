@@ -79,6 +79,7 @@ mod tests {
             memory_mb: 1024,
             cpus: 1,
             control_plane: 3,
+            workers: 0,
             secret: "s".repeat(40),
             created_at: 1_700_000_000,
             boot: Default::default(),

@@ -166,6 +166,7 @@ impl Lab {
             memory_mb: args.memory_mb,
             cpus: args.cpus,
             control_plane: args.control_plane,
+            workers: args.workers,
             secret: new_secret()?,
             created_at: now_secs(),
             boot,

@@ -43,13 +43,16 @@ pub struct Assembly {
     /// The Kubernetes API answered `/readyz` through the VIP (filled in by
     /// the caller).
     pub api_ready: bool,
+    /// Powered nodes whose agent reports its Kubernetes Node `Ready`.
+    pub nodes_ready: usize,
 }
 
 impl Assembly {
     /// Done: one etcd cluster with every control-plane node a healthy
     /// voter, every other powered node a worker, the VIP answering from
     /// the one node that claims it, and (when the nodes carry Kubernetes)
-    /// the API answering through the VIP.
+    /// the API answering through the VIP and every powered node a Ready
+    /// Kubernetes node.
     pub fn assembled(&self, lab: &LabState, views: &[NodeView]) -> bool {
         let powered = views.iter().filter(|v| v.power == Power::On).count();
         let cp = lab.expected_control_plane().min(powered);
@@ -66,7 +69,7 @@ impl Assembly {
             && self.vip_holders.len() == 1
             && self.vip_answers_from.is_some()
             && self.vip_answers_from == holder_id
-            && (self.api_ready || !self.kubernetes)
+            && (!self.kubernetes || (self.api_ready && self.nodes_ready == powered))
     }
 }
 
@@ -125,6 +128,7 @@ pub fn assess(views: &[NodeView]) -> Assembly {
         vip_takeovers: 0,
         kubernetes: false,
         api_ready: false,
+        nodes_ready: 0,
     };
     for v in views.iter().filter(|v| v.power == Power::On) {
         let Ok(s) = &v.status else { continue };
@@ -134,6 +138,14 @@ pub fn assess(views: &[NodeView]) -> Assembly {
                 .is_some_and(|i| i.kubernetes_version.is_some())
         {
             a.kubernetes = true;
+        }
+        if s
+            .kubernetes
+            .as_ref()
+            .and_then(|k| k.node.as_ref())
+            .is_some_and(|n| n.ready)
+        {
+            a.nodes_ready += 1;
         }
         if s.role.as_deref() == Some("worker") {
             a.workers += 1;
@@ -160,7 +172,7 @@ pub fn assess(views: &[NodeView]) -> Assembly {
 /// The table's header line.
 pub fn header() -> String {
     format!(
-        "{:<8} {:<12} {:<20} {:<7} {:<14} {:<13} {:<9} {:<13} {:<10} CONSOLE",
+        "{:<8} {:<12} {:<20} {:<7} {:<14} {:<13} {:<9} {:<13} {:<16} CONSOLE",
         "NODE", "ADDRESS", "INSTANCE", "POWER", "PHASE", "ROLE", "ETCD", "VIP", "KUBERNETES"
     )
 }
@@ -201,7 +213,7 @@ pub fn node_lines(lab: &LabState, views: &[NodeView], now_unix: Option<u64>) -> 
                 _ => String::new(),
             };
             format!(
-                "{:<8} {:<12} {:<20} {:<7} {:<14} {:<13} {:<9} {:<13} {:<10} {}",
+                "{:<8} {:<12} {:<20} {:<7} {:<14} {:<13} {:<9} {:<13} {:<16} {}",
                 node_name(v.index),
                 v.ip,
                 instance,
@@ -242,8 +254,12 @@ pub fn cluster_line(
     };
     let api = match (a.kubernetes, a.api_ready) {
         (false, _) => String::new(),
-        (true, true) => format!("; API https://{}:6443 ready", lab.vip()),
-        (true, false) => format!("; API https://{}:6443 not ready", lab.vip()),
+        (true, ready) => format!(
+            "; API https://{}:6443 {}, {} node(s) Ready",
+            lab.vip(),
+            if ready { "ready" } else { "not ready" },
+            a.nodes_ready
+        ),
     };
     format!(
         "cluster: {} etcd voter(s) of {} wanted, {} cluster id(s), {} worker(s){members}; VIP {} {vip}; {} takeover(s) by live nodes{api}",
@@ -303,13 +319,22 @@ fn vip_cell(s: &Status, now_unix: Option<u64>) -> String {
     }
 }
 
-/// What Kubernetes does on the node: its apiserver ready or starting.
+/// What Kubernetes does on the node: its apiserver (control plane) and
+/// its Node.
 fn kubernetes_cell(s: &Status) -> String {
-    match &s.kubernetes {
-        None => "-".into(),
-        Some(k) if k.apiserver_ready => "api ready".into(),
-        Some(_) => "starting".into(),
+    let Some(k) = &s.kubernetes else {
+        return "-".into();
+    };
+    let mut parts = Vec::new();
+    if !k.components.is_empty() {
+        parts.push(if k.apiserver_ready { "api ok" } else { "api starting" });
     }
+    parts.push(match &k.node {
+        Some(n) if n.ready => "Ready",
+        Some(n) if n.registered => "NotReady",
+        _ => "joining",
+    });
+    parts.join(", ")
 }
 
 /// `{before}{seconds since `since`}{after}`, or nothing without a clock.
@@ -374,6 +399,13 @@ pub fn stuck(lab: &LabState, views: &[NodeView], a: &Assembly) -> String {
     }
     if a.kubernetes && !a.api_ready {
         why.push("the Kubernetes API does not answer through the VIP".into());
+    }
+    let powered = views.iter().filter(|v| v.power == Power::On).count();
+    if a.kubernetes && a.nodes_ready < powered {
+        why.push(format!(
+            "{} of {powered} Kubernetes nodes Ready",
+            a.nodes_ready
+        ));
     }
     match a.vip_holders.len() {
         0 => why.push("no VIP holder".into()),

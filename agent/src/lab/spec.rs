@@ -41,6 +41,10 @@ pub struct LabState {
     pub cpus: u32,
     /// Control-plane nodes asked for (`--nodes`); the rest are workers.
     pub control_plane: u32,
+    /// Workers asked for at `up` (`--workers`); without any, workloads
+    /// may run on the control plane.
+    #[serde(default)]
+    pub workers: u32,
     /// The cluster's shared secret, generated per lab (never printed).
     pub secret: String,
     /// When the lab was created, seconds since the epoch (launch times
@@ -255,14 +259,19 @@ fn cluster_yaml(lab: &LabState) -> String {
         }
     };
     let timing = timing(lab.accel);
+    // Workloads go to the workers; a lab without any runs them on its
+    // control plane.
+    let workers = lab.workers > 0;
     format!(
         "cluster:\n  name: {name}\n  secret: \"{secret}\"\n\
-         topology:\n  controlPlane:\n    count: {cp}\n{etcd}\
+         topology:\n  controlPlane:\n    count: {cp}\n    schedulable: {schedulable}\n{etcd}\
          {discovery}\
-         apiEndpoint:\n  vip: {vip}\n  mode: arp\n{api}",
+         apiEndpoint:\n  vip: {vip}\n  mode: arp\n{api}\
+         kubernetes:\n  cni: bridge\n",
         name = lab.name,
         secret = lab.secret,
         cp = lab.control_plane,
+        schedulable = !workers,
         etcd = timing.map_or(String::new(), |t| indent(t.etcd, "  ")),
         vip = lab.vip(),
         api = timing.map_or(String::new(), |t| indent(t.api_endpoint, "  ")),

@@ -128,6 +128,15 @@ impl Supervisor {
         Ok(outcome)
     }
 
+    /// Restarts a unit the image ships (`containerd.service`). Without
+    /// systemd there are no such units: nothing to do.
+    pub async fn restart_system_unit(&self, unit: &str) -> Result<(), ServiceError> {
+        match self {
+            Supervisor::Child(_) => Ok(()),
+            Supervisor::Systemd(s) => s.restart_unit(unit).await,
+        }
+    }
+
     /// Whether the service runs (for systemd: active, activating or
     /// reloading). Async and fallible because systemd is asked over D-Bus; an
     /// unreachable bus is an error, never taken for "not running".

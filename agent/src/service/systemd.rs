@@ -42,6 +42,7 @@ trait Manager {
         aux: &[(&str, &[(&str, Value<'_>)])],
     ) -> zbus::Result<OwnedObjectPath>;
     fn stop_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
+    fn restart_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
     fn get_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
     fn load_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
     fn reset_failed_unit(&self, name: &str) -> zbus::Result<()>;
@@ -527,6 +528,34 @@ impl SystemdSupervisor {
             .into());
         }
         info!("stopped");
+        Ok(())
+    }
+
+    /// Restarts one of the image's own units (`containerd.service` after
+    /// its config changed) and waits for the job.
+    #[instrument(name = "systemd_restart", skip_all, fields(unit = %unit))]
+    pub async fn restart_unit(&self, unit: &str) -> Result<(), ServiceError> {
+        let jobs = self
+            .manager
+            .receive_job_removed()
+            .await
+            .map_err(call_error(unit, "AddMatch(JobRemoved)"))?;
+        let job = self
+            .manager
+            .restart_unit(unit, "replace")
+            .await
+            .map_err(call_error(unit, "Manager.RestartUnit"))?;
+        let result = self.wait_job(unit, "restart", jobs, &job).await?;
+        if result != "done" {
+            return Err(SystemdError::JobFailed {
+                unit: unit.to_string(),
+                job: "restart",
+                result,
+                status: "see `systemctl status`".into(),
+            }
+            .into());
+        }
+        info!("restarted");
         Ok(())
     }
 

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use tracing::{debug, info, warn};
 
 use super::mover::{Mover, MoverError, Takeover};
-use super::netlink::{Iface, Netlink};
+use crate::netlink::{Iface, Netlink};
 use crate::cloud::aws::network_interfaces::{self as eni, NetworkInterface};
 use crate::cloud::aws::{AwsError, InstanceSession};
 

@@ -17,7 +17,8 @@ pub mod election;
 pub mod health;
 pub mod lease;
 pub mod mover;
-pub mod netlink;
+/// The VIP as an address on an interface: the shared netlink wrapper.
+pub use crate::netlink;
 pub mod renewals;
 pub mod setup;
 

@@ -11,7 +11,7 @@ use std::net::Ipv4Addr;
 use tracing::debug;
 
 use super::arp::{self, Arp, ArpSocket};
-use super::netlink::{Iface, Netlink, NetlinkError};
+use crate::netlink::{Iface, Netlink, NetlinkError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MoverError {

@@ -14,6 +14,7 @@ fn lab(accel: Accel, boot: BootMode) -> LabState {
         memory_mb: 1024,
         cpus: 1,
         control_plane: 3,
+        workers: 1,
         secret: "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA==".into(),
         created_at: 1_700_000_000,
         boot,

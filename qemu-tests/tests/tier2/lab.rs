@@ -162,62 +162,6 @@ fn three_vms_assemble_then_fail_over_replace_a_member_and_survive_a_power_cycle(
     );
 }
 
-#[test]
-fn workers_take_the_worker_role_and_stay_out_of_etcd() {
-    let t = TestLab::new("workers");
-    t.up(3, 2, &image());
-    let took = t.wait_assembled(budget(1200));
-    println!(
-        "figures: lab up -> assembled (3 control plane + 2 workers): {:.0} s",
-        took.as_secs_f64()
-    );
-
-    let lab = t.state();
-    for n in &lab.nodes {
-        let status = t
-            .status(n.index)
-            .unwrap_or_else(|| panic!("node-{}: no status", n.index));
-        let want = if n.index <= 3 {
-            "control-plane"
-        } else {
-            "worker"
-        };
-        assert_eq!(status.role.as_deref(), Some(want), "node-{}", n.index);
-        if want == "worker" {
-            assert!(
-                status.etcd.is_none(),
-                "worker node-{} runs etcd: {:?}",
-                n.index,
-                status.etcd
-            );
-            assert!(
-                !status.vip.as_ref().is_some_and(|v| v.holder),
-                "worker node-{} holds the VIP",
-                n.index
-            );
-            // No local etcd, so never healthy: it stands by, not a candidate.
-            assert_eq!(
-                status.vip.as_ref().map(|v| v.role.as_str()),
-                Some("standby"),
-                "worker node-{}",
-                n.index
-            );
-        }
-    }
-    let members = member_peer_ips(&t, 1);
-    let control_plane: BTreeSet<String> = (1..=3).map(|i| lab.node_ip(i).to_string()).collect();
-    assert_eq!(
-        members, control_plane,
-        "etcd members are exactly the control plane"
-    );
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 /// The cluster id every listed node reports; fails unless it is one (S1).
 fn one_cluster_id(t: &TestLab, nodes: &[u32]) -> String {
     let ids: BTreeSet<String> = nodes
@@ -234,7 +178,7 @@ fn one_cluster_id(t: &TestLab, nodes: &[u32]) -> String {
 }
 
 /// The IPs of the etcd members as node `index` lists them.
-fn member_peer_ips(t: &TestLab, index: u32) -> BTreeSet<String> {
+pub fn member_peer_ips(t: &TestLab, index: u32) -> BTreeSet<String> {
     let etcd = t.status(index).and_then(|s| s.etcd).expect("etcd status");
     etcd.members
         .iter()

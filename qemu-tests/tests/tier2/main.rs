@@ -9,3 +9,4 @@ mod support;
 
 mod image_boot;
 mod lab;
+mod nodes;

@@ -62,6 +62,20 @@ pub fn muster_bin() -> PathBuf {
 }
 
 /// The etcdctl from ci/install-deps.sh (Debian 13's, as the image ships).
+/// Debian 13's kubectl, unpacked by `ci/install-deps.sh`.
+fn kubectl_bin() -> PathBuf {
+    let path = PathBuf::from(
+        std::env::var("MUSTER_KUBECTL")
+            .unwrap_or_else(|_| "/opt/muster-test/kubectl/usr/bin/kubectl".into()),
+    );
+    assert!(
+        path.is_file(),
+        "kubectl not found at {} (set MUSTER_KUBECTL): run `bash ci/install-deps.sh`",
+        path.display()
+    );
+    path
+}
+
 fn etcdctl() -> PathBuf {
     std::env::var_os("MUSTER_ETCD_BIN")
         .map(PathBuf::from)
@@ -109,8 +123,8 @@ impl TestLab {
         self.up_with(UpArgs {
             control_plane,
             workers,
-            // etcd and the Kubernetes control plane need about 1 GiB.
-            memory_mb: 1536,
+            // etcd, the Kubernetes control plane and a kubelet.
+            memory_mb: 2048,
             cpus: 1,
             image: image.to_path_buf(),
             accel: None,
@@ -227,6 +241,39 @@ impl TestLab {
             &self.root.path().join(&self.lab.name).join("admin.conf"),
             Duration::from_secs(3),
         )
+    }
+
+    /// `kubectl ARGS` inside the lab network with the lab's admin
+    /// kubeconfig; `stdin` is fed to it (`apply -f -`).
+    pub fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        use std::io::Write as _;
+        let lab = self.state();
+        let mut cmd = net::in_netns(&lab.netns(), &kubectl_bin().display().to_string());
+        cmd.arg(format!(
+            "--kubeconfig={}",
+            self.root.path().join(&self.lab.name).join("admin.conf").display()
+        ))
+        .arg("--request-timeout=30s")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().expect("run kubectl");
+        if let Some(text) = stdin
+            && let Some(mut pipe) = child.stdin.take()
+        {
+            pipe.write_all(text.as_bytes()).expect("kubectl stdin");
+        }
+        drop(child.stdin.take());
+        child.wait_with_output().expect("kubectl output")
+    }
+
+    /// kubectl's trimmed stdout when it succeeded, `None` otherwise.
+    pub fn kubectl_ok(&self, args: &[&str]) -> Option<String> {
+        let out = self.kubectl(args, None);
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
 
     /// The instance answering on the VIP right now.

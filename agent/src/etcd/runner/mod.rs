@@ -57,6 +57,8 @@ pub struct Runner {
     role: Option<Role>,
     /// The role, for the phases that depend on it (Kubernetes).
     role_tx: tokio::sync::watch::Sender<Option<Role>>,
+    /// The group as last listed, for the phases that need it.
+    view_tx: tokio::sync::watch::Sender<Vec<Peer>>,
 }
 
 fn now_ms() -> u64 {
@@ -70,6 +72,7 @@ impl Runner {
     pub fn new(cfg: RunnerConfig, source: PeerSource) -> Runner {
         let role = read_role(&cfg.state);
         let (role_tx, _) = tokio::sync::watch::channel(role);
+        let (view_tx, _) = tokio::sync::watch::channel(Vec::new());
         Runner {
             cfg,
             source,
@@ -78,7 +81,13 @@ impl Runner {
             unhealthy_since: HashMap::new(),
             role,
             role_tx,
+            view_tx,
         }
+    }
+
+    /// Follows the group as each round lists it.
+    pub fn views(&self) -> tokio::sync::watch::Receiver<Vec<Peer>> {
+        self.view_tx.subscribe()
     }
 
     /// Follows this node's role: `None` until it is decided (or read back
@@ -120,6 +129,13 @@ impl Runner {
 
     async fn round(&mut self) -> Result<(), String> {
         let view = self.source.list().await.map_err(|e| e.to_string())?;
+        self.view_tx.send_if_modified(|v| {
+            let changed = *v != view;
+            if changed {
+                v.clone_from(&view);
+            }
+            changed
+        });
         let ids: BTreeSet<String> = view
             .iter()
             .map(|p| format!("{}/{:?}", p.id, p.lifecycle))

@@ -25,7 +25,7 @@ use tracing::{Instrument, debug, info_span};
 
 use super::AbortOnDrop;
 use super::mover::{Mover, MoverError, Takeover};
-use super::netlink::{Iface, Netlink};
+use crate::netlink::{Iface, Netlink};
 pub use session::PeerState;
 
 /// The hold time this node proposes, in seconds: a router that hears

@@ -1,13 +1,14 @@
-//! The VIP as a /32 on a local interface, through rtnetlink (no `ip`
-//! processes). Add and remove are idempotent: "already there" and "not
-//! there" are success, so a retry or a restart never fails on them.
+//! Addresses and routes through rtnetlink (no `ip` processes): the VIP as
+//! a /32 on a local interface, and the pod network's routes to other
+//! nodes. Add and remove are idempotent: "already there" and "not there"
+//! are success, so a retry or a restart never fails on them.
 
 use std::net::{IpAddr, Ipv4Addr};
 
 use futures_util::TryStreamExt;
 use rtnetlink::packet_route::address::AddressAttribute;
 use rtnetlink::packet_route::link::LinkAttribute;
-use rtnetlink::{AddressMessageBuilder, Handle};
+use rtnetlink::{AddressMessageBuilder, Handle, RouteMessageBuilder};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetlinkError {
@@ -197,6 +198,56 @@ impl Netlink {
             if found {
                 return Ok(true);
             }
+        }
+    }
+}
+
+/// `ESRCH`: the kernel's "no such route" on delete.
+const ESRCH: i32 = libc::ESRCH;
+
+impl Netlink {
+    /// `ip route replace DST via GATEWAY`: added, or changed if a route to
+    /// `DST` exists with another gateway.
+    pub async fn replace_route(
+        &self,
+        dst: Ipv4Addr,
+        prefix: u8,
+        gateway: Ipv4Addr,
+    ) -> Result<(), NetlinkError> {
+        let msg = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(dst, prefix)
+            .gateway(gateway)
+            .build();
+        self.handle
+            .route()
+            .add(msg)
+            .replace()
+            .execute()
+            .await
+            .map_err(|source| NetlinkError::Request {
+                op: format!("route replace {dst}/{prefix} via {gateway}"),
+                source,
+            })
+    }
+
+    /// `ip route del DST via GATEWAY`; a route already gone is success.
+    pub async fn delete_route(
+        &self,
+        dst: Ipv4Addr,
+        prefix: u8,
+        gateway: Ipv4Addr,
+    ) -> Result<(), NetlinkError> {
+        let msg = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(dst, prefix)
+            .gateway(gateway)
+            .build();
+        match self.handle.route().del(msg).execute().await {
+            Ok(()) => Ok(()),
+            Err(e) if errno(&e) == Some(ESRCH) => Ok(()),
+            Err(source) => Err(NetlinkError::Request {
+                op: format!("route del {dst}/{prefix} via {gateway}"),
+                source,
+            }),
         }
     }
 }
