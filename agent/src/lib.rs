@@ -9,11 +9,11 @@ pub mod agent;
 pub mod cloud;
 pub mod cmdline;
 pub mod config;
+pub mod containerd;
 pub mod discovery;
 pub mod etcd;
 pub mod formation;
 pub mod http;
-pub mod containerd;
 pub mod image;
 pub mod kubernetes;
 #[cfg(feature = "lab")]

@@ -20,11 +20,10 @@ use containerd_client::services::v1::images_client::ImagesClient;
 use containerd_client::services::v1::{
     CreateImageRequest, GetImageRequest, Image, InfoRequest, WriteAction, WriteContentRequest,
 };
+use containerd_client::tonic::{self, Request, transport::Channel};
 use containerd_client::types::Descriptor;
 use containerd_client::with_namespace;
 use serde::Deserialize;
-use tonic::Request;
-use tonic::transport::Channel;
 
 /// Where the node image keeps the images it ships.
 pub const IMAGES_DIR: &str = "/usr/lib/muster/images";
@@ -117,7 +116,9 @@ impl Layout {
             .annotations
             .get("org.opencontainers.image.ref.name")
             .cloned()
-            .ok_or_else(|| bad("index.json names no image (org.opencontainers.image.ref.name)".into()))?;
+            .ok_or_else(|| {
+                bad("index.json names no image (org.opencontainers.image.ref.name)".into())
+            })?;
         let m: Manifest = serde_json::from_slice(&read_json(blob_path(dir, &manifest.digest))?)
             .map_err(|e| bad(format!("manifest {}: {e}", manifest.digest)))?;
         let mut blobs: Vec<Blob> = m
@@ -135,7 +136,10 @@ impl Layout {
             m.config.digest.clone(),
         )]);
         for (i, l) in m.layers.iter().enumerate() {
-            labels.insert(format!("containerd.io/gc.ref.content.l.{i}"), l.digest.clone());
+            labels.insert(
+                format!("containerd.io/gc.ref.content.l.{i}"),
+                l.digest.clone(),
+            );
         }
         blobs.push(Blob {
             digest: manifest.digest.clone(),
@@ -187,12 +191,13 @@ async fn within<T>(
 
 impl Containerd {
     pub async fn connect(socket: &Path) -> Result<Containerd, ContainerdError> {
-        let channel = containerd_client::connect(socket)
-            .await
-            .map_err(|e| ContainerdError::Connect {
-                socket: socket.display().to_string(),
-                message: e.to_string(),
-            })?;
+        let channel =
+            containerd_client::connect(socket)
+                .await
+                .map_err(|e| ContainerdError::Connect {
+                    socket: socket.display().to_string(),
+                    message: e.to_string(),
+                })?;
         Ok(Containerd { channel })
     }
 
@@ -345,9 +350,16 @@ impl Containerd {
 
 /// Imports every image layout under `dir` into the CRI namespace, pinned.
 /// Returns the names imported now (already present ones are skipped).
-pub async fn import_shipped(containerd: &Containerd, dir: &Path) -> Result<Vec<String>, ContainerdError> {
+pub async fn import_shipped(
+    containerd: &Containerd,
+    dir: &Path,
+) -> Result<Vec<String>, ContainerdError> {
     let mut entries: Vec<PathBuf> = match std::fs::read_dir(dir) {
-        Ok(rd) => rd.flatten().map(|e| e.path()).filter(|p| p.join("index.json").is_file()).collect(),
+        Ok(rd) => rd
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.join("index.json").is_file())
+            .collect(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => {
             return Err(ContainerdError::Layout {
@@ -361,7 +373,10 @@ pub async fn import_shipped(containerd: &Containerd, dir: &Path) -> Result<Vec<S
     for path in entries {
         let layout = Layout::read(&path)?;
         let labels = [(PINNED_LABEL, "pinned"), (MANAGED_LABEL, "managed")];
-        if containerd.import(config::CRI_NAMESPACE, &layout, &labels).await? {
+        if containerd
+            .import(config::CRI_NAMESPACE, &layout, &labels)
+            .await?
+        {
             imported.push(layout.name);
         }
     }

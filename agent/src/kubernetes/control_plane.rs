@@ -210,7 +210,11 @@ impl ControlPlane {
                     "metadata": {"name": me, "labels": {super::kubelet::CONTROL_PLANE_LABEL: ""}}
                 });
                 nodes
-                    .patch(me, &PatchParams::apply(client::FIELD_MANAGER), &Patch::Apply(&patch))
+                    .patch(
+                        me,
+                        &PatchParams::apply(client::FIELD_MANAGER),
+                        &Patch::Apply(&patch),
+                    )
                     .await?;
                 info!(node = %me, "kubernetes: labelled this node as control plane");
                 self.labelled = true;
@@ -222,7 +226,9 @@ impl ControlPlane {
         super::serving::approve_pending(client, group).await?;
         for gone in super::gone_nodes(&nodes.list(&ListParams::default()).await?.items, group) {
             match nodes.delete(&gone, &Default::default()).await {
-                Ok(_) => info!(node = %gone, "kubernetes: deleted the Node of a machine that left the group"),
+                Ok(_) => {
+                    info!(node = %gone, "kubernetes: deleted the Node of a machine that left the group")
+                }
                 Err(kube::Error::Api(e)) if e.code == 404 => {}
                 Err(e) => return Err(e),
             }

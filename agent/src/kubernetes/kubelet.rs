@@ -63,9 +63,7 @@ pub fn cluster_dns(service_cidr: &ipnet::IpNet) -> Option<IpAddr> {
     let first = first_service_ip(service_cidr)?;
     match first {
         IpAddr::V4(v4) => Some(IpAddr::V4(Ipv4Addr::from_bits(v4.to_bits() + 9))),
-        IpAddr::V6(v6) => Some(IpAddr::V6(std::net::Ipv6Addr::from_bits(
-            v6.to_bits() + 9,
-        ))),
+        IpAddr::V6(v6) => Some(IpAddr::V6(std::net::Ipv6Addr::from_bits(v6.to_bits() + 9))),
     }
 }
 
@@ -238,21 +236,35 @@ mod tests {
     #[test]
     fn the_config_says_what_a_secure_node_needs() {
         let yaml = config(&spec());
-        for want in [
-            "kind: KubeletConfiguration",
-            "apiVersion: kubelet.config.k8s.io/v1beta1",
-            "cgroupDriver: systemd",
-            "clusterDNS:\n- 10.96.0.10",
-            "serverTLSBootstrap: true",
-            "rotateCertificates: true",
-            "mode: Webhook",
-            "clientCAFile: /etc/kubernetes/pki/ca.crt",
-            "containerRuntimeEndpoint: unix:///run/containerd/containerd.sock",
-            "effect: NoSchedule",
+        let v: serde_json::Value = serde_saphyr::from_str(&yaml).expect("YAML");
+        let at = |path: &str| v.pointer(path).cloned().unwrap_or_default();
+        for (path, want) in [
+            ("/kind", "KubeletConfiguration"),
+            ("/apiVersion", "kubelet.config.k8s.io/v1beta1"),
+            ("/cgroupDriver", "systemd"),
+            ("/clusterDNS/0", "10.96.0.10"),
+            ("/clusterDomain", "cluster.local"),
+            ("/authorization/mode", "Webhook"),
+            (
+                "/authentication/x509/clientCAFile",
+                "/etc/kubernetes/pki/ca.crt",
+            ),
+            (
+                "/containerRuntimeEndpoint",
+                "unix:///run/containerd/containerd.sock",
+            ),
+            ("/registerWithTaints/0/effect", "NoSchedule"),
         ] {
-            assert!(yaml.contains(want), "{want:?} missing:\n{yaml}");
+            assert_eq!(at(path), serde_json::json!(want), "{path}:\n{yaml}");
         }
-        assert!(yaml.contains("anonymous:\n    enabled: false"), "{yaml}");
+        for (path, want) in [
+            ("/authentication/anonymous/enabled", false),
+            ("/authentication/webhook/enabled", true),
+            ("/serverTLSBootstrap", true),
+            ("/rotateCertificates", true),
+        ] {
+            assert_eq!(at(path), serde_json::json!(want), "{path}:\n{yaml}");
+        }
     }
 
     #[test]

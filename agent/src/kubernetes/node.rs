@@ -73,7 +73,12 @@ pub fn kubelet_client_pem(root_dir: &Path) -> PathBuf {
 }
 
 impl NodeRunner {
-    pub fn new(spec: NodeSpec, bin_dir: PathBuf, supervisor: Supervisor, record_dir: PathBuf) -> NodeRunner {
+    pub fn new(
+        spec: NodeSpec,
+        bin_dir: PathBuf,
+        supervisor: Supervisor,
+        record_dir: PathBuf,
+    ) -> NodeRunner {
         NodeRunner {
             spec,
             bin_dir,
@@ -96,7 +101,10 @@ impl NodeRunner {
             status.message = Some(format!("kubelet files: {e}"));
             return;
         }
-        if let Err(e) = self.ensure(KUBELET, "kubelet", kubelet::flags(&self.spec.kubelet)).await {
+        if let Err(e) = self
+            .ensure(KUBELET, "kubelet", kubelet::flags(&self.spec.kubelet))
+            .await
+        {
             status.message = Some(e);
             return;
         }
@@ -106,7 +114,10 @@ impl NodeRunner {
             status.message = Some("waiting for the kubelet's TLS bootstrap".into());
             return;
         }
-        if let Err(e) = self.ensure(KUBE_PROXY, "kube-proxy", proxy::flags(&self.spec.proxy)).await {
+        if let Err(e) = self
+            .ensure(KUBE_PROXY, "kube-proxy", proxy::flags(&self.spec.proxy))
+            .await
+        {
             status.message = Some(e);
             return;
         }
@@ -115,18 +126,19 @@ impl NodeRunner {
             return;
         };
         let nodes: Api<Node> = Api::all(client);
-        let list = match tokio::time::timeout(CALL_TIMEOUT, nodes.list(&ListParams::default())).await {
-            Ok(Ok(l)) => l.items,
-            Ok(Err(e)) => {
-                status.message = Some(format!("list nodes: {e}"));
-                self.client = None;
-                return;
-            }
-            Err(_) => {
-                status.message = Some("list nodes: no answer".into());
-                return;
-            }
-        };
+        let list =
+            match tokio::time::timeout(CALL_TIMEOUT, nodes.list(&ListParams::default())).await {
+                Ok(Ok(l)) => l.items,
+                Ok(Err(e)) => {
+                    status.message = Some(format!("list nodes: {e}"));
+                    self.client = None;
+                    return;
+                }
+                Err(_) => {
+                    status.message = Some("list nodes: no answer".into());
+                    return;
+                }
+            };
         let me = list
             .iter()
             .find(|n| n.metadata.name.as_deref() == Some(status.name.as_str()));
@@ -140,7 +152,9 @@ impl NodeRunner {
             Some(cidr) => {
                 let path = self.spec.cni_conf_dir.join(bridge::CONFLIST);
                 match write_if_changed(&path, bridge::conflist(cidr).as_bytes(), CERT_MODE) {
-                    Ok(true) => info!(%cidr, path = %path.display(), "pod network: wrote the node's CNI config"),
+                    Ok(true) => {
+                        info!(%cidr, path = %path.display(), "pod network: wrote the node's CNI config")
+                    }
                     Ok(false) => {}
                     Err(e) => status.message = Some(format!("pod network: {e}")),
                 }
@@ -230,8 +244,16 @@ impl NodeRunner {
             user: "kubelet-bootstrap",
             credential: Credential::Token(s.token.bearer()),
         });
-        write_if_changed(&s.kubelet.bootstrap_kubeconfig, bootstrap.as_bytes(), KEY_MODE)?;
-        write_if_changed(&s.kubelet.config_file, kubelet::config(&s.kubelet).as_bytes(), CERT_MODE)?;
+        write_if_changed(
+            &s.kubelet.bootstrap_kubeconfig,
+            bootstrap.as_bytes(),
+            KEY_MODE,
+        )?;
+        write_if_changed(
+            &s.kubelet.config_file,
+            kubelet::config(&s.kubelet).as_bytes(),
+            CERT_MODE,
+        )?;
         let pem = kubelet_client_pem(&s.kubelet.root_dir);
         let proxy_conf = kubeconfig::render(&KubeconfigSpec {
             cluster: &s.cluster,
@@ -244,7 +266,11 @@ impl NodeRunner {
             },
         });
         write_if_changed(&s.proxy.kubeconfig, proxy_conf.as_bytes(), KEY_MODE)?;
-        write_if_changed(&s.proxy.config_file, proxy::config(&s.proxy).as_bytes(), CERT_MODE)?;
+        write_if_changed(
+            &s.proxy.config_file,
+            proxy::config(&s.proxy).as_bytes(),
+            CERT_MODE,
+        )?;
         Ok(())
     }
 

@@ -78,15 +78,23 @@ mod tests {
             kubeconfig: "/etc/kubernetes/kube-proxy.conf".into(),
             config_file: "/var/lib/kube-proxy/config.yaml".into(),
         });
-        for want in [
-            "kind: KubeProxyConfiguration",
-            "apiVersion: kubeproxy.config.k8s.io/v1alpha1",
-            "mode: iptables",
-            "clusterCIDR: 10.244.0.0/16",
-            "hostnameOverride: node-4",
-            "kubeconfig: /etc/kubernetes/kube-proxy.conf",
+        let v: serde_json::Value = serde_saphyr::from_str(&yaml).expect("YAML");
+        for (path, want) in [
+            ("/kind", "KubeProxyConfiguration"),
+            ("/apiVersion", "kubeproxy.config.k8s.io/v1alpha1"),
+            ("/mode", "iptables"),
+            ("/clusterCIDR", "10.244.0.0/16"),
+            ("/hostnameOverride", "node-4"),
+            (
+                "/clientConnection/kubeconfig",
+                "/etc/kubernetes/kube-proxy.conf",
+            ),
         ] {
-            assert!(yaml.contains(want), "{want:?} missing:\n{yaml}");
+            assert_eq!(
+                v.pointer(path),
+                Some(&serde_json::json!(want)),
+                "{path}:\n{yaml}"
+            );
         }
     }
 }

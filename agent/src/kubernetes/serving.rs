@@ -106,6 +106,7 @@ pub fn judge(
 /// parse (left alone).
 pub fn parse(csr: &CertificateSigningRequest) -> Option<Request> {
     use x509_parser::extensions::{GeneralName, ParsedExtension};
+    use x509_parser::prelude::FromDer;
     let spec = &csr.spec;
     let (_, pem) = x509_parser::pem::parse_x509_pem(&spec.request.0).ok()?;
     let (_, req) =
@@ -198,7 +199,9 @@ pub async fn approve_pending(
                 info!(csr = %name, node = %node_name, "approved a kubelet serving certificate");
                 approved += 1;
             }
-            Verdict::Leave(why) => debug!(csr = %name, "kubelet serving request left pending: {why}"),
+            Verdict::Leave(why) => {
+                debug!(csr = %name, "kubelet serving request left pending: {why}")
+            }
             Verdict::NotMine => {}
         }
     }
@@ -244,17 +247,71 @@ mod tests {
         let node = set(&["10.77.0.14", "10.77.0.100"]);
         let group = set(&["10.77.0.11", "10.77.0.14"]);
         let cases: Vec<(Request, &str)> = vec![
-            (Request { username: "alice".into(), ..req() }, "not a node"),
-            (Request { groups: vec![], ..req() }, "system:nodes"),
-            (Request { subject_cn: Some("system:node:node-1".into()), ..req() }, "subject"),
-            (Request { usages: vec!["client auth".into()], ..req() }, "usages"),
-            (Request { dns: vec!["node-1".into()], ..req() }, "DNS name node-1"),
+            (
+                Request {
+                    username: "alice".into(),
+                    ..req()
+                },
+                "not a node",
+            ),
+            (
+                Request {
+                    groups: vec![],
+                    ..req()
+                },
+                "system:nodes",
+            ),
+            (
+                Request {
+                    subject_cn: Some("system:node:node-1".into()),
+                    ..req()
+                },
+                "subject",
+            ),
+            (
+                Request {
+                    usages: vec!["client auth".into()],
+                    ..req()
+                },
+                "usages",
+            ),
+            (
+                Request {
+                    dns: vec!["node-1".into()],
+                    ..req()
+                },
+                "DNS name node-1",
+            ),
             // The VIP: reported by the node, but no machine of the group.
-            (Request { ips: vec![ip("10.77.0.100")], ..req() }, "10.77.0.100"),
+            (
+                Request {
+                    ips: vec![ip("10.77.0.100")],
+                    ..req()
+                },
+                "10.77.0.100",
+            ),
             // Another machine's address.
-            (Request { ips: vec![ip("10.77.0.11")], ..req() }, "10.77.0.11"),
-            (Request { other_sans: 1, ..req() }, "email or URI"),
-            (Request { ips: vec![], ..req() }, "no IP"),
+            (
+                Request {
+                    ips: vec![ip("10.77.0.11")],
+                    ..req()
+                },
+                "10.77.0.11",
+            ),
+            (
+                Request {
+                    other_sans: 1,
+                    ..req()
+                },
+                "email or URI",
+            ),
+            (
+                Request {
+                    ips: vec![],
+                    ..req()
+                },
+                "no IP",
+            ),
         ];
         for (r, why) in cases {
             match judge(&r, &node, &group) {
@@ -262,9 +319,15 @@ mod tests {
                 other => panic!("{r:?}: {other:?}"),
             }
         }
-        let decided = Request { decided: true, ..req() };
+        let decided = Request {
+            decided: true,
+            ..req()
+        };
         assert_eq!(judge(&decided, &node, &group), Verdict::NotMine);
-        let other_signer = Request { signer: "kubernetes.io/kube-apiserver-client".into(), ..req() };
+        let other_signer = Request {
+            signer: "kubernetes.io/kube-apiserver-client".into(),
+            ..req()
+        };
         assert_eq!(judge(&other_signer, &node, &group), Verdict::NotMine);
     }
 }

@@ -139,8 +139,7 @@ pub fn assess(views: &[NodeView]) -> Assembly {
         {
             a.kubernetes = true;
         }
-        if s
-            .kubernetes
+        if s.kubernetes
             .as_ref()
             .and_then(|k| k.node.as_ref())
             .is_some_and(|n| n.ready)
@@ -327,7 +326,11 @@ fn kubernetes_cell(s: &Status) -> String {
     };
     let mut parts = Vec::new();
     if !k.components.is_empty() {
-        parts.push(if k.apiserver_ready { "api ok" } else { "api starting" });
+        parts.push(if k.apiserver_ready {
+            "api ok"
+        } else {
+            "api starting"
+        });
     }
     parts.push(match &k.node {
         Some(n) if n.ready => "Ready",

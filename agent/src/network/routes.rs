@@ -21,15 +21,25 @@ pub struct NodeRoute {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum RouteChange {
     /// `pod_cidr via gateway`.
-    Add { pod_cidr: Ipv4Net, gateway: Ipv4Addr },
+    Add {
+        pod_cidr: Ipv4Net,
+        gateway: Ipv4Addr,
+    },
     /// A route this agent added for a node that is gone or moved.
-    Remove { pod_cidr: Ipv4Net, gateway: Ipv4Addr },
+    Remove {
+        pod_cidr: Ipv4Net,
+        gateway: Ipv4Addr,
+    },
 }
 
 /// What to change so that the routes the agent owns (`current`: pod CIDR
 /// → gateway) become one per other node. The node's own CIDR is local
 /// (its bridge), and a node without an address or CIDR yet is skipped.
-pub fn plan(me: &str, nodes: &[NodeRoute], current: &BTreeMap<Ipv4Net, Ipv4Addr>) -> Vec<RouteChange> {
+pub fn plan(
+    me: &str,
+    nodes: &[NodeRoute],
+    current: &BTreeMap<Ipv4Net, Ipv4Addr>,
+) -> Vec<RouteChange> {
     let wanted: BTreeMap<Ipv4Net, Ipv4Addr> = nodes
         .iter()
         .filter(|n| n.name != me)
@@ -88,18 +98,43 @@ mod tests {
         .into_iter()
         .map(|(c, g)| (c.parse().expect("cidr"), g.parse().expect("ip")))
         .collect();
-        let p = plan("a", &nodes[..1].iter().chain(&nodes[2..]).cloned().collect::<Vec<_>>(), &current);
+        let p = plan(
+            "a",
+            &nodes[..1]
+                .iter()
+                .chain(&nodes[2..])
+                .cloned()
+                .collect::<Vec<_>>(),
+            &current,
+        );
         assert_eq!(
             p,
             vec![
-                RouteChange::Remove { pod_cidr: "10.244.1.0/24".parse().expect("cidr"), gateway: "10.0.0.12".parse().expect("ip") },
-                RouteChange::Remove { pod_cidr: "10.244.2.0/24".parse().expect("cidr"), gateway: "10.0.0.99".parse().expect("ip") },
-                RouteChange::Remove { pod_cidr: "10.244.9.0/24".parse().expect("cidr"), gateway: "10.0.0.19".parse().expect("ip") },
-                RouteChange::Add { pod_cidr: "10.244.2.0/24".parse().expect("cidr"), gateway: "10.0.0.13".parse().expect("ip") },
+                RouteChange::Remove {
+                    pod_cidr: "10.244.1.0/24".parse().expect("cidr"),
+                    gateway: "10.0.0.12".parse().expect("ip")
+                },
+                RouteChange::Remove {
+                    pod_cidr: "10.244.2.0/24".parse().expect("cidr"),
+                    gateway: "10.0.0.99".parse().expect("ip")
+                },
+                RouteChange::Remove {
+                    pod_cidr: "10.244.9.0/24".parse().expect("cidr"),
+                    gateway: "10.0.0.19".parse().expect("ip")
+                },
+                RouteChange::Add {
+                    pod_cidr: "10.244.2.0/24".parse().expect("cidr"),
+                    gateway: "10.0.0.13".parse().expect("ip")
+                },
             ]
         );
         // Nothing to do once in step.
-        let done: BTreeMap<_, _> = [(nodes[1].pod_cidr, nodes[1].internal_ip), (nodes[2].pod_cidr, nodes[2].internal_ip)].into_iter().collect();
+        let done: BTreeMap<_, _> = [
+            (nodes[1].pod_cidr, nodes[1].internal_ip),
+            (nodes[2].pod_cidr, nodes[2].internal_ip),
+        ]
+        .into_iter()
+        .collect();
         assert!(plan("a", &nodes, &done).is_empty());
     }
 }

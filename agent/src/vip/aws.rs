@@ -21,9 +21,9 @@ use std::sync::Arc;
 use tracing::{debug, info, warn};
 
 use super::mover::{Mover, MoverError, Takeover};
-use crate::netlink::{Iface, Netlink};
 use crate::cloud::aws::network_interfaces::{self as eni, NetworkInterface};
 use crate::cloud::aws::{AwsError, InstanceSession};
+use crate::netlink::{Iface, Netlink};
 
 /// This instance's primary interface, as EC2 knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]

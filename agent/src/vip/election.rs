@@ -283,16 +283,45 @@ pub fn next(me: &str, healthy: bool, key: &KeyView, seen: Seen, now: Instant, t:
     }
 }
 
-/// Consecutive failed health checks after which a holder hands the VIP on.
+/// The fewest consecutive failed health checks after which a holder hands
+/// the VIP on.
 pub const UNHEALTHY_RELEASE_AFTER: u32 = 3;
 
+impl Timing {
+    /// Consecutive failed health checks (one per renewal) after which a
+    /// holder hands the VIP on: about as long as its claim would last
+    /// (`hold_for`), and at least [`UNHEALTHY_RELEASE_AFTER`]. Slow
+    /// machines' longer timers then also ride out a starting apiserver's
+    /// brief unreadiness instead of moving the VIP.
+    pub fn unhealthy_release_after(&self) -> u32 {
+        let rounds = self.hold_for.as_millis() / self.renew_every.as_millis().max(1);
+        u32::try_from(rounds)
+            .unwrap_or(u32::MAX)
+            .max(UNHEALTHY_RELEASE_AFTER)
+    }
+}
+
 /// Counts consecutive failed health checks; one success resets it.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HealthStreak {
     failed: u32,
+    release_after: u32,
+}
+
+impl Default for HealthStreak {
+    fn default() -> Self {
+        HealthStreak::new(UNHEALTHY_RELEASE_AFTER)
+    }
 }
 
 impl HealthStreak {
+    pub fn new(release_after: u32) -> HealthStreak {
+        HealthStreak {
+            failed: 0,
+            release_after,
+        }
+    }
+
     /// Records a check; true when the holder should release.
     pub fn record(&mut self, healthy: bool) -> bool {
         self.failed = if healthy {
@@ -300,7 +329,7 @@ impl HealthStreak {
         } else {
             self.failed.saturating_add(1)
         };
-        self.failed >= UNHEALTHY_RELEASE_AFTER
+        self.failed >= self.release_after
     }
 }
 
@@ -510,6 +539,22 @@ mod tests {
             next("b", false, &key, seen, now, &t),
             Next::RevokeStale { lease: 99 }
         );
+    }
+
+    #[test]
+    fn slow_timers_tolerate_failed_checks_for_about_the_hold_time() {
+        assert_eq!(Timing::default().unhealthy_release_after(), 3);
+        let tcg = Timing {
+            renew_every: Duration::from_secs(1),
+            hold_for: Duration::from_secs(6),
+            ..Timing::default()
+        };
+        assert_eq!(tcg.unhealthy_release_after(), 6);
+        let mut s = HealthStreak::new(6);
+        for _ in 0..5 {
+            assert!(!s.record(false));
+        }
+        assert!(s.record(false));
     }
 
     #[test]

@@ -369,7 +369,7 @@ impl<M: Mover, H: HealthCheck> VipManager<M, H> {
             std::future::pending::<Result<(), MoverError>>().await
         });
         let renewals = self.renewals.clone();
-        let mut streak = HealthStreak::default();
+        let mut streak = HealthStreak::new(t.unhealthy_release_after());
         let mut failing = false;
         let mut next_round = Instant::now() + t.renew_every;
         let mut round = Box::pin(renew(st, claim.lease, next_round, health));

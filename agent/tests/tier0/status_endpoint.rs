@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use muster::image::{ImageFacts, UsrFacts};
 use muster::metadata::ProviderKind;
 use muster::state::{
-    EtcdStatus, KubernetesStatus, MemberStatus, Phase, Status, StatusBoard, VipStatus,
+    EtcdStatus, KubernetesStatus, MemberStatus, NodeStatus, Phase, Status, StatusBoard, VipStatus,
 };
 use muster::vip::RenewalSummary;
 use muster::{metrics, status_endpoint};
@@ -98,6 +98,14 @@ fn sample() -> Status {
         scheduler_leader: Some("node-2".into()),
         objects: Some("6d1f0c".into()),
         message: None,
+        node: Some(NodeStatus {
+            name: "lab-node-1".into(),
+            registered: true,
+            ready: true,
+            pod_cidr: Some("10.244.0.0/24".into()),
+            routes: 2,
+            message: None,
+        }),
     });
     s.image = Some(ImageFacts {
         id: Some("muster".into()),

@@ -162,6 +162,12 @@ fn three_vms_assemble_then_fail_over_replace_a_member_and_survive_a_power_cycle(
     );
 }
 
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// The cluster id every listed node reports; fails unless it is one (S1).
 fn one_cluster_id(t: &TestLab, nodes: &[u32]) -> String {
     let ids: BTreeSet<String> = nodes

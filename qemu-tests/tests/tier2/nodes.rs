@@ -103,7 +103,14 @@ fn three_control_plane_and_two_worker_vms_run_pods_across_nodes_and_heal() {
     assert_eq!(ready_nodes(&t), names, "5 Ready nodes");
     // Control-plane nodes are labelled and tainted; workers are not.
     let cp = t
-        .kubectl_ok(&["get", "nodes", "-l", "node-role.kubernetes.io/control-plane", "-o", "name"])
+        .kubectl_ok(&[
+            "get",
+            "nodes",
+            "-l",
+            "node-role.kubernetes.io/control-plane",
+            "-o",
+            "name",
+        ])
         .unwrap_or_default();
     assert_eq!(cp.lines().count(), 3, "control-plane nodes: {cp}");
     // The workers stay out of etcd and never campaign for the VIP (no
@@ -113,7 +120,11 @@ fn three_control_plane_and_two_worker_vms_run_pods_across_nodes_and_heal() {
         let status = t
             .status(n.index)
             .unwrap_or_else(|| panic!("node-{}: no status", n.index));
-        let want = if n.index <= 3 { "control-plane" } else { "worker" };
+        let want = if n.index <= 3 {
+            "control-plane"
+        } else {
+            "worker"
+        };
         assert_eq!(status.role.as_deref(), Some(want), "node-{}", n.index);
         if want == "worker" {
             assert!(status.etcd.is_none(), "worker node-{} runs etcd", n.index);
@@ -127,7 +138,10 @@ fn three_control_plane_and_two_worker_vms_run_pods_across_nodes_and_heal() {
     }
     let members = crate::lab::member_peer_ips(&t, 1);
     let control_plane: BTreeSet<String> = (1..=3).map(|i| lab.node_ip(i).to_string()).collect();
-    assert_eq!(members, control_plane, "etcd members are exactly the control plane");
+    assert_eq!(
+        members, control_plane,
+        "etcd members are exactly the control plane"
+    );
 
     // 1. Two pods on the two workers, serving their names.
     let applied = t.kubectl(&["apply", "-f", "-"], Some(WEB));
@@ -156,13 +170,31 @@ fn three_control_plane_and_two_worker_vms_run_pods_across_nodes_and_heal() {
     // 2. Pod to pod across nodes, and through the ClusterIP Service.
     let (a, _, _) = &pods[0];
     let (b, b_ip, _) = &pods[1];
-    let direct = t.kubectl_ok(&["exec", a, "--", "wget", "-qO-", "-T", "5", &format!("http://{b_ip}:8080/")]);
+    let direct = t.kubectl_ok(&[
+        "exec",
+        a,
+        "--",
+        "wget",
+        "-qO-",
+        "-T",
+        "5",
+        &format!("http://{b_ip}:8080/"),
+    ]);
     assert_eq!(direct.as_deref(), Some(b.as_str()), "{a} -> {b} at {b_ip}");
     let svc = t
         .kubectl_ok(&["get", "service", "web", "-o", "jsonpath={.spec.clusterIP}"])
         .expect("web service");
     let through = wait_for(budget(120), || {
-        t.kubectl_ok(&["exec", a, "--", "wget", "-qO-", "-T", "5", &format!("http://{svc}/")])
+        t.kubectl_ok(&[
+            "exec",
+            a,
+            "--",
+            "wget",
+            "-qO-",
+            "-T",
+            "5",
+            &format!("http://{svc}/"),
+        ])
     })
     .expect("the ClusterIP answers");
     assert!(pods.iter().any(|(n, _, _)| *n == through), "{through}");
@@ -176,8 +208,15 @@ fn three_control_plane_and_two_worker_vms_run_pods_across_nodes_and_heal() {
     let gone_node = pods[0].2.clone();
     let killed = Instant::now();
     t.lab.kill(&gone_node).expect("lab kill");
-    wait_for(budget(300), || (!all_nodes(&t).contains(&gone_node)).then_some(()))
-        .unwrap_or_else(|| panic!("the Node {gone_node} was not deleted\n{}", t.consoles_tail()));
+    wait_for(budget(300), || {
+        (!all_nodes(&t).contains(&gone_node)).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the Node {gone_node} was not deleted\n{}",
+            t.consoles_tail()
+        )
+    });
     println!(
         "figures: worker powered off and gone -> its Node deleted: {:.0} s",
         killed.elapsed().as_secs_f64()
@@ -200,7 +239,11 @@ fn three_control_plane_and_two_worker_vms_run_pods_across_nodes_and_heal() {
     t.lab.start(&[]).expect("lab start");
     let cycled = Instant::now();
     t.wait_assembled(budget(1500));
-    assert_eq!(ready_nodes(&t), before, "the same nodes after a power cycle");
+    assert_eq!(
+        ready_nodes(&t),
+        before,
+        "the same nodes after a power cycle"
+    );
     wait_for(budget(600), || (web_pods(&t).len() == 2).then_some(()))
         .unwrap_or_else(|| panic!("web pods after the power cycle: {:?}", web_pods(&t)));
     println!(

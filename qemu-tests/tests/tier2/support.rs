@@ -251,7 +251,11 @@ impl TestLab {
         let mut cmd = net::in_netns(&lab.netns(), &kubectl_bin().display().to_string());
         cmd.arg(format!(
             "--kubeconfig={}",
-            self.root.path().join(&self.lab.name).join("admin.conf").display()
+            self.root
+                .path()
+                .join(&self.lab.name)
+                .join("admin.conf")
+                .display()
         ))
         .arg("--request-timeout=30s")
         .args(args)
