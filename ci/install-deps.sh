@@ -34,6 +34,7 @@ want cpio                     # image artefacts: the PXE root image
 want_for_tests python3-venv   # tier 1: moto (AWS API emulator) in a venv
 want_for_tests bird2          # tier 1: the real BGP router for apiEndpoint.mode bgp
 want_for_tests packer         # `packer validate` of image/packer (Debian's 1.6.6)
+want_for_tests runc           # tier 1: containerd runs the shipped sandbox image
 
 # QEMU 10 from bookworm-backports: bookworm's own qemu-system 7.2 conflicts
 # with the backports qemu-utils these machines already have
@@ -112,6 +113,12 @@ rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup comp
 [ -x "$TOOLS/etcd/usr/bin/etcd" ] || trixie_debs "$TOOLS/etcd" etcd-server etcd-client
 # (sed, not head: head closing the pipe early fails the script under pipefail)
 "$TOOLS/etcd/usr/bin/etcd" --version | sed -n 1p
+
+# containerd as the image ships it (Debian 13's 1.7, whose content and
+# images APIs the agent uses), for the tier-1 tests. Its runc comes from
+# the host (want_for_tests runc above): Debian 13's needs glibc 2.38.
+[ -x "$TOOLS/containerd/usr/bin/containerd" ] || trixie_debs "$TOOLS/containerd" containerd
+"$TOOLS/containerd/usr/bin/containerd" --version
 
 # moto: the AWS API emulator, in its own venv.
 if [ ! -x "$TOOLS/moto/bin/moto_server" ]; then

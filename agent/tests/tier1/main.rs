@@ -8,10 +8,12 @@ mod support;
 
 mod agent_vip;
 mod aws_group;
+mod containerd;
 mod discovery_aws_moto;
 mod etcd;
 mod kubernetes;
 mod netns_smoke;
+mod node_configs;
 mod pki_etcd;
 mod systemd_supervisor;
 mod vip;
