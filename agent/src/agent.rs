@@ -187,6 +187,9 @@ async fn pipeline(args: &AgentArgs, board: &StatusBoard) -> Result<(), AgentErro
         info!(state_dir = %args.state_dir.root().display(), "plan recorded; --plan-only, stopping");
         return Ok(());
     }
+    if config.cluster.join.is_some() {
+        return join_as_worker(args, board, &facts, &config, kube_version).await;
+    }
     report(board, |s| {
         s.phase = Phase::Pki;
         s.message = Some("issuing this node's certificates".into());
@@ -339,6 +342,49 @@ async fn pipeline(args: &AgentArgs, board: &StatusBoard) -> Result<(), AgentErro
             Ok(Ok(())) => {}
         }
     }
+    Ok(())
+}
+
+/// A worker of a worker-only group (`cluster.join`): no pki, etcd or VIP
+/// of its own, only the Kubernetes node part.
+async fn join_as_worker(
+    args: &AgentArgs,
+    board: &StatusBoard,
+    facts: &InstanceFacts,
+    config: &Config,
+    kube_version: Option<kubernetes::version::KubeVersion>,
+) -> Result<(), AgentError> {
+    let ip = facts.private_ipv4.ok_or(AgentError::NoAddress {
+        provider: facts.provider,
+    })?;
+    let version = kube_version.ok_or(kubernetes::SetupError::JoinWithoutKubernetes {
+        path: args.kubernetes.bin_dir.join("kubelet"),
+    })?;
+    let supervisor = match args.supervisor {
+        SupervisorKind::Child => {
+            Supervisor::Child(ChildSupervisor::new(args.state_dir.root().join("services")))
+        }
+        SupervisorKind::Systemd => Supervisor::Systemd(SystemdSupervisor::connect(None).await?),
+    };
+    report(board, |s| {
+        s.phase = Phase::Kubernetes;
+        s.role = Some(crate::roles::Role::Worker.to_string());
+        s.message = Some("a worker of a worker-only group: joining Kubernetes with the join credential".into());
+    });
+    let hostname = facts.hostname.clone().unwrap_or_else(|| facts.instance_id.clone());
+    kubernetes::join_as_worker(
+        config,
+        hostname.to_ascii_lowercase(),
+        ip,
+        version,
+        &args.kubernetes,
+        supervisor,
+        args.state_dir.root(),
+        board.clone(),
+        shutdown_signal(),
+    )
+    .instrument(info_span!("kubernetes"))
+    .await;
     Ok(())
 }
 

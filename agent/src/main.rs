@@ -51,6 +51,9 @@ enum Command {
     /// Print the admin kubeconfig (API through the VIP) of this
     /// control-plane node. Root only: it holds cluster-admin credentials.
     Kubeconfig(KubeconfigArgs),
+    /// Print the cluster config of a worker-only group (the join
+    /// credential: bootstrap token and CA pin, no secret). Root only.
+    JoinCredential(KubeconfigArgs),
     /// A local QEMU cluster of the node image that assembles itself.
     #[cfg(feature = "lab")]
     Lab(muster::lab::cli::LabCli),
@@ -168,26 +171,26 @@ struct KubeconfigArgs {
     kubernetes_dir: PathBuf,
 }
 
-fn kubeconfig_command(args: KubeconfigArgs) -> ExitCode {
-    let path = KubePaths::new(args.kubernetes_dir).admin_conf();
+/// Prints a file the agent keeps for root on control-plane nodes.
+fn print_root_file(command: &str, path: &std::path::Path, why: &str) -> ExitCode {
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("muster kubeconfig: root only (the admin kubeconfig grants cluster-admin)");
+        eprintln!("muster {command}: root only ({why})");
         return ExitCode::FAILURE;
     }
-    match std::fs::read_to_string(&path) {
+    match std::fs::read_to_string(path) {
         Ok(text) => {
             print!("{text}");
             ExitCode::SUCCESS
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             eprintln!(
-                "muster kubeconfig: {}: not found; only control-plane nodes hold one, once the Kubernetes phase has run (see `muster status`)",
+                "muster {command}: {}: not found; only control-plane nodes hold it, once the Kubernetes phase has run (see `muster status`)",
                 path.display()
             );
             ExitCode::FAILURE
         }
         Err(e) => {
-            eprintln!("muster kubeconfig: {}: {e}", path.display());
+            eprintln!("muster {command}: {}: {e}", path.display());
             ExitCode::FAILURE
         }
     }
@@ -215,7 +218,16 @@ fn main() -> ExitCode {
         Command::Metadata(args) => run_async(metadata_command(args)),
         Command::Agent(args) => run_async(agent_command(*args)),
         Command::Status(args) => status_command(args),
-        Command::Kubeconfig(args) => kubeconfig_command(args),
+        Command::Kubeconfig(args) => print_root_file(
+            "kubeconfig",
+            &KubePaths::new(args.kubernetes_dir).admin_conf(),
+            "it grants cluster-admin",
+        ),
+        Command::JoinCredential(args) => print_root_file(
+            "join-credential",
+            &KubePaths::new(args.kubernetes_dir).join_credential(),
+            "it lets a machine join as a node",
+        ),
         #[cfg(feature = "lab")]
         Command::Lab(cli) => match muster::lab::cli::run(cli) {
             Ok(()) => ExitCode::SUCCESS,

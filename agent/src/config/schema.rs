@@ -29,8 +29,15 @@ pub(crate) fn require_cluster(schema: &mut Schema) {
     require(schema, &["cluster"]);
 }
 
+/// `name`, and `secret` unless `join` is given.
 pub(crate) fn require_name_and_secret(schema: &mut Schema) {
-    require(schema, &["name", "secret"]);
+    require(schema, &["name"]);
+    if let Some(obj) = schema.as_object_mut() {
+        obj.insert(
+            "oneOf".into(),
+            json!([{"required": ["secret"]}, {"required": ["join"]}]),
+        );
+    }
 }
 
 fn require(schema: &mut Schema, fields: &[&str]) {

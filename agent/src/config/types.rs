@@ -58,9 +58,30 @@ pub struct Cluster {
     )]
     pub name: String,
     /// The one shared credential (at least 32 characters) from which nodes
-    /// authenticate each other. Never logged.
+    /// authenticate each other. Never logged. Not given with `join`.
     #[schemars(length(min = 32))]
     pub secret: Secret,
+    /// Instead of `secret`, for groups that only ever run workers
+    /// (`topology.role: worker`): the join credential `muster
+    /// join-credential` prints on a control-plane node. It lets a node join
+    /// Kubernetes as a worker and nothing else: no CA key can be derived
+    /// from it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub join: Option<JoinCredential>,
+}
+
+/// A worker's join credential: the cluster's bootstrap token and the pin
+/// of the Kubernetes CA it checks the API server against before sending
+/// the token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct JoinCredential {
+    /// The bootstrap token, `[a-z0-9]{6}.[a-z0-9]{16}`. Never logged.
+    pub token: Secret,
+    /// `sha256:` and the hex SHA-256 of the Kubernetes CA's public key
+    /// (kubeadm's `--discovery-token-ca-cert-hash`).
+    #[schemars(regex(pattern = r"^sha256:[0-9a-f]{64}$"))]
+    pub ca_pin: String,
 }
 
 /// Which machine does what.

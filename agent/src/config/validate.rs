@@ -103,8 +103,46 @@ fn cluster(c: &mut Checks<'_>, cfg: &Config) {
             ),
         );
     }
-    if !c.present("cluster.secret") {
-        c.err("cluster.secret", "missing required key `secret`");
+    if let Some(join) = &cfg.cluster.join {
+        if c.present("cluster.secret") {
+            c.err_at(
+                path("cluster.join"),
+                &["cluster.secret"],
+                "give `secret` or `join`, not both: `join` is for worker-only groups that must not hold the secret",
+            );
+        }
+        if cfg.topology.role != Role::Worker {
+            c.err_at(
+                path("cluster.join"),
+                &["topology.role"],
+                "a `join` credential only lets a node be a worker: set `topology.role: worker`",
+            );
+        }
+        if crate::kubernetes::token::BootstrapToken::parse(join.token.expose()).is_none() {
+            c.err(
+                "cluster.join.token",
+                "not a bootstrap token: expected 6 and 16 characters of [a-z0-9] joined by `.` (as `muster join-credential` prints it)",
+            );
+        }
+        let pin_ok = join
+            .ca_pin
+            .strip_prefix("sha256:")
+            .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+        if !pin_ok {
+            c.err(
+                "cluster.join.caPin",
+                format!("`{}` is not a CA pin: expected `sha256:` and 64 lowercase hex digits", join.ca_pin),
+            );
+        }
+        if cfg.api_endpoint.vip.is_none() && cfg.api_endpoint.dns_name.is_none() {
+            c.err_at(
+                path("cluster.join"),
+                &["apiEndpoint.vip", "apiEndpoint.dnsName"],
+                "a worker joining with `join` needs the API endpoint: set `apiEndpoint.vip` or `apiEndpoint.dnsName`",
+            );
+        }
+    } else if !c.present("cluster.secret") {
+        c.err("cluster.secret", "missing required key `secret` (or `join` for a worker-only group)");
     } else if cfg.cluster.secret.char_len() < MIN_SECRET_CHARS {
         c.err(
             "cluster.secret",

@@ -49,7 +49,8 @@ pub fn service_account_issuer(cluster_domain: &str) -> String {
 
 pub fn apiserver(s: &ControlPlaneSpec) -> Vec<String> {
     let p = &s.paths;
-    let (cert, key) = p.leaf("apiserver");
+    let key = p.leaf("apiserver").1;
+    let cert = p.apiserver_chain();
     let (kubelet_cert, kubelet_key) = p.leaf("apiserver-kubelet-client");
     let (etcd_cert, etcd_key) = p.leaf("apiserver-etcd-client");
     let (proxy_cert, proxy_key) = p.leaf("front-proxy-client");
@@ -177,7 +178,7 @@ mod tests {
             ("etcd-servers", "https://127.0.0.1:2379"),
             ("etcd-cafile", "/etc/kubernetes/pki/etcd/ca.crt"),
             ("client-ca-file", "/etc/kubernetes/pki/ca.crt"),
-            ("tls-cert-file", "/etc/kubernetes/pki/apiserver.crt"),
+            ("tls-cert-file", "/etc/kubernetes/pki/apiserver-chain.crt"),
             ("service-account-key-file", "/etc/kubernetes/pki/sa.pub"),
             (
                 "service-account-signing-key-file",

@@ -24,6 +24,7 @@ pub mod client;
 pub mod control_plane;
 pub mod flags;
 pub mod health;
+pub mod join;
 pub mod kubeconfig;
 pub mod kubelet;
 pub mod node;
@@ -34,7 +35,7 @@ pub mod serving;
 pub mod token;
 pub mod version;
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -101,6 +102,8 @@ pub enum SetupError {
         "kubernetes: {path} is missing: the node carries {found} but not all of its control-plane binaries"
     )]
     Missing { found: KubeVersion, path: PathBuf },
+    #[error("cluster.join: a worker joins Kubernetes, but this node carries none ({path}: not found)")]
+    JoinWithoutKubernetes { path: PathBuf },
     #[error("kubernetes: {0}")]
     Pki(#[from] PkiError),
 }
@@ -175,7 +178,7 @@ pub struct KubeInputs<'a> {
 /// node) and this machine as a Kubernetes node (every node but a
 /// dedicated etcd one), both made ready before the role is known.
 pub struct KubePhase {
-    control_plane: ControlPlane,
+    control_plane: Option<ControlPlane>,
     node: NodeInputs,
     /// The node runner, made for the role it was made for.
     node_runner: Option<(Role, node::NodeRunner)>,
@@ -204,6 +207,44 @@ struct NodeInputs {
 }
 
 impl NodeInputs {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        c: &Config,
+        node_name: String,
+        ip: Ipv4Addr,
+        ca_pem: String,
+        token: token::BootstrapToken,
+        opts: &KubeOptions,
+        supervisor: Supervisor,
+        record_dir: PathBuf,
+    ) -> NodeInputs {
+        NodeInputs {
+            node_name,
+            ip,
+            cluster: c.cluster.name.clone(),
+            ca_pem,
+            token,
+            endpoint: api_endpoint(c, ip),
+            port: c.api_endpoint.port,
+            service_cidr: c.kubernetes.service_cidr,
+            pod_cidr: c.kubernetes.pod_cidr,
+            cni: c.kubernetes.cni,
+            schedulable: c.topology.control_plane.schedulable,
+            worker_labels: c
+                .topology
+                .workers
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            worker_taints: c.topology.workers.taints.clone(),
+            paths: opts.paths.clone(),
+            bin_dir: opts.bin_dir.clone(),
+            supervisor,
+            record_dir,
+        }
+    }
+
     /// The node runner for `role`: a control-plane kubelet talks to its
     /// own apiserver (no hairpin through the VIP), a worker's to the VIP.
     fn runner(&self, role: Role) -> node::NodeRunner {
@@ -288,10 +329,7 @@ pub fn prepare(i: KubeInputs<'_>) -> Result<KubePhase, SetupError> {
         ip: i.ip,
     };
     let port = c.api_endpoint.port;
-    let endpoint = format!(
-        "https://{}:{port}",
-        c.api_endpoint.vip.map_or(IpAddr::V4(i.ip), IpAddr::V4)
-    );
+    let endpoint = api_endpoint(c, i.ip);
     // Stacked etcd: the local member, like kubeadm. Dedicated: all of them.
     let etcd_servers = match c.topology.etcd.placement {
         EtcdPlacement::ControlPlane => vec![client_url(Ipv4Addr::LOCALHOST)],
@@ -310,34 +348,19 @@ pub fn prepare(i: KubeInputs<'_>) -> Result<KubePhase, SetupError> {
     };
     let mut lock_endpoints = vec![client_url(i.ip)];
     lock_endpoints.extend(i.etcd_peers);
-    let record_dir = i.state_dir.join("services").join("specs");
-    let node_inputs = NodeInputs {
-        node_name: node.name.clone(),
-        ip: i.ip,
-        cluster: name.to_string(),
-        ca_pem: authorities.kubernetes.cert_pem().to_string(),
-        token: authorities.token.clone(),
-        endpoint: endpoint.clone(),
-        port,
-        service_cidr: c.kubernetes.service_cidr,
-        pod_cidr: c.kubernetes.pod_cidr,
-        cni: c.kubernetes.cni,
-        schedulable: c.topology.control_plane.schedulable,
-        worker_labels: c
-            .topology
-            .workers
-            .labels
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
-        worker_taints: c.topology.workers.taints.clone(),
-        paths: i.opts.paths.clone(),
-        bin_dir: i.opts.bin_dir.clone(),
-        supervisor: i.supervisor.clone(),
-        record_dir: record_dir.clone(),
-    };
+    let record_dir = record_dir(i.state_dir);
+    let node_inputs = NodeInputs::new(
+        c,
+        node.name.clone(),
+        i.ip,
+        authorities.kubernetes.cert_pem().to_string(),
+        authorities.token.clone(),
+        i.opts,
+        i.supervisor.clone(),
+        record_dir.clone(),
+    );
     Ok(KubePhase {
-        control_plane: ControlPlane::new(
+        control_plane: Some(ControlPlane::new(
             spec,
             api,
             node,
@@ -348,10 +371,121 @@ pub fn prepare(i: KubeInputs<'_>) -> Result<KubePhase, SetupError> {
             record_dir,
             lock_endpoints,
             i.etcd_tls,
-        ),
+        )),
         node: node_inputs,
         node_runner: None,
     })
+}
+
+fn record_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("services").join("specs")
+}
+
+/// `https://HOST:PORT` nodes and clients reach the API at: the VIP, else
+/// `apiEndpoint.dnsName`, else this node itself.
+pub fn api_endpoint(c: &Config, ip: Ipv4Addr) -> String {
+    let port = c.api_endpoint.port;
+    match (c.api_endpoint.vip, &c.api_endpoint.dns_name) {
+        (Some(vip), _) => format!("https://{vip}:{port}"),
+        (None, Some(name)) => format!("https://{name}:{port}"),
+        (None, None) => format!("https://{ip}:{port}"),
+    }
+}
+
+/// A worker of a worker-only group (`cluster.join`): no etcd, no VIP, no
+/// CA key. It learns the Kubernetes CA from the API server, trusting it
+/// through the pin (`join.rs`), then runs the node part like any worker.
+/// A wrong pin or token is reported in the status and retried with capped
+/// backoff (the control plane may not be up yet; a fixed config fixes it).
+#[allow(clippy::too_many_arguments)]
+pub async fn join_as_worker(
+    config: &Config,
+    node_name: String,
+    ip: Ipv4Addr,
+    version: KubeVersion,
+    opts: &KubeOptions,
+    supervisor: Supervisor,
+    state_dir: &Path,
+    board: StatusBoard,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    let Some(join) = &config.cluster.join else {
+        return;
+    };
+    let Some(token) = token::BootstrapToken::parse(join.token.expose()) else {
+        return; // refused by validation
+    };
+    let endpoint = api_endpoint(config, ip);
+    let mut status = KubernetesStatus {
+        version: version.to_string(),
+        ..KubernetesStatus::default()
+    };
+    let report = |status: &KubernetesStatus| {
+        if let Err(e) = board.update(|s| s.kubernetes = Some(status.clone())) {
+            warn!("cannot write status: {e}");
+        }
+    };
+    let mut backoff = Duration::from_secs(1);
+    let ca_pem = loop {
+        match join::discover_ca(&endpoint, &join.ca_pin, &token).await {
+            Ok(pem) => break pem,
+            Err(e) => {
+                warn!("{e}");
+                status.message = Some(format!("joining as a worker: {e}"));
+                report(&status);
+            }
+        }
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    };
+    info!(%endpoint, "kubernetes: the API server's CA matches the pin; joining as a worker");
+    let inputs = NodeInputs::new(
+        config,
+        node_name,
+        ip,
+        ca_pem,
+        token,
+        opts,
+        supervisor,
+        record_dir(state_dir),
+    );
+    let mut runner = inputs.runner(Role::Worker);
+    loop {
+        status.message = None;
+        let mut node = status.node.take().unwrap_or_default();
+        runner.round(&mut node).await;
+        status.node = Some(node);
+        report(&status);
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = tokio::time::sleep(TICK) => {}
+        }
+    }
+}
+
+/// The config a worker-only group gets instead of the cluster secret:
+/// the bootstrap token and the CA pin, the worker role, and the API
+/// endpoint. Holds the token: 0600.
+pub fn join_credential_yaml(
+    cluster: &str,
+    token: &token::BootstrapToken,
+    ca_pin: &str,
+    endpoint: &str,
+) -> String {
+    format!(
+        "# A worker-only group's cluster config: it joins Kubernetes as workers with\n\
+         # the cluster's bootstrap token and checks the API server against the CA\n\
+         # pin; it holds no CA key. Keep it as secret as the token: anyone with it\n\
+         # can join a node. Add discovery/apiEndpoint settings as for the cluster.\n\
+         cluster:\n  name: {cluster}\n  join:\n    token: \"{}\"\n    caPin: \"{ca_pin}\"\n\
+         topology:\n  role: worker\n\
+         # The API endpoint the workers join through: {endpoint}\n",
+        token.bearer()
+    )
 }
 
 /// A kubeconfig with a fresh cluster-admin certificate for the cluster of
@@ -430,7 +564,9 @@ pub async fn run(
                     .filter(|p| p.lifecycle != crate::discovery::Lifecycle::Leaving)
                     .map(|p| std::net::IpAddr::V4(p.address))
                     .collect();
-                phase.control_plane.round(&mut status, &group).await;
+                if let Some(cp) = phase.control_plane.as_mut() {
+                    cp.round(&mut status, &group).await;
+                }
             } else {
                 status.components.clear();
             }

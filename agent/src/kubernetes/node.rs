@@ -230,9 +230,10 @@ impl NodeRunner {
         let s = &self.spec;
         let pki = s.paths.pki();
         std::fs::create_dir_all(&pki).map_err(|e| PkiError::io("creating", &pki, e))?;
-        for dir in [&s.kubelet.root_dir, &s.cni_conf_dir] {
-            std::fs::create_dir_all(dir).map_err(|e| PkiError::io("creating", dir, e))?;
-        }
+        // The kubelet makes its own root directory (the agent's unit may
+        // not write under /var/lib but its own).
+        std::fs::create_dir_all(&s.cni_conf_dir)
+            .map_err(|e| PkiError::io("creating", &s.cni_conf_dir, e))?;
         if let Some(dir) = s.proxy.config_file.parent() {
             std::fs::create_dir_all(dir).map_err(|e| PkiError::io("creating", dir, e))?;
         }

@@ -56,6 +56,16 @@ impl KubePaths {
         self.pki().join("etcd").join("ca.crt")
     }
 
+    /// The apiserver's certificate followed by the CA: what it serves.
+    pub fn apiserver_chain(&self) -> PathBuf {
+        self.pki().join("apiserver-chain.crt")
+    }
+
+    /// The config snippet a worker-only group needs (0600).
+    pub fn join_credential(&self) -> PathBuf {
+        self.root.join("join-credential.yaml")
+    }
+
     pub fn admin_conf(&self) -> PathBuf {
         self.root.join("admin.conf")
     }
