@@ -369,9 +369,14 @@ async fn join_as_worker(
     report(board, |s| {
         s.phase = Phase::Kubernetes;
         s.role = Some(crate::roles::Role::Worker.to_string());
-        s.message = Some("a worker of a worker-only group: joining Kubernetes with the join credential".into());
+        s.message = Some(
+            "a worker of a worker-only group: joining Kubernetes with the join credential".into(),
+        );
     });
-    let hostname = facts.hostname.clone().unwrap_or_else(|| facts.instance_id.clone());
+    let hostname = facts
+        .hostname
+        .clone()
+        .unwrap_or_else(|| facts.instance_id.clone());
     kubernetes::join_as_worker(
         config,
         hostname.to_ascii_lowercase(),

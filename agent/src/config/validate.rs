@@ -124,14 +124,18 @@ fn cluster(c: &mut Checks<'_>, cfg: &Config) {
                 "not a bootstrap token: expected 6 and 16 characters of [a-z0-9] joined by `.` (as `muster join-credential` prints it)",
             );
         }
-        let pin_ok = join
-            .ca_pin
-            .strip_prefix("sha256:")
-            .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+        let pin_ok = join.ca_pin.strip_prefix("sha256:").is_some_and(|h| {
+            h.len() == 64
+                && h.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        });
         if !pin_ok {
             c.err(
                 "cluster.join.caPin",
-                format!("`{}` is not a CA pin: expected `sha256:` and 64 lowercase hex digits", join.ca_pin),
+                format!(
+                    "`{}` is not a CA pin: expected `sha256:` and 64 lowercase hex digits",
+                    join.ca_pin
+                ),
             );
         }
         if cfg.api_endpoint.vip.is_none() && cfg.api_endpoint.dns_name.is_none() {
@@ -142,7 +146,10 @@ fn cluster(c: &mut Checks<'_>, cfg: &Config) {
             );
         }
     } else if !c.present("cluster.secret") {
-        c.err("cluster.secret", "missing required key `secret` (or `join` for a worker-only group)");
+        c.err(
+            "cluster.secret",
+            "missing required key `secret` (or `join` for a worker-only group)",
+        );
     } else if cfg.cluster.secret.char_len() < MIN_SECRET_CHARS {
         c.err(
             "cluster.secret",

@@ -91,7 +91,9 @@ impl ServerCertVerifier for PinnedChain {
             None,
             None,
         )
-        .map_err(|e| rustls::Error::General(format!("server certificate under the pinned CA: {e:?}")))?;
+        .map_err(|e| {
+            rustls::Error::General(format!("server certificate under the pinned CA: {e:?}"))
+        })?;
         ee.verify_is_valid_for_subject_name(server_name)
             .map_err(|e| rustls::Error::General(format!("server name: {e:?}")))?;
         if let Ok(mut found) = self.found.lock() {
@@ -106,7 +108,12 @@ impl ServerCertVerifier for PinnedChain {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -115,7 +122,12 @@ impl ServerCertVerifier for PinnedChain {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
@@ -199,7 +211,8 @@ mod tests {
 
     #[test]
     fn the_pin_of_a_ca_certificate_is_the_one_the_ca_reports() {
-        let ca = ClusterCa::derive_authority(Authority::Kubernetes, "prod", &[7u8; 32]).expect("ca");
+        let ca =
+            ClusterCa::derive_authority(Authority::Kubernetes, "prod", &[7u8; 32]).expect("ca");
         assert_eq!(spki_pin(ca.cert_der()), Some(ca.spki_sha256()));
         let text = pem(ca.cert_der());
         assert_eq!(text.trim(), ca.cert_pem().trim());

@@ -102,7 +102,9 @@ pub enum SetupError {
         "kubernetes: {path} is missing: the node carries {found} but not all of its control-plane binaries"
     )]
     Missing { found: KubeVersion, path: PathBuf },
-    #[error("cluster.join: a worker joins Kubernetes, but this node carries none ({path}: not found)")]
+    #[error(
+        "cluster.join: a worker joins Kubernetes, but this node carries none ({path}: not found)"
+    )]
     JoinWithoutKubernetes { path: PathBuf },
     #[error("kubernetes: {0}")]
     Pki(#[from] PkiError),
@@ -469,21 +471,29 @@ pub async fn join_as_worker(
 
 /// The config a worker-only group gets instead of the cluster secret:
 /// the bootstrap token and the CA pin, the worker role, and the API
-/// endpoint. Holds the token: 0600.
+/// endpoint (the VIP, else the DNS name). Holds the token: 0600.
 pub fn join_credential_yaml(
     cluster: &str,
     token: &token::BootstrapToken,
     ca_pin: &str,
-    endpoint: &str,
+    api: &ApiNames,
+    port: u16,
 ) -> String {
+    let mut endpoint = String::from("apiEndpoint:\n");
+    if let Some(vip) = api.vip {
+        endpoint.push_str(&format!("  vip: {vip}\n"));
+    }
+    if let Some(name) = &api.dns_name {
+        endpoint.push_str(&format!("  dnsName: {name}\n"));
+    }
+    endpoint.push_str(&format!("  port: {port}\n"));
     format!(
-        "# A worker-only group's cluster config: it joins Kubernetes as workers with\n\
-         # the cluster's bootstrap token and checks the API server against the CA\n\
-         # pin; it holds no CA key. Keep it as secret as the token: anyone with it\n\
-         # can join a node. Add discovery/apiEndpoint settings as for the cluster.\n\
+        "# A worker-only group's cluster config: its machines join Kubernetes as\n\
+         # workers with the cluster's bootstrap token and check the API server\n\
+         # against the CA pin; they hold no CA key. Keep it as secret as the token:\n\
+         # with it, anyone can join a node. Add the group's discovery settings.\n\
          cluster:\n  name: {cluster}\n  join:\n    token: \"{}\"\n    caPin: \"{ca_pin}\"\n\
-         topology:\n  role: worker\n\
-         # The API endpoint the workers join through: {endpoint}\n",
+         topology:\n  role: worker\n{endpoint}",
         token.bearer()
     )
 }
@@ -637,6 +647,28 @@ impl HealthCheck for ServeHealth {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_join_credential_is_a_valid_worker_config() {
+        let token = token::BootstrapToken::parse("abcdef.0123456789abcdef").expect("token");
+        let api = ApiNames {
+            vip: Some("10.0.0.100".parse().expect("ip")),
+            dns_name: None,
+            service_cidr: "10.96.0.0/12".parse().expect("cidr"),
+            cluster_domain: CLUSTER_DOMAIN.into(),
+        };
+        let pin = format!("sha256:{}", "0a".repeat(32));
+        let text = join_credential_yaml("prod", &token, &pin, &api, 6443);
+        let c = crate::config::validate_text("join credential", &text).expect("valid");
+        let join = c.cluster.join.clone().expect("join");
+        assert_eq!(join.token.expose(), "abcdef.0123456789abcdef");
+        assert_eq!(join.ca_pin, pin);
+        assert_eq!(c.topology.role, crate::config::Role::Worker);
+        assert_eq!(
+            api_endpoint(&c, "10.0.0.7".parse().expect("ip")),
+            "https://10.0.0.100:6443"
+        );
+    }
 
     fn v(s: &str) -> Option<KubeVersion> {
         KubeVersion::parse(s)
