@@ -32,11 +32,20 @@ pub(crate) fn require_cluster(schema: &mut Schema) {
 /// `name`, and `secret` unless `join` is given.
 pub(crate) fn require_name_and_secret(schema: &mut Schema) {
     require(schema, &["name"]);
-    if let Some(obj) = schema.as_object_mut() {
-        obj.insert(
-            "oneOf".into(),
-            json!([{"required": ["secret"]}, {"required": ["join"]}]),
-        );
+    let Some(obj) = schema.as_object_mut() else {
+        return;
+    };
+    obj.insert(
+        "oneOf".into(),
+        json!([{"required": ["secret"]}, {"required": ["join"]}]),
+    );
+    // No default for a credential (it would read `<redacted>`).
+    if let Some(Value::Object(props)) = obj.get_mut("properties") {
+        for f in ["secret", "join"] {
+            if let Some(Value::Object(p)) = props.get_mut(f) {
+                p.remove("default");
+            }
+        }
     }
 }
 
