@@ -285,14 +285,31 @@ impl ControlPlane {
 
         let now = SystemTime::now();
         for entry in certs::control_plane(&self.api, &self.node) {
-            pki::ensure_leaf(
+            let leaf = pki::ensure_leaf(
                 &pki_dir,
                 entry.stem,
                 a.ca(entry.authority),
                 &entry.spec,
                 now,
             )?;
+            if entry.stem == "apiserver" {
+                // Served with the CA after it, so a worker holding only the
+                // CA's pin can check the server before it sends its token
+                // (`join.rs`).
+                let chain = format!("{}{}", leaf.cert_pem, a.kubernetes.cert_pem());
+                write(paths.apiserver_chain(), chain.as_bytes(), CERT_MODE)?;
+            }
         }
+        // The join credential for worker-only groups (`muster
+        // join-credential` prints it; root only).
+        let join = super::join_credential_yaml(
+            &self.spec.cluster_name,
+            &a.token,
+            &a.kubernetes.spki_sha256(),
+            &self.api,
+            self.spec.secure_port,
+        );
+        write(paths.join_credential(), join.as_bytes(), KEY_MODE)?;
 
         let local = format!("https://127.0.0.1:{}", self.spec.secure_port);
         let ca_pem = a.kubernetes.cert_pem();

@@ -13,6 +13,8 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use muster::kubernetes::join;
+use muster::kubernetes::token::BootstrapToken;
 use muster::pki::{Authority, ClusterCa, LEAF_VALIDITY, LeafSpec, Usage};
 use nix::sys::signal::Signal;
 
@@ -111,7 +113,15 @@ impl K8s {
                 "muster-kube-controller-manager.log",
             ] {
                 let log = std::fs::read_to_string(services.join(name)).unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(8).collect();
+                // The errors first (a component that exits says why in an
+                // E-line), then the last lines.
+                let errors: Vec<&str> = log
+                    .lines()
+                    .filter(|l| l.starts_with('E') || l.contains("rror"))
+                    .rev()
+                    .take(5)
+                    .collect();
+                let tail: Vec<&str> = log.lines().rev().take(8).chain(errors).collect();
                 out.push_str(&format!("--- node {i} {name}:\n"));
                 for l in tail.iter().rev() {
                     out.push_str(l);
@@ -301,6 +311,43 @@ fn three_agents_run_kubernetes_behind_the_vip_and_heal_it() {
         String::from_utf8_lossy(&stranger.stderr).contains("Unauthorized"),
         "another cluster's certificate: {}",
         String::from_utf8_lossy(&stranger.stderr)
+    );
+
+    // 4b. A worker-only machine (join credential, no secret) learns the CA
+    // from the API only through the pinned key and is told when its token
+    // is wrong; `muster join-credential` prints what such a group needs.
+    let printed = std::process::Command::new(env!("CARGO_BIN_EXE_muster"))
+        .args(["join-credential", "--kubernetes-dir"])
+        .arg(k.c.kubernetes_dir(0))
+        .output()
+        .expect("muster join-credential");
+    assert!(printed.status.success(), "{printed:?}");
+    let worker =
+        muster::config::validate_text("join credential", &String::from_utf8_lossy(&printed.stdout))
+            .expect("the join credential is a valid worker config");
+    let join = worker.cluster.join.clone().expect("join");
+    let token = BootstrapToken::parse(join.token.expose()).expect("token");
+    let endpoint = format!("https://{vip}:6443");
+    let discover = |pin: String, token: BootstrapToken| {
+        let endpoint = endpoint.clone();
+        host.in_netns(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime")
+                .block_on(join::discover_ca(&endpoint, &pin, &token))
+        })
+    };
+    let ca_found = discover(join.ca_pin.clone(), token.clone()).expect("the pinned CA");
+    assert_eq!(ca_found.trim(), String::from_utf8_lossy(&read(&ca)).trim());
+    let wrong_pin = format!("sha256:{}", "0".repeat(64));
+    let e = discover(wrong_pin, token.clone()).expect_err("a wrong pin");
+    assert!(e.to_string().starts_with("cluster.join.caPin"), "{e}");
+    let wrong_token = BootstrapToken::parse("abcdef.0123456789abcdef").expect("token");
+    let e = discover(join.ca_pin.clone(), wrong_token).expect_err("a wrong token");
+    assert!(
+        e.to_string().contains("refused the join token (HTTP 401)"),
+        "{e}"
     );
 
     // 5. Power off the VIP holder: the API answers through the VIP again,
