@@ -374,7 +374,10 @@ impl SystemdSupervisor {
                     true
                 }
                 Some(s) if s.active_state == "failed" => {
-                    info!(state = %s, "resetting the failed unit before starting it again");
+                    // Why it failed is in its journal (a component's own
+                    // stderr): show the last lines where the agent logs.
+                    let last = Self::journal_tail(&unit, 3).await;
+                    warn!(state = %s, last = %last, "the unit failed; starting it again");
                     self.manager
                         .reset_failed_unit(&unit)
                         .await
@@ -559,7 +562,30 @@ impl SystemdSupervisor {
         Ok(())
     }
 
-    /// The result (`done`, `failed`, `timeout`, `canceled`, ...) of `job`.
+    /// The unit's last `lines` journal lines, one string (best effort: the
+/// journal may be unavailable, e.g. in a container).
+async fn journal_tail(unit: &str, lines: u32) -> String {
+    let out = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::process::Command::new("journalctl")
+            .args(["--no-pager", "--output=cat", "--lines"])
+            .arg(lines.to_string())
+            .arg("--unit")
+            .arg(unit)
+            .output(),
+    )
+    .await;
+    match out {
+        Ok(Ok(o)) => String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .map(str::trim)
+            .collect::<Vec<_>>()
+            .join(" | "),
+        _ => "(journal not readable)".into(),
+    }
+}
+
+/// The result (`done`, `failed`, `timeout`, `canceled`, ...) of `job`.
     async fn wait_job(
         &self,
         unit: &str,
