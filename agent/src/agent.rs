@@ -1,9 +1,10 @@
 //! The agent daemon: runs the boot pipeline of docs/design.md phase by phase.
 //!
 //! identify → configure → (plan logged) → pki → discover / assign roles /
-//! etcd, then the steady-state loop. Phases after etcd (VIP, Kubernetes,
-//! network, DNS) are not built yet; the plan says so. Nothing is written to
-//! the state directory before the merged config is valid (S6).
+//! etcd → API VIP → Kubernetes (control plane, kubelet, kube-proxy, the
+//! `bridge` pod network), then the steady-state loop. DNS publishing and
+//! the Cilium/Istio mesh are not built yet; the plan says so. Nothing is
+//! written to the state directory before the merged config is valid (S6).
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};

@@ -3,7 +3,7 @@
 //! and tests can check it. Each step says whether its phase is built yet, so
 //! the log never implies work that does not happen.
 
-use crate::config::{Config, DiscoveryMethod, EtcdPlacement, VipMode};
+use crate::config::{Cni, Config, DiscoveryMethod, EtcdPlacement, VipMode};
 use crate::metadata::InstanceFacts;
 use crate::roles::Topology;
 use crate::state::Phase;
@@ -128,20 +128,25 @@ impl Plan {
             kubernetes.is_some(),
             match kubernetes {
                 Some(v) => format!(
-                    "Kubernetes {v} control plane on control-plane nodes (pods {}, services {})",
+                    "Kubernetes {v}: control plane on control-plane nodes, kubelet and kube-proxy on every node (pods {}, services {})",
                     k8s.pod_cidr, k8s.service_cidr
                 ),
                 None => "Kubernetes: this node carries no Kubernetes binaries".into(),
             },
         );
+        // The `bridge` CNI (a node-local bridge, routes to the other nodes'
+        // pod ranges) is built; Cilium, Calico and the mesh are not.
         let mut network = format!("CNI {:?}", k8s.cni).to_lowercase();
+        let mut network_built = kubernetes.is_some() && k8s.cni == Cni::Bridge;
         if let Some(c) = &config.mesh.cilium {
             network.push_str(&format!(", Cilium Cluster Mesh id {}", c.cluster_id));
+            network_built = false;
         }
         if config.mesh.istio.as_ref().is_some_and(|i| i.enabled) {
             network.push_str(", Istio multi-cluster");
+            network_built = false;
         }
-        step(Phase::Network, false, network);
+        step(Phase::Network, network_built, network);
         let dns = match &config.dns.zone {
             Some(zone) => format!(
                 "publish {}.{zone} via {:?}",

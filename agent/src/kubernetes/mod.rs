@@ -348,8 +348,13 @@ pub fn prepare(i: KubeInputs<'_>) -> Result<KubePhase, SetupError> {
         cluster_domain: CLUSTER_DOMAIN.into(),
         paths: i.opts.paths.clone(),
     };
-    let mut lock_endpoints = vec![client_url(i.ip)];
-    lock_endpoints.extend(i.etcd_peers);
+    // The objects lock goes to the local member when etcd is stacked: the
+    // discovered peers include workers, which run no etcd, and a balanced
+    // client would send a share of the calls to them.
+    let lock_endpoints = match c.topology.etcd.placement {
+        EtcdPlacement::ControlPlane => vec![client_url(i.ip)],
+        EtcdPlacement::Dedicated => i.etcd_peers,
+    };
     let record_dir = record_dir(i.state_dir);
     let node_inputs = NodeInputs::new(
         c,
