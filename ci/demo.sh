@@ -28,7 +28,7 @@ bash ci/install-deps.sh --demo
 phase "build muster"
 cargo build --locked -p muster-agent --bin muster
 phase "node image with Kubernetes (skipped when up to date)"
-bash image/build.sh --kubernetes "${MUSTER_TOOLS:-/opt/muster-test}/kubernetes/bin"
+bash image/build.sh --kubernetes "${MUSTER_TOOLS:-/opt/muster-test}/kubernetes/bin" --test-images
 
 muster=$PWD/target/debug/muster
 name=${LAB_NAME:-demo}

@@ -24,8 +24,8 @@ cargo clippy -p muster-agent --bins --lib --no-default-features --locked -- -D w
 phase "packer validate (the publishing template)"
 packer validate image/packer
 
-phase "node image with the Kubernetes test binaries (tier 2 boots it)"
-bash image/build.sh --kubernetes "${MUSTER_TOOLS:-/opt/muster-test}/kubernetes/bin"
+phase "node image with the Kubernetes test binaries and the busybox test image (tier 2 boots it)"
+bash image/build.sh --kubernetes "${MUSTER_TOOLS:-/opt/muster-test}/kubernetes/bin" --test-images
 
 phase "tests (tier 0 unit + tier 1 host + tier 2 QEMU)"
 if cargo nextest --version >/dev/null 2>&1; then

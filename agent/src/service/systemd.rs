@@ -563,29 +563,29 @@ impl SystemdSupervisor {
     }
 
     /// The unit's last `lines` journal lines, one string (best effort: the
-/// journal may be unavailable, e.g. in a container).
-async fn journal_tail(unit: &str, lines: u32) -> String {
-    let out = tokio::time::timeout(
-        Duration::from_secs(5),
-        tokio::process::Command::new("journalctl")
-            .args(["--no-pager", "--output=cat", "--lines"])
-            .arg(lines.to_string())
-            .arg("--unit")
-            .arg(unit)
-            .output(),
-    )
-    .await;
-    match out {
-        Ok(Ok(o)) => String::from_utf8_lossy(&o.stdout)
-            .lines()
-            .map(str::trim)
-            .collect::<Vec<_>>()
-            .join(" | "),
-        _ => "(journal not readable)".into(),
+    /// journal may be unavailable, e.g. in a container).
+    async fn journal_tail(unit: &str, lines: u32) -> String {
+        let out = tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio::process::Command::new("journalctl")
+                .args(["--no-pager", "--output=cat", "--lines"])
+                .arg(lines.to_string())
+                .arg("--unit")
+                .arg(unit)
+                .output(),
+        )
+        .await;
+        match out {
+            Ok(Ok(o)) => String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .map(str::trim)
+                .collect::<Vec<_>>()
+                .join(" | "),
+            _ => "(journal not readable)".into(),
+        }
     }
-}
 
-/// The result (`done`, `failed`, `timeout`, `canceled`, ...) of `job`.
+    /// The result (`done`, `failed`, `timeout`, `canceled`, ...) of `job`.
     async fn wait_job(
         &self,
         unit: &str,

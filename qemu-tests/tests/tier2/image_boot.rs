@@ -112,7 +112,8 @@ fn the_pxe_set_boots_a_diskless_vm_that_forms_its_cluster() {
     // the initrd and the root image from the lab (not QEMU's -kernel).
     let lab = t.up_pxe(1, &pxe_set());
     let started = Instant::now();
-    let limit = budget(600);
+    // Assembled includes the Kubernetes control plane and a Ready node.
+    let limit = budget(900);
 
     t.wait_serial(1, "Linux version", limit);
     t.wait_serial(1, "identified this machine", limit);
@@ -161,7 +162,7 @@ fn the_pxe_set_boots_a_diskless_vm_that_forms_its_cluster() {
         &["provider=metal", &lab.node_ip(1).to_string()],
     );
     println!(
-        "figures: PXE power-on -> agent identified {:.0} s, -> etcd + VIP {:.0} s more (accel {})",
+        "figures: PXE power-on -> agent identified {:.0} s, -> etcd, VIP, API and a Ready node {:.0} s more (accel {})",
         booted.as_secs_f64(),
         took.as_secs_f64(),
         lab.accel

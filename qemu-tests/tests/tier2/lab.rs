@@ -1,10 +1,17 @@
-//! `muster lab` end to end: VMs of the real image assemble one cluster on
-//! their own and heal it. Scenarios share a lab where they can, because a
-//! boot under TCG costs a minute or more (the figures are printed).
+//! `muster lab` end to end, one lab for the whole story because a TCG boot
+//! costs minutes: three VMs of the real image assemble on their own into
+//! one etcd cluster, the API VIP and a Kubernetes cluster of three Ready
+//! nodes (control plane, schedulable: the lab has no workers); a workload
+//! runs across them (pod to pod, ClusterIP, logs, exec). Then it heals:
+//! the VIP holder is powered off (the VIP and the API answer from another
+//! VM), a replacement machine takes its etcd seat and becomes a node, the
+//! dead machine's Node is deleted and its pods run elsewhere, and a full
+//! power cycle brings back the same cluster, its data, its nodes and the
+//! workload.
 //!
 //! Invariants checked on the way: S1 (one etcd cluster id, ever), S2 (the
 //! same cluster and its data after every VM lost power), S4 (one node
-//! claims the VIP once the cluster has settled).
+//! claims the VIP, and it did not move between assembly and the kill).
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -12,23 +19,56 @@ use std::time::{Duration, Instant};
 use muster::lab::spec::Power;
 
 use crate::support::{TestLab, budget, image, tail, wait_for};
+use crate::workload::{
+    ready_nodes, run_web_across_nodes, taints, wait_node_deleted, wait_web_rescheduled, web_pods,
+};
 
 const KEY: &str = "/tier2/canary";
 
 #[test]
-fn three_vms_assemble_then_fail_over_replace_a_member_and_survive_a_power_cycle() {
+fn three_vms_assemble_kubernetes_run_pods_then_fail_over_replace_a_member_and_survive_a_power_cycle()
+ {
     let t = TestLab::new("heal");
     t.up(3, 0, &image());
 
-    // 1. Three VMs -> one etcd cluster, three voters, the VIP and the
-    // Kubernetes API answering through it.
-    let took = t.wait_assembled(budget(900));
+    // 1. Three VMs -> one etcd cluster of three voters, the VIP, the
+    // Kubernetes API through it and three Ready nodes.
+    let took = t.wait_assembled(budget(1200));
     let assembled_at = unix_now();
     println!(
-        "figures: lab up -> assembled (3 VMs): {:.0} s",
+        "figures: lab up -> assembled (3 VMs: etcd, VIP, API, 3 nodes Ready): {:.0} s",
         took.as_secs_f64()
     );
     let cluster_id = one_cluster_id(&t, &[1, 2, 3]);
+    let names: BTreeSet<String> = (1..=3).map(|i| format!("node-{i}")).collect();
+    assert_eq!(
+        ready_nodes(&t),
+        names,
+        "3 Ready nodes named after their machines"
+    );
+    for name in &names {
+        // Labelled control plane, but schedulable: no workers to run pods.
+        let labelled = t
+            .kubectl_ok(&[
+                "get",
+                "node",
+                name,
+                "-o",
+                "name",
+                "-l",
+                "node-role.kubernetes.io/control-plane",
+            ])
+            .unwrap_or_default();
+        assert!(
+            !labelled.trim().is_empty(),
+            "{name} is not labelled control-plane"
+        );
+        let taints = taints(&t, name);
+        assert!(
+            !taints.iter().any(|x| x.ends_with(":NoSchedule")),
+            "{name} is tainted although the lab has no workers: {taints:?}"
+        );
+    }
     let put = t.etcdctl(1, &["put", KEY, "survives-everything"]);
     assert!(
         put.status.success(),
@@ -36,10 +76,12 @@ fn three_vms_assemble_then_fail_over_replace_a_member_and_survive_a_power_cycle(
         String::from_utf8_lossy(&put.stderr)
     );
 
-    // 2. Hard power-off of the VIP holder -> the VIP answers from another VM.
-    // Under TCG a status request can miss its 1 s deadline and the VIP may
-    // still be settling from the last member joining, so wait until the
-    // same VM has answered three times in a row.
+    // 2. A workload across the nodes.
+    run_web_across_nodes(&t);
+
+    // 3. Hard power-off of the VIP holder -> the VIP, and the API behind
+    // it, answer from another VM. Under TCG a status request can miss its
+    // deadline, so wait until the same VM has answered three times in a row.
     let holder_id = wait_for(budget(120), || settled_vip_holder(&t)).unwrap_or_else(|| {
         panic!(
             "the VIP never settled on one VM after assembly\n{}",
@@ -76,9 +118,6 @@ fn three_vms_assemble_then_fail_over_replace_a_member_and_survive_a_power_cycle(
         "the holder took the VIP at {} after assembly at {assembled_at}",
         held.since
     );
-    // The Kubernetes API answers through the VIP, with the kubeconfig the
-    // lab printed.
-    assert!(t.api_ready(), "the API does not answer through the VIP");
     let killed = Instant::now();
     t.lab.kill(&format!("node-{holder}")).expect("lab kill");
     let moved = wait_for(budget(120), || {
@@ -94,8 +133,7 @@ fn three_vms_assemble_then_fail_over_replace_a_member_and_survive_a_power_cycle(
         "figures: VIP holder powered off -> VIP answers from {moved}: {:.2} s (polled every 100 ms)",
         killed.elapsed().as_secs_f64()
     );
-    let api = wait_for(budget(120), || t.api_ready().then_some(())).map(|()| killed.elapsed());
-    let api = api.unwrap_or_else(|| {
+    wait_for(budget(120), || t.api_ready().then_some(())).unwrap_or_else(|| {
         panic!(
             "the API did not answer through the VIP after the failover\n{}",
             t.consoles_tail()
@@ -103,14 +141,17 @@ fn three_vms_assemble_then_fail_over_replace_a_member_and_survive_a_power_cycle(
     });
     println!(
         "figures: VIP holder powered off -> API answers through the VIP: {:.2} s",
-        api.as_secs_f64()
+        killed.elapsed().as_secs_f64()
     );
 
-    // 3. Launch a replacement -> it takes the dead member's place.
+    // 4. Launch a replacement -> it takes the dead member's place and
+    // becomes a Ready node; the dead machine's Node is deleted and its
+    // pods run elsewhere.
+    let dead = format!("node-{holder}");
     let added = t.lab.add(1).expect("lab add");
-    let took = t.wait_assembled(budget(600));
+    let took = t.wait_assembled(budget(900));
     println!(
-        "figures: lab add -> replacement is a voting member: {:.0} s",
+        "figures: lab add -> the replacement is a voting member and a Ready node: {:.0} s",
         took.as_secs_f64()
     );
     let lab = t.state();
@@ -139,13 +180,21 @@ fn three_vms_assemble_then_fail_over_replace_a_member_and_survive_a_power_cycle(
         !members.contains(&lab.node_ip(holder).to_string()),
         "the dead VM is still a member: {members:?}"
     );
+    let gone = wait_node_deleted(&t, &dead, killed);
+    println!(
+        "figures: VIP holder powered off -> its Node deleted: {:.0} s",
+        gone.as_secs_f64()
+    );
+    wait_web_rescheduled(&t, &dead, budget(600));
 
-    // 4. Every VM loses power, then boots from its disk -> same cluster, same data.
+    // 5. Every VM loses power, then boots from its disk -> the same
+    // cluster, its data, the same Ready nodes and the workload.
+    let before = ready_nodes(&t);
     t.lab.stop(&[]).expect("lab stop");
     t.lab.start(&[]).expect("lab start");
-    let took = t.wait_assembled(budget(900));
+    let took = t.wait_assembled(budget(1200));
     println!(
-        "figures: full power cycle -> assembled again: {:.0} s",
+        "figures: full power cycle -> assembled again, all nodes Ready: {:.0} s",
         took.as_secs_f64()
     );
     assert_eq!(
@@ -160,6 +209,13 @@ fn three_vms_assemble_then_fail_over_replace_a_member_and_survive_a_power_cycle(
         "S2: data lost: {}",
         String::from_utf8_lossy(&got.stderr)
     );
+    assert_eq!(
+        ready_nodes(&t),
+        before,
+        "the same nodes after a power cycle"
+    );
+    wait_for(budget(600), || (web_pods(&t).len() == 2).then_some(()))
+        .unwrap_or_else(|| panic!("web pods after the power cycle: {:?}", web_pods(&t)));
 }
 
 fn unix_now() -> u64 {

@@ -10,3 +10,4 @@ mod support;
 mod image_boot;
 mod lab;
 mod nodes;
+mod workload;

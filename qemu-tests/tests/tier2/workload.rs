@@ -1,0 +1,205 @@
+//! A small workload the tier-2 scenarios run on the lab's Kubernetes:
+//! two replicas of busybox's httpd (the image every test node ships,
+//! `image/build.sh --test-images`) behind a ClusterIP Service, and the
+//! checks that the pod network, Services, `kubectl logs` and `exec` work.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use crate::support::{TestLab, budget, wait_for};
+
+/// Two replicas of busybox's httpd, each serving its pod's name, spread
+/// over two nodes when it can (soft anti-affinity: after a node is gone
+/// both may run on one).
+const WEB: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: default}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      terminationGracePeriodSeconds: 2
+      affinity:
+        podAntiAffinity:
+          preferredDuringSchedulingIgnoredDuringExecution:
+          - weight: 100
+            podAffinityTerm:
+              topologyKey: kubernetes.io/hostname
+              labelSelector: {matchLabels: {app: web}}
+      containers:
+      - name: web
+        image: muster.local/busybox:1
+        imagePullPolicy: Never
+        command: ["/bin/sh", "-c", "mkdir -p /www && hostname > /www/index.html && echo web $(hostname) up && exec httpd -f -v -p 8080 -h /www"]
+        ports: [{containerPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default}
+spec:
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 8080}]
+"#;
+
+/// A Running web pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebPod {
+    pub name: String,
+    pub ip: String,
+    pub node: String,
+}
+
+/// Applies the web Deployment and Service, waits for two Running pods on
+/// two different nodes, then checks pod to pod across the nodes, the
+/// ClusterIP Service, `kubectl exec` and `kubectl logs`. Returns the pods.
+pub fn run_web_across_nodes(t: &TestLab) -> Vec<WebPod> {
+    let applied = t.kubectl(&["apply", "-f", "-"], Some(WEB));
+    assert!(applied.status.success(), "kubectl apply: {applied:?}");
+    let started = Instant::now();
+    let pods = wait_for(budget(900), || {
+        let p = web_pods(t);
+        let nodes: BTreeSet<&String> = p.iter().map(|p| &p.node).collect();
+        (p.len() == 2 && nodes.len() == 2).then_some(p)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no two web pods Running on two nodes: {:?}\n{}",
+            t.kubectl(&["get", "pods", "-o", "wide"], None),
+            t.consoles_tail()
+        )
+    });
+    println!(
+        "figures: web deployment applied -> 2 pods Running on {} and {}: {:.0} s",
+        pods[0].node,
+        pods[1].node,
+        started.elapsed().as_secs_f64()
+    );
+
+    // Pod to pod across nodes: exec into one, fetch from the other's IP.
+    let (a, b) = (&pods[0], &pods[1]);
+    let direct = fetch(t, &a.name, &format!("http://{}:8080/", b.ip));
+    assert_eq!(
+        direct.as_deref(),
+        Some(b.name.as_str()),
+        "{} on {} -> {} at {} on {}",
+        a.name,
+        a.node,
+        b.name,
+        b.ip,
+        b.node
+    );
+    // Through the Service's ClusterIP (kube-proxy's rules on the node).
+    let svc = t
+        .kubectl_ok(&["get", "service", "web", "-o", "jsonpath={.spec.clusterIP}"])
+        .expect("the web Service has a ClusterIP");
+    let url = format!("http://{svc}/");
+    let through = wait_for(budget(120), || fetch(t, &a.name, &url))
+        .unwrap_or_else(|| panic!("the ClusterIP {svc} never answered from {}", a.name));
+    assert!(
+        pods.iter().any(|p| p.name == through),
+        "the ClusterIP answered {through:?}, not a web pod"
+    );
+    // kubectl logs goes through the kubelet's serving certificate, which
+    // an agent approved.
+    let logs = t.kubectl_ok(&["logs", &b.name]).unwrap_or_default();
+    assert!(
+        logs.contains(&format!("web {} up", b.name)),
+        "logs of {}: {logs}",
+        b.name
+    );
+    pods
+}
+
+/// What `wget` in pod `pod` fetched from `url`, if it answered in 5 s.
+fn fetch(t: &TestLab, pod: &str, url: &str) -> Option<String> {
+    t.kubectl_ok(&["exec", pod, "--", "wget", "-qO-", "-T", "5", url])
+}
+
+/// The Running web pods.
+pub fn web_pods(t: &TestLab) -> Vec<WebPod> {
+    let out = t
+        .kubectl_ok(&[
+            "get",
+            "pods",
+            "-l",
+            "app=web",
+            "--field-selector=status.phase=Running",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name} {.status.podIP} {.spec.nodeName}{\"\\n\"}{end}",
+        ])
+        .unwrap_or_default();
+    out.lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            Some(WebPod {
+                name: w.next()?.into(),
+                ip: w.next()?.into(),
+                node: w.next()?.into(),
+            })
+        })
+        .collect()
+}
+
+/// Waits until two web pods run again, none of them on `not_on`.
+pub fn wait_web_rescheduled(t: &TestLab, not_on: &str, limit: Duration) -> Vec<WebPod> {
+    wait_for(limit, || {
+        let p = web_pods(t);
+        (p.len() == 2 && p.iter().all(|p| p.node != not_on)).then_some(p)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the web pods were not rescheduled off {not_on}: {:?}\n{}",
+            t.kubectl(&["get", "pods", "-o", "wide"], None),
+            t.consoles_tail()
+        )
+    })
+}
+
+/// Names of the nodes whose Ready condition is True.
+pub fn ready_nodes(t: &TestLab) -> BTreeSet<String> {
+    t.kubectl_ok(&[
+        "get",
+        "nodes",
+        "-o",
+        "jsonpath={range .items[*]}{.metadata.name}={.status.conditions[?(@.type==\"Ready\")].status}{\"\\n\"}{end}",
+    ])
+    .unwrap_or_default()
+    .lines()
+    .filter_map(|l| l.strip_suffix("=True").map(str::to_string))
+    .collect()
+}
+
+/// Names of every Node object.
+pub fn all_nodes(t: &TestLab) -> BTreeSet<String> {
+    t.kubectl_ok(&["get", "nodes", "-o", "jsonpath={.items[*].metadata.name}"])
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Waits until the Node `name` is gone (an agent deleted it) and returns
+/// how long that took from `since`.
+pub fn wait_node_deleted(t: &TestLab, name: &str, since: Instant) -> Duration {
+    wait_for(budget(300), || (!all_nodes(t).contains(name)).then_some(()))
+        .unwrap_or_else(|| panic!("the Node {name} was not deleted\n{}", t.consoles_tail()));
+    since.elapsed()
+}
+
+/// The taints of Node `name` as `key:effect` strings.
+pub fn taints(t: &TestLab, name: &str) -> Vec<String> {
+    t.kubectl_ok(&[
+        "get",
+        "node",
+        name,
+        "-o",
+        "jsonpath={range .spec.taints[*]}{.key}:{.effect}{\"\\n\"}{end}",
+    ])
+    .unwrap_or_default()
+    .lines()
+    .map(str::to_string)
+    .collect()
+}
