@@ -20,7 +20,8 @@ use muster::lab::spec::Power;
 
 use crate::support::{TestLab, budget, image, tail, wait_for};
 use crate::workload::{
-    ready_nodes, run_web_across_nodes, taints, wait_node_deleted, wait_web_rescheduled, web_pods,
+    CONTROL_PLANE_LABEL, nodes_labelled, ready_nodes, run_web_across_nodes, taints,
+    wait_node_deleted, wait_web_rescheduled, web_pods,
 };
 
 const KEY: &str = "/tier2/canary";
@@ -46,23 +47,18 @@ fn three_vms_assemble_kubernetes_run_pods_then_fail_over_replace_a_member_and_su
         names,
         "3 Ready nodes named after their machines"
     );
+    // Labelled control plane (by the agents, after registration: a kubelet
+    // may not set node-role labels), but schedulable: no workers run pods.
+    let labelled = wait_for(budget(120), || {
+        let l = nodes_labelled(&t, CONTROL_PLANE_LABEL);
+        (l == names).then_some(l)
+    });
+    assert!(
+        labelled.is_some(),
+        "not every node is labelled control-plane: {:?}",
+        nodes_labelled(&t, CONTROL_PLANE_LABEL)
+    );
     for name in &names {
-        // Labelled control plane, but schedulable: no workers to run pods.
-        let labelled = t
-            .kubectl_ok(&[
-                "get",
-                "node",
-                name,
-                "-o",
-                "name",
-                "-l",
-                "node-role.kubernetes.io/control-plane",
-            ])
-            .unwrap_or_default();
-        assert!(
-            !labelled.trim().is_empty(),
-            "{name} is not labelled control-plane"
-        );
         let taints = taints(&t, name);
         assert!(
             !taints.iter().any(|x| x.ends_with(":NoSchedule")),

@@ -172,6 +172,26 @@ pub fn ready_nodes(t: &TestLab) -> BTreeSet<String> {
     .collect()
 }
 
+/// The label a control-plane node carries (kubeadm's name for it).
+pub const CONTROL_PLANE_LABEL: &str = "node-role.kubernetes.io/control-plane";
+
+/// Names of the Nodes that match a label selector (kubectl refuses a
+/// node name together with a selector, so this lists and filters).
+pub fn nodes_labelled(t: &TestLab, selector: &str) -> BTreeSet<String> {
+    t.kubectl_ok(&[
+        "get",
+        "nodes",
+        "-l",
+        selector,
+        "-o",
+        "jsonpath={.items[*].metadata.name}",
+    ])
+    .unwrap_or_default()
+    .split_whitespace()
+    .map(str::to_string)
+    .collect()
+}
+
 /// Names of every Node object.
 pub fn all_nodes(t: &TestLab) -> BTreeSet<String> {
     t.kubectl_ok(&["get", "nodes", "-o", "jsonpath={.items[*].metadata.name}"])
