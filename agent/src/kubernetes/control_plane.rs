@@ -89,7 +89,23 @@ pub struct ControlPlane {
     client: Option<kube::Client>,
     applied: Option<String>,
     was_ready: bool,
+    /// The local apiserver has answered /readyz since the agent started:
+    /// from then on the controllers (and this node's kubelet) run.
+    seen_ready: bool,
     labelled: bool,
+}
+
+/// The control-plane services to keep running. The controller manager and
+/// the scheduler only start once the local apiserver has been ready: under
+/// contention (three TCG VMs on two cores) starting all three at once kept
+/// the apiserver from /readyz for minutes while the others crash-looped
+/// against it. Pure.
+pub fn services_wanted(apiserver_seen_ready: bool) -> &'static [&'static str] {
+    if apiserver_seen_ready {
+        &[APISERVER, CONTROLLER_MANAGER, SCHEDULER]
+    } else {
+        &[APISERVER]
+    }
 }
 
 impl ControlPlane {
@@ -121,6 +137,7 @@ impl ControlPlane {
             client: None,
             applied: None,
             was_ready: false,
+            seen_ready: false,
             labelled: false,
         }
     }
@@ -169,6 +186,13 @@ impl ControlPlane {
         if !ready {
             status.message = Some("the local kube-apiserver is not ready yet".into());
             return;
+        }
+        if !self.seen_ready {
+            self.seen_ready = true;
+            if let Err(e) = self.ensure_services().await {
+                status.message = Some(e);
+                return;
+            }
         }
         if self.applied.is_none() {
             match self.apply_objects(&client).await {
@@ -368,7 +392,13 @@ impl ControlPlane {
         Ok(())
     }
 
+    /// Whether the local apiserver has been ready since the agent started.
+    pub fn seen_ready(&self) -> bool {
+        self.seen_ready
+    }
+
     async fn ensure_services(&self) -> Result<(), String> {
+        let wanted = services_wanted(self.seen_ready);
         let bin = |name: &str| self.bin_dir.join(name);
         let specs = [
             ServiceSpec {
@@ -387,7 +417,7 @@ impl ControlPlane {
                 args: flags::scheduler(&self.spec),
             },
         ];
-        for spec in &specs {
+        for spec in specs.iter().filter(|s| wanted.contains(&s.name.as_str())) {
             match self
                 .supervisor
                 .ensure_current(spec, &self.record_dir)
@@ -445,4 +475,18 @@ async fn apply_all(client: &kube::Client, o: &objects::ClusterObjects) -> Result
         client::apply_cluster(client, x).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_controllers_wait_for_a_ready_apiserver() {
+        assert_eq!(services_wanted(false), &[APISERVER]);
+        assert_eq!(
+            services_wanted(true),
+            &[APISERVER, CONTROLLER_MANAGER, SCHEDULER]
+        );
+    }
 }

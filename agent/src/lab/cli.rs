@@ -51,7 +51,7 @@ enum LabCommand {
         /// Force an accelerator (default: kvm when the CPU has vmx/svm, else tcg).
         #[arg(long, value_enum)]
         accel: Option<AccelArg>,
-        /// Give up waiting after this many seconds (default 900 under TCG, 300 under KVM).
+        /// Give up waiting after this many seconds (default 1800 under TCG, 300 under KVM).
         #[arg(long)]
         timeout: Option<u64>,
         /// Return once the VMs boot, without waiting for the cluster.
@@ -66,7 +66,7 @@ enum LabCommand {
     Status,
     /// Wait until the cluster has assembled.
     Wait {
-        #[arg(long, default_value_t = 900)]
+        #[arg(long, default_value_t = 1800)]
         timeout: u64,
     },
     /// Power the VIP holder off hard and measure until the VIP answers
@@ -132,7 +132,7 @@ pub fn run(cli: LabCli) -> Result<(), LabError> {
             let chosen = accel.unwrap_or_else(super::vm::detect_accel);
             let default_wait = match chosen {
                 Accel::Kvm => 300,
-                Accel::Tcg => 900,
+                Accel::Tcg => 1800,
             };
             lab.up(&UpArgs {
                 control_plane: nodes,
