@@ -115,6 +115,7 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
     let _endpoint = start_status_endpoint(args.status_listen, &board).await;
     if args.supervisor == SupervisorKind::Systemd {
         tokio::spawn(crate::service::boot_state::report_boot_finished());
+        tokio::spawn(crate::service::footprint::report_memory(board.clone()));
     }
     let result = pipeline(&args, &board).await;
     if let Err(e) = &result {
@@ -587,9 +588,34 @@ pub fn render_status_text(status: &Status, now_unix: u64) -> String {
         if let Some(m) = &k.message {
             out.push_str(&format!("             {m}\n"));
         }
+        if let Some(n) = &k.node {
+            out.push_str(&format!(
+                "node:        {} {}; pod range {}; {} route(s){}\n",
+                if n.name.is_empty() { "-" } else { &n.name },
+                match (n.registered, n.ready) {
+                    (_, true) => "Ready",
+                    (true, false) => "registered, not Ready",
+                    _ => "not registered",
+                },
+                n.pod_cidr.as_deref().unwrap_or("-"),
+                n.routes,
+                n.message
+                    .as_deref()
+                    .map(|m| format!("; {m}"))
+                    .unwrap_or_default(),
+            ));
+        }
     }
     if let Some(image) = &status.image {
         out.push_str(&format!("image:       {}\n", image.summary()));
+    }
+    if !status.memory_mib.is_empty() {
+        let parts: Vec<String> = status
+            .memory_mib
+            .iter()
+            .map(|(part, mib)| format!("{part} {mib}"))
+            .collect();
+        out.push_str(&format!("memory MiB:  {}\n", parts.join(", ")));
     }
     out.push_str(&format!("agent pid:   {}\n", status.pid));
     out

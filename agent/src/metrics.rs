@@ -55,7 +55,31 @@ pub fn render(status: &Status) -> String {
     vip(&mut out, status);
     kubernetes(&mut out, status);
     image(&mut out, status);
+    memory(&mut out, status);
     out.text
+}
+
+fn memory(out: &mut Metrics, status: &Status) {
+    if status.memory_mib.is_empty() {
+        return;
+    }
+    let parts: Vec<(String, i64)> = status
+        .memory_mib
+        .iter()
+        .map(|(part, mib)| {
+            let bytes = mib.saturating_mul(1024 * 1024);
+            (
+                label("part", part),
+                i64::try_from(bytes).unwrap_or(i64::MAX),
+            )
+        })
+        .collect();
+    let parts: Vec<(&str, i64)> = parts.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+    out.gauge(
+        "muster_memory_bytes",
+        "Memory of each part of the node (its systemd unit's cgroup), rounded up to MiB.",
+        &parts,
+    );
 }
 
 fn etcd(out: &mut Metrics, status: &Status) {
@@ -236,5 +260,16 @@ mod tests {
         assert!(text.contains("muster_vip_holder 0\n"));
         assert!(!text.contains("muster_etcd_members"));
         assert!(!text.contains("muster_image_verity"));
+    }
+
+    #[test]
+    fn memory_is_one_series_per_part_in_bytes() {
+        let mut status = Status::new(Phase::SteadyState);
+        assert!(!render(&status).contains("muster_memory_bytes"));
+        status.memory_mib.insert("etcd".into(), 40);
+        status.memory_mib.insert("kubelet".into(), 1);
+        let text = render(&status);
+        assert!(text.contains("muster_memory_bytes{part=\"etcd\"} 41943040\n"));
+        assert!(text.contains("muster_memory_bytes{part=\"kubelet\"} 1048576\n"));
     }
 }

@@ -8,6 +8,7 @@
 //! serves it, and once the config is valid every change is written through
 //! to `status.json`, so both always say the same.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -100,6 +101,10 @@ pub struct Status {
     /// What the node image is (read once at start).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<ImageFacts>,
+    /// Memory (MiB, systemd's cgroup accounting) of each part of the node
+    /// that runs here: agent, etcd, apiserver, kubelet, containerd, ...
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub memory_mib: BTreeMap<String, u64>,
     /// Seconds since the Unix epoch when this status was written.
     pub updated_at: u64,
     pub pid: u32,
@@ -207,6 +212,7 @@ impl Status {
             vip: None,
             kubernetes: None,
             image: None,
+            memory_mib: BTreeMap::new(),
             updated_at: 0,
             pid: std::process::id(),
         }

@@ -24,7 +24,7 @@ use crate::pki::{
     self, Authority, CERT_MODE, ClusterCa, DerivedP256, KEY_MODE, PkiError, ensure_private_dir,
     write_if_changed,
 };
-use crate::service::{Ensured, ServiceSpec, Supervisor};
+use crate::service::{CpuShare, Ensured, ServiceSpec, Supervisor};
 use crate::state::KubernetesStatus;
 
 /// The etcd lock under which one control-plane node at a time applies
@@ -405,16 +405,19 @@ impl ControlPlane {
                 name: APISERVER.into(),
                 program: bin("kube-apiserver"),
                 args: flags::apiserver(&self.spec),
+                cpu: CpuShare::Normal,
             },
             ServiceSpec {
                 name: CONTROLLER_MANAGER.into(),
                 program: bin("kube-controller-manager"),
                 args: flags::controller_manager(&self.spec),
+                cpu: CpuShare::Normal,
             },
             ServiceSpec {
                 name: SCHEDULER.into(),
                 program: bin("kube-scheduler"),
                 args: flags::scheduler(&self.spec),
+                cpu: CpuShare::Normal,
             },
         ];
         for spec in specs.iter().filter(|s| wanted.contains(&s.name.as_str())) {

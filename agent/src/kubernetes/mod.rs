@@ -589,10 +589,15 @@ pub async fn run(
             // it starts once that has been ready, so that it does not
             // compete with the apiserver's start for the CPU.
             let api_here = role != Role::ControlPlane
-                || phase.control_plane.as_ref().is_some_and(|cp| cp.seen_ready());
+                || phase
+                    .control_plane
+                    .as_ref()
+                    .is_some_and(|cp| cp.seen_ready());
             if nodes_here && !api_here && phase.node_runner.is_none() {
                 status.node = Some(crate::state::NodeStatus {
-                    message: Some("the kubelet starts once the local kube-apiserver is ready".into()),
+                    message: Some(
+                        "the kubelet starts once the local kube-apiserver is ready".into(),
+                    ),
                     ..status.node.take().unwrap_or_default()
                 });
             } else if nodes_here {

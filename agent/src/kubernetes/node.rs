@@ -23,7 +23,7 @@ use super::token::BootstrapToken;
 use crate::containerd::{self, Containerd};
 use crate::network::{bridge, routes};
 use crate::pki::{CERT_MODE, KEY_MODE, PkiError, write_if_changed};
-use crate::service::{Ensured, ServiceSpec, Supervisor};
+use crate::service::{CpuShare, Ensured, ServiceSpec, Supervisor};
 use crate::state::NodeStatus;
 
 pub const KUBELET: &str = "muster-kubelet";
@@ -280,6 +280,7 @@ impl NodeRunner {
             name: name.into(),
             program: self.bin_dir.join(binary),
             args,
+            cpu: CpuShare::Normal,
         };
         match self
             .supervisor

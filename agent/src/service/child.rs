@@ -124,6 +124,7 @@ fn alive(pid: i32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::service::CpuShare;
 
     #[tokio::test]
     async fn starts_once_finds_it_again_and_stops_it() {
@@ -133,6 +134,7 @@ mod tests {
             name: "sleeper".into(),
             program: "/bin/sleep".into(),
             args: vec!["30".into()],
+            cpu: CpuShare::Normal,
         };
         assert!(sup.ensure_running(&spec).await.expect("start"));
         assert!(
@@ -155,6 +157,7 @@ mod tests {
             name: "x".into(),
             program: "/nonexistent/etcd".into(),
             args: vec![],
+            cpu: CpuShare::Normal,
         };
         let err = sup
             .ensure_running(&spec)

@@ -7,6 +7,7 @@
 
 pub mod boot_state;
 pub mod child;
+pub mod footprint;
 pub mod hostname;
 pub mod systemd;
 
@@ -31,6 +32,31 @@ pub struct ServiceSpec {
     pub name: String,
     pub program: PathBuf,
     pub args: Vec<String>,
+    /// Its share of a busy CPU (systemd only; child processes all get the
+    /// same).
+    pub cpu: CpuShare,
+}
+
+/// How much of a busy CPU a service gets, as systemd's `CPUWeight=`
+/// relative to the other units (default 100).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CpuShare {
+    /// etcd: when its heartbeats or fsyncs wait behind the apiserver or
+    /// the kubelet, members lose the leader and the VIP lease (stored in
+    /// etcd) cannot be renewed. Seen on three TCG VMs on two cores.
+    Critical,
+    #[default]
+    Normal,
+}
+
+impl CpuShare {
+    /// The `CPUWeight=` value (1..10000; systemd's default is 100).
+    pub fn weight(self) -> u64 {
+        match self {
+            CpuShare::Critical => 1000,
+            CpuShare::Normal => 100,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

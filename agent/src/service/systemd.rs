@@ -88,6 +88,10 @@ trait Service {
     fn exec_main_status(&self) -> zbus::Result<i32>;
     #[zbus(property, name = "NRestarts")]
     fn n_restarts(&self) -> zbus::Result<u32>;
+    /// The unit's cgroup memory (`memory.current`); `u64::MAX` when
+    /// systemd does not account it.
+    #[zbus(property)]
+    fn memory_current(&self) -> zbus::Result<u64>;
 }
 
 /// What went wrong talking to systemd, with the unit and the D-Bus call.
@@ -292,19 +296,30 @@ impl SystemdSupervisor {
         }
     }
 
+    /// The memory the unit's cgroup uses now, in bytes: `None` when there
+    /// is no such unit or systemd does not account its memory.
+    pub async fn memory_current(&self, name: &str) -> Result<Option<u64>, ServiceError> {
+        let unit = unit_name(name);
+        let path = match self.manager.get_unit(&unit).await {
+            Ok(path) => path,
+            Err(e) if error_name(&e).as_deref() == Some(NO_SUCH_UNIT) => return Ok(None),
+            Err(e) => return Err(call_error(&unit, "Manager.GetUnit")(e).into()),
+        };
+        let s = self.service_proxy(&unit, path).await?;
+        let bytes = s
+            .memory_current()
+            .await
+            .map_err(call_error(&unit, "Get(Service.MemoryCurrent)"))?;
+        Ok((bytes != u64::MAX).then_some(bytes))
+    }
+
     async fn read_status(
         &self,
         unit: &str,
         path: OwnedObjectPath,
     ) -> Result<UnitStatus, SystemdError> {
         let u = self.unit_proxy(unit, path.clone()).await?;
-        let s = ServiceProxy::builder(self.manager.inner().connection())
-            .cache_properties(CacheProperties::No)
-            .path(path)
-            .map_err(call_error(unit, "proxy for the service object"))?
-            .build()
-            .await
-            .map_err(call_error(unit, "proxy for the service object"))?;
+        let s = self.service_proxy(unit, path).await?;
         Ok(UnitStatus {
             active_state: u
                 .active_state()
@@ -331,6 +346,21 @@ impl SystemdSupervisor {
                 .await
                 .map_err(call_error(unit, "Get(Service.NRestarts)"))?,
         })
+    }
+
+    /// The unit's Service interface, read afresh on every call.
+    async fn service_proxy(
+        &self,
+        unit: &str,
+        path: OwnedObjectPath,
+    ) -> Result<ServiceProxy<'static>, SystemdError> {
+        ServiceProxy::builder(self.manager.inner().connection())
+            .cache_properties(CacheProperties::No)
+            .path(path)
+            .map_err(call_error(unit, "proxy for the service object"))?
+            .build()
+            .await
+            .map_err(call_error(unit, "proxy for the service object"))
     }
 
     /// A proxy that reads properties afresh on every call (no cache, no
@@ -460,6 +490,7 @@ impl SystemdSupervisor {
             // SIGKILL to whatever is left after the stop timeout.
             ("KillMode", Value::from("mixed")),
             ("TimeoutStopUSec", Value::from(30_000_000u64)),
+            ("CPUWeight", Value::from(spec.cpu.weight())),
         ];
         let jobs = self
             .manager

@@ -11,8 +11,8 @@ use std::time::Instant;
 
 use crate::support::{TestLab, budget, image, wait_for};
 use crate::workload::{
-    CONTROL_PLANE_LABEL, nodes_labelled, ready_nodes, run_web_across_nodes, taints,
-    wait_node_deleted, wait_web_rescheduled,
+    CONTROL_PLANE_LABEL, CONTROL_PLANE_PARTS, NODE_PARTS, nodes_labelled, print_memory,
+    ready_nodes, run_web_across_nodes, taints, wait_node_deleted, wait_web_rescheduled,
 };
 
 #[test]
@@ -87,6 +87,21 @@ fn one_control_plane_and_two_worker_vms_run_pods_across_the_workers_and_drop_a_g
             p.node == "node-2" || p.node == "node-3",
             "a web pod on {}",
             p.node
+        );
+    }
+    // What each role's parts use at steady state.
+    print_memory(
+        &t,
+        1,
+        "control plane",
+        &[NODE_PARTS, CONTROL_PLANE_PARTS].concat(),
+    );
+    for i in [2, 3] {
+        print_memory(&t, i, "worker", NODE_PARTS);
+        let m = t.status(i).map(|s| s.memory_mib).unwrap_or_default();
+        assert!(
+            !CONTROL_PLANE_PARTS.iter().any(|p| m.contains_key(*p)),
+            "worker node-{i} runs a control-plane part: {m:?}"
         );
     }
 

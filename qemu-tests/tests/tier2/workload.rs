@@ -223,3 +223,37 @@ pub fn taints(t: &TestLab, name: &str) -> Vec<String> {
     .map(str::to_string)
     .collect()
 }
+
+/// The parts every node runs, and those only a control-plane node runs, as
+/// the agent names them in `memory_mib` (systemd's cgroup accounting).
+pub const NODE_PARTS: &[&str] = &["agent", "containerd", "kubelet", "kube-proxy"];
+pub const CONTROL_PLANE_PARTS: &[&str] = &[
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+];
+
+/// Waits until node `index` reports the memory of each of `parts`, checks
+/// every figure is above zero, and prints them as the figure of its role.
+pub fn print_memory(t: &TestLab, index: u32, role: &str, parts: &[&str]) {
+    let memory = wait_for(budget(120), || {
+        let m = t.status(index)?.memory_mib;
+        parts.iter().all(|p| m.contains_key(*p)).then_some(m)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "node-{index} did not report the memory of {parts:?}: {:?}",
+            t.status(index).map(|s| s.memory_mib)
+        )
+    });
+    for p in parts {
+        assert!(memory[*p] > 0, "node-{index}: {p} uses 0 MiB: {memory:?}");
+    }
+    let total: u64 = memory.values().sum();
+    let each: Vec<String> = memory.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    println!(
+        "figures: memory at steady state, node-{index} ({role}): {total} MiB ({})",
+        each.join(", ")
+    );
+}

@@ -19,7 +19,7 @@ use crate::discovery::source::PeerSource;
 use crate::discovery::{Lifecycle, Peer};
 use crate::formation::{self, Decision, FoundCluster, Observed};
 use crate::roles::{self, Role, Topology};
-use crate::service::{ServiceSpec, Supervisor};
+use crate::service::{CpuShare, ServiceSpec, Supervisor};
 mod join;
 mod steady;
 
@@ -364,6 +364,7 @@ impl Runner {
             name: SERVICE.into(),
             program: self.cfg.etcd_bin.clone(),
             args: member.args(),
+            cpu: CpuShare::Critical,
         };
         self.cfg
             .supervisor
