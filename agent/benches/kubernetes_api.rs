@@ -89,7 +89,8 @@ fn rss_mib(host: &Host, needle: &str) -> f64 {
         .into_iter()
         .filter(|pid| {
             std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| String::from_utf8_lossy(&c).contains(needle))
+                // Arguments are NUL-separated: compare with spaces.
+                .map(|c| String::from_utf8_lossy(&c).replace('\0', " ").contains(needle))
                 .unwrap_or(false)
         })
         .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
@@ -172,6 +173,9 @@ fn main() {
             ms(max)
         );
     }
+    // Memory at steady state: every component of a restarted host runs
+    // again (the controllers start once its apiserver is ready).
+    std::thread::sleep(Duration::from_secs(30));
     for i in 0..3 {
         let host = &c.nodes[i].host;
         println!(
