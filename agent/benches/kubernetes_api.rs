@@ -90,7 +90,11 @@ fn rss_mib(host: &Host, needle: &str) -> f64 {
         .filter(|pid| {
             std::fs::read(format!("/proc/{pid}/cmdline"))
                 // Arguments are NUL-separated: compare with spaces.
-                .map(|c| String::from_utf8_lossy(&c).replace('\0', " ").contains(needle))
+                .map(|c| {
+                    String::from_utf8_lossy(&c)
+                        .replace('\0', " ")
+                        .contains(needle)
+                })
                 .unwrap_or(false)
         })
         .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())

@@ -10,9 +10,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ipnet::Ipv4Net;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, ListParams};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::client;
 use super::kubeconfig::{self, Credential, KubeconfigSpec};
@@ -143,7 +144,11 @@ impl NodeRunner {
             .iter()
             .find(|n| n.metadata.name.as_deref() == Some(status.name.as_str()));
         status.registered = me.is_some();
-        status.ready = me.is_some_and(node_ready);
+        let renewed = match me {
+            Some(_) => self.lease_renewed(&status.name).await,
+            None => None,
+        };
+        status.ready = me.is_some_and(|n| node_ready_now(n, renewed, unix_now()));
         status.pod_cidr = me.and_then(pod_cidr).map(|c| c.to_string());
         if !self.spec.bridge {
             return;
@@ -179,6 +184,20 @@ impl NodeRunner {
             }
         }
         status.routes = self.routes.len();
+    }
+
+    /// When this node's kubelet last renewed its Lease (unix seconds).
+    async fn lease_renewed(&self, name: &str) -> Option<i64> {
+        let client = self.client.clone()?;
+        let leases: Api<Lease> = Api::namespaced(client, "kube-node-lease");
+        match tokio::time::timeout(CALL_TIMEOUT, leases.get_opt(name)).await {
+            Ok(Ok(lease)) => Some(lease?.spec?.renew_time?.0.as_second()),
+            Ok(Err(e)) => {
+                debug!("node lease {name}: {e}");
+                None
+            }
+            Err(_) => None,
+        }
     }
 
     async fn client(&mut self) -> Option<kube::Client> {
@@ -296,6 +315,27 @@ impl NodeRunner {
     }
 }
 
+/// How long a kubelet's node Lease may go unrenewed before its `Ready`
+/// condition is not believed: the node lifecycle controller's default
+/// `--node-monitor-grace-period`.
+pub const LEASE_GRACE_SECS: i64 = 40;
+
+/// Ready now: the `Ready` condition is `True` and the kubelet renewed its
+/// Lease within [`LEASE_GRACE_SECS`]. The condition alone can be stale:
+/// after a power cycle a Node keeps the `Ready` its kubelet wrote before,
+/// until the controller manager notices (a tier-2 run saw "3 Ready" that
+/// became 2 a moment later). Both times come from this machine's clock
+/// (its kubelet renews the Lease). Pure.
+pub fn node_ready_now(n: &Node, lease_renewed_unix: Option<i64>, now_unix: i64) -> bool {
+    node_ready(n) && lease_renewed_unix.is_some_and(|t| now_unix - t <= LEASE_GRACE_SECS)
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
 /// The node's `Ready` condition is `True`.
 pub fn node_ready(n: &Node) -> bool {
     n.status
@@ -326,4 +366,44 @@ fn node_route(n: &Node) -> Option<routes::NodeRoute> {
         pod_cidr: pod_cidr(n)?,
         internal_ip,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{NodeCondition, NodeStatus as KubeNodeStatus};
+
+    fn node(ready: &str) -> Node {
+        Node {
+            status: Some(KubeNodeStatus {
+                conditions: Some(vec![NodeCondition {
+                    type_: "Ready".into(),
+                    status: ready.into(),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_ready_condition_counts_only_while_the_kubelet_renews_its_lease() {
+        let now = 1_000_000;
+        assert!(node_ready_now(&node("True"), Some(now - 5), now));
+        assert!(node_ready_now(
+            &node("True"),
+            Some(now - LEASE_GRACE_SECS),
+            now
+        ));
+        // Stale: written before a power cycle, no renewal since.
+        assert!(!node_ready_now(
+            &node("True"),
+            Some(now - LEASE_GRACE_SECS - 1),
+            now
+        ));
+        assert!(!node_ready_now(&node("True"), None, now));
+        assert!(!node_ready_now(&node("False"), Some(now), now));
+        assert!(!node_ready_now(&node("Unknown"), Some(now), now));
+    }
 }

@@ -11,8 +11,9 @@ use std::time::Instant;
 
 use crate::support::{TestLab, budget, image, wait_for};
 use crate::workload::{
-    CONTROL_PLANE_LABEL, CONTROL_PLANE_PARTS, NODE_PARTS, nodes_labelled, print_memory,
-    ready_nodes, run_web_across_nodes, taints, wait_node_deleted, wait_web_rescheduled,
+    CONTROL_PLANE_LABEL, CONTROL_PLANE_PARTS, NODE_PARTS, print_memory, ready_nodes,
+    run_web_across_nodes, taints, wait_control_plane_labels, wait_node_deleted,
+    wait_web_rescheduled,
 };
 
 #[test]
@@ -33,17 +34,8 @@ fn one_control_plane_and_two_worker_vms_run_pods_across_the_workers_and_drop_a_g
             .any(|x| x == "node-role.kubernetes.io/control-plane:NoSchedule"),
         "the control-plane node is not tainted although workers exist: {cp_taints:?}"
     );
-    // Only the control-plane node carries the role label (set by its agent).
-    let want_labelled = BTreeSet::from(["node-1".to_string()]);
-    let labelled = wait_for(budget(120), || {
-        let l = nodes_labelled(&t, CONTROL_PLANE_LABEL);
-        (l == want_labelled).then_some(l)
-    });
-    assert!(
-        labelled.is_some(),
-        "want only node-1 labelled control-plane, got {:?}",
-        nodes_labelled(&t, CONTROL_PLANE_LABEL)
-    );
+    // Only the control-plane node carries the role label.
+    wait_control_plane_labels(&t, &BTreeSet::from(["node-1".to_string()]));
 
     // The workers stay out of etcd and never campaign for the VIP (no
     // local apiserver); etcd's only member is the control plane.

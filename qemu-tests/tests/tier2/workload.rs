@@ -175,6 +175,20 @@ pub fn ready_nodes(t: &TestLab) -> BTreeSet<String> {
 /// The label a control-plane node carries (kubeadm's name for it).
 pub const CONTROL_PLANE_LABEL: &str = "node-role.kubernetes.io/control-plane";
 
+/// Waits until exactly the Nodes `want` carry the control-plane label
+/// (their agents set it after registration: a kubelet may not set
+/// node-role labels); fails naming the ones that do.
+pub fn wait_control_plane_labels(t: &TestLab, want: &BTreeSet<String>) {
+    let labelled = wait_for(budget(120), || {
+        (nodes_labelled(t, CONTROL_PLANE_LABEL) == *want).then_some(())
+    });
+    assert!(
+        labelled.is_some(),
+        "want {want:?} labelled control-plane, got {:?}",
+        nodes_labelled(t, CONTROL_PLANE_LABEL)
+    );
+}
+
 /// Names of the Nodes that match a label selector (kubectl refuses a
 /// node name together with a selector, so this lists and filters).
 pub fn nodes_labelled(t: &TestLab, selector: &str) -> BTreeSet<String> {
