@@ -9,7 +9,7 @@
 use std::collections::BTreeSet;
 use std::time::Instant;
 
-use crate::support::{TestLab, budget, image, wait_for};
+use crate::support::{TestLab, budget, image};
 use crate::workload::{
     CONTROL_PLANE_LABEL, CONTROL_PLANE_PARTS, NODE_PARTS, print_memory, ready_nodes,
     run_web_across_nodes, taints, wait_control_plane_labels, wait_node_deleted,
@@ -31,7 +31,7 @@ fn one_control_plane_and_two_worker_vms_run_pods_across_the_workers_and_drop_a_g
     assert!(
         cp_taints
             .iter()
-            .any(|x| x == "node-role.kubernetes.io/control-plane:NoSchedule"),
+            .any(|x| *x == format!("{CONTROL_PLANE_LABEL}:NoSchedule")),
         "the control-plane node is not tainted although workers exist: {cp_taints:?}"
     );
     // Only the control-plane node carries the role label.
