@@ -349,6 +349,23 @@ fn three_agents_run_kubernetes_behind_the_vip_and_heal_it() {
         e.to_string().contains("refused the join token (HTTP 401)"),
         "{e}"
     );
+    // The join token itself reads no Secrets: it may only register a node
+    // and ask for the node's certificates.
+    let token_arg = format!("--token={}", join.token.expose());
+    let with_token = kubectl(
+        host,
+        Path::new("/dev/null"),
+        &[&server, &ca_arg, &token_arg, "get", "secrets", "-A"],
+    );
+    assert!(
+        !with_token.status.success() && with_token.stdout.is_empty(),
+        "the join token listed Secrets: {with_token:?}"
+    );
+    assert!(
+        String::from_utf8_lossy(&with_token.stderr).contains("forbidden"),
+        "the join token: {}",
+        String::from_utf8_lossy(&with_token.stderr)
+    );
 
     // 5. Power off the VIP holder: the API answers through the VIP again,
     // and the controller-manager has a leader on a live node.
