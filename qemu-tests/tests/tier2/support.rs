@@ -61,8 +61,8 @@ pub fn muster_bin() -> PathBuf {
     bin
 }
 
-/// The etcdctl from ci/install-deps.sh (Debian 13's, as the image ships).
-/// Debian 13's kubectl, unpacked by `ci/install-deps.sh`.
+/// Debian 13's kubectl, unpacked by `ci/install-deps.sh` (the same lookup
+/// as the agent's tier-1 support, which this crate cannot import).
 fn kubectl_bin() -> PathBuf {
     let path = PathBuf::from(
         std::env::var("MUSTER_KUBECTL")
@@ -76,6 +76,7 @@ fn kubectl_bin() -> PathBuf {
     path
 }
 
+/// The etcdctl from ci/install-deps.sh (Debian 13's, as the image ships).
 fn etcdctl() -> PathBuf {
     std::env::var_os("MUSTER_ETCD_BIN")
         .map(PathBuf::from)
