@@ -588,12 +588,12 @@ pub async fn run(
             // A control-plane node's kubelet talks to the local apiserver:
             // it starts once that has been ready, so that it does not
             // compete with the apiserver's start for the CPU.
-            let api_here = role != Role::ControlPlane
+            let kubelet_may_start = role != Role::ControlPlane
                 || phase
                     .control_plane
                     .as_ref()
                     .is_some_and(|cp| cp.seen_ready());
-            if nodes_here && !api_here && phase.node_runner.is_none() {
+            if nodes_here && !kubelet_may_start && phase.node_runner.is_none() {
                 status.node = Some(crate::state::NodeStatus {
                     message: Some(
                         "the kubelet starts once the local kube-apiserver is ready".into(),

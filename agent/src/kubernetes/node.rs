@@ -148,7 +148,7 @@ impl NodeRunner {
             Some(_) => self.lease_renewed(&status.name).await,
             None => None,
         };
-        status.ready = me.is_some_and(|n| node_ready_now(n, renewed, unix_now()));
+        status.ready = me.is_some_and(|n| node_ready_now(n, renewed, crate::state::now_secs()));
         status.pod_cidr = me.and_then(pod_cidr).map(|c| c.to_string());
         if !self.spec.bridge {
             return;
@@ -187,11 +187,11 @@ impl NodeRunner {
     }
 
     /// When this node's kubelet last renewed its Lease (unix seconds).
-    async fn lease_renewed(&self, name: &str) -> Option<i64> {
+    async fn lease_renewed(&self, name: &str) -> Option<u64> {
         let client = self.client.clone()?;
         let leases: Api<Lease> = Api::namespaced(client, "kube-node-lease");
         match tokio::time::timeout(CALL_TIMEOUT, leases.get_opt(name)).await {
-            Ok(Ok(lease)) => Some(lease?.spec?.renew_time?.0.as_second()),
+            Ok(Ok(lease)) => u64::try_from(lease?.spec?.renew_time?.0.as_second()).ok(),
             Ok(Err(e)) => {
                 debug!("node lease {name}: {e}");
                 None
@@ -318,7 +318,7 @@ impl NodeRunner {
 /// How long a kubelet's node Lease may go unrenewed before its `Ready`
 /// condition is not believed: the node lifecycle controller's default
 /// `--node-monitor-grace-period`.
-pub const LEASE_GRACE_SECS: i64 = 40;
+pub const LEASE_GRACE_SECS: u64 = 40;
 
 /// Ready now: the `Ready` condition is `True` and the kubelet renewed its
 /// Lease within [`LEASE_GRACE_SECS`]. The condition alone can be stale:
@@ -326,14 +326,9 @@ pub const LEASE_GRACE_SECS: i64 = 40;
 /// until the controller manager notices (a tier-2 run saw "3 Ready" that
 /// became 2 a moment later). Both times come from this machine's clock
 /// (its kubelet renews the Lease). Pure.
-pub fn node_ready_now(n: &Node, lease_renewed_unix: Option<i64>, now_unix: i64) -> bool {
-    node_ready(n) && lease_renewed_unix.is_some_and(|t| now_unix - t <= LEASE_GRACE_SECS)
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+pub fn node_ready_now(n: &Node, lease_renewed_unix: Option<u64>, now_unix: u64) -> bool {
+    node_ready(n)
+        && lease_renewed_unix.is_some_and(|t| now_unix.saturating_sub(t) <= LEASE_GRACE_SECS)
 }
 
 /// The node's `Ready` condition is `True`.

@@ -9,7 +9,7 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use ring::rand::SecureRandom as _;
@@ -19,7 +19,7 @@ use super::spec::{
     self, Accel, BootMode, LabPaths, LabState, METADATA_ADDR, Power, STATUS_PORT, node_name,
 };
 use super::{LabError, cloud, dhcp, net, vm};
-use crate::state::Status;
+use crate::state::{Status, now_secs};
 
 /// Where labs live unless `--root` says otherwise.
 pub const DEFAULT_ROOT: &str = "/var/lib/muster-lab";
@@ -961,11 +961,4 @@ fn strip_escapes(line: &str) -> String {
         }
     }
     out.trim().to_string()
-}
-
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }

@@ -289,10 +289,18 @@ impl SystemdSupervisor {
     /// The unit's state, or `None` if systemd has no such unit loaded.
     pub async fn status(&self, name: &str) -> Result<Option<UnitStatus>, ServiceError> {
         let unit = unit_name(name);
-        match self.manager.get_unit(&unit).await {
-            Ok(path) => Ok(Some(self.read_status(&unit, path).await?)),
+        match self.unit_path(&unit).await? {
+            Some(path) => Ok(Some(self.read_status(&unit, path).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The unit's object path, `None` when systemd has no such unit loaded.
+    async fn unit_path(&self, unit: &str) -> Result<Option<OwnedObjectPath>, SystemdError> {
+        match self.manager.get_unit(unit).await {
+            Ok(path) => Ok(Some(path)),
             Err(e) if error_name(&e).as_deref() == Some(NO_SUCH_UNIT) => Ok(None),
-            Err(e) => Err(call_error(&unit, "Manager.GetUnit")(e).into()),
+            Err(e) => Err(call_error(unit, "Manager.GetUnit")(e)),
         }
     }
 
@@ -300,10 +308,8 @@ impl SystemdSupervisor {
     /// is no such unit or systemd does not account its memory.
     pub async fn memory_current(&self, name: &str) -> Result<Option<u64>, ServiceError> {
         let unit = unit_name(name);
-        let path = match self.manager.get_unit(&unit).await {
-            Ok(path) => path,
-            Err(e) if error_name(&e).as_deref() == Some(NO_SUCH_UNIT) => return Ok(None),
-            Err(e) => return Err(call_error(&unit, "Manager.GetUnit")(e).into()),
+        let Some(path) = self.unit_path(&unit).await? else {
+            return Ok(None);
         };
         let s = self.service_proxy(&unit, path).await?;
         let bytes = s

@@ -3,7 +3,7 @@
 //! this node's part in the election kept in the status.
 
 use std::net::Ipv4Addr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::sync::watch;
 use tracing::{Instrument, info, info_span};
@@ -20,6 +20,7 @@ use crate::config::{Config, VipMode};
 use crate::etcd::client::client_url;
 use crate::metadata::{self, InstanceFacts};
 use crate::pki::NodePki;
+use crate::state::now_secs;
 use crate::state::{StatusBoard, VipStatus};
 
 /// A running VIP manager.
@@ -155,7 +156,7 @@ async fn report(
     renewals: RenewalLog,
 ) {
     let mut current = *role.borrow_and_update();
-    let mut since = unix_now();
+    let mut since = now_secs();
     let mut takeovers = u32::from(current == VipRole::Holder);
     let mut refresh = tokio::time::interval(RENEWALS_SHOWN_EVERY);
     loop {
@@ -179,17 +180,11 @@ async fn report(
                 let now = *role.borrow_and_update();
                 if now != current {
                     current = now;
-                    since = unix_now();
+                    since = now_secs();
                     takeovers += u32::from(now == VipRole::Holder);
                 }
             }
             _ = refresh.tick() => {}
         }
     }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }

@@ -20,6 +20,7 @@ use nix::sys::signal::Signal;
 
 use crate::support::cluster::{Cluster, SECRET};
 use crate::support::kubernetes::{anonymous_get_status, kube_bin, kubectl, kubectl_ok};
+use crate::support::netns::Host;
 use crate::support::netns::wait_until;
 
 const NODES: [usize; 3] = [0, 1, 2];
@@ -131,6 +132,23 @@ impl K8s {
         }
         out
     }
+}
+
+/// `kubectl get secrets -A` with the credential in `args` (server, CA and
+/// credential flags) fails, prints no Secret, and says `why` on stderr.
+fn assert_secrets_refused(host: &Host, args: &[&str], why: &str, who: &str) {
+    let mut argv = args.to_vec();
+    argv.extend(["get", "secrets", "-A"]);
+    let out = kubectl(host, Path::new("/dev/null"), &argv);
+    assert!(
+        !out.status.success() && out.stdout.is_empty(),
+        "{who} listed Secrets: {out:?}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(why),
+        "{who}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn read(path: &Path) -> Vec<u8> {
@@ -290,27 +308,15 @@ fn three_agents_run_kubernetes_behind_the_vip_and_heal_it() {
         assert_eq!(status, 401, "anonymous GET {path}");
     }
     let (cert, key) = stranger_cert(host.dir());
-    let stranger = kubectl(
+    let stranger = [
+        format!("--client-certificate={}", cert.display()),
+        format!("--client-key={}", key.display()),
+    ];
+    assert_secrets_refused(
         host,
-        Path::new("/dev/null"),
-        &[
-            &server,
-            &ca_arg,
-            &format!("--client-certificate={}", cert.display()),
-            &format!("--client-key={}", key.display()),
-            "get",
-            "secrets",
-            "-A",
-        ],
-    );
-    assert!(
-        !stranger.status.success() && stranger.stdout.is_empty(),
-        "stranger: {stranger:?}"
-    );
-    assert!(
-        String::from_utf8_lossy(&stranger.stderr).contains("Unauthorized"),
-        "another cluster's certificate: {}",
-        String::from_utf8_lossy(&stranger.stderr)
+        &[&server, &ca_arg, &stranger[0], &stranger[1]],
+        "Unauthorized",
+        "another cluster's certificate",
     );
 
     // 4b. A worker-only machine (join credential, no secret) learns the CA
@@ -352,19 +358,11 @@ fn three_agents_run_kubernetes_behind_the_vip_and_heal_it() {
     // The join token itself reads no Secrets: it may only register a node
     // and ask for the node's certificates.
     let token_arg = format!("--token={}", join.token.expose());
-    let with_token = kubectl(
+    assert_secrets_refused(
         host,
-        Path::new("/dev/null"),
-        &[&server, &ca_arg, &token_arg, "get", "secrets", "-A"],
-    );
-    assert!(
-        !with_token.status.success() && with_token.stdout.is_empty(),
-        "the join token listed Secrets: {with_token:?}"
-    );
-    assert!(
-        String::from_utf8_lossy(&with_token.stderr).contains("forbidden"),
-        "the join token: {}",
-        String::from_utf8_lossy(&with_token.stderr)
+        &[&server, &ca_arg, &token_arg],
+        "forbidden",
+        "the join token",
     );
 
     // 5. Power off the VIP holder: the API answers through the VIP again,

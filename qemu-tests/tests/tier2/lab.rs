@@ -17,6 +17,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use muster::lab::spec::Power;
+use muster::state::now_secs;
 
 use crate::support::{TestLab, budget, image, tail, wait_for};
 use crate::workload::{
@@ -36,7 +37,7 @@ fn three_vms_assemble_kubernetes_run_pods_then_fail_over_replace_a_member_and_su
     // 1. Three VMs -> one etcd cluster of three voters, the VIP, the
     // Kubernetes API through it and three Ready nodes.
     let took = t.wait_assembled(budget(1200));
-    let assembled_at = unix_now();
+    let assembled_at = now_secs();
     let takeovers_at_assembly = takeovers_by(&t, &[1, 2, 3]);
     println!(
         "figures: lab up -> assembled (3 VMs: etcd, VIP, API, 3 nodes Ready): {:.0} s",
@@ -225,12 +226,6 @@ fn takeovers_by(t: &TestLab, nodes: &[u32]) -> u32 {
             t.consoles_tail()
         )
     })
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// The cluster id every listed node reports; fails unless it is one (S1).

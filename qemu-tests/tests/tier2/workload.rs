@@ -192,23 +192,20 @@ pub fn wait_control_plane_labels(t: &TestLab, want: &BTreeSet<String>) {
 /// Names of the Nodes that match a label selector (kubectl refuses a
 /// node name together with a selector, so this lists and filters).
 pub fn nodes_labelled(t: &TestLab, selector: &str) -> BTreeSet<String> {
-    t.kubectl_ok(&[
-        "get",
-        "nodes",
-        "-l",
-        selector,
-        "-o",
-        "jsonpath={.items[*].metadata.name}",
-    ])
-    .unwrap_or_default()
-    .split_whitespace()
-    .map(str::to_string)
-    .collect()
+    node_names(t, &["-l", selector])
 }
 
 /// Names of every Node object.
 pub fn all_nodes(t: &TestLab) -> BTreeSet<String> {
-    t.kubectl_ok(&["get", "nodes", "-o", "jsonpath={.items[*].metadata.name}"])
+    node_names(t, &[])
+}
+
+/// Names of the Nodes `kubectl get nodes FILTER...` lists.
+fn node_names(t: &TestLab, filter: &[&str]) -> BTreeSet<String> {
+    let mut args = vec!["get", "nodes"];
+    args.extend(filter);
+    args.extend(["-o", "jsonpath={.items[*].metadata.name}"]);
+    t.kubectl_ok(&args)
         .unwrap_or_default()
         .split_whitespace()
         .map(str::to_string)
