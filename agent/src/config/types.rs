@@ -335,6 +335,13 @@ pub struct ApiEndpoint {
     /// ("never two holders"); one that does not is refused.
     #[serde(skip_serializing_if = "VipTimingSettings::is_unset")]
     pub timing: VipTimingSettings,
+    /// While holding the VIP, move etcd leadership to another member, so
+    /// that losing one machine never costs the VIP and the etcd leader at
+    /// once (default true). Where a leadership move itself stalls etcd for
+    /// seconds (emulated VMs), the moves cost more than they save: each
+    /// one stalled the holder's renewals until it dropped the VIP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shed_etcd_leadership: Option<bool>,
 }
 
 impl Default for ApiEndpoint {
@@ -347,6 +354,7 @@ impl Default for ApiEndpoint {
             port: 6443,
             dns_name: None,
             timing: VipTimingSettings::default(),
+            shed_etcd_leadership: None,
         }
     }
 }

@@ -32,8 +32,15 @@ use crate::state::KubernetesStatus;
 pub const OBJECTS_LOCK: &str = "muster/kubernetes-objects";
 /// Files (certificates near expiry, tampered keys) are checked this often.
 const FILES_EVERY: Duration = Duration::from_secs(600);
-/// API calls of a round.
-const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+/// The `/readyz` probe of a round: a slower answer counts as not ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(2);
+/// Other API calls (writes of the cluster objects, approvals, lookups). A
+/// starting apiserver on a loaded machine takes seconds per write (3-VM
+/// TCG labs: 2-8 s); a shorter limit made every agent give up and retry,
+/// and the kubelets waited minutes for their bootstrap token.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+/// etcd calls of the objects lock, for the same reason.
+const LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 /// The supervised services.
 pub const APISERVER: &str = "muster-kube-apiserver";
 pub const CONTROLLER_MANAGER: &str = "muster-kube-controller-manager";
@@ -177,7 +184,7 @@ impl ControlPlane {
             status.message = Some("waiting for the local kube-apiserver".into());
             return;
         };
-        let ready = client::ready(&client, CALL_TIMEOUT).await;
+        let ready = client::ready(&client, READY_TIMEOUT).await;
         if ready != self.was_ready {
             info!(ready, "kube-apiserver /readyz");
             self.was_ready = ready;
@@ -263,7 +270,7 @@ impl ControlPlane {
     async fn client(&mut self) -> Option<kube::Client> {
         if self.client.is_none() {
             let path = Self::agent_kubeconfig(&self.spec.paths);
-            self.client = client::from_kubeconfig(&path, CALL_TIMEOUT).await.ok();
+            self.client = client::from_kubeconfig(&path, REQUEST_TIMEOUT).await.ok();
         }
         self.client.clone()
     }
@@ -446,7 +453,7 @@ impl ControlPlane {
             token: &a.token,
         });
         let fingerprint = objects.fingerprint();
-        let mut etcd = Etcd::connect(self.etcd_endpoints.clone(), &self.etcd_tls, CALL_TIMEOUT)
+        let mut etcd = Etcd::connect(self.etcd_endpoints.clone(), &self.etcd_tls, LOCK_TIMEOUT)
             .await
             .map_err(|e| format!("kubernetes objects: {e}"))?;
         let (key, lease) = etcd

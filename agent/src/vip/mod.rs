@@ -348,7 +348,7 @@ impl<M: Mover, H: HealthCheck> VipManager<M, H> {
         let _shedder = self
             .cfg
             .shed_etcd_leadership
-            .then(|| AbortOnDrop(tokio::spawn(shed_loop(st.clone()))));
+            .then(|| AbortOnDrop(tokio::spawn(shed_loop(st.clone(), t.renew_every))));
         let (mover, health, role) = (&mut self.mover, &mut self.health, &self.role);
         // The mover's whole part, raced against the claim's deadline: a
         // cloud API call may take a second, and renewals must go on while
@@ -488,12 +488,14 @@ const SHED_FIRST: Duration = Duration::from_millis(600);
 /// How often a holder checks again (the leader may come back to it).
 const SHED_EVERY: Duration = Duration::from_secs(2);
 
-/// While holding: keep the etcd leader on another machine.
-async fn shed_loop(st: Store) {
-    let mut wait = SHED_FIRST;
+/// While holding: keep the etcd leader on another machine. The first
+/// check waits for three renewals at the configured pace (at least
+/// [`SHED_FIRST`]), so slower timers do not move leadership mid-takeover.
+async fn shed_loop(st: Store, renew_every: Duration) {
+    let mut wait = SHED_FIRST.max(renew_every * 3);
     loop {
         sleep(wait).await;
-        wait = SHED_EVERY;
+        wait = SHED_EVERY.max(renew_every * 2);
         match st.shed_leadership().await {
             Ok(Some(to)) => {
                 info!(to = %format!("{to:x}"), "vip: moved etcd leadership off the VIP holder")

@@ -116,7 +116,7 @@ pub async fn start<H: HealthCheck + 'static>(
         holder_id: facts.instance_id.clone(),
         etcd: EtcdAccess::mtls(endpoints, node_pki)?,
         timing,
-        shed_etcd_leadership: true,
+        shed_etcd_leadership: endpoint.shed_etcd_leadership.unwrap_or(true),
     };
     let manager = VipManager::new(vip_config, mover, health)?;
     tokio::spawn(report(

@@ -46,11 +46,14 @@ fn every_lab_user_data_is_a_valid_config() {
                 Accel::Kvm => {
                     assert_eq!(timing, Timing::default(), "KVM keeps the defaults");
                     assert_eq!((heartbeat, election), (100, 1000));
+                    assert_eq!(config.api_endpoint.shed_etcd_leadership, None);
                 }
                 Accel::Tcg => {
-                    assert_eq!(timing.hold_for.as_millis(), 6000, "{text}");
-                    assert_eq!(timing.takeover_after.as_millis(), 8000);
+                    assert_eq!(timing.hold_for.as_millis(), 8000, "{text}");
+                    assert_eq!(timing.takeover_after.as_millis(), 11000);
                     assert_eq!((heartbeat, election), (250, 2500));
+                    // Leadership moves stall a TCG etcd for seconds.
+                    assert_eq!(config.api_endpoint.shed_etcd_leadership, Some(false));
                 }
             }
         }

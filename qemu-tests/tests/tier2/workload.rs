@@ -95,9 +95,30 @@ pub fn run_web_across_nodes(t: &TestLab) -> Vec<WebPod> {
     let svc = t
         .kubectl_ok(&["get", "service", "web", "-o", "jsonpath={.spec.clusterIP}"])
         .expect("the web Service has a ClusterIP");
+    // The EndpointSlice controller (in the leading controller manager)
+    // must list both pods before kube-proxy can route to them: a separate
+    // wait, so a failure says which half did not happen.
+    let want_ips: BTreeSet<&str> = pods.iter().map(|p| p.ip.as_str()).collect();
+    let listed = wait_for(budget(300), || {
+        let ips = endpoint_ips(t);
+        want_ips.iter().all(|ip| ips.contains(*ip)).then_some(())
+    });
+    assert!(
+        listed.is_some(),
+        "the web EndpointSlice never listed both pods {want_ips:?}: {:?}\n{}",
+        t.kubectl(&["get", "endpointslices", "-o", "wide"], None),
+        t.consoles_tail()
+    );
     let url = format!("http://{svc}/");
-    let through = wait_for(budget(120), || fetch(t, &a.name, &url))
-        .unwrap_or_else(|| panic!("the ClusterIP {svc} never answered from {}", a.name));
+    let through = wait_for(budget(300), || fetch(t, &a.name, &url)).unwrap_or_else(|| {
+        panic!(
+            "the ClusterIP {svc} never answered from {} on {}: {:?}\n{}",
+            a.name,
+            a.node,
+            t.kubectl(&["get", "endpointslices", "-o", "wide"], None),
+            t.consoles_tail()
+        )
+    });
     assert!(
         pods.iter().any(|p| p.name == through),
         "the ClusterIP answered {through:?}, not a web pod"
@@ -111,6 +132,22 @@ pub fn run_web_across_nodes(t: &TestLab) -> Vec<WebPod> {
         b.name
     );
     pods
+}
+
+/// The ready addresses the web Service's EndpointSlices list.
+fn endpoint_ips(t: &TestLab) -> BTreeSet<String> {
+    t.kubectl_ok(&[
+        "get",
+        "endpointslices",
+        "-l",
+        "kubernetes.io/service-name=web",
+        "-o",
+        "jsonpath={range .items[*].endpoints[?(@.conditions.ready==true)]}{.addresses[0]}{\"\\n\"}{end}",
+    ])
+    .unwrap_or_default()
+    .lines()
+    .map(str::to_string)
+    .collect()
 }
 
 /// What `wget` in pod `pod` fetched from `url`, if it answered in 5 s.
