@@ -473,6 +473,55 @@ pub struct Kubernetes {
     /// Service network; must not overlap `podCidr`.
     pub service_cidr: IpNet,
     pub cni: Cni,
+    /// Leader election of the controller manager and the scheduler.
+    #[serde(skip_serializing_if = "LeaderElectionSettings::is_unset")]
+    pub leader_election: LeaderElectionSettings,
+}
+
+/// Leader election timers of kube-controller-manager and kube-scheduler
+/// (their `--leader-elect-*` flags); each unset one keeps Kubernetes'
+/// default. A leader that cannot renew within `renewDeadline` exits and is
+/// restarted, so on slow machines (emulated VMs, where one apiserver write
+/// can take seconds) short timers restart the controllers again and again:
+/// no node gets a pod range and no kubelet certificate is signed.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct LeaderElectionSettings {
+    /// How long a lease lasts without renewal (default 15s).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease_duration: Option<ConfigDuration>,
+    /// A leader gives up when it could not renew for this long (default
+    /// 10s); shorter than `leaseDuration`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub renew_deadline: Option<ConfigDuration>,
+    /// How often renewals and attempts are made (default 2s); the
+    /// deadline must allow 1.2 of them (client-go's jitter).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_period: Option<ConfigDuration>,
+}
+
+/// [`LeaderElectionSettings`] with the defaults filled in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaderElection {
+    pub lease_duration: ConfigDuration,
+    pub renew_deadline: ConfigDuration,
+    pub retry_period: ConfigDuration,
+}
+
+impl LeaderElectionSettings {
+    pub fn is_unset(&self) -> bool {
+        *self == LeaderElectionSettings::default()
+    }
+
+    /// The timers in force (Kubernetes' defaults: 15s, 10s, 2s).
+    pub fn resolved(&self) -> LeaderElection {
+        let secs = |s| ConfigDuration(std::time::Duration::from_secs(s));
+        LeaderElection {
+            lease_duration: self.lease_duration.unwrap_or(secs(15)),
+            renew_deadline: self.renew_deadline.unwrap_or(secs(10)),
+            retry_period: self.retry_period.unwrap_or(secs(2)),
+        }
+    }
 }
 
 impl Default for Kubernetes {
@@ -482,6 +531,7 @@ impl Default for Kubernetes {
             pod_cidr: IpNet::V4(ipnet::Ipv4Net::new_assert(Ipv4Addr::new(10, 244, 0, 0), 16)),
             service_cidr: IpNet::V4(ipnet::Ipv4Net::new_assert(Ipv4Addr::new(10, 96, 0, 0), 12)),
             cni: Cni::Cilium,
+            leader_election: LeaderElectionSettings::default(),
         }
     }
 }

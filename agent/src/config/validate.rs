@@ -481,6 +481,25 @@ fn kubernetes(c: &mut Checks<'_>, cfg: &Config) {
             format!("`{s}` is too large: kube-apiserver allows at most a /12 for IPv4 services"),
         );
     }
+    let le = k.leader_election.resolved();
+    if le.renew_deadline >= le.lease_duration {
+        c.err(
+            "kubernetes.leaderElection.renewDeadline",
+            format!(
+                "{} must be shorter than leaseDuration {}",
+                le.renew_deadline, le.lease_duration
+            ),
+        );
+    }
+    if le.renew_deadline.0.as_secs_f64() <= 1.2 * le.retry_period.0.as_secs_f64() {
+        c.err(
+            "kubernetes.leaderElection.retryPeriod",
+            format!(
+                "{} is too long for renewDeadline {}: the deadline must exceed 1.2 retry periods",
+                le.retry_period, le.renew_deadline
+            ),
+        );
+    }
     if let IpNet::V4(p) = k.pod_cidr
         && p.prefix_len() > 24
     {

@@ -13,6 +13,7 @@ use ipnet::IpNet;
 use super::certs::FRONT_PROXY_CLIENT;
 use super::paths::KubePaths;
 use super::version::KubeVersion;
+use crate::config::LeaderElection;
 
 /// What the control plane of this node is started with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +31,8 @@ pub struct ControlPlaneSpec {
     pub pod_cidr: IpNet,
     pub cluster_domain: String,
     pub paths: KubePaths,
+    /// Of the controller manager and the scheduler.
+    pub leader_election: LeaderElection,
 }
 
 fn flag(name: &str, value: impl std::fmt::Display) -> String {
@@ -105,7 +108,7 @@ pub fn controller_manager(s: &ControlPlaneSpec) -> Vec<String> {
     let p = &s.paths;
     let conf = path(p.controller_manager_conf());
     let (ca, ca_key) = p.ca();
-    vec![
+    let mut args = vec![
         // Node IPAM: each Node gets a podCIDR from the pod network (the
         // bridge CNI and the agent's routes use it).
         flag("allocate-node-cidrs", true),
@@ -122,31 +125,47 @@ pub fn controller_manager(s: &ControlPlaneSpec) -> Vec<String> {
         // bootstrap and cluster-info's signatures need them.
         flag("controllers", "*,bootstrapsigner,tokencleaner"),
         flag("kubeconfig", &conf),
-        flag("leader-elect", true),
+    ];
+    args.extend(leader_election(&s.leader_election));
+    args.extend([
         flag("profiling", false),
         flag("requestheader-client-ca-file", path(p.front_proxy_ca().0)),
         flag("root-ca-file", path(ca)),
         flag("service-account-private-key-file", path(p.sa_key())),
         flag("service-cluster-ip-range", s.service_cidr),
         flag("use-service-account-credentials", true),
+    ]);
+    args
+}
+
+/// `--leader-elect` and its timers.
+fn leader_election(le: &LeaderElection) -> [String; 4] {
+    [
+        flag("leader-elect", true),
+        flag("leader-elect-lease-duration", le.lease_duration),
+        flag("leader-elect-renew-deadline", le.renew_deadline),
+        flag("leader-elect-retry-period", le.retry_period),
     ]
 }
 
 pub fn scheduler(s: &ControlPlaneSpec) -> Vec<String> {
     let conf = path(s.paths.scheduler_conf());
-    vec![
+    let mut args = vec![
         flag("authentication-kubeconfig", &conf),
         flag("authorization-kubeconfig", &conf),
         flag("bind-address", "127.0.0.1"),
         flag("kubeconfig", &conf),
-        flag("leader-elect", true),
-        flag("profiling", false),
-    ]
+    ];
+    args.extend(leader_election(&s.leader_election));
+    args.push(flag("profiling", false));
+    args
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{ConfigDuration, LeaderElectionSettings};
+    use std::time::Duration;
 
     fn spec() -> ControlPlaneSpec {
         ControlPlaneSpec {
@@ -159,6 +178,7 @@ mod tests {
             pod_cidr: "10.244.0.0/16".parse().expect("cidr"),
             cluster_domain: "cluster.local".into(),
             paths: KubePaths::new("/etc/kubernetes"),
+            leader_election: LeaderElectionSettings::default().resolved(),
         }
     }
 
@@ -219,5 +239,26 @@ mod tests {
             Some("/etc/kubernetes/scheduler.conf")
         );
         assert_eq!(value(&s, "leader-elect"), Some("true"));
+    }
+
+    #[test]
+    fn both_controllers_get_the_configured_leader_election_timers() {
+        let mut slow = spec();
+        slow.leader_election = LeaderElectionSettings {
+            lease_duration: Some(ConfigDuration(Duration::from_secs(60))),
+            renew_deadline: Some(ConfigDuration(Duration::from_secs(40))),
+            retry_period: Some(ConfigDuration(Duration::from_millis(5500))),
+        }
+        .resolved();
+        for args in [controller_manager(&slow), scheduler(&slow)] {
+            assert_eq!(value(&args, "leader-elect-lease-duration"), Some("60s"));
+            assert_eq!(value(&args, "leader-elect-renew-deadline"), Some("40s"));
+            assert_eq!(value(&args, "leader-elect-retry-period"), Some("5500ms"));
+        }
+        // Unset: Kubernetes' own defaults, written out.
+        let c = controller_manager(&spec());
+        assert_eq!(value(&c, "leader-elect-lease-duration"), Some("15s"));
+        assert_eq!(value(&c, "leader-elect-renew-deadline"), Some("10s"));
+        assert_eq!(value(&c, "leader-elect-retry-period"), Some("2s"));
     }
 }

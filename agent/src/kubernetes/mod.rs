@@ -347,6 +347,7 @@ pub fn prepare(i: KubeInputs<'_>) -> Result<KubePhase, SetupError> {
         pod_cidr: c.kubernetes.pod_cidr,
         cluster_domain: CLUSTER_DOMAIN.into(),
         paths: i.opts.paths.clone(),
+        leader_election: c.kubernetes.leader_election.resolved(),
     };
     // The objects lock goes to the local member when etcd is stacked: the
     // discovered peers include workers, which run no etcd, and a balanced

@@ -267,7 +267,7 @@ fn cluster_yaml(lab: &LabState) -> String {
          topology:\n  controlPlane:\n    count: {cp}\n    schedulable: {schedulable}\n{etcd}\
          {discovery}\
          apiEndpoint:\n  vip: {vip}\n  mode: arp\n{api}\
-         kubernetes:\n  cni: bridge\n",
+         kubernetes:\n  cni: bridge\n{k8s}",
         name = lab.name,
         secret = lab.secret,
         cp = lab.control_plane,
@@ -275,6 +275,7 @@ fn cluster_yaml(lab: &LabState) -> String {
         etcd = timing.map_or(String::new(), |t| indent(t.etcd, "  ")),
         vip = lab.vip(),
         api = timing.map_or(String::new(), |t| indent(t.api_endpoint, "  ")),
+        k8s = timing.map_or(String::new(), |t| indent(t.kubernetes, "  ")),
     )
 }
 
@@ -284,6 +285,7 @@ fn cluster_yaml(lab: &LabState) -> String {
 pub struct LabTiming {
     pub api_endpoint: &'static str,
     pub etcd: &'static str,
+    pub kubernetes: &'static str,
 }
 
 /// Timers for VMs under TCG, where a vCPU runs about 8x slower than the
@@ -297,7 +299,9 @@ pub struct LabTiming {
 /// beside a CPU hog, renewals took 1.3-1.8 s and each etcd leadership move
 /// stalled them for several seconds: with 6 s of hold and shedding on, the
 /// VIP changed hands 9 times in the first 10 minutes. So the holder keeps
-/// etcd leadership there and holds for 8 s.
+/// etcd leadership there and holds for 8 s. The controller manager and
+/// scheduler get leases of 60 s: one write can take several seconds
+/// there, and a leader that misses its 10 s renew deadline exits.
 pub const TCG_TIMING: LabTiming = LabTiming {
     api_endpoint: "\
 timing:
@@ -315,6 +319,12 @@ etcd:
   timing:
     heartbeat: 250ms
     electionTimeout: 2500ms
+",
+    kubernetes: "\
+leaderElection:
+  leaseDuration: 60s
+  renewDeadline: 40s
+  retryPeriod: 5s
 ",
 };
 

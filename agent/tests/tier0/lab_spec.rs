@@ -47,6 +47,7 @@ fn every_lab_user_data_is_a_valid_config() {
                     assert_eq!(timing, Timing::default(), "KVM keeps the defaults");
                     assert_eq!((heartbeat, election), (100, 1000));
                     assert_eq!(config.api_endpoint.shed_etcd_leadership, None);
+                    assert!(config.kubernetes.leader_election.is_unset());
                 }
                 Accel::Tcg => {
                     assert_eq!(timing.hold_for.as_millis(), 8000, "{text}");
@@ -54,6 +55,8 @@ fn every_lab_user_data_is_a_valid_config() {
                     assert_eq!((heartbeat, election), (250, 2500));
                     // Leadership moves stall a TCG etcd for seconds.
                     assert_eq!(config.api_endpoint.shed_etcd_leadership, Some(false));
+                    let le = config.kubernetes.leader_election.resolved();
+                    assert_eq!(le.renew_deadline.0.as_secs(), 40);
                 }
             }
         }
