@@ -42,11 +42,14 @@ finish() {
     if [ "$rc" != 0 ] && [ -d "$root/$name" ]; then
         logs=$PWD/build/demo-logs/$name-$(date -u +%Y%m%dT%H%M%SZ)
         mkdir -p "$logs"
-        "${lab[@]}" status >"$logs/status.txt" 2>&1 || true
+        # The consoles first: they are the evidence, and status may hang.
         for dir in "$root/$name"/node-*; do
-            [ -f "$dir/serial.log" ] && cp "$dir/serial.log" "$logs/$(basename "$dir").serial.log"
+            if [ -f "$dir/serial.log" ]; then
+                cp "$dir/serial.log" "$logs/$(basename "$dir").serial.log" || true
+            fi
         done
         cp "$root/$name"/cloud.log "$root/$name"/dnsmasq.log "$logs/" 2>/dev/null || true
+        timeout 60 "${lab[@]}" status >"$logs/status.txt" 2>&1 || true
         echo "demo: FAILED (exit $rc); the VMs' consoles and the lab's status are in $logs" >&2
     fi
     if [ "${KEEP:-0}" != 1 ]; then

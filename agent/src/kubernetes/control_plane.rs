@@ -399,9 +399,9 @@ impl ControlPlane {
         Ok(())
     }
 
-    /// Whether the local apiserver has been ready since the agent started.
-    pub fn seen_ready(&self) -> bool {
-        self.seen_ready
+    /// Whether this node's kubelet may start: see [`kubelet_may_start`].
+    pub fn kubelet_may_start(&self) -> bool {
+        kubelet_may_start(self.seen_ready, self.applied.is_some())
     }
 
     async fn ensure_services(&self) -> Result<(), String> {
@@ -468,6 +468,16 @@ impl ControlPlane {
     }
 }
 
+/// A control-plane node's kubelet starts once the local apiserver has been
+/// ready (it talks to it, and must not compete with its start for the
+/// CPU) and this node has applied the cluster objects: before the
+/// bootstrap token exists its TLS bootstrap is refused and the kubelet
+/// exits, and on a starved TCG VM each of those restarts cost tens of
+/// seconds of CPU. Pure.
+pub fn kubelet_may_start(apiserver_seen_ready: bool, objects_applied: bool) -> bool {
+    apiserver_seen_ready && objects_applied
+}
+
 async fn apply_all(client: &kube::Client, o: &objects::ClusterObjects) -> Result<(), ClientError> {
     for x in &o.secrets {
         client::apply_namespaced(client, x).await?;
@@ -490,6 +500,14 @@ async fn apply_all(client: &kube::Client, o: &objects::ClusterObjects) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_kubelet_waits_for_the_apiserver_and_the_bootstrap_token() {
+        assert!(!kubelet_may_start(false, false));
+        assert!(!kubelet_may_start(true, false));
+        assert!(!kubelet_may_start(false, true));
+        assert!(kubelet_may_start(true, true));
+    }
 
     #[test]
     fn the_controllers_wait_for_a_ready_apiserver() {

@@ -329,7 +329,7 @@ fn kubernetes_cell(s: &Status) -> String {
         parts.push(if k.apiserver_ready {
             "api ok"
         } else {
-            "api starting"
+            "api not ready"
         });
     }
     parts.push(match &k.node {
