@@ -34,11 +34,14 @@ pub const OBJECTS_LOCK: &str = "muster/kubernetes-objects";
 const FILES_EVERY: Duration = Duration::from_secs(600);
 /// The `/readyz` probe of a round: a slower answer counts as not ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
-/// Other API calls (writes of the cluster objects, approvals, lookups). A
+/// Other API calls, chiefly the writes of the cluster objects. A
 /// starting apiserver on a loaded machine takes seconds per write (3-VM
 /// TCG labs: 2-8 s); a shorter limit made every agent give up and retry,
 /// and the kubelets waited minutes for their bootstrap token.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+/// What a round spends looking after the Nodes (labels, approvals,
+/// deleting the Nodes of gone machines); the rest waits for the next one.
+const ROUND_TIMEOUT: Duration = Duration::from_secs(5);
 /// etcd calls of the objects lock, for the same reason.
 const LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 /// The supervised services.
@@ -211,15 +214,26 @@ impl ControlPlane {
             }
         }
         status.objects = self.applied.clone();
-        if let Err(e) = self.look_after_nodes(&client, group).await {
-            debug!("kubernetes nodes: {e}");
+        // The round's own calls are bounded tighter than the client's
+        // limit: the node part (kubelet, kube-proxy, routes) runs after
+        // this round, and must not wait behind a slow apiserver.
+        match tokio::time::timeout(ROUND_TIMEOUT, self.look_after_nodes(&client, group)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => debug!("kubernetes nodes: {e}"),
+            Err(_) => debug!("kubernetes nodes: no answer within {ROUND_TIMEOUT:?}"),
         }
-        status.controller_manager_leader = client::lease_holder(&client, "kube-controller-manager")
-            .await
-            .unwrap_or(None);
-        status.scheduler_leader = client::lease_holder(&client, "kube-scheduler")
-            .await
-            .unwrap_or(None);
+        let leader = |lease: &'static str| {
+            let client = client.clone();
+            async move {
+                tokio::time::timeout(READY_TIMEOUT, client::lease_holder(&client, lease))
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .flatten()
+            }
+        };
+        (status.controller_manager_leader, status.scheduler_leader) =
+            tokio::join!(leader("kube-controller-manager"), leader("kube-scheduler"));
     }
 
     /// What only a control-plane node can do for the nodes: mark itself as
@@ -399,9 +413,11 @@ impl ControlPlane {
         Ok(())
     }
 
-    /// Whether this node's kubelet may start: see [`kubelet_may_start`].
-    pub fn kubelet_may_start(&self) -> bool {
-        kubelet_may_start(self.seen_ready, self.applied.is_some())
+    /// Whether the local apiserver has been ready since the agent started:
+    /// this node's kubelet starts then (it talks to that apiserver, and
+    /// must not compete with its start for the CPU).
+    pub fn seen_ready(&self) -> bool {
+        self.seen_ready
     }
 
     async fn ensure_services(&self) -> Result<(), String> {
@@ -468,16 +484,6 @@ impl ControlPlane {
     }
 }
 
-/// A control-plane node's kubelet starts once the local apiserver has been
-/// ready (it talks to it, and must not compete with its start for the
-/// CPU) and this node has applied the cluster objects: before the
-/// bootstrap token exists its TLS bootstrap is refused and the kubelet
-/// exits, and on a starved TCG VM each of those restarts cost tens of
-/// seconds of CPU. Pure.
-pub fn kubelet_may_start(apiserver_seen_ready: bool, objects_applied: bool) -> bool {
-    apiserver_seen_ready && objects_applied
-}
-
 async fn apply_all(client: &kube::Client, o: &objects::ClusterObjects) -> Result<(), ClientError> {
     for x in &o.secrets {
         client::apply_namespaced(client, x).await?;
@@ -500,14 +506,6 @@ async fn apply_all(client: &kube::Client, o: &objects::ClusterObjects) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_kubelet_waits_for_the_apiserver_and_the_bootstrap_token() {
-        assert!(!kubelet_may_start(false, false));
-        assert!(!kubelet_may_start(true, false));
-        assert!(!kubelet_may_start(false, true));
-        assert!(kubelet_may_start(true, true));
-    }
 
     #[test]
     fn the_controllers_wait_for_a_ready_apiserver() {

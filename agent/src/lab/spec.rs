@@ -300,8 +300,10 @@ pub struct LabTiming {
 /// stalled them for several seconds: with 6 s of hold and shedding on, the
 /// VIP changed hands 9 times in the first 10 minutes. So the holder keeps
 /// etcd leadership there and holds for 8 s. The controller manager and
-/// scheduler get leases of 60 s: one write can take several seconds
-/// there, and a leader that misses its 10 s renew deadline exits.
+/// scheduler get 20 s to renew their leases (30 s leases): one write can
+/// take several seconds there, and a leader that misses its deadline
+/// exits. Longer leases cost their length after a leader's machine dies
+/// or every machine restarts (60 s ones slowed the tier-2 power cycle).
 pub const TCG_TIMING: LabTiming = LabTiming {
     api_endpoint: "\
 timing:
@@ -322,9 +324,9 @@ etcd:
 ",
     kubernetes: "\
 leaderElection:
-  leaseDuration: 60s
-  renewDeadline: 40s
-  retryPeriod: 5s
+  leaseDuration: 30s
+  renewDeadline: 20s
+  retryPeriod: 4s
 ",
 };
 

@@ -56,7 +56,7 @@ fn every_lab_user_data_is_a_valid_config() {
                     // Leadership moves stall a TCG etcd for seconds.
                     assert_eq!(config.api_endpoint.shed_etcd_leadership, Some(false));
                     let le = config.kubernetes.leader_election.resolved();
-                    assert_eq!(le.renew_deadline.0.as_secs(), 40);
+                    assert_eq!(le.renew_deadline.0.as_secs(), 20);
                 }
             }
         }
