@@ -32,18 +32,19 @@ use crate::state::KubernetesStatus;
 pub const OBJECTS_LOCK: &str = "muster/kubernetes-objects";
 /// Files (certificates near expiry, tampered keys) are checked this often.
 const FILES_EVERY: Duration = Duration::from_secs(600);
-/// The `/readyz` probe of a round: a slower answer counts as not ready.
+/// A round's quick probes, `/readyz` and the leader lookups: a slower
+/// answer counts as none (not ready, leader unknown).
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
 /// Other API calls, chiefly the writes of the cluster objects. A
 /// starting apiserver on a loaded machine takes seconds per write (3-VM
 /// TCG labs: 2-8 s); a shorter limit made every agent give up and retry,
 /// and the kubelets waited minutes for their bootstrap token.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+/// etcd calls of the objects lock, for the same reason.
+const LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 /// What a round spends looking after the Nodes (labels, approvals,
 /// deleting the Nodes of gone machines); the rest waits for the next one.
 const ROUND_TIMEOUT: Duration = Duration::from_secs(5);
-/// etcd calls of the objects lock, for the same reason.
-const LOCK_TIMEOUT: Duration = Duration::from_secs(5);
 /// The supervised services.
 pub const APISERVER: &str = "muster-kube-apiserver";
 pub const CONTROLLER_MANAGER: &str = "muster-kube-controller-manager";
