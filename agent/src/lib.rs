@@ -11,6 +11,7 @@ pub mod cmdline;
 pub mod config;
 pub mod containerd;
 pub mod discovery;
+pub mod dns;
 pub mod etcd;
 pub mod formation;
 pub mod http;

@@ -593,6 +593,14 @@ pub struct Dns {
     /// Name of the API inside the zone (`api` → `api.<zone>`); a name ending
     /// in `.` is absolute.
     pub api_name: String,
+    /// Publish one A record per node, `<hostname>.<nodesSubdomain>.<zone>`
+    /// (e.g. `nodes`); absent: only the API name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nodes_subdomain: Option<String>,
+    /// TTL of the address records, seconds.
+    pub ttl: u32,
+    /// How often the published records are compared with the wanted ones.
+    pub interval: ConfigDuration,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rfc2136: Option<Rfc2136>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -609,6 +617,9 @@ impl Default for Dns {
             provider: DnsProvider::None,
             zone: None,
             api_name: "api".into(),
+            nodes_subdomain: None,
+            ttl: 60,
+            interval: ConfigDuration(std::time::Duration::from_secs(30)),
             rfc2136: None,
             route53: None,
             cloudflare: None,
@@ -625,6 +636,14 @@ impl Dns {
         }
         let zone = self.zone.as_deref()?.trim_end_matches('.');
         Some(format!("{}.{zone}", self.api_name))
+    }
+
+    /// The ExternalDNS owner id: `externalDns.ownerId`, else the cluster name.
+    pub fn owner_id<'a>(&'a self, cluster_name: &'a str) -> &'a str {
+        self.external_dns
+            .as_ref()
+            .and_then(|e| e.owner_id.as_deref())
+            .unwrap_or(cluster_name)
     }
 }
 

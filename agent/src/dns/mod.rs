@@ -1,0 +1,110 @@
+//! Boot phase 10: publish the API and node names in the cluster's zone,
+//! in ExternalDNS's ownership format, so that an ExternalDNS started later
+//! with the same owner id adopts them (docs/design/dns.md).
+//!
+//! - `records`: which names the cluster wants (pure render);
+//! - `plan`: what to change given what the zone holds (pure);
+//! - `registry`: ExternalDNS's TXT names and values (pure);
+//! - one module per provider: list the zone, apply a plan;
+//! - `phase`: the loop that runs it on the elected publisher.
+
+pub mod error;
+pub mod plan;
+pub mod records;
+pub mod registry;
+pub mod rfc2136;
+
+use tracing::info;
+
+use crate::config::{Dns, DnsProvider};
+pub use error::{DnsError, Fault};
+use plan::{Change, DnsPlan, Ownership, RecordSet, Scope, Wanted};
+
+/// A configured DNS provider. An enum, not a trait object: the set is
+/// closed and each arm's futures stay `Send` without boxing.
+pub enum Provider {
+    Rfc2136(rfc2136::Rfc2136Provider),
+}
+
+impl Provider {
+    /// `Ok(None)` when `dns.provider` is `none`.
+    pub fn from_config(dns: &Dns) -> Result<Option<Provider>, DnsError> {
+        Ok(match dns.provider {
+            DnsProvider::None => None,
+            DnsProvider::Rfc2136 => {
+                let cfg = dns.rfc2136.as_ref().ok_or_else(|| {
+                    DnsError::config(
+                        "rfc2136",
+                        "dns.rfc2136",
+                        "provider `rfc2136` needs `dns.rfc2136`",
+                    )
+                })?;
+                Some(Provider::Rfc2136(rfc2136::Rfc2136Provider::new(cfg)?))
+            }
+            other => {
+                return Err(DnsError::config(
+                    other.as_str(),
+                    "dns.provider",
+                    format!("provider `{}` is not built yet", other.as_str()),
+                ));
+            }
+        })
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Provider::Rfc2136(_) => "rfc2136",
+        }
+    }
+
+    /// The TTL ExternalDNS writes (and deletes by) for ownership records.
+    pub fn txt_ttl(&self) -> u32 {
+        300
+    }
+
+    pub async fn list(&self, zone: &str) -> Result<Vec<RecordSet>, DnsError> {
+        match self {
+            Provider::Rfc2136(p) => p.list(zone).await,
+        }
+    }
+
+    pub async fn apply(&self, zone: &str, changes: &[Change]) -> Result<(), DnsError> {
+        match self {
+            Provider::Rfc2136(p) => p.apply(zone, changes).await,
+        }
+    }
+}
+
+/// One reconcile: list the zone, plan, apply. Returns the plan that was
+/// applied (its conflicts were left alone).
+pub async fn reconcile(
+    provider: &Provider,
+    zone: &str,
+    wanted: &[Wanted],
+    owner: &str,
+    scope: &Scope,
+) -> Result<DnsPlan, DnsError> {
+    let observed = provider.list(zone).await?;
+    let own = Ownership {
+        owner,
+        txt_ttl: provider.txt_ttl(),
+    };
+    let plan = plan::plan(wanted, &observed, &own, scope);
+    if !plan.changes.is_empty() {
+        info!(
+            provider = provider.name(),
+            changes = ?plan.changes.iter().map(describe).collect::<Vec<_>>(),
+            "dns: applying"
+        );
+        provider.apply(zone, &plan.changes).await?;
+    }
+    Ok(plan)
+}
+
+fn describe(c: &Change) -> String {
+    match c {
+        Change::Put { old: None, new } => format!("create {} {}", new.kind.as_str(), new.name),
+        Change::Put { new, .. } => format!("update {} {}", new.kind.as_str(), new.name),
+        Change::Delete(old) => format!("delete {} {}", old.kind.as_str(), old.name),
+    }
+}
