@@ -32,6 +32,8 @@ want dnsmasq-base             # muster lab: DHCP on the lab bridge (no service)
 want fdisk                    # image artefacts and tier 2: sfdisk
 want cpio                     # image artefacts: the PXE root image
 want_for_tests python3-venv   # tier 1: moto (AWS API emulator) in a venv
+want_for_tests bind9          # tier 1: the real DNS server for dns.provider rfc2136 (named)
+want_for_tests bind9-dnsutils # tier 1: dig and nsupdate, to check and seed its zone
 want_for_tests bird2          # tier 1: the real BGP router for apiEndpoint.mode bgp
 want_for_tests packer         # `packer validate` of image/packer (Debian's 1.6.6)
 want_for_tests runc           # tier 1: containerd runs the shipped sandbox image

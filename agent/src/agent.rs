@@ -2,8 +2,9 @@
 //!
 //! identify → configure → (plan logged) → pki → discover / assign roles /
 //! etcd → API VIP → Kubernetes (control plane, kubelet, kube-proxy, the
-//! `bridge` pod network), then the steady-state loop. DNS publishing and
-//! the Cilium/Istio mesh are not built yet; the plan says so. Nothing is
+//! `bridge` pod network), DNS names (rfc2136), then the steady-state loop.
+//! The Cilium/Istio mesh and the other DNS providers are not built yet;
+//! the plan says so. Nothing is
 //! written to the state directory before the merged config is valid (S6).
 
 use std::net::{IpAddr, SocketAddr};
@@ -328,6 +329,18 @@ async fn pipeline(args: &AgentArgs, board: &StatusBoard) -> Result<(), AgentErro
         );
         tokio::spawn(phase.instrument(info_span!("kubernetes")));
     }
+    let dns_task = crate::dns::phase::start(
+        &config,
+        crate::dns::phase::DnsInputs {
+            hostname: hostname.to_ascii_lowercase(),
+            ip: IpAddr::V4(ip),
+            etcd: vip::EtcdAccess::mtls(Vec::new(), &node_pki).map_err(VipError::from)?,
+            roles: runner.roles(),
+            views: runner.views(),
+            board: board.clone(),
+        },
+        stopped(stop_rx.clone()),
+    );
     tokio::spawn(async move {
         shutdown_signal().await;
         let _ = stop_tx.send(true);
@@ -336,6 +349,10 @@ async fn pipeline(args: &AgentArgs, board: &StatusBoard) -> Result<(), AgentErro
         .run(stopped(stop_rx))
         .instrument(info_span!("etcd"))
         .await;
+    if let Some(task) = dns_task {
+        // Waits for this node's own record to be removed (bounded).
+        let _ = task.await;
+    }
     if let Some(task) = vip_task {
         // Waits for the address to be removed and the lease revoked.
         match task.handle.await {
@@ -604,6 +621,19 @@ pub fn render_status_text(status: &Status, now_unix: u64) -> String {
                     .map(|m| format!("; {m}"))
                     .unwrap_or_default(),
             ));
+        }
+    }
+    if let Some(dns) = &status.dns {
+        out.push_str(&format!("dns:         {} ({})", dns.state, dns.provider));
+        if let Some(m) = &dns.message {
+            out.push_str(&format!(": {m}"));
+        }
+        if !dns.records.is_empty() {
+            out.push_str(&format!("; {} record(s)", dns.records.len()));
+        }
+        out.push('\n');
+        for c in &dns.conflicts {
+            out.push_str(&format!("  conflict: {c}\n"));
         }
     }
     if let Some(image) = &status.image {

@@ -147,15 +147,27 @@ impl Plan {
             network_built = false;
         }
         step(Phase::Network, network_built, network);
-        let dns = match &config.dns.zone {
-            Some(zone) => format!(
-                "publish {}.{zone} via {:?}",
-                config.dns.api_name, config.dns.provider
-            )
-            .to_lowercase(),
+        let names = crate::dns::records::Names::from_config(&config.dns, &config.cluster.name);
+        let dns = match &names {
+            Some(n) => {
+                let nodes = n
+                    .nodes
+                    .as_ref()
+                    .map(|d| format!(" and <node>.{d}"))
+                    .unwrap_or_default();
+                format!(
+                    "publish {}{nodes} via {} (ExternalDNS owner `{}`)",
+                    n.api,
+                    config.dns.provider.as_str(),
+                    n.owner
+                )
+            }
             None => "no DNS provider".into(),
         };
-        step(Phase::Dns, false, dns);
+        // Built: rfc2136; the other providers are refused at run time.
+        let dns_built =
+            names.is_some() && config.dns.provider == crate::config::DnsProvider::Rfc2136;
+        step(Phase::Dns, dns_built, dns);
         Plan { steps }
     }
 

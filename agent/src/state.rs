@@ -98,6 +98,9 @@ pub struct Status {
     /// Kubernetes on this node, once its phase runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubernetes: Option<KubernetesStatus>,
+    /// DNS publishing (boot phase 10), when `dns.provider` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<DnsStatus>,
     /// What the node image is (read once at start).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<ImageFacts>,
@@ -118,6 +121,29 @@ pub struct EtcdStatus {
     pub member_id: String,
     pub leader_id: String,
     pub members: Vec<MemberStatus>,
+}
+
+/// The DNS part of `muster status`: this node's view of the publishing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsStatus {
+    pub provider: String,
+    /// `publishing` (this node writes the zone), `standby` (another node
+    /// does), `failing` (the last attempt failed: see `message`).
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The address of the node that publishes, as last seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publisher: Option<String>,
+    /// The names this node last published (publisher only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub records: Vec<String>,
+    /// Wanted names left alone because someone else owns them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conflicts: Vec<String>,
+    /// Record changes written since the agent started.
+    #[serde(default)]
+    pub writes: u64,
 }
 
 /// The API VIP part of `muster status`: this node's view.
@@ -211,6 +237,7 @@ impl Status {
             etcd: None,
             vip: None,
             kubernetes: None,
+            dns: None,
             image: None,
             memory_mib: BTreeMap::new(),
             updated_at: 0,

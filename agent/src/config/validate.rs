@@ -556,6 +556,20 @@ fn dns(c: &mut Checks<'_>, cfg: &Config) {
     if !is_domain_name(d.api_name.trim_end_matches('.'), false) {
         c.err("dns.apiName", format!("`{}` is not a DNS name", d.api_name));
     }
+    if let Some(sub) = &d.nodes_subdomain
+        && !is_domain_name(sub.trim_end_matches('.'), false)
+    {
+        c.err("dns.nodesSubdomain", format!("`{sub}` is not a DNS name"));
+    }
+    if !(1..=86_400).contains(&d.ttl) {
+        c.err(
+            "dns.ttl",
+            format!("{} is not between 1 and 86400 seconds", d.ttl),
+        );
+    }
+    if d.interval.0 < std::time::Duration::from_secs(1) {
+        c.err("dns.interval", "must be at least 1s");
+    }
     let blocks = [
         (DnsProvider::Rfc2136, "rfc2136", d.rfc2136.is_some()),
         (DnsProvider::Route53, "route53", d.route53.is_some()),

@@ -8,7 +8,9 @@
 //! - one module per provider: list the zone, apply a plan;
 //! - `phase`: the loop that runs it on the elected publisher.
 
+pub mod coordination;
 pub mod error;
+pub mod phase;
 pub mod plan;
 pub mod records;
 pub mod registry;

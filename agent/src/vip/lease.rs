@@ -21,23 +21,23 @@ use crate::pki::{CertKind, NodePki};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LeaseError {
-    #[error("vip election on etcd at {endpoints}: {op}: {source}")]
+    #[error("etcd election at {endpoints}: {op}: {source}")]
     Rpc {
         endpoints: String,
         op: &'static str,
         source: etcd_client::Error,
     },
-    #[error("vip election on etcd at {endpoints}: {op}: no answer within {timeout:?}")]
+    #[error("etcd election at {endpoints}: {op}: no answer within {timeout:?}")]
     Timeout {
         endpoints: String,
         op: &'static str,
         timeout: Duration,
     },
-    #[error("vip election: no etcd endpoint configured")]
+    #[error("etcd election: no etcd endpoint configured")]
     NoEndpoints,
-    #[error("vip election: key {key} holds a value that is not UTF-8")]
+    #[error("etcd election: key {key} holds a value that is not UTF-8")]
     BadValue { key: String },
-    #[error("vip election: node pki in {dir}: cannot read the {what}")]
+    #[error("etcd election: node pki in {dir}: cannot read the {what}")]
     Pki { dir: String, what: &'static str },
 }
 
@@ -87,7 +87,7 @@ impl EtcdAccess {
         Ok(EtcdAccess { endpoints, tls })
     }
 
-    pub(super) fn options(&self, timeout: Duration) -> ConnectOptions {
+    pub(crate) fn options(&self, timeout: Duration) -> ConnectOptions {
         // require_leader: a member cut off from its cluster must fail our
         // calls at once instead of serving them from a stale view.
         let opts = ConnectOptions::new()
