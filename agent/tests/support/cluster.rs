@@ -84,6 +84,13 @@ impl Cluster {
         }
     }
 
+    /// Adds a section (YAML) to the shared config, for agents started later.
+    pub fn append_config(&self, yaml: &str) {
+        let mut text = std::fs::read_to_string(&self.config).expect("read config");
+        text.push_str(yaml);
+        std::fs::write(&self.config, text).expect("write config");
+    }
+
     /// Adds the next host (its address is the next static slot).
     pub fn add_host(&mut self) -> usize {
         self.add_host_with_facts(|host, i| {

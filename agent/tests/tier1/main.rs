@@ -10,6 +10,7 @@ mod agent_vip;
 mod aws_group;
 mod containerd;
 mod discovery_aws_moto;
+mod dns_agents;
 mod dns_rfc2136;
 mod etcd;
 mod kubernetes;
