@@ -332,6 +332,11 @@ async fn pipeline(args: &AgentArgs, board: &StatusBoard) -> Result<(), AgentErro
     let dns_task = crate::dns::phase::start(
         &config,
         crate::dns::phase::DnsInputs {
+            provider: crate::dns::ProviderContext {
+                region: facts.region.clone(),
+                imds: args.metadata.clone(),
+                cloud_endpoint: api_endpoint.clone(),
+            },
             hostname: hostname.to_ascii_lowercase(),
             ip: IpAddr::V4(ip),
             etcd: vip::EtcdAccess::mtls(Vec::new(), &node_pki).map_err(VipError::from)?,

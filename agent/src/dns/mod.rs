@@ -15,6 +15,7 @@ pub mod plan;
 pub mod records;
 pub mod registry;
 pub mod rfc2136;
+pub mod route53;
 
 use tracing::info;
 
@@ -22,15 +23,26 @@ use crate::config::{Dns, DnsProvider};
 pub use error::{DnsError, Fault};
 use plan::{Change, DnsPlan, Ownership, RecordSet, Scope, Wanted};
 
+/// What a provider may need from the machine: the AWS region and the
+/// metadata service (instance-role credentials), the API endpoint override.
+#[derive(Debug, Clone, Default)]
+pub struct ProviderContext {
+    pub region: Option<String>,
+    pub imds: crate::metadata::Options,
+    pub cloud_endpoint: Option<url::Url>,
+}
+
 /// A configured DNS provider. An enum, not a trait object: the set is
 /// closed and each arm's futures stay `Send` without boxing.
 pub enum Provider {
     Rfc2136(rfc2136::Rfc2136Provider),
+    Route53(route53::Route53Provider),
 }
 
 impl Provider {
-    /// `Ok(None)` when `dns.provider` is `none`.
-    pub fn from_config(dns: &Dns) -> Result<Option<Provider>, DnsError> {
+    /// `Ok(None)` when `dns.provider` is `none`. Async: Route 53 fetches
+    /// the instance role's credentials first.
+    pub async fn connect(dns: &Dns, ctx: &ProviderContext) -> Result<Option<Provider>, DnsError> {
         Ok(match dns.provider {
             DnsProvider::None => None,
             DnsProvider::Rfc2136 => {
@@ -42,6 +54,21 @@ impl Provider {
                     )
                 })?;
                 Some(Provider::Rfc2136(rfc2136::Rfc2136Provider::new(cfg)?))
+            }
+            DnsProvider::Route53 => {
+                let region = ctx.region.as_deref().unwrap_or("us-east-1");
+                let session = crate::cloud::aws::InstanceSession::new(
+                    region,
+                    ctx.cloud_endpoint.as_ref(),
+                    &ctx.imds,
+                    crate::cloud::aws::API_BACKOFF,
+                )
+                .await
+                .map_err(|e| DnsError::transient("route53", format!("credentials: {e}")))?;
+                let zone_id = dns.route53.as_ref().and_then(|r| r.hosted_zone_id.clone());
+                Some(Provider::Route53(route53::Route53Provider::new(
+                    session, zone_id,
+                )))
             }
             other => {
                 return Err(DnsError::config(
@@ -56,6 +83,7 @@ impl Provider {
     pub fn name(&self) -> &'static str {
         match self {
             Provider::Rfc2136(_) => "rfc2136",
+            Provider::Route53(_) => "route53",
         }
     }
 
@@ -67,12 +95,14 @@ impl Provider {
     pub async fn list(&self, zone: &str) -> Result<Vec<RecordSet>, DnsError> {
         match self {
             Provider::Rfc2136(p) => p.list(zone).await,
+            Provider::Route53(p) => p.list(zone).await,
         }
     }
 
     pub async fn apply(&self, zone: &str, changes: &[Change]) -> Result<(), DnsError> {
         match self {
             Provider::Rfc2136(p) => p.apply(zone, changes).await,
+            Provider::Route53(p) => p.apply(zone, changes).await,
         }
     }
 }

@@ -26,6 +26,7 @@ use crate::vip::lease::{EtcdAccess, LeaseError};
 const SHUTDOWN_BUDGET: Duration = Duration::from_secs(10);
 
 pub struct DnsInputs {
+    pub provider: super::ProviderContext,
     pub hostname: String,
     pub ip: IpAddr,
     /// TLS material for etcd; its endpoints follow the group.
@@ -43,24 +44,10 @@ pub fn start(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Option<tokio::task::JoinHandle<()>> {
     let names = Names::from_config(&config.dns, &config.cluster.name)?;
-    let provider = match Provider::from_config(&config.dns) {
-        Ok(p) => p?,
-        Err(e) => {
-            warn!("dns: {e}");
-            let _ = inputs.board.update(|s| {
-                s.dns = Some(DnsStatus {
-                    provider: config.dns.provider.as_str().into(),
-                    state: "failing".into(),
-                    message: Some(e.to_string()),
-                    ..DnsStatus::default()
-                })
-            });
-            return None;
-        }
-    };
     let phase = Phase {
         names,
-        provider,
+        dns: config.dns.clone(),
+        provider: None,
         vip: config.api_endpoint.vip.map(IpAddr::V4),
         interval: config.dns.interval.0,
         inputs,
@@ -78,7 +65,9 @@ pub fn start(
 
 struct Phase {
     names: Names,
-    provider: Provider,
+    dns: crate::config::Dns,
+    /// Made on the first tick that needs it (Route 53 fetches credentials).
+    provider: Option<Provider>,
     vip: Option<IpAddr>,
     interval: Duration,
     inputs: DnsInputs,
@@ -227,8 +216,14 @@ impl Phase {
         let targets = coordination::api_targets(self.vip, &entries, &group);
         let nodes = coordination::named_nodes(&entries, &group);
         let (wanted, scope) = records::render(&self.names, &targets, &nodes);
+        if self.provider.is_none() {
+            self.provider = Provider::connect(&self.dns, &self.inputs.provider).await?;
+        }
+        let Some(provider) = self.provider.as_ref() else {
+            return Ok(());
+        };
         let plan = reconcile(
-            &self.provider,
+            provider,
             &self.names.zone,
             &wanted,
             &self.names.owner,
@@ -253,7 +248,10 @@ impl Phase {
             }
             c.resign().await;
         }
-        let Some(own) = self.names.node_name(&self.inputs.hostname) else {
+        let (Some(own), Some(provider)) = (
+            self.names.node_name(&self.inputs.hostname),
+            self.provider.as_ref(),
+        ) else {
             return;
         };
         let scope = Scope {
@@ -261,13 +259,13 @@ impl Phase {
             subdomains: Vec::new(),
         };
         let removed = async {
-            let observed = self.provider.list(&self.names.zone).await?;
+            let observed = provider.list(&self.names.zone).await?;
             let ownership = Ownership {
                 owner: &self.names.owner,
-                txt_ttl: self.provider.txt_ttl(),
+                txt_ttl: provider.txt_ttl(),
             };
             let plan = plan::plan(&[], &observed, &ownership, &scope);
-            self.provider.apply(&self.names.zone, &plan.changes).await?;
+            provider.apply(&self.names.zone, &plan.changes).await?;
             Ok::<_, DnsError>(plan.changes.len())
         };
         match removed.await {

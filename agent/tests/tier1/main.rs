@@ -12,6 +12,7 @@ mod containerd;
 mod discovery_aws_moto;
 mod dns_agents;
 mod dns_rfc2136;
+mod dns_route53;
 mod etcd;
 mod kubernetes;
 mod netns_smoke;

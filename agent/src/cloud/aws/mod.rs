@@ -2,7 +2,7 @@
 //! (form-encoded `Action=…&Version=…`, XML answers), retries, typed errors.
 //! Every AWS call Muster makes goes through [`AwsClient::query`]: discovery
 //! (autoscaling, EC2), the VIP's secondary private IP (network interfaces);
-//! Route53 later. The full AWS SDK is deliberately not used (docs/machines.md: +18 min of
+//! and, through [`AwsClient::rest`], Route 53's REST API (DNS names). The full AWS SDK is deliberately not used (docs/machines.md: +18 min of
 //! build and +8 GB of RAM for two read-only calls).
 //!
 //! Response parsing is pure (`parse_*` in each service module) and tested on
@@ -15,7 +15,7 @@ mod error;
 pub mod network_interfaces;
 mod query;
 mod session;
-mod xml;
+pub(crate) mod xml;
 
 use std::sync::RwLock;
 use std::time::Duration;
@@ -38,6 +38,9 @@ pub struct Service {
     pub signing_name: &'static str,
     /// The API version every request names.
     pub api_version: &'static str,
+    /// A global service (Route 53) has one endpoint and signs for one
+    /// region, whatever the instance's.
+    pub signing_region: Option<&'static str>,
 }
 
 /// EC2 Auto Scaling.
@@ -45,6 +48,7 @@ pub const AUTOSCALING: Service = Service {
     endpoint_prefix: "autoscaling",
     signing_name: "autoscaling",
     api_version: "2011-01-01",
+    signing_region: None,
 };
 
 /// EC2 (instances, network interfaces, addresses).
@@ -52,6 +56,15 @@ pub const EC2: Service = Service {
     endpoint_prefix: "ec2",
     signing_name: "ec2",
     api_version: "2016-11-15",
+    signing_region: None,
+};
+
+/// Route 53: global, `https://route53.amazonaws.com/`, signed for us-east-1.
+pub const ROUTE53: Service = Service {
+    endpoint_prefix: "route53",
+    signing_name: "route53",
+    api_version: "2013-04-01",
+    signing_region: Some("us-east-1"),
 };
 
 /// Retry policy for AWS API calls: AWS's throttling wants patience, the
@@ -165,10 +178,13 @@ impl AwsClient {
         } else {
             "amazonaws.com"
         };
-        let text = format!(
-            "https://{}.{}.{domain}/",
-            service.endpoint_prefix, self.opts.region
-        );
+        let text = match service.signing_region {
+            Some(_) => format!("https://{}.{domain}/", service.endpoint_prefix),
+            None => format!(
+                "https://{}.{}.{domain}/",
+                service.endpoint_prefix, self.opts.region
+            ),
+        };
         // Cannot fail: the prefix is ours and the region was checked in `new`.
         Url::parse(&text).unwrap_or_else(|e| unreachable!("built-in endpoint {text}: {e}"))
     }

@@ -88,18 +88,62 @@ impl AwsClient {
         params: &[(String, String)],
     ) -> Result<String, AwsError> {
         let endpoint = self.endpoint(service);
+        let body = form_body(service, action, params);
+        let request = Request {
+            method: "POST",
+            url: endpoint,
+            content_type: Some(CONTENT_TYPE),
+            body,
+        };
+        self.call(service, action, &request).await
+    }
+
+    /// A REST call (Route 53): `method` on `path_and_query` below the
+    /// service's endpoint, with an XML `body` (empty for reads). `action`
+    /// names the call in errors and logs.
+    pub async fn rest(
+        &self,
+        service: &Service,
+        action: &str,
+        method: &'static str,
+        path_and_query: &str,
+        body: String,
+    ) -> Result<String, AwsError> {
+        let base = self.endpoint(service);
+        let url = base
+            .join(path_and_query.trim_start_matches('/'))
+            .map_err(|e| AwsError::Config {
+                what: format!("{base}{path_and_query}: {e}"),
+            })?;
+        let request = Request {
+            method,
+            url,
+            content_type: (!body.is_empty()).then_some("application/xml"),
+            body,
+        };
+        self.call(service, action, &request).await
+    }
+
+    /// Signs, sends and retries `request`; classifies the final failure.
+    async fn call(
+        &self,
+        service: &Service,
+        action: &str,
+        request: &Request,
+    ) -> Result<String, AwsError> {
+        let endpoint = &request.url;
         let span = tracing::debug_span!("aws", service = service.endpoint_prefix, action, endpoint = %endpoint);
         async {
-            let body = form_body(service, action, params);
-            let outcome = retry::retry(self.opts.backoff, Fault::is_transient, |attempt| {
-                let (endpoint, body) = (&endpoint, &body);
-                async move {
+            let outcome = retry::retry(
+                self.opts.backoff,
+                Fault::is_transient,
+                |attempt| async move {
                     if attempt > 0 {
                         tracing::debug!(attempt, "retrying");
                     }
-                    self.attempt(service, endpoint, body).await
-                }
-            })
+                    self.attempt(service, request).await
+                },
+            )
             .await;
             let gave_up = match outcome {
                 Ok(reply) => {
@@ -160,23 +204,26 @@ impl AwsClient {
         .await
     }
 
-    /// One signed POST. Signed afresh each time: the signature covers the time.
-    async fn attempt(&self, service: &Service, endpoint: &Url, body: &str) -> Result<Reply, Fault> {
+    /// One signed attempt. Signed afresh each time: the signature covers the time.
+    async fn attempt(&self, service: &Service, r: &Request) -> Result<Reply, Fault> {
         let credentials = self.credentials();
         let signed = sign_headers(
             &credentials,
-            &self.opts.region,
+            service.signing_region.unwrap_or(&self.opts.region),
             service.signing_name,
-            endpoint,
-            body,
+            r,
             SystemTime::now(),
         )
         .map_err(Fault::Signing)?;
+        let method = reqwest::Method::from_bytes(r.method.as_bytes())
+            .map_err(|e| Fault::Signing(format!("method {}: {e}", r.method)))?;
         let mut request = self
             .http
-            .post(endpoint.clone())
-            .header("content-type", CONTENT_TYPE)
-            .body(body.to_string());
+            .request(method, r.url.clone())
+            .body(r.body.clone());
+        if let Some(ct) = r.content_type {
+            request = request.header("content-type", ct);
+        }
         for (name, value) in signed {
             request = request.header(name, value);
         }
@@ -201,12 +248,19 @@ impl AwsClient {
 /// The SigV4 headers (`authorization`, `x-amz-date`, `x-amz-security-token`)
 /// for a form POST to `endpoint`. The host (with any non-default port) is
 /// taken from the URL, as reqwest will send it.
+/// One HTTP request to sign and send.
+pub(crate) struct Request {
+    pub method: &'static str,
+    pub url: Url,
+    pub content_type: Option<&'static str>,
+    pub body: String,
+}
+
 pub(crate) fn sign_headers(
     credentials: &super::Credentials,
     region: &str,
     signing_name: &str,
-    endpoint: &Url,
-    body: &str,
+    r: &Request,
     time: SystemTime,
 ) -> Result<Vec<(&'static str, String)>, String> {
     let identity = credentials.to_sdk().into();
@@ -219,12 +273,12 @@ pub(crate) fn sign_headers(
         .build()
         .map_err(|e| e.to_string())?
         .into();
-    let headers = [("content-type", CONTENT_TYPE)];
+    let headers = r.content_type.map(|ct| ("content-type", ct));
     let request = SignableRequest::new(
-        "POST",
-        endpoint.as_str(),
+        r.method,
+        r.url.as_str(),
         headers.into_iter(),
-        SignableBody::Bytes(body.as_bytes()),
+        SignableBody::Bytes(r.body.as_bytes()),
     )
     .map_err(|e| e.to_string())?;
     let (instructions, _signature) = sign(request, &params)
@@ -301,16 +355,14 @@ mod tests {
             "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
             Some("SESSION".into()),
         );
-        let url = Url::parse("http://127.0.0.1:5000/").expect("url");
-        let headers = sign_headers(
-            &creds,
-            "us-east-1",
-            EC2.signing_name,
-            &url,
-            "Action=DescribeInstances",
-            time,
-        )
-        .expect("signs");
+        let request = Request {
+            method: "POST",
+            url: Url::parse("http://127.0.0.1:5000/").expect("url"),
+            content_type: Some(CONTENT_TYPE),
+            body: "Action=DescribeInstances".into(),
+        };
+        let headers =
+            sign_headers(&creds, "us-east-1", EC2.signing_name, &request, time).expect("signs");
         let get = |n: &str| {
             headers
                 .iter()
