@@ -339,6 +339,9 @@ async fn pipeline(args: &AgentArgs, board: &StatusBoard) -> Result<(), AgentErro
             },
             hostname: hostname.to_ascii_lowercase(),
             ip: IpAddr::V4(ip),
+            kubeconfig: kube_version.map(|_| {
+                kubernetes::control_plane::ControlPlane::agent_kubeconfig(&args.kubernetes.paths)
+            }),
             etcd: vip::EtcdAccess::mtls(Vec::new(), &node_pki).map_err(VipError::from)?,
             roles: runner.roles(),
             views: runner.views(),
@@ -637,6 +640,9 @@ pub fn render_status_text(status: &Status, now_unix: u64) -> String {
             out.push_str(&format!("; {} record(s)", dns.records.len()));
         }
         out.push('\n');
+        if let Some(h) = &dns.handover {
+            out.push_str(&format!("  handover: {h}\n"));
+        }
         for c in &dns.conflicts {
             out.push_str(&format!("  conflict: {c}\n"));
         }

@@ -144,6 +144,10 @@ pub struct DnsStatus {
     /// Record changes written since the agent started.
     #[serde(default)]
     pub writes: u64,
+    /// The hand-over to ExternalDNS (DNSEndpoint objects), once the API
+    /// answers: `described`, `adopted by ExternalDNS`, or why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handover: Option<String>,
 }
 
 /// The API VIP part of `muster status`: this node's view.

@@ -10,6 +10,7 @@
 
 pub mod coordination;
 pub mod error;
+pub mod handover;
 pub mod phase;
 pub mod plan;
 pub mod records;

@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use tracing::{Instrument, info, info_span, warn};
 
 use super::coordination::{self, Coordinator, NodeEntry};
+use super::handover::{self, HandOver};
 use super::plan::{self, Ownership, Scope};
 use super::records::{self, Names};
 use super::{DnsError, Fault, Provider, reconcile};
@@ -29,6 +30,9 @@ pub struct DnsInputs {
     pub provider: super::ProviderContext,
     pub hostname: String,
     pub ip: IpAddr,
+    /// The agent's kubeconfig on a control-plane node when Kubernetes runs:
+    /// where the hand-over to ExternalDNS is written.
+    pub kubeconfig: Option<std::path::PathBuf>,
     /// TLS material for etcd; its endpoints follow the group.
     pub etcd: EtcdAccess,
     pub roles: watch::Receiver<Option<Role>>,
@@ -81,6 +85,13 @@ enum TickError {
     Etcd(#[from] LeaseError),
     #[error(transparent)]
     Dns(#[from] DnsError),
+}
+
+fn handover_text(h: &HandOver) -> &'static str {
+    match h {
+        HandOver::Described => "described as DNSEndpoints; no ExternalDNS has observed them yet",
+        HandOver::Adopted => "adopted by ExternalDNS",
+    }
 }
 
 /// The wait before the next tick after `failures` failures in a row.
@@ -200,12 +211,19 @@ impl Phase {
         let lease_ttl = (2 * self.interval.as_secs()).max(15) as i64;
         let coordinator = self.coordinator(&group).await?;
         coordinator.register(&hostname, &entry).await?;
-        if let Some(publisher) = coordinator.elect(lease_ttl).await? {
+        // Only control-plane nodes publish: they hold the agent's
+        // kubeconfig for the hand-over, and there are few of them.
+        let publisher = match role {
+            Role::ControlPlane => coordinator.elect(lease_ttl).await?,
+            _ => Some(String::new()),
+        };
+        if let Some(publisher) = publisher {
             self.status.state = "standby".into();
             self.status.message = None;
             self.status.publisher = Some(publisher).filter(|p| !p.is_empty());
             self.status.records.clear();
             self.status.conflicts.clear();
+            self.status.handover = None;
             return Ok(());
         }
         let entries = coordinator.entries().await?;
@@ -216,6 +234,15 @@ impl Phase {
         let targets = coordination::api_targets(self.vip, &entries, &group);
         let nodes = coordination::named_nodes(&entries, &group);
         let (wanted, scope) = records::render(&self.names, &targets, &nodes);
+        self.status.records = wanted.iter().map(|w| w.name.clone()).collect();
+        self.status.publisher = Some(self.inputs.ip.to_string());
+        if self.hand_over(&wanted).await == Some(HandOver::Adopted) {
+            self.status.state = "handed over".into();
+            self.status.message =
+                Some("ExternalDNS owns the zone; the agent keeps the DNSEndpoints current".into());
+            self.status.conflicts.clear();
+            return Ok(());
+        }
         if self.provider.is_none() {
             self.provider = Provider::connect(&self.dns, &self.inputs.provider).await?;
         }
@@ -232,11 +259,33 @@ impl Phase {
         .await?;
         self.status.state = "publishing".into();
         self.status.message = None;
-        self.status.publisher = Some(self.inputs.ip.to_string());
-        self.status.records = wanted.iter().map(|w| w.name.clone()).collect();
         self.status.conflicts = plan.conflicts.iter().map(|c| c.to_string()).collect();
         self.status.writes += plan.changes.len() as u64;
         Ok(())
+    }
+
+    /// Describes `wanted` as DNSEndpoint objects once this node's API
+    /// answers; `None` before that (or without Kubernetes). A failure is
+    /// reported, not fatal: the agent keeps writing DNS itself.
+    async fn hand_over(&mut self, wanted: &[super::plan::Wanted]) -> Option<HandOver> {
+        let kubeconfig = self.inputs.kubeconfig.as_ref().filter(|k| k.exists())?;
+        let mut known = vec![records::API_ENDPOINT_OBJECT];
+        if self.names.nodes.is_some() {
+            known.push(records::NODES_ENDPOINT_OBJECT);
+        }
+        match handover::describe(kubeconfig, wanted, &known).await {
+            Ok(h) => {
+                if self.status.handover.as_deref() != Some(handover_text(&h)) {
+                    info!("dns: hand-over: {}", handover_text(&h));
+                }
+                self.status.handover = Some(handover_text(&h).into());
+                Some(h)
+            }
+            Err(e) => {
+                self.status.handover = Some(format!("failing: {e}"));
+                None
+            }
+        }
     }
 
     /// Clean shutdown: unregister, stop publishing, and remove this node's

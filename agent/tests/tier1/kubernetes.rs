@@ -3,7 +3,8 @@
 //! reached through the ARP VIP with the admin kubeconfig the agents write.
 //!
 //! One scenario, in steps, because a control plane takes a while to start
-//! on two cores: the API through the VIP, from every node, one leader per
+//! on two cores: the API through the VIP, its DNS name handed over to
+//! ExternalDNS (tier1/dns_handover.rs), from every node, one leader per
 //! component; strangers refused; the VIP holder powered off; every agent
 //! restarted (nothing re-issued, nothing duplicated); a tampered
 //! service-account key repaired.
@@ -191,9 +192,15 @@ fn three_agents_run_kubernetes_behind_the_vip_and_heal_it() {
         )
     });
     c.kubernetes_bin = Some(kube_bin());
+    for _ in NODES {
+        c.add_host();
+    }
+    // A real BIND for the DNS phase, on the address after the three peers.
+    let ns = c.net.add_host("ns");
+    let bind = crate::support::bind::Bind::start(&ns, crate::dns_handover::ZONE);
+    c.append_config(&crate::dns_handover::config(ns.ip()));
     let started = Instant::now();
     for i in NODES {
-        c.add_host();
         c.start_agent(i);
     }
     let mut k = K8s { c };
@@ -211,6 +218,14 @@ fn three_agents_run_kubernetes_behind_the_vip_and_heal_it() {
     );
     let holders = k.c.vip_holders(vip, &NODES);
     assert_eq!(holders.len(), 1, "one VIP holder: {holders:?}");
+
+    // 1b. DNS: the API name and node names in BIND, described as
+    // DNSEndpoints, handed over (tier1/dns_handover.rs).
+    crate::dns_handover::check(&k.c, &k.admin_conf(0), &bind, &ns, vip, || k.diagnose());
+    println!(
+        "figures: DNS published and described as DNSEndpoints: {:.1} s after start",
+        started.elapsed().as_secs_f64()
+    );
 
     // 2. /api from every node, to every node's own apiserver too.
     for from in NODES {

@@ -11,6 +11,7 @@ mod aws_group;
 mod containerd;
 mod discovery_aws_moto;
 mod dns_agents;
+mod dns_handover;
 mod dns_rfc2136;
 mod dns_route53;
 mod etcd;
