@@ -20,6 +20,8 @@ pub const MAX_BODY: usize = 16 << 20;
 pub struct Reply {
     pub status: StatusCode,
     pub body: Vec<u8>,
+    /// `Retry-After` in seconds, when the server sent one (rate limits).
+    pub retry_after: Option<Duration>,
 }
 
 /// Why no answer came back.
@@ -62,6 +64,12 @@ pub async fn send(
     };
     let mut response = request.send().await.map_err(|e| transient(&e))?;
     let status = response.status();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
     let too_big = || TransportError {
         cause: format!("answer larger than {MAX_BODY} bytes"),
         transient: false,
@@ -79,7 +87,11 @@ pub async fn send(
         }
         body.extend_from_slice(&chunk);
     }
-    Ok(Reply { status, body })
+    Ok(Reply {
+        status,
+        body,
+        retry_after,
+    })
 }
 
 /// Text of a body for an error message: UTF-8 (lossy), whitespace folded,

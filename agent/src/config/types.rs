@@ -711,8 +711,13 @@ pub struct Route53 {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Cloudflare {
-    /// API token with Zone.DNS edit permission.
-    pub api_token: Secret,
+    /// API token with Zone:Read and DNS:Edit permissions; or
+    /// `apiTokenFile`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_token: Option<Secret>,
+    /// A file holding the token (a mounted secret), read at each start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_token_file: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]

@@ -620,10 +620,34 @@ fn dns(c: &mut Checks<'_>, cfg: &Config) {
             );
         }
     }
-    if let Some(cf) = &d.cloudflare
-        && cf.api_token.expose().trim().is_empty()
-    {
-        c.err("dns.cloudflare.apiToken", "must not be empty");
+    if let Some(cf) = &d.cloudflare {
+        match (&cf.api_token, &cf.api_token_file) {
+            (Some(t), None) if t.expose().trim().is_empty() => {
+                c.err("dns.cloudflare.apiToken", "must not be empty");
+            }
+            (None, Some(f)) if !f.starts_with('/') => {
+                c.err(
+                    "dns.cloudflare.apiTokenFile",
+                    format!("`{f}` is not an absolute path"),
+                );
+            }
+            (Some(_), Some(_)) => c.err(
+                "dns.cloudflare.apiTokenFile",
+                "set `apiToken` or `apiTokenFile`, not both",
+            ),
+            (None, None) => c.err("dns.cloudflare", "needs `apiToken` or `apiTokenFile`"),
+            _ => {}
+        }
+        // Cloudflare: 1 means automatic, else 60..86400 (30 on Enterprise).
+        if d.ttl != 1 && d.ttl < 30 {
+            c.err(
+                "dns.ttl",
+                format!(
+                    "{} is below Cloudflare's minimum (1 = automatic, or 30/60 and up)",
+                    d.ttl
+                ),
+            );
+        }
     }
     if let Some(owner) = d.external_dns.as_ref().and_then(|e| e.owner_id.as_ref())
         && owner.trim().is_empty()

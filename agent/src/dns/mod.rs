@@ -8,6 +8,7 @@
 //! - one module per provider: list the zone, apply a plan;
 //! - `phase`: the loop that runs it on the elected publisher.
 
+pub mod cloudflare;
 pub mod coordination;
 pub mod error;
 pub mod handover;
@@ -38,6 +39,7 @@ pub struct ProviderContext {
 pub enum Provider {
     Rfc2136(rfc2136::Rfc2136Provider),
     Route53(route53::Route53Provider),
+    Cloudflare(cloudflare::CloudflareProvider),
 }
 
 impl Provider {
@@ -71,12 +73,39 @@ impl Provider {
                     session, zone_id,
                 )))
             }
-            other => {
-                return Err(DnsError::config(
-                    other.as_str(),
-                    "dns.provider",
-                    format!("provider `{}` is not built yet", other.as_str()),
-                ));
+            DnsProvider::Cloudflare => {
+                let cfg = dns.cloudflare.as_ref().ok_or_else(|| {
+                    DnsError::config(
+                        "cloudflare",
+                        "dns.cloudflare",
+                        "provider `cloudflare` needs `dns.cloudflare`",
+                    )
+                })?;
+                let token = match (&cfg.api_token, &cfg.api_token_file) {
+                    (Some(t), _) => t.expose().to_string(),
+                    (None, Some(file)) => std::fs::read_to_string(file).map_err(|e| {
+                        DnsError::config(
+                            "cloudflare",
+                            "dns.cloudflare.apiTokenFile",
+                            format!("{file}: {e}"),
+                        )
+                    })?,
+                    (None, None) => {
+                        return Err(DnsError::config(
+                            "cloudflare",
+                            "dns.cloudflare",
+                            "needs `apiToken` or `apiTokenFile`",
+                        ));
+                    }
+                };
+                let base = std::env::var(cloudflare::ENDPOINT_ENV)
+                    .unwrap_or_else(|_| cloudflare::DEFAULT_API.into());
+                let base = url::Url::parse(&base).map_err(|e| {
+                    DnsError::config("cloudflare", "dns.cloudflare", format!("{base}: {e}"))
+                })?;
+                Some(Provider::Cloudflare(cloudflare::CloudflareProvider::new(
+                    token, base,
+                )?))
             }
         })
     }
@@ -85,18 +114,24 @@ impl Provider {
         match self {
             Provider::Rfc2136(_) => "rfc2136",
             Provider::Route53(_) => "route53",
+            Provider::Cloudflare(_) => "cloudflare",
         }
     }
 
     /// The TTL ExternalDNS writes (and deletes by) for ownership records.
     pub fn txt_ttl(&self) -> u32 {
-        300
+        match self {
+            // Cloudflare's "automatic", as ExternalDNS writes it.
+            Provider::Cloudflare(_) => 1,
+            _ => 300,
+        }
     }
 
     pub async fn list(&self, zone: &str) -> Result<Vec<RecordSet>, DnsError> {
         match self {
             Provider::Rfc2136(p) => p.list(zone).await,
             Provider::Route53(p) => p.list(zone).await,
+            Provider::Cloudflare(p) => p.list(zone).await,
         }
     }
 
@@ -104,6 +139,7 @@ impl Provider {
         match self {
             Provider::Rfc2136(p) => p.apply(zone, changes).await,
             Provider::Route53(p) => p.apply(zone, changes).await,
+            Provider::Cloudflare(p) => p.apply(zone, changes).await,
         }
     }
 }

@@ -33,6 +33,8 @@ pub struct Response {
     pub status: u16,
     pub content_type: &'static str,
     pub body: String,
+    /// Extra header lines, e.g. `("retry-after", "2")`.
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl Response {
@@ -41,6 +43,7 @@ impl Response {
             status,
             content_type,
             body: body.into(),
+            headers: Vec::new(),
         }
     }
     pub fn xml(body: impl Into<String>) -> Self {
@@ -116,8 +119,13 @@ async fn serve(
         seen.len() - 1
     };
     let response = handler(n, &request);
+    let extra: String = response
+        .headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
     let reply = format!(
-        "HTTP/1.1 {} X\r\ncontent-type: {}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{}",
+        "HTTP/1.1 {} X\r\ncontent-type: {}\r\ncontent-length: {}\r\nconnection: close\r\n{extra}\r\n{}",
         response.status,
         response.content_type,
         response.body.len(),

@@ -14,6 +14,7 @@ mod config_proptest;
 mod config_schema;
 mod discovery_aws_fake;
 mod discovery_gce_fake;
+mod dns_cloudflare;
 mod image_facts;
 mod lab_cloud;
 mod lab_spec;
