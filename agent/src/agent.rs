@@ -336,6 +336,7 @@ async fn pipeline(args: &AgentArgs, board: &StatusBoard) -> Result<(), AgentErro
                 region: facts.region.clone(),
                 imds: args.metadata.clone(),
                 cloud_endpoint: api_endpoint.clone(),
+                gce_metadata: None,
             },
             hostname: hostname.to_ascii_lowercase(),
             ip: IpAddr::V4(ip),

@@ -608,6 +608,8 @@ pub struct Dns {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cloudflare: Option<Cloudflare>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub google: Option<GoogleDns>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub external_dns: Option<ExternalDns>,
 }
 
@@ -623,6 +625,7 @@ impl Default for Dns {
             rfc2136: None,
             route53: None,
             cloudflare: None,
+            google: None,
             external_dns: None,
         }
     }
@@ -655,6 +658,7 @@ pub enum DnsProvider {
     Rfc2136,
     Route53,
     Cloudflare,
+    Google,
 }
 
 impl DnsProvider {
@@ -664,6 +668,7 @@ impl DnsProvider {
             DnsProvider::Rfc2136 => "rfc2136",
             DnsProvider::Route53 => "route53",
             DnsProvider::Cloudflare => "cloudflare",
+            DnsProvider::Google => "google",
         }
     }
 }
@@ -718,6 +723,18 @@ pub struct Cloudflare {
     /// A file holding the token (a mounted secret), read at each start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_token_file: Option<String>,
+}
+
+/// Google Cloud DNS, with the instance's service account (metadata token).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct GoogleDns {
+    /// Project of the managed zone; default: the instance's project.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+    /// Managed zone name; default: looked up by `dns.zone`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub managed_zone: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]

@@ -578,6 +578,7 @@ fn dns(c: &mut Checks<'_>, cfg: &Config) {
             "cloudflare",
             d.cloudflare.is_some(),
         ),
+        (DnsProvider::Google, "google", d.google.is_some()),
     ];
     for (provider, name, present) in blocks {
         if present && d.provider != provider {
@@ -590,8 +591,11 @@ fn dns(c: &mut Checks<'_>, cfg: &Config) {
                 ),
             );
         }
-        // Route 53 needs no block: the zone id can be looked up.
-        if !present && d.provider == provider && provider != DnsProvider::Route53 {
+        // Route 53 and Google need no block: the zone can be looked up.
+        if !present
+            && d.provider == provider
+            && !matches!(provider, DnsProvider::Route53 | DnsProvider::Google)
+        {
             c.err_at(
                 path("dns.provider"),
                 &[&format!("dns.{name}")],

@@ -11,6 +11,7 @@
 pub mod cloudflare;
 pub mod coordination;
 pub mod error;
+pub mod google;
 pub mod handover;
 pub mod phase;
 pub mod plan;
@@ -32,6 +33,8 @@ pub struct ProviderContext {
     pub region: Option<String>,
     pub imds: crate::metadata::Options,
     pub cloud_endpoint: Option<url::Url>,
+    /// The GCE metadata server's root when not the default (tests).
+    pub gce_metadata: Option<url::Url>,
 }
 
 /// A configured DNS provider. An enum, not a trait object: the set is
@@ -40,6 +43,7 @@ pub enum Provider {
     Rfc2136(rfc2136::Rfc2136Provider),
     Route53(route53::Route53Provider),
     Cloudflare(cloudflare::CloudflareProvider),
+    Google(google::GoogleProvider),
 }
 
 impl Provider {
@@ -107,6 +111,25 @@ impl Provider {
                     token, base,
                 )?))
             }
+            DnsProvider::Google => {
+                let cfg = dns.google.clone().unwrap_or_default();
+                let mut opts = crate::cloud::gce::GceOptions::default();
+                if let Some(base) = &ctx.gce_metadata {
+                    opts.metadata_base = base.clone();
+                }
+                let client = crate::cloud::gce::GceClient::new(opts)
+                    .map_err(|e| DnsError::config("google", "dns.google", e.to_string()))?;
+                let api = std::env::var(google::ENDPOINT_ENV)
+                    .unwrap_or_else(|_| google::DEFAULT_API.into());
+                let api = url::Url::parse(&api)
+                    .map_err(|e| DnsError::config("google", "dns.google", format!("{api}: {e}")))?;
+                Some(Provider::Google(google::GoogleProvider::new(
+                    client,
+                    api,
+                    cfg.project,
+                    cfg.managed_zone,
+                )))
+            }
         })
     }
 
@@ -115,6 +138,7 @@ impl Provider {
             Provider::Rfc2136(_) => "rfc2136",
             Provider::Route53(_) => "route53",
             Provider::Cloudflare(_) => "cloudflare",
+            Provider::Google(_) => "google",
         }
     }
 
@@ -132,6 +156,7 @@ impl Provider {
             Provider::Rfc2136(p) => p.list(zone).await,
             Provider::Route53(p) => p.list(zone).await,
             Provider::Cloudflare(p) => p.list(zone).await,
+            Provider::Google(p) => p.list(zone).await,
         }
     }
 
@@ -140,6 +165,7 @@ impl Provider {
             Provider::Rfc2136(p) => p.apply(zone, changes).await,
             Provider::Route53(p) => p.apply(zone, changes).await,
             Provider::Cloudflare(p) => p.apply(zone, changes).await,
+            Provider::Google(p) => p.apply(zone, changes).await,
         }
     }
 }

@@ -5,6 +5,7 @@
 pub mod bind;
 pub mod cluster;
 pub mod etcd_bin;
+pub mod fake_cloud_dns;
 pub mod fake_cloudflare;
 pub mod fake_http;
 pub mod fake_metadata;

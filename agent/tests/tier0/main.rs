@@ -15,6 +15,7 @@ mod config_schema;
 mod discovery_aws_fake;
 mod discovery_gce_fake;
 mod dns_cloudflare;
+mod dns_google;
 mod image_facts;
 mod lab_cloud;
 mod lab_spec;

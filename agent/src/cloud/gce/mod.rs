@@ -136,6 +136,17 @@ impl GceClient {
     /// Sends an authorised API request and returns the JSON text of a 2xx
     /// answer. `call` names the API method in logs and errors.
     pub async fn call(&self, method: Method, call: &str, url: &Url) -> Result<String, GceError> {
+        self.call_with_body(method, call, url, None).await
+    }
+
+    /// Like [`GceClient::call`], with a JSON body (Cloud DNS changes).
+    pub async fn call_with_body(
+        &self,
+        method: Method,
+        call: &str,
+        url: &Url,
+        body: Option<String>,
+    ) -> Result<String, GceError> {
         let span = tracing::debug_span!("gce", call, url = %url);
         async {
             let mut refreshed = false;
@@ -163,13 +174,18 @@ impl GceClient {
                 },
                 |_| {
                     let method = method.clone();
+                    let body = body.clone();
                     async move {
                         let token = self.token().await?;
                         let mut request = self
                             .http
                             .request(method.clone(), url.clone())
                             .header("authorization", token.bearer());
-                        if method == Method::POST {
+                        if let Some(body) = body {
+                            request = request
+                                .header("content-type", "application/json")
+                                .body(body);
+                        } else if method == Method::POST {
                             // listManagedInstances is a body-less POST and Google
                             // answers 411 without a length; hyper sends none for
                             // an empty body, so say it.
@@ -265,6 +281,34 @@ impl GceClient {
 }
 
 impl GceClient {
+    /// A metadata server value, e.g. `project/project-id`.
+    pub async fn metadata_value(&self, path: &str) -> Result<String, GceError> {
+        let url = self
+            .opts
+            .metadata_base
+            .join(&format!("computeMetadata/v1/{path}"))
+            .map_err(|e| GceError::Config {
+                what: format!("metadata path {path}: {e}"),
+            })?;
+        let request = self
+            .metadata_http
+            .get(url.clone())
+            .header("Metadata-Flavor", "Google");
+        let reply = http::send(request, self.opts.request_timeout)
+            .await
+            .map_err(|t| GceError::Unreachable {
+                call: format!("metadata {path}"),
+                url: url.to_string(),
+                attempts: 1,
+                elapsed: Duration::ZERO,
+                cause: t.cause,
+            })?;
+        let text = into_text(reply).map_err(|_| GceError::Config {
+            what: format!("the metadata server has no {path}"),
+        })?;
+        Ok(text.trim().to_string())
+    }
+
     fn token_url(&self) -> Result<Url, String> {
         self.opts
             .metadata_base
