@@ -70,6 +70,8 @@ pub struct CloudflareProvider {
     token: String,
     /// Record ids per (name, type) from the last listing: deletes need them.
     ids: Mutex<BTreeMap<(String, RecordType), Vec<CfRecord>>>,
+    /// (zone name, id) once found.
+    zone: Mutex<Option<(String, String)>>,
 }
 
 impl CloudflareProvider {
@@ -80,6 +82,7 @@ impl CloudflareProvider {
             base,
             token: token.trim().to_string(),
             ids: Mutex::new(BTreeMap::new()),
+            zone: Mutex::new(None),
         })
     }
 
@@ -128,16 +131,23 @@ impl CloudflareProvider {
     }
 
     async fn zone_id(&self, zone: &str) -> Result<String, DnsError> {
+        if let Some((name, id)) = self.zone.lock().unwrap_or_else(|p| p.into_inner()).clone()
+            && name == zone
+        {
+            return Ok(id);
+        }
         let body = self
             .call(reqwest::Method::GET, &format!("zones?name={zone}"), None)
             .await?;
-        parse_zone_id(&body, zone)?.ok_or_else(|| {
+        let id = parse_zone_id(&body, zone)?.ok_or_else(|| {
             DnsError::config(
                 PROVIDER,
                 "dns.zone",
                 format!("no zone named `{zone}` is visible to this token"),
             )
-        })
+        })?;
+        *self.zone.lock().unwrap_or_else(|p| p.into_inner()) = Some((zone.to_string(), id.clone()));
+        Ok(id)
     }
 
     pub async fn list(&self, zone: &str) -> Result<Vec<RecordSet>, DnsError> {

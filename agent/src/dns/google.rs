@@ -71,6 +71,8 @@ pub struct GoogleProvider {
     api: Url,
     project: Option<String>,
     managed_zone: Option<String>,
+    /// (zone, `projects/P/managedZones/Z`) once found.
+    found: std::sync::Mutex<Option<(String, String)>>,
 }
 
 impl GoogleProvider {
@@ -85,6 +87,7 @@ impl GoogleProvider {
             api,
             project,
             managed_zone,
+            found: std::sync::Mutex::new(None),
         }
     }
 
@@ -119,6 +122,11 @@ impl GoogleProvider {
     }
 
     async fn zone_path(&self, zone: &str) -> Result<String, DnsError> {
+        if let Some((z, path)) = self.found.lock().unwrap_or_else(|p| p.into_inner()).clone()
+            && z == zone
+        {
+            return Ok(path);
+        }
         let project = self.project().await?;
         let name = match &self.managed_zone {
             Some(z) => z.clone(),
@@ -137,7 +145,10 @@ impl GoogleProvider {
                 })?
             }
         };
-        Ok(format!("projects/{project}/managedZones/{name}"))
+        let path = format!("projects/{project}/managedZones/{name}");
+        *self.found.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((zone.to_string(), path.clone()));
+        Ok(path)
     }
 
     pub async fn list(&self, zone: &str) -> Result<Vec<RecordSet>, DnsError> {

@@ -25,6 +25,8 @@ const BATCH_VALUES: usize = 400;
 pub struct Route53Provider {
     session: InstanceSession,
     configured_zone_id: Option<String>,
+    /// The id found by name, kept: it does not change under a zone.
+    found_zone_id: std::sync::Mutex<Option<(String, String)>>,
 }
 
 impl Route53Provider {
@@ -32,6 +34,7 @@ impl Route53Provider {
         Route53Provider {
             session,
             configured_zone_id: hosted_zone_id,
+            found_zone_id: std::sync::Mutex::new(None),
         }
     }
 
@@ -39,11 +42,20 @@ impl Route53Provider {
         if let Some(id) = &self.configured_zone_id {
             return Ok(id.trim_start_matches("/hostedzone/").to_string());
         }
+        if let Some((z, id)) = self
+            .found_zone_id
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            && z == zone
+        {
+            return Ok(id);
+        }
         let path = format!("{API}/hostedzonesbyname?dnsname={zone}&maxitems=1");
         let text = self
             .call("ListHostedZonesByName", "GET", &path, String::new())
             .await?;
-        parse_zone_id(&text, zone)
+        let id = parse_zone_id(&text, zone)
             .map_err(|e| DnsError::transient(PROVIDER, format!("ListHostedZonesByName: {e}")))?
             .ok_or_else(|| {
                 DnsError::config(
@@ -51,7 +63,10 @@ impl Route53Provider {
                     "dns.zone",
                     format!("no hosted zone named `{zone}` is visible to this instance's role"),
                 )
-            })
+            })?;
+        *self.found_zone_id.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((zone.to_string(), id.clone()));
+        Ok(id)
     }
 
     async fn call(
