@@ -168,3 +168,50 @@ fn agents_publish_api_and_node_names_and_a_clean_stop_removes_its_name() {
         restarted.elapsed().as_secs_f64()
     );
 }
+
+/// A wrong TSIG key: the boot goes on (etcd forms), status says
+/// `failing` with the field to fix, and the zone is untouched.
+#[test]
+fn a_wrong_key_is_reported_in_status_and_the_boot_goes_on() {
+    let mut c = Cluster::new("dnsbad", 1, 1);
+    c.add_host();
+    let ns = c.net.add_host("ns");
+    let bind = Bind::start(&ns, ZONE);
+    let before = bind.zone_dump(&ns);
+    c.append_config(&format!(
+        "dns:\n  provider: rfc2136\n  zone: {ZONE}\n  interval: {INTERVAL_SECS}s\n  \
+         rfc2136:\n    server: \"{}\"\n    tsig: {{keyName: {KEY_NAME}, secret: \"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"}}\n",
+        ns.ip()
+    ));
+    c.start_agent(0);
+    c.wait_for_cluster(&[0], 1, Duration::from_secs(60));
+    let mut dns = serde_json::Value::Null;
+    wait_until(
+        "status reports dns failing",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || {
+            dns = c.status(0).map(|s| s["dns"].clone()).unwrap_or_default();
+            dns["state"] == "failing"
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}: {dns:#}"));
+    let message = dns["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("rfc2136 (dns.rfc2136.tsig)"),
+        "{message}"
+    );
+    assert!(message.contains("rejected key `muster-test`"), "{message}");
+    // The text status shows it too.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_muster"))
+        .args(["status", "--state-dir"])
+        .arg(c.nodes[0].host.dir().join("state"))
+        .output()
+        .expect("muster status");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("dns:         failing (rfc2136): rfc2136 (dns.rfc2136.tsig)"),
+        "{text}"
+    );
+    assert_eq!(bind.zone_dump(&ns), before, "a refused key wrote nothing");
+}
