@@ -297,10 +297,17 @@ impl Phase {
             }
             c.resign().await;
         }
-        let (Some(own), Some(provider)) = (
-            self.names.node_name(&self.inputs.hostname),
-            self.provider.as_ref(),
-        ) else {
+        let Some(own) = self.names.node_name(&self.inputs.hostname) else {
+            return;
+        };
+        // A node that never published has no provider yet.
+        if self.provider.is_none() {
+            match Provider::connect(&self.dns, &self.inputs.provider).await {
+                Ok(p) => self.provider = p,
+                Err(e) => warn!("dns: cannot remove this node's record {own}: {e}"),
+            }
+        }
+        let Some(provider) = self.provider.as_ref() else {
             return;
         };
         let scope = Scope {
