@@ -37,13 +37,6 @@ fn error(status: u16, reason: &str, message: &str) -> Response {
     )
 }
 
-fn query(target: &str, key: &str) -> Option<String> {
-    let q = target.split_once('?')?.1;
-    url::form_urlencoded::parse(q.as_bytes())
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.into_owned())
-}
-
 fn key(v: &Value) -> (String, String) {
     (
         v["name"].as_str().unwrap_or_default().to_string(),
@@ -72,7 +65,7 @@ impl FakeCloudDns {
             let mut st = s.lock().expect("lock");
             match (r.method.as_str(), path.as_str()) {
                 ("GET", p) if p == zones => {
-                    let hit = query(&r.target, "dnsName").as_deref() == Some(dns_name.as_str());
+                    let hit = r.query("dnsName").as_deref() == Some(dns_name.as_str());
                     let list = if hit {
                         json!([{"kind": "dns#managedZone", "name": MANAGED_ZONE, "dnsName": dns_name, "id": "4242", "visibility": "public"}])
                     } else {
@@ -81,8 +74,8 @@ impl FakeCloudDns {
                     Response::json(json!({"kind": "dns#managedZonesListResponse", "managedZones": list}).to_string())
                 }
                 ("GET", p) if p == format!("{zone}/rrsets") => {
-                    let max: usize = query(&r.target, "maxResults").and_then(|v| v.parse().ok()).unwrap_or(100).min(max_page);
-                    let start: usize = query(&r.target, "pageToken").and_then(|v| v.parse().ok()).unwrap_or(0);
+                    let max: usize = r.query("maxResults").and_then(|v| v.parse().ok()).unwrap_or(100).min(max_page);
+                    let start: usize = r.query("pageToken").and_then(|v| v.parse().ok()).unwrap_or(0);
                     let page: Vec<Value> = st.rrsets.iter().skip(start).take(max).cloned().collect();
                     let mut body = json!({"kind": "dns#resourceRecordSetsListResponse", "rrsets": page});
                     if start + max < st.rrsets.len() {

@@ -46,13 +46,6 @@ fn error(status: u16, code: u64, message: &str) -> Response {
     )
 }
 
-fn query(target: &str, key: &str) -> Option<String> {
-    let q = target.split_once('?')?.1;
-    url::form_urlencoded::parse(q.as_bytes())
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.into_owned())
-}
-
 impl FakeCloudflare {
     pub async fn start(zone: &str, token: &str, max_per_page: usize) -> FakeCloudflare {
         let state = Arc::new(Mutex::new(State::default()));
@@ -71,13 +64,13 @@ impl FakeCloudflare {
             let records_path = format!("zones/{ZONE_ID}/dns_records");
             match (r.method.as_str(), path.as_str()) {
                 ("GET", "zones") => {
-                    let hit = query(&r.target, "name").as_deref() == Some(zone.as_str());
+                    let hit = r.query("name").as_deref() == Some(zone.as_str());
                     let result = if hit { json!([{"id": ZONE_ID, "name": zone, "status": "active"}]) } else { json!([]) };
                     envelope(result, Some(json!({"page": 1, "per_page": 20, "count": usize::from(hit), "total_count": usize::from(hit), "total_pages": 1})))
                 }
                 ("GET", p) if p == records_path => {
-                    let per_page: usize = query(&r.target, "per_page").and_then(|v| v.parse().ok()).unwrap_or(100).min(max_per_page);
-                    let page: usize = query(&r.target, "page").and_then(|v| v.parse().ok()).unwrap_or(1).max(1);
+                    let per_page: usize = r.query("per_page").and_then(|v| v.parse().ok()).unwrap_or(100).min(max_per_page);
+                    let page: usize = r.query("page").and_then(|v| v.parse().ok()).unwrap_or(1).max(1);
                     let total = st.records.len();
                     let pages = total.div_ceil(per_page).max(1);
                     let slice: Vec<Value> = st.records.iter().skip((page - 1) * per_page).take(per_page).cloned().collect();

@@ -18,6 +18,14 @@ pub struct Request {
 }
 
 impl Request {
+    /// The decoded value of query parameter `key`.
+    pub fn query(&self, key: &str) -> Option<String> {
+        let q = self.target.split_once('?')?.1;
+        url::form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.into_owned())
+    }
+
     /// The value of header `name` (any case).
     pub fn header(&self, name: &str) -> Option<&str> {
         let name = name.to_ascii_lowercase();

@@ -4,6 +4,7 @@
 
 pub mod bind;
 pub mod cluster;
+pub mod dns;
 pub mod etcd_bin;
 pub mod fake_cloud_dns;
 pub mod fake_cloudflare;

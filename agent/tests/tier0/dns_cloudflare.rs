@@ -5,14 +5,15 @@
 //! alone, a replaced node, a wrong token refused with nothing written, and
 //! a 429 reported as rate limiting with its Retry-After.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::time::Duration;
 
 use muster::dns::cloudflare::CloudflareProvider;
-use muster::dns::records::{self, Names};
+use muster::dns::records;
 use muster::dns::{Fault, Provider, reconcile};
 
+use crate::support::dns as dns_support;
 use crate::support::fake_cloudflare::FakeCloudflare;
 
 const ZONE: &str = "example.com";
@@ -22,27 +23,6 @@ fn provider(fake: &FakeCloudflare, token: &str) -> Provider {
     Provider::Cloudflare(
         CloudflareProvider::new(token.into(), fake.server.base.clone()).expect("provider"),
     )
-}
-
-fn names() -> Names {
-    Names {
-        zone: ZONE.into(),
-        api: format!("api.{ZONE}"),
-        nodes: Some(format!("nodes.{ZONE}")),
-        ttl: 60,
-        owner: "prod".into(),
-    }
-}
-
-fn nodes(range: std::ops::Range<usize>) -> BTreeMap<String, IpAddr> {
-    range
-        .map(|i| {
-            (
-                format!("node-{i}"),
-                format!("10.1.0.{}", i + 1).parse().expect("ip"),
-            )
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -56,9 +36,9 @@ async fn cloudflare_publishes_pages_and_respects_other_owners() {
         "\"heritage=external-dns,external-dns/owner=other\"",
     );
     let dns = provider(&fake, TOKEN);
-    let names = names();
+    let names = dns_support::names(ZONE);
     let vip: BTreeSet<IpAddr> = ["10.0.0.100".parse().expect("ip")].into();
-    let (wanted, scope) = records::render(&names, &vip, &nodes(0..30));
+    let (wanted, scope) = records::render(&names, &vip, &dns_support::nodes(0..30));
 
     let first = reconcile(&dns, ZONE, &wanted, &names.owner, &scope)
         .await
@@ -115,9 +95,9 @@ async fn cloudflare_publishes_pages_and_respects_other_owners() {
     assert_eq!(fake.state.lock().expect("lock").writes, writes);
 
     // node-7 replaced by node-30.
-    let mut replaced = nodes(0..30);
+    let mut replaced = dns_support::nodes(0..30);
     replaced.remove("node-7");
-    replaced.extend(nodes(30..31));
+    replaced.extend(dns_support::nodes(30..31));
     let (wanted2, scope2) = records::render(&names, &vip, &replaced);
     let swap = reconcile(&dns, ZONE, &wanted2, &names.owner, &scope2)
         .await

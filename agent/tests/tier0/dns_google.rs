@@ -5,16 +5,17 @@
 //! another owner's record left alone, a replaced node, a token without
 //! rights refused with nothing written.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::time::Duration;
 
 use muster::cloud::gce::{AccessToken, GceClient, GceOptions};
 use muster::dns::google::GoogleProvider;
-use muster::dns::records::{self, Names};
+use muster::dns::records;
 use muster::dns::{Fault, Provider, reconcile};
 use muster::retry::Backoff;
 
+use crate::support::dns as dns_support;
 use crate::support::fake_cloud_dns::FakeCloudDns;
 
 const ZONE: &str = "example.com";
@@ -36,27 +37,6 @@ fn provider(fake: &FakeCloudDns, token: &str) -> Provider {
     Provider::Google(GoogleProvider::new(client, api, None, None))
 }
 
-fn names() -> Names {
-    Names {
-        zone: ZONE.into(),
-        api: format!("api.{ZONE}"),
-        nodes: Some(format!("nodes.{ZONE}")),
-        ttl: 60,
-        owner: "prod".into(),
-    }
-}
-
-fn nodes(range: std::ops::Range<usize>) -> BTreeMap<String, IpAddr> {
-    range
-        .map(|i| {
-            (
-                format!("node-{i}"),
-                format!("10.1.0.{}", i + 1).parse().expect("ip"),
-            )
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn google_publishes_in_one_change_and_respects_other_owners() {
     let fake = FakeCloudDns::start("example.com.", TOKEN, 10).await;
@@ -68,9 +48,9 @@ async fn google_publishes_in_one_change_and_respects_other_owners() {
         &["\"heritage=external-dns,external-dns/owner=other\""],
     );
     let dns = provider(&fake, TOKEN);
-    let names = names();
+    let names = dns_support::names(ZONE);
     let vip: BTreeSet<IpAddr> = ["10.0.0.100".parse().expect("ip")].into();
-    let (wanted, scope) = records::render(&names, &vip, &nodes(0..30));
+    let (wanted, scope) = records::render(&names, &vip, &dns_support::nodes(0..30));
 
     let first = reconcile(&dns, ZONE, &wanted, &names.owner, &scope)
         .await
@@ -114,9 +94,9 @@ async fn google_publishes_in_one_change_and_respects_other_owners() {
 
     // node-7 replaced by node-30; the API moves to two addresses (a
     // replace: the exact old set deleted, the new one added).
-    let mut replaced = nodes(0..30);
+    let mut replaced = dns_support::nodes(0..30);
     replaced.remove("node-7");
-    replaced.extend(nodes(30..31));
+    replaced.extend(dns_support::nodes(30..31));
     let two: BTreeSet<IpAddr> = [
         "10.0.0.101".parse().expect("ip"),
         "10.0.0.102".parse().expect("ip"),

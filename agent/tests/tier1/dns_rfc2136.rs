@@ -4,14 +4,12 @@
 //! a replaced node's record replaced, and a wrong TSIG key or zone refused
 //! with a clear error and nothing written.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
-
 use muster::config::{Rfc2136, Secret, Tsig, TsigAlgorithm};
-use muster::dns::records::{self, Names};
+use muster::dns::records;
 use muster::dns::{Fault, Provider, reconcile};
 
 use crate::support::bind::{Bind, KEY_NAME, KEY_SECRET};
+use crate::support::dns as dns_support;
 use crate::support::netns::{Host, Net};
 
 const ZONE: &str = "example.test";
@@ -28,26 +26,6 @@ fn provider(server: &str, secret: &str) -> Provider {
         })
         .expect("provider"),
     )
-}
-
-fn names() -> Names {
-    Names {
-        zone: ZONE.into(),
-        api: format!("api.{ZONE}"),
-        nodes: Some(format!("nodes.{ZONE}")),
-        ttl: 60,
-        owner: "prod".into(),
-    }
-}
-
-fn ips(list: &[&str]) -> BTreeSet<IpAddr> {
-    list.iter().map(|s| s.parse().expect("ip")).collect()
-}
-
-fn nodes(list: &[(&str, &str)]) -> BTreeMap<String, IpAddr> {
-    list.iter()
-        .map(|(h, ip)| (h.to_string(), ip.parse().expect("ip")))
-        .collect()
 }
 
 #[test]
@@ -77,9 +55,10 @@ async fn scenario(bind: &Bind, client: &Host) {
          update add hand.nodes.example.test 60 A 192.0.2.8",
     );
 
-    let names = names();
+    let names = dns_support::names(ZONE);
     let run = |api: &[&str], n: &[(&str, &str)]| {
-        let (wanted, scope) = records::render(&names, &ips(api), &nodes(n));
+        let (wanted, scope) =
+            records::render(&names, &dns_support::ips(api), &dns_support::named(n));
         let dns = &dns;
         let owner = names.owner.clone();
         async move { reconcile(dns, ZONE, &wanted, &owner, &scope).await }
@@ -173,7 +152,11 @@ async fn scenario(bind: &Bind, client: &Host) {
     // A wrong key: a config error naming the TSIG field; nothing written.
     let before = bind.zone_dump(client);
     let wrong = provider(&bind.server, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=");
-    let (wanted, scope) = records::render(&names, &ips(&["10.0.0.200"]), &nodes(&[]));
+    let (wanted, scope) = records::render(
+        &names,
+        &dns_support::ips(&["10.0.0.200"]),
+        &dns_support::named(&[]),
+    );
     let e = reconcile(&wrong, ZONE, &wanted, "prod", &scope)
         .await
         .expect_err("a wrong key must be refused");

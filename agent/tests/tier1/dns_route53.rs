@@ -8,16 +8,17 @@
 //! matching is looser than Route 53's (research notes, §5): this tests the
 //! request shapes, paging and ownership, not Route 53's transactions.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use muster::cloud::aws::{AwsClient, AwsOptions, Credentials, InstanceSession, ROUTE53};
-use muster::dns::records::{self, Names};
+use muster::dns::records;
 use muster::dns::route53::Route53Provider;
 use muster::dns::{Fault, Provider, reconcile};
 use muster::retry::Backoff;
 
+use crate::support::dns as dns_support;
 use crate::support::moto::{Moto, first};
 
 const ZONE: &str = "example.com";
@@ -36,27 +37,6 @@ fn client(moto: &Moto) -> AwsClient {
         Credentials::new("AKIDMUSTERTEST", "muster-test-secret", None),
     )
     .expect("client")
-}
-
-fn names() -> Names {
-    Names {
-        zone: ZONE.into(),
-        api: format!("api.{ZONE}"),
-        nodes: Some(format!("nodes.{ZONE}")),
-        ttl: 60,
-        owner: "prod".into(),
-    }
-}
-
-fn node_map(first_index: usize, n: usize) -> BTreeMap<String, IpAddr> {
-    (first_index..first_index + n)
-        .map(|i| {
-            let ip: IpAddr = format!("10.1.{}.{}", i / 250, 1 + i % 250)
-                .parse()
-                .expect("ip");
-            (format!("node-{i}"), ip)
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -101,9 +81,9 @@ async fn route53_publishes_pages_and_respects_other_owners() {
         InstanceSession::with_client(client(&moto)),
         None,
     ));
-    let names = names();
+    let names = dns_support::names(ZONE);
     let vip: BTreeSet<IpAddr> = ["10.0.0.100".parse().expect("ip")].into();
-    let (wanted, scope) = records::render(&names, &vip, &node_map(0, NODES));
+    let (wanted, scope) = records::render(&names, &vip, &dns_support::nodes(0..NODES));
     let t = Instant::now();
     let first_run = reconcile(&dns, ZONE, &wanted, &names.owner, &scope)
         .await
@@ -160,9 +140,9 @@ async fn route53_publishes_pages_and_respects_other_owners() {
     assert!(again.changes.is_empty(), "{:?}", again.changes);
 
     // node-7 replaced by node-200 (a new name and address).
-    let mut replaced = node_map(0, NODES);
+    let mut replaced = dns_support::nodes(0..NODES);
     replaced.remove("node-7");
-    replaced.extend(node_map(NODES, 1));
+    replaced.extend(dns_support::nodes(NODES..NODES + 1));
     let (wanted, scope) = records::render(&names, &vip, &replaced);
     let swap = reconcile(&dns, ZONE, &wanted, &names.owner, &scope)
         .await
