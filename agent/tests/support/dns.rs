@@ -37,3 +37,23 @@ pub fn named(list: &[(&str, &str)]) -> BTreeMap<String, IpAddr> {
 pub fn ips(list: &[&str]) -> BTreeSet<IpAddr> {
     list.iter().map(|s| s.parse().expect("ip")).collect()
 }
+
+/// The provider scenarios seed `node-0` as another owner's record: the
+/// first publish must report exactly that conflict.
+pub fn assert_only_node0_conflict(plan: &muster::dns::plan::DnsPlan, zone: &str) {
+    let conflicts: Vec<String> = plan.conflicts.iter().map(|c| c.to_string()).collect();
+    assert_eq!(
+        conflicts,
+        [format!(
+            "node-0.nodes.{zone}: owned by ExternalDNS owner `other`"
+        )]
+    );
+}
+
+/// `node-0 .. node-(n-1)` with `node-7` replaced by `node-n`.
+pub fn node7_replaced(n: usize) -> BTreeMap<String, IpAddr> {
+    let mut replaced = nodes(0..n);
+    replaced.remove("node-7");
+    replaced.extend(nodes(n..n + 1));
+    replaced
+}

@@ -56,14 +56,7 @@ async fn google_publishes_in_one_change_and_respects_other_owners() {
         .await
         .expect("publish");
     assert_eq!(first.changes.len(), 60, "{:?}", first.conflicts);
-    assert_eq!(
-        first
-            .conflicts
-            .iter()
-            .map(|c| c.to_string())
-            .collect::<Vec<_>>(),
-        ["node-0.nodes.example.com: owned by ExternalDNS owner `other`"]
-    );
+    dns_support::assert_only_node0_conflict(&first, ZONE);
     {
         let st = fake.state.lock().expect("lock");
         assert_eq!(st.changes, 1, "one atomic change");
@@ -94,9 +87,7 @@ async fn google_publishes_in_one_change_and_respects_other_owners() {
 
     // node-7 replaced by node-30; the API moves to two addresses (a
     // replace: the exact old set deleted, the new one added).
-    let mut replaced = dns_support::nodes(0..30);
-    replaced.remove("node-7");
-    replaced.extend(dns_support::nodes(30..31));
+    let replaced = dns_support::node7_replaced(30);
     let two: BTreeSet<IpAddr> = [
         "10.0.0.101".parse().expect("ip"),
         "10.0.0.102".parse().expect("ip"),
