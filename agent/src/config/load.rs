@@ -14,6 +14,7 @@ use super::overrides::cmdline_layer;
 use super::secret::is_secret_key;
 use super::tree::{Entry, Loc, Node, Origin, Value, parse_stream};
 use super::types::Config;
+use super::userdata;
 use super::validate::validate;
 use crate::cmdline::KernelCmdline;
 
@@ -77,12 +78,16 @@ pub fn load(
 ) -> Result<Config, ConfigErrors> {
     let mut errors = Vec::new();
     let mut trees = Vec::new();
-    for (rank, layer) in [defaults, user_data].into_iter().enumerate() {
-        if let Some(layer) = layer {
-            match parse_layer(&layer, rank) {
-                Ok(tree) => trees.push(tree),
-                Err(e) => errors.push(e),
-            }
+    if let Some(layer) = defaults {
+        match parse_layer(&layer, 0) {
+            Ok(tree) => trees.push(tree),
+            Err(e) => errors.push(e),
+        }
+    }
+    if let Some(layer) = user_data {
+        match parse_user_data(&layer) {
+            Ok(mut parts) => trees.append(&mut parts),
+            Err(mut e) => errors.append(&mut e),
         }
     }
     match cmdline_layer(cmdline) {
@@ -166,11 +171,88 @@ pub(crate) fn located(loc: &Loc, segs: &[Seg], message: impl Into<String>) -> (u
     (loc.origin.rank, ConfigError::at(loc, segs, message))
 }
 
+/// The kernel command line's rank: after the defaults (0) and every user
+/// data part (1, 2, ...), for the order errors are listed in.
+pub(crate) const CMDLINE_RANK: usize = 1000;
+
+/// User data: one layer, or the cloud-config parts of a MIME multi-part
+/// message (gzip already undone by the metadata provider), each parsed on
+/// its own so errors point into the part. Returned in merge order: the
+/// last part first, since cloud-init's default merge lets an earlier part
+/// keep its values and a later one only add missing keys.
+fn parse_user_data(layer: &Layer) -> Result<Vec<Node>, Vec<(usize, ConfigError)>> {
+    let start = |rank| Loc {
+        origin: Arc::new(Origin {
+            name: layer.origin.clone(),
+            rank,
+            has_positions: true,
+        }),
+        line: 1,
+        col: 1,
+        bytes: 0..0,
+    };
+    let unpacked = userdata::unpack(&layer.origin, &layer.text)
+        .map_err(|e| vec![located(&start(1), &[], format!("user data {e}"))])?;
+    if !unpacked.multipart {
+        return parse_layer(layer, 1).map(|n| vec![n]).map_err(|e| vec![e]);
+    }
+    for note in &unpacked.ignored {
+        tracing::info!(origin = %layer.origin, "user data {note}");
+    }
+    let mut trees = Vec::new();
+    let mut errors = Vec::new();
+    for (i, part) in unpacked.parts.iter().enumerate() {
+        match parse_text(&part.origin, &part.text, 1 + i, part.cloud_config, true) {
+            Ok(Some(tree)) => trees.push(tree),
+            Ok(None) => {}
+            Err(e) => errors.push(e),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    if trees.is_empty() {
+        let found: Vec<&str> = unpacked.parts.iter().map(|p| p.origin.as_str()).collect();
+        return Err(vec![located(
+            &start(1),
+            &[],
+            format!(
+                "the MIME user data has no text/cloud-config part with a `muster:` key (cloud-config parts: {}; {} other part(s) ignored)",
+                if found.is_empty() {
+                    "none".to_string()
+                } else {
+                    found.join("; ")
+                },
+                unpacked.ignored.len()
+            ),
+        )]);
+    }
+    trees.reverse();
+    Ok(trees)
+}
+
 /// Parses one layer: plain Muster YAML/JSON, or `#cloud-config` with a
 /// `muster:` key. Returns the config mapping (or null).
 fn parse_layer(layer: &Layer, rank: usize) -> Result<Node, (usize, ConfigError)> {
+    let cloud_config = layer
+        .text
+        .trim_start_matches('\u{feff}')
+        .starts_with("#cloud-config");
+    parse_text(&layer.origin, &layer.text, rank, cloud_config, false)
+        .map(|n| n.unwrap_or_else(|| unreachable!("a required `muster:` key is never None")))
+}
+
+/// Parses one document. `optional_muster`: a cloud-config part of a
+/// multi-part message may hold no `muster:` key (`Ok(None)`).
+fn parse_text(
+    name: &str,
+    text: &str,
+    rank: usize,
+    cloud_config: bool,
+    optional_muster: bool,
+) -> Result<Option<Node>, (usize, ConfigError)> {
     let origin = Arc::new(Origin {
-        name: layer.origin.clone(),
+        name: name.to_string(),
         rank,
         has_positions: true,
     });
@@ -180,7 +262,7 @@ fn parse_layer(layer: &Layer, rank: usize) -> Result<Node, (usize, ConfigError)>
         col: 1,
         bytes: 0..0,
     };
-    let head = layer.text.trim_start_matches('\u{feff}');
+    let head = text.trim_start_matches('\u{feff}');
     let refuse = |what: &str| {
         located(
             &start,
@@ -193,13 +275,7 @@ fn parse_layer(layer: &Layer, rank: usize) -> Result<Node, (usize, ConfigError)>
     if head.starts_with("#!") {
         return Err(refuse("a script (`#!`)"));
     }
-    if head.starts_with("Content-Type:") || head.starts_with("MIME-Version:") {
-        return Err(refuse("a MIME multi-part message"));
-    }
-    let cloud_config = head.starts_with("#cloud-config");
-
-    let mut docs =
-        parse_stream(&layer.text, &origin).map_err(|e| located(&e.loc, &[], e.message))?;
+    let mut docs = parse_stream(text, &origin).map_err(|e| located(&e.loc, &[], e.message))?;
     if docs.len() > 1 {
         let second = &docs[1].loc;
         return Err(located(
@@ -210,13 +286,16 @@ fn parse_layer(layer: &Layer, rank: usize) -> Result<Node, (usize, ConfigError)>
     }
     let root = docs.pop().unwrap_or_else(|| Node::null(start.clone()));
     let root = if cloud_config {
-        muster_key(root, &start)?
+        match muster_key(root, &start, optional_muster)? {
+            Some(r) => r,
+            None => return Ok(None),
+        }
     } else {
         root
     };
     match &root.value {
-        Value::Map(_) => Ok(root),
-        _ if root.is_null() => Ok(root),
+        Value::Map(_) => Ok(Some(root)),
+        _ if root.is_null() => Ok(Some(root)),
         other => Err(located(
             &root.loc,
             &[],
@@ -227,7 +306,11 @@ fn parse_layer(layer: &Layer, rank: usize) -> Result<Node, (usize, ConfigError)>
 
 /// The value of `muster:` in a cloud-config; other keys belong to
 /// cloud-init, which the image does not run, so they are only noted.
-fn muster_key(root: Node, start: &Loc) -> Result<Node, (usize, ConfigError)> {
+fn muster_key(
+    root: Node,
+    start: &Loc,
+    optional: bool,
+) -> Result<Option<Node>, (usize, ConfigError)> {
     let Value::Map(entries) = root.value else {
         return Err(located(
             &root.loc,
@@ -246,7 +329,8 @@ fn muster_key(root: Node, start: &Loc) -> Result<Node, (usize, ConfigError)> {
         );
     }
     match ours.into_iter().next() {
-        Some(e) => Ok(e.value),
+        Some(e) => Ok(Some(e.value)),
+        None if optional => Ok(None),
         None => Err(located(
             start,
             &[],

@@ -36,6 +36,7 @@ mod schema;
 mod secret;
 mod tree;
 mod types;
+pub mod userdata;
 mod validate;
 
 pub use error::{ConfigError, ConfigErrors};

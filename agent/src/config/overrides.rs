@@ -43,7 +43,8 @@ pub(crate) fn cmdline_layer(
         let shown = if secret { REDACTED } else { value.as_str() };
         let origin = Arc::new(Origin {
             name: format!("kernel command line: muster.{key}={shown}"),
-            rank: 2,
+            // After every user data part (each part has its own rank).
+            rank: super::load::CMDLINE_RANK,
             has_positions: false,
         });
         let loc = Loc {

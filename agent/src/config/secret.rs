@@ -131,8 +131,29 @@ const MIN_SWEEP_LEN: usize = 6;
 /// Returns `text` with every secret value replaced by `<redacted>`: values
 /// under secret-like keys at any depth (so also inside a `#cloud-config`
 /// `muster:` key), anchors they alias, and any other occurrence of the same
-/// value. Text that is not valid YAML is masked line by line instead.
+/// value. Text that is not valid YAML is masked line by line instead. A
+/// MIME multi-part message is shown as its decoded parts, each redacted
+/// (a base64 part would otherwise show its secrets encoded).
 pub fn redact_user_data(text: &str) -> String {
+    if let Ok(u) = super::userdata::unpack("user data", text)
+        && u.multipart
+    {
+        let mut out = String::new();
+        for part in &u.parts {
+            out.push_str(&format!(
+                "--- {}\n{}",
+                part.origin,
+                redact_user_data(&part.text)
+            ));
+            if !out.ends_with('\n') {
+                out.push('\n');
+            }
+        }
+        for note in &u.ignored {
+            out.push_str(&format!("--- {note}\n"));
+        }
+        return out;
+    }
     let origin = Arc::new(Origin {
         name: String::new(),
         rank: 0,
@@ -364,6 +385,29 @@ fn value_len(v: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_base64_mime_part_is_shown_decoded_and_redacted() {
+        use base64::Engine;
+        let part = "#cloud-config\nmuster:\n  cluster:\n    secret: SEKRIT-abcdefghijkl\n";
+        let b64 = base64::engine::general_purpose::STANDARD.encode(part);
+        let text = format!(
+            "Content-Type: multipart/mixed; boundary=\"B\"\nMIME-Version: 1.0\n\n--B\n\
+             Content-Type: text/cloud-config\nContent-Transfer-Encoding: base64\n\n{b64}\n--B\n\
+             Content-Type: text/x-shellscript\n\n#!/bin/sh\n--B--\n"
+        );
+        let out = redact_user_data(&text);
+        assert!(!out.contains("SEKRIT") && !out.contains(&b64), "{out}");
+        assert!(
+            out.contains("--- user data, part 1 (text/cloud-config)\n#cloud-config\n"),
+            "{out}"
+        );
+        assert!(out.contains("secret: <redacted>"), "{out}");
+        assert!(
+            out.contains("--- part 2 (text/x-shellscript): ignored"),
+            "{out}"
+        );
+    }
 
     const S: &str = "fake-secret-0123456789abcdef0123456789";
 

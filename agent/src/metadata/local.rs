@@ -88,8 +88,9 @@ pub(crate) fn utf8(
     })
 }
 
-/// User data as text: empty means none. Compressed (gzip) user data is not
-/// supported and fails here with a clear message rather than later in config.
+/// User data as text: empty means none. Gzip-compressed user data (as
+/// Terraform's `cloudinit_config` sends it by default) is decompressed
+/// first, bounded by `config::userdata::MAX_UNPACKED`.
 pub(crate) fn user_data(
     provider: ProviderKind,
     origin: &str,
@@ -98,12 +99,10 @@ pub(crate) fn user_data(
     if bytes.is_empty() {
         return Ok(None);
     }
-    if bytes.starts_with(&[0x1f, 0x8b]) {
-        return Err(MetadataError::parse(
-            provider,
-            origin,
-            "user data is gzip-compressed; Muster reads plain-text user data only",
-        ));
+    if crate::config::userdata::is_gzip(bytes) {
+        let plain = crate::config::userdata::gunzip(bytes)
+            .map_err(|e| MetadataError::parse(provider, origin, format!("user data {e}")))?;
+        return utf8(provider, origin, &plain).map(Some);
     }
     utf8(provider, origin, bytes).map(Some)
 }
@@ -155,8 +154,24 @@ mod tests {
                 .as_deref(),
             Some("a: 1")
         );
-        let e = user_data(ProviderKind::Aws, "x", &[0x1f, 0x8b, 8, 0]).expect_err("gzip");
-        assert!(e.to_string().contains("gzip"), "{e}");
+        let e = user_data(ProviderKind::Aws, "x", &[0x1f, 0x8b, 8, 0]).expect_err("broken gzip");
+        assert!(
+            e.to_string()
+                .contains("gzip-compressed but does not decompress"),
+            "{e}"
+        );
+        let packed = {
+            use std::io::Write;
+            let mut z = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+            z.write_all(b"a: 1").expect("write");
+            z.finish().expect("gzip")
+        };
+        assert_eq!(
+            user_data(ProviderKind::Aws, "x", &packed)
+                .expect("gzip")
+                .as_deref(),
+            Some("a: 1")
+        );
         let e = user_data(ProviderKind::Aws, "x", &[b'a', 0xff]).expect_err("not utf8");
         assert!(e.to_string().contains("offset 1"), "{e}");
     }

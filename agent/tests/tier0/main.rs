@@ -31,3 +31,4 @@ mod pki_leaf;
 mod pki_store;
 mod pki_tls;
 mod status_endpoint;
+mod userdata;
