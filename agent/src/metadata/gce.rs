@@ -98,9 +98,25 @@ pub fn parse(body: &[u8]) -> Result<InstanceFacts, MetadataError> {
         Some(serde_json::Value::String(s)) => Some(s.as_str()),
         _ => None,
     };
-    let user_data = match attribute("user-data") {
-        Some(text) => local::user_data(P, "attributes.user-data", text.as_bytes())?,
-        None => None,
+    // cloud-init's GCE source: `user-data-encoding: base64` marks the
+    // attribute as base64 (a way to pass gzip, which an attribute cannot
+    // hold as raw bytes).
+    let user_data = match (attribute("user-data"), attribute("user-data-encoding")) {
+        (Some(text), Some("base64")) => {
+            use base64::Engine;
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(text.trim())
+                .map_err(|e| {
+                    MetadataError::parse(
+                        P,
+                        "attributes.user-data",
+                        format!("user-data-encoding is base64 but the value is not: {e}"),
+                    )
+                })?;
+            local::user_data(P, "attributes.user-data", &bytes)?
+        }
+        (Some(text), _) => local::user_data(P, "attributes.user-data", text.as_bytes())?,
+        (None, _) => None,
     };
     let tags = i
         .tags
@@ -240,6 +256,26 @@ mod tests {
             None
         );
         assert_eq!(group_from_created_by("someone"), None);
+    }
+
+    #[test]
+    fn base64_user_data_is_decoded_and_may_be_gzip() {
+        use base64::Engine;
+        use std::io::Write;
+        let mut z = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        z.write_all(b"cluster: {name: a}\n").expect("write");
+        let b64 = base64::engine::general_purpose::STANDARD.encode(z.finish().expect("gzip"));
+        let doc = format!(
+            r#"{{"id":"42","zone":"projects/1/zones/a-b","attributes":{{"user-data":"{b64}","user-data-encoding":"base64"}}}}"#
+        );
+        let f = parse(doc.as_bytes()).expect("parses");
+        assert_eq!(f.user_data.as_deref(), Some("cluster: {name: a}\n"));
+        let bad = r#"{"id":"42","zone":"projects/1/zones/a-b","attributes":{"user-data":"%%%","user-data-encoding":"base64"}}"#;
+        let e = parse(bad.as_bytes()).expect_err("not base64");
+        assert!(
+            e.to_string().contains("user-data-encoding is base64"),
+            "{e}"
+        );
     }
 
     #[test]
