@@ -295,6 +295,10 @@ pub struct DnsDiscovery {
     pub name: String,
     #[serde(default)]
     pub record: DnsRecord,
+    /// Ask this server (`IP` or `IP:PORT`) instead of the system resolver
+    /// (`/etc/resolv.conf`); SRV discovery only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nameserver: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]

@@ -12,7 +12,8 @@ use super::error::{ConfigError, one_of, suggest};
 use super::locate::{Seg, locate, locate_key, path, related};
 use super::tree::Node;
 use super::types::{
-    CloudProvider, Cni, Config, DnsProvider, EtcdPlacement, KNOWN_ADDONS, Role, Taint, VipMode,
+    CloudProvider, Cni, Config, DnsProvider, DnsRecord, EtcdPlacement, KNOWN_ADDONS, Role, Taint,
+    VipMode,
 };
 
 /// The cluster secret's minimum length.
@@ -306,6 +307,19 @@ fn discovery(c: &mut Checks<'_>, cfg: &Config) {
             "discovery.dns.name",
             format!("`{}` is not a DNS name", dns.name),
         );
+    }
+    if let Some(ns) = d.dns.as_ref().and_then(|d| d.nameserver.as_ref()) {
+        if crate::discovery::dns_srv::nameserver_addr(ns).is_none() {
+            c.err(
+                "discovery.dns.nameserver",
+                format!("`{ns}` is not IP or IP:PORT"),
+            );
+        } else if d.dns.as_ref().is_some_and(|d| d.record != DnsRecord::Srv) {
+            c.err(
+                "discovery.dns.nameserver",
+                "only used with `record: SRV` (A records go through the system resolver)",
+            );
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 //! same [`Peer`] records; role assignment orders them (see `roles`).
 
 pub mod aws_asg;
+pub mod dns_srv;
 pub mod error;
 pub mod gce_mig;
 pub mod group;

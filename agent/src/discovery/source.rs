@@ -15,6 +15,8 @@ pub enum PeerSource {
     Static(Vec<String>),
     /// DNS A records of a name (resolved through the system resolver).
     DnsA(String),
+    /// The targets of a DNS SRV record set.
+    DnsSrv(Box<super::dns_srv::SrvSource>),
     AwsGroup {
         session: Box<InstanceSession>,
         group: String,
@@ -27,8 +29,10 @@ pub enum SourceError {
     Discovery(#[from] DiscoveryError),
     #[error("discovery: {0}")]
     Resolve(#[from] static_list::ResolveError),
+    #[error("discovery: {0}")]
+    Srv(#[from] super::dns_srv::SrvError),
     #[error(
-        "discovery: {what} is not built yet; use `discovery.static`, DNS A records or an AWS group"
+        "discovery: {what} is not built yet; use `discovery.static`, DNS A or SRV records or an AWS group"
     )]
     NotBuilt { what: &'static str },
     #[error("discovery: {0}")]
@@ -49,9 +53,9 @@ impl PeerSource {
             DiscoveryMethod::Static(s) => Ok(PeerSource::Static(s.peers.clone())),
             DiscoveryMethod::Dns(d) => match d.record {
                 DnsRecord::A => Ok(PeerSource::DnsA(d.name.clone())),
-                DnsRecord::Srv => Err(SourceError::NotBuilt {
-                    what: "SRV record discovery",
-                }),
+                DnsRecord::Srv => Ok(PeerSource::DnsSrv(Box::new(
+                    super::dns_srv::SrvSource::new(&d.name, d.nameserver.as_deref())?,
+                ))),
             },
             DiscoveryMethod::CloudGroup(g) => {
                 let provider = g.provider.unwrap_or(match facts.provider {
@@ -87,7 +91,7 @@ impl PeerSource {
         match self {
             // The same list on every node: nothing to wait for.
             PeerSource::Static(_) => Duration::ZERO,
-            PeerSource::DnsA(_) => Duration::from_secs(5),
+            PeerSource::DnsA(_) | PeerSource::DnsSrv(_) => Duration::from_secs(5),
             // AWS documents Describe* calls as eventually consistent, within
             // seconds; 10 s leaves a margin at little cost to a boot.
             PeerSource::AwsGroup { .. } => Duration::from_secs(10),
@@ -99,6 +103,7 @@ impl PeerSource {
         match self {
             PeerSource::Static(entries) => Ok(static_list::resolve(entries).await?),
             PeerSource::DnsA(name) => Ok(static_list::resolve_all(name).await?),
+            PeerSource::DnsSrv(source) => Ok(source.list().await?),
             PeerSource::AwsGroup { session, group } => {
                 let client = session
                     .client()

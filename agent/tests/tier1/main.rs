@@ -10,6 +10,7 @@ mod agent_vip;
 mod aws_group;
 mod containerd;
 mod discovery_aws_moto;
+mod discovery_srv;
 mod dns_agents;
 mod dns_handover;
 mod dns_rfc2136;
