@@ -26,8 +26,11 @@ pub struct Names {
 }
 
 impl Names {
-    /// `None` without a provider or zone (validation demands both together).
+    /// `None` without a provider or a zone: nothing to publish.
     pub fn from_config(dns: &Dns, cluster_name: &str) -> Option<Names> {
+        if dns.provider == crate::config::DnsProvider::None {
+            return None;
+        }
         let zone = dns
             .zone
             .as_deref()?
