@@ -170,9 +170,6 @@ impl CloudflareProvider {
     }
 
     pub async fn apply(&self, zone: &str, changes: &[Change]) -> Result<(), DnsError> {
-        if changes.is_empty() {
-            return Ok(());
-        }
         let id = self.zone_id(zone).await?;
         let steps = {
             let ids = self.ids.lock().unwrap_or_else(|p| p.into_inner());

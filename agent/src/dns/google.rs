@@ -175,9 +175,6 @@ impl GoogleProvider {
     }
 
     pub async fn apply(&self, zone: &str, changes: &[Change]) -> Result<(), DnsError> {
-        if changes.is_empty() {
-            return Ok(());
-        }
         let base = self.zone_path(zone).await?;
         let text = self
             .call(

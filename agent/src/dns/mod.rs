@@ -160,7 +160,11 @@ impl Provider {
         }
     }
 
+    /// Applies `changes`; nothing is sent when there are none.
     pub async fn apply(&self, zone: &str, changes: &[Change]) -> Result<(), DnsError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
         match self {
             Provider::Rfc2136(p) => p.apply(zone, changes).await,
             Provider::Route53(p) => p.apply(zone, changes).await,

@@ -163,9 +163,6 @@ impl Rfc2136Provider {
     /// Applies every change in one signed UPDATE message (atomic on the
     /// server).
     pub async fn apply(&self, zone: &str, changes: &[Change]) -> Result<(), DnsError> {
-        if changes.is_empty() {
-            return Ok(());
-        }
         let origin = fqdn(zone)?;
         let message = update_message(origin, changes)?;
         let client = self.connect().await?;

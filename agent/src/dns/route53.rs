@@ -110,9 +110,6 @@ impl Route53Provider {
     }
 
     pub async fn apply(&self, zone: &str, changes: &[Change]) -> Result<(), DnsError> {
-        if changes.is_empty() {
-            return Ok(());
-        }
         let id = self.zone_id(zone).await?;
         for batch in batches(changes) {
             let path = format!("{API}/hostedzone/{id}/rrset");
