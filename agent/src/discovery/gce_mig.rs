@@ -13,6 +13,26 @@ use super::{Lifecycle, Peer};
 use crate::cloud::gce::GceClient;
 use crate::cloud::gce::compute::{self, ComputeInstance, ManagedInstance, MigRef};
 
+/// The group an instance belongs to, from its `created-by` metadata
+/// attribute (`projects/N/zones/Z/instanceGroupManagers/NAME`, or
+/// `regions/R/...` for a regional group) and its project id; `name`
+/// replaces the group's name (`discovery.cloudGroup.name`). Pure.
+pub fn mig_from_created_by(created_by: &str, project: &str, name: Option<&str>) -> Option<MigRef> {
+    let parts: Vec<&str> = created_by.trim().trim_matches('/').split('/').collect();
+    let at = parts.iter().position(|p| *p == "instanceGroupManagers")?;
+    let own_name = parts.get(at + 1).filter(|n| !n.is_empty())?;
+    let location = match (parts.get(at.checked_sub(2)?), parts.get(at - 1)) {
+        (Some(&"zones"), Some(z)) if !z.is_empty() => compute::MigLocation::Zone(z.to_string()),
+        (Some(&"regions"), Some(r)) if !r.is_empty() => compute::MigLocation::Region(r.to_string()),
+        _ => return None,
+    };
+    Some(MigRef {
+        project: project.to_string(),
+        location,
+        name: name.unwrap_or(own_name).to_string(),
+    })
+}
+
 /// Lists the members of the managed instance group `mig`.
 pub async fn list_group(client: &GceClient, mig: &MigRef) -> Result<GroupView, DiscoveryError> {
     let span = tracing::info_span!("discover_gce_mig", group = %mig);
@@ -136,6 +156,54 @@ pub fn lifecycle(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_group_comes_from_created_by() {
+        let zonal = mig_from_created_by(
+            "projects/123456/zones/us-central1-a/instanceGroupManagers/muster-cp",
+            "example-project",
+            None,
+        )
+        .expect("zonal");
+        assert_eq!(
+            zonal.to_string(),
+            mig_display("example-project", "zones/us-central1-a", "muster-cp")
+        );
+        let regional = mig_from_created_by(
+            "projects/123456/regions/us-central1/instanceGroupManagers/muster-cp",
+            "p",
+            Some("other"),
+        )
+        .expect("regional");
+        assert_eq!(
+            regional.location,
+            compute::MigLocation::Region("us-central1".into())
+        );
+        assert_eq!(regional.name, "other");
+        assert_eq!(
+            mig_from_created_by("projects/1/zones/z/instanceGroupManagers/", "p", None),
+            None
+        );
+        assert_eq!(
+            mig_from_created_by("instanceGroupManagers/x", "p", None),
+            None
+        );
+        assert_eq!(mig_from_created_by("someone", "p", None), None);
+    }
+
+    fn mig_display(project: &str, location: &str, name: &str) -> String {
+        let (kind, place) = location.split_once('/').expect("kind/place");
+        let location = match kind {
+            "zones" => compute::MigLocation::Zone(place.into()),
+            _ => compute::MigLocation::Region(place.into()),
+        };
+        MigRef {
+            project: project.into(),
+            location,
+            name: name.into(),
+        }
+        .to_string()
+    }
     use crate::cloud::gce::compute::{parse_instance, parse_list_managed_instances};
 
     fn fixture(name: &str) -> String {

@@ -21,6 +21,12 @@ pub enum PeerSource {
         session: Box<InstanceSession>,
         group: String,
     },
+    /// A GCE managed instance group, through the Compute API with the
+    /// instance's service-account token.
+    GceGroup {
+        client: Box<crate::cloud::gce::GceClient>,
+        mig: crate::cloud::gce::compute::MigRef,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -63,9 +69,7 @@ impl PeerSource {
                     _ => CloudProvider::Aws,
                 });
                 if provider == CloudProvider::Gce {
-                    return Err(SourceError::NotBuilt {
-                        what: "GCE managed instance group discovery in the agent loop",
-                    });
+                    return gce_group(g.name.as_deref(), api_endpoint, imds).await;
                 }
                 let group = g.name.clone().or_else(|| facts.group.clone()).ok_or_else(|| {
                     SourceError::Setup("no autoscaling group: set discovery.cloudGroup.name or tag the instance".into())
@@ -93,8 +97,11 @@ impl PeerSource {
             PeerSource::Static(_) => Duration::ZERO,
             PeerSource::DnsA(_) | PeerSource::DnsSrv(_) => Duration::from_secs(5),
             // AWS documents Describe* calls as eventually consistent, within
-            // seconds; 10 s leaves a margin at little cost to a boot.
-            PeerSource::AwsGroup { .. } => Duration::from_secs(10),
+            // seconds; 10 s leaves a margin at little cost to a boot. The
+            // Compute API's lists are read-after-write within a group's
+            // operation, but a new instance may show before its address:
+            // the same margin.
+            PeerSource::AwsGroup { .. } | PeerSource::GceGroup { .. } => Duration::from_secs(10),
         }
     }
 
@@ -111,6 +118,54 @@ impl PeerSource {
                     .map_err(|e| SourceError::Setup(e.to_string()))?;
                 Ok(aws_asg::list_group(client, group).await?.peers)
             }
+            PeerSource::GceGroup { client, mig } => {
+                Ok(super::gce_mig::list_group(client, mig).await?.peers)
+            }
         }
     }
+}
+
+/// The instance's own managed instance group (or the one `name`s, in the
+/// same zone or region): project id and `created-by` from the metadata
+/// server, the Compute API at `cloud.endpoint` when set.
+async fn gce_group(
+    name: Option<&str>,
+    api_endpoint: Option<&Url>,
+    imds: &metadata::Options,
+) -> Result<PeerSource, SourceError> {
+    use crate::cloud::gce::{GceClient, GceOptions};
+    let mut opts = GceOptions {
+        backoff: API_BACKOFF,
+        ..GceOptions::default()
+    };
+    if let Some(base) = &imds.endpoint {
+        opts.metadata_base = base.clone();
+    }
+    if let Some(api) = api_endpoint {
+        opts.api_base = api.clone();
+    }
+    let client = GceClient::new(opts).map_err(|e| SourceError::Setup(e.to_string()))?;
+    let project = client
+        .metadata_value("project/project-id")
+        .await
+        .map_err(|e| SourceError::Setup(format!("GCE project id: {e}")))?;
+    let created_by = client
+        .metadata_value("instance/attributes/created-by")
+        .await
+        .map_err(|e| {
+            SourceError::Setup(format!(
+                "this instance is in no managed instance group (created-by: {e})"
+            ))
+        })?;
+    let mig =
+        super::gce_mig::mig_from_created_by(&created_by, &project, name).ok_or_else(|| {
+            SourceError::Setup(format!(
+                "created-by `{created_by}` does not name a managed instance group"
+            ))
+        })?;
+    tracing::info!(group = %mig, "discovery: GCE managed instance group");
+    Ok(PeerSource::GceGroup {
+        client: Box::new(client),
+        mig,
+    })
 }

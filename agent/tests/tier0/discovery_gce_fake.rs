@@ -247,3 +247,81 @@ async fn no_service_account_is_a_token_error() {
         "{text}"
     );
 }
+
+/// The agent's source for `discovery.cloudGroup` on GCE: the project id and
+/// the instance's `created-by` from the metadata server, then the group
+/// through the Compute API at `cloud.endpoint`.
+#[tokio::test]
+async fn the_agent_source_finds_its_own_group_from_the_metadata() {
+    use muster::config::{CloudGroup, DiscoveryMethod};
+    use muster::discovery::source::PeerSource;
+    use muster::metadata::{self, InstanceFacts, ProviderKind};
+    let fake = FakeServer::start(|_, r| match r.target.as_str() {
+        "/computeMetadata/v1/project/project-id" => {
+            Response::new(200, "application/text", "example-project")
+        }
+        "/computeMetadata/v1/instance/attributes/created-by" => Response::new(
+            200,
+            "application/text",
+            "projects/123456789/zones/us-central1-a/instanceGroupManagers/muster-cp",
+        ),
+        _ => answer(r),
+    })
+    .await;
+    let imds = metadata::Options {
+        endpoint: Some(fake.base.clone()),
+        ..metadata::Options::default()
+    };
+    let facts = InstanceFacts {
+        provider: ProviderKind::Gce,
+        instance_id: "1974815549671473983".into(),
+        hostname: None,
+        private_ipv4: None,
+        public_ipv4: None,
+        region: Some("us-central1".into()),
+        zone: Some("us-central1-a".into()),
+        group: Some("muster-cp".into()),
+        tags: Default::default(),
+        user_data: None,
+    };
+    let api = fake.base.join("compute/v1/").expect("url");
+    let source = PeerSource::from_config(
+        DiscoveryMethod::CloudGroup(CloudGroup::default()),
+        Some(&api),
+        &facts,
+        &imds,
+    )
+    .await
+    .expect("source");
+    let peers = source.list().await.expect("listed");
+    assert_eq!(peers.len(), 5, "{peers:?}");
+    assert_eq!(peers[0].address, Ipv4Addr::new(10, 128, 0, 2));
+    let asked: Vec<String> = fake.requests().iter().map(|r| r.target.clone()).collect();
+    assert!(asked.iter().any(|t| t == IGM), "{asked:?}");
+
+    // An instance outside any group is told so.
+    let lonely = FakeServer::start(|_, r| match r.target.as_str() {
+        "/computeMetadata/v1/project/project-id" => {
+            Response::new(200, "application/text", "example-project")
+        }
+        _ => Response::new(404, "text/html", "Not Found"),
+    })
+    .await;
+    let imds = metadata::Options {
+        endpoint: Some(lonely.base.clone()),
+        ..metadata::Options::default()
+    };
+    let e = PeerSource::from_config(
+        DiscoveryMethod::CloudGroup(CloudGroup::default()),
+        Some(&api),
+        &facts,
+        &imds,
+    )
+    .await
+    .err()
+    .expect("no group");
+    assert!(
+        e.to_string().contains("in no managed instance group"),
+        "{e}"
+    );
+}
