@@ -40,3 +40,14 @@ pub struct Peer {
 }
 pub mod source;
 pub mod static_list;
+
+/// The addresses of the group's machines that are not on their way out:
+/// what the control plane's Node clean-up and the DNS publisher count as
+/// "still here".
+pub fn live_addresses(peers: &[Peer]) -> std::collections::BTreeSet<std::net::IpAddr> {
+    peers
+        .iter()
+        .filter(|p| p.lifecycle != Lifecycle::Leaving)
+        .map(|p| std::net::IpAddr::V4(p.address))
+        .collect()
+}

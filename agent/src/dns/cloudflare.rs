@@ -269,7 +269,7 @@ fn group(
 
 fn content_value(kind: RecordType, content: &str) -> String {
     match kind {
-        RecordType::Txt => content.trim_matches('"').to_string(),
+        RecordType::Txt => registry::unquoted(content),
         _ => content.to_string(),
     }
 }

@@ -259,7 +259,7 @@ pub fn parse_rrsets(text: &str) -> Result<(Vec<RecordSet>, Option<String>), DnsE
                     .rrdatas
                     .iter()
                     .map(|v| match kind {
-                        RecordType::Txt => v.trim_matches('"').to_string(),
+                        RecordType::Txt => registry::unquoted(v),
                         _ => v.clone(),
                     })
                     .collect::<BTreeSet<_>>(),

@@ -17,7 +17,7 @@ use super::plan::{self, Ownership, Scope};
 use super::records::{self, Names};
 use super::{DnsError, Fault, Provider, reconcile};
 use crate::config::Config;
-use crate::discovery::{Lifecycle, Peer};
+use crate::discovery::Peer;
 use crate::retry::Backoff;
 use crate::roles::Role;
 use crate::state::{DnsStatus, StatusBoard};
@@ -161,13 +161,7 @@ impl Phase {
     }
 
     fn group(&self) -> BTreeSet<IpAddr> {
-        self.inputs
-            .views
-            .borrow()
-            .iter()
-            .filter(|p| p.lifecycle != Lifecycle::Leaving)
-            .map(|p| IpAddr::V4(p.address))
-            .collect()
+        crate::discovery::live_addresses(&self.inputs.views.borrow())
     }
 
     async fn coordinator(

@@ -58,6 +58,27 @@ pub fn quoted(value: &str) -> String {
     format!("\"{value}\"")
 }
 
+/// The character strings of a TXT value as Route 53, Google Cloud DNS and
+/// Cloudflare present it (`"a" "b"`, with `\"` escapes), joined: `ab`.
+/// A value without quotes is returned as it is.
+pub fn unquoted(value: &str) -> String {
+    if !value.contains('"') {
+        return value.to_string();
+    }
+    let mut out = String::new();
+    let mut in_quotes = false;
+    let mut chars = value.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => in_quotes = !in_quotes,
+            '\\' if in_quotes => out.extend(chars.next()),
+            c if in_quotes => out.push(c),
+            _ => {}
+        }
+    }
+    out
+}
+
 /// Who owns a record, from its TXT value (quoted or not), the way
 /// ExternalDNS reads it (`NewLabelsFromStringPlain`): `None` when the value
 /// is not an ExternalDNS registry entry, `Some("")` when it is one without
@@ -106,6 +127,9 @@ mod tests {
             v,
             "heritage=external-dns,external-dns/owner=prod,external-dns/resource=crd/kube-system/muster-api"
         );
+        assert_eq!(unquoted(&quoted(&v)), v);
+        assert_eq!(unquoted("\"a\" \"b\\\"c\""), "ab\"c");
+        assert_eq!(unquoted("plain"), "plain");
         assert_eq!(
             quoted(&v),
             "\"heritage=external-dns,external-dns/owner=prod,external-dns/resource=crd/kube-system/muster-api\""

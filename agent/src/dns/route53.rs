@@ -210,7 +210,7 @@ pub fn parse_record_sets(text: &str) -> Result<Page, String> {
                     xml::children(rr, "ResourceRecord")
                         .filter_map(|r| xml::text(r, "Value"))
                         .map(|v| match kind {
-                            RecordType::Txt => unquote_txt(v),
+                            RecordType::Txt => super::registry::unquoted(v),
                             _ => v.to_string(),
                         })
                         .collect()
@@ -256,22 +256,6 @@ fn unescape_name(name: &str) -> String {
         }
     }
     out.trim_end_matches('.').to_ascii_lowercase()
-}
-
-/// `"a" "b"` → `ab`: Route 53 stores TXT values as quoted strings.
-fn unquote_txt(v: &str) -> String {
-    let mut out = String::new();
-    let mut in_quotes = false;
-    let mut chars = v.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '"' => in_quotes = !in_quotes,
-            '\\' if in_quotes => out.extend(chars.next()),
-            c if in_quotes => out.push(c),
-            _ => {}
-        }
-    }
-    if !v.contains('"') { v.to_string() } else { out }
 }
 
 fn escape(text: &str) -> String {
@@ -428,6 +412,5 @@ mod tests {
         assert_eq!(b.len(), 5);
         assert!(b.iter().all(|b| b.len() == 200));
         assert_eq!(unescape_name("\\052.Example.com."), "*.example.com");
-        assert_eq!(unquote_txt("\"a\" \"b\\\"c\""), "ab\"c");
     }
 }

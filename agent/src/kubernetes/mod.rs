@@ -574,12 +574,7 @@ pub async fn run(
                 announced = Some(role);
             }
             if role == Role::ControlPlane {
-                let group: std::collections::BTreeSet<std::net::IpAddr> = views
-                    .borrow()
-                    .iter()
-                    .filter(|p| p.lifecycle != crate::discovery::Lifecycle::Leaving)
-                    .map(|p| std::net::IpAddr::V4(p.address))
-                    .collect();
+                let group = crate::discovery::live_addresses(&views.borrow());
                 if let Some(cp) = phase.control_plane.as_mut() {
                     cp.round(&mut status, &group).await;
                 }
