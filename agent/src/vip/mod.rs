@@ -14,6 +14,7 @@ pub mod arp;
 pub mod aws;
 pub mod bgp;
 pub mod election;
+pub mod gce;
 pub mod health;
 pub mod lease;
 pub mod mover;

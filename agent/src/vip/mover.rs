@@ -1,9 +1,9 @@
 //! Movers make this node answer for the VIP, or stop. The election does
 //! not care how: `arp` (an address on a shared L2 segment, here), `bgp`
 //! (a /32 announced to routers, `bgp/`) and `aws` (a secondary private IP
-//! moved between network interfaces, `aws.rs`). A GCE mover (alias IP
-//! ranges moved with `instances.updateNetworkInterface`) plugs in the same
-//! way: one more [`Mover`] and one arm in `AnyMover`.
+//! moved between network interfaces, `aws.rs`) and `gce` (an alias IP
+//! range moved between instances' interfaces, `gce.rs`). Another plugs in
+//! the same way: one more [`Mover`] and one arm in `AnyMover`.
 
 use std::future::Future;
 use std::net::Ipv4Addr;
@@ -25,6 +25,8 @@ pub enum MoverError {
     /// Boxed: the largest variant, and errors travel by value.
     #[error(transparent)]
     Aws(Box<crate::cloud::aws::AwsError>),
+    #[error(transparent)]
+    Gce(Box<crate::cloud::gce::GceError>),
     #[error("cloud: {0}")]
     Cloud(String),
 }
@@ -129,6 +131,7 @@ pub enum AnyMover {
     Arp(ArpMover),
     Bgp(super::bgp::BgpMover),
     Aws(super::aws::AwsMover),
+    Gce(super::gce::GceMover),
 }
 
 impl Mover for AnyMover {
@@ -137,6 +140,7 @@ impl Mover for AnyMover {
             AnyMover::Arp(m) => m.acquire(takeover).await,
             AnyMover::Bgp(m) => m.acquire(takeover).await,
             AnyMover::Aws(m) => m.acquire(takeover).await,
+            AnyMover::Gce(m) => m.acquire(takeover).await,
         }
     }
 
@@ -145,6 +149,7 @@ impl Mover for AnyMover {
             AnyMover::Arp(m) => m.announce().await,
             AnyMover::Bgp(m) => m.announce().await,
             AnyMover::Aws(m) => m.announce().await,
+            AnyMover::Gce(m) => m.announce().await,
         }
     }
 
@@ -153,6 +158,7 @@ impl Mover for AnyMover {
             AnyMover::Arp(m) => m.release().await,
             AnyMover::Bgp(m) => m.release().await,
             AnyMover::Aws(m) => m.release().await,
+            AnyMover::Gce(m) => m.release().await,
         }
     }
 }

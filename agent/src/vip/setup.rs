@@ -11,6 +11,7 @@ use tracing::{Instrument, info, info_span};
 use super::aws::AwsMover;
 use super::bgp::{BgpMover, BgpPeer, BgpSettings};
 use super::election::Timing;
+use super::gce::GceMover;
 use super::{
     AnyMover, ArpMover, EtcdAccess, HealthCheck, MoverError, RenewalLog, VipConfig, VipError,
     VipManager, VipRole,
@@ -43,9 +44,8 @@ pub struct VipInputs<'a> {
     pub board: &'a StatusBoard,
 }
 
-/// Starts the VIP manager when the config has a VIP and a built mode
-/// (`arp`, `bgp`, `aws`); `gce` is not built yet and only shows in the
-/// plan. It campaigns only while `health` says this node may serve the
+/// Starts the VIP manager when the config has a VIP and a mode (`arp`,
+/// `bgp`, `aws`, `gce`). It campaigns only while `health` says this node may serve the
 /// API, so it runs on every node: a worker never becomes a candidate.
 pub async fn start<H: HealthCheck + 'static>(
     inputs: VipInputs<'_>,
@@ -105,7 +105,11 @@ pub async fn start<H: HealthCheck + 'static>(
             .await?;
             AnyMover::Aws(mover)
         }
-        VipMode::Gce | VipMode::None => return Ok(None),
+        VipMode::Gce => {
+            let client = gce_client(config, imds).map_err(|e| MoverError::Gce(Box::new(e)))?;
+            AnyMover::Gce(GceMover::new(vip, std::sync::Arc::new(client), interface, ip).await?)
+        }
+        VipMode::None => return Ok(None),
     };
     // The local member first: the manager tries endpoints in order.
     let mut endpoints = vec![client_url(ip)];
@@ -134,13 +138,34 @@ pub async fn start<H: HealthCheck + 'static>(
     }))
 }
 
-/// AWS calls of the mover: a takeover is waiting on them, so retry briefly
+/// Cloud calls of the movers (AWS, GCE): a takeover is waiting on them, so retry briefly
 /// and let the election hand the VIP on instead of waiting long.
 const AWS_BACKOFF: crate::retry::Backoff = crate::retry::Backoff {
     initial: Duration::from_millis(100),
     max_delay: Duration::from_secs(1),
     total: Duration::from_secs(5),
 };
+
+/// The Compute API client of the GCE mover: the metadata server at the
+/// agent's metadata endpoint (token, project, instance), the API at
+/// `cloud.endpoint` when set.
+fn gce_client(
+    config: &Config,
+    imds: &metadata::Options,
+) -> Result<crate::cloud::gce::GceClient, crate::cloud::gce::GceError> {
+    use crate::cloud::gce::{GceClient, GceOptions};
+    let mut opts = GceOptions {
+        backoff: AWS_BACKOFF,
+        ..GceOptions::default()
+    };
+    if let Some(base) = &imds.endpoint {
+        opts.metadata_base = base.clone();
+    }
+    if let Some(api) = config.cloud.endpoint_url() {
+        opts.api_base = api;
+    }
+    GceClient::new(opts)
+}
 
 /// How often the renewal figures in the status are refreshed.
 const RENEWALS_SHOWN_EVERY: Duration = Duration::from_secs(5);

@@ -15,6 +15,8 @@ pub struct Request {
     pub target: String,
     pub headers: Vec<(String, String)>,
     pub body: String,
+    /// Who sent it (the fakes that serve several hosts tell them apart by it).
+    pub peer: Option<std::net::SocketAddr>,
 }
 
 impl Request {
@@ -76,9 +78,18 @@ impl FakeServer {
     pub async fn start(
         handler: impl Fn(usize, &Request) -> Response + Send + Sync + 'static,
     ) -> FakeServer {
-        let listener = TcpListener::bind("127.0.0.1:0")
+        FakeServer::start_on("127.0.0.1:0", handler).await
+    }
+
+    /// Like [`FakeServer::start`], listening on `addr` (e.g. `0.0.0.0:0`
+    /// inside a test namespace); `base` names the bound address.
+    pub async fn start_on(
+        addr: &str,
+        handler: impl Fn(usize, &Request) -> Response + Send + Sync + 'static,
+    ) -> FakeServer {
+        let listener = TcpListener::bind(addr)
             .await
-            .expect("bind 127.0.0.1:0");
+            .unwrap_or_else(|e| panic!("bind {addr}: {e}"));
         let addr = listener.local_addr().expect("local addr");
         let requests = Arc::new(Mutex::new(Vec::new()));
         let handler: Arc<Handler> = Arc::new(handler);
@@ -118,9 +129,10 @@ async fn serve(
     handler: Arc<Handler>,
     seen: Arc<Mutex<Vec<Request>>>,
 ) -> std::io::Result<()> {
-    let Some(request) = read_request(&mut stream).await? else {
+    let Some(mut request) = read_request(&mut stream).await? else {
         return Ok(());
     };
+    request.peer = stream.peer_addr().ok();
     let n = {
         let mut seen = seen.lock().expect("lock");
         seen.push(request.clone());
@@ -188,5 +200,6 @@ pub async fn read_request(stream: &mut TcpStream) -> std::io::Result<Option<Requ
         target,
         headers,
         body,
+        peer: None,
     }))
 }

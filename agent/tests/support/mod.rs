@@ -8,6 +8,7 @@ pub mod dns;
 pub mod etcd_bin;
 pub mod fake_cloud_dns;
 pub mod fake_cloudflare;
+pub mod fake_compute;
 pub mod fake_http;
 pub mod fake_metadata;
 pub mod golden;

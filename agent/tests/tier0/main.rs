@@ -32,3 +32,4 @@ mod pki_store;
 mod pki_tls;
 mod status_endpoint;
 mod userdata;
+mod vip_gce_fake;

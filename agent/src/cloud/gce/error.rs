@@ -11,7 +11,7 @@ pub enum GceError {
         "gce {call} at {url}: HTTP {status}{}: {message}{}{}",
         .reason.as_deref().map(|r| format!(" {r}")).unwrap_or_default(),
         retried(*.attempts, *.elapsed),
-        hint(*.status)
+        hint(*.status, .call)
     )]
     Api {
         call: String,
@@ -54,6 +54,18 @@ pub enum GceError {
         cause: String,
     },
 
+    /// A long-running operation was not done in time. It may still finish.
+    #[error(
+        "gce {call}: operation {operation} not done after {:.1}s ({url})",
+        .waited.as_secs_f64()
+    )]
+    Unfinished {
+        call: String,
+        operation: String,
+        url: String,
+        waited: Duration,
+    },
+
     /// The client's own settings are unusable.
     #[error("gce client: {what}")]
     Config { what: String },
@@ -80,8 +92,16 @@ fn retried(attempts: u32, elapsed: Duration) -> String {
     }
 }
 
-fn hint(status: u16) -> &'static str {
+fn hint(status: u16, call: &str) -> &'static str {
+    let moving_alias = call.starts_with("instances.updateNetworkInterface")
+        || call.starts_with("instances.aggregatedList")
+        || call.starts_with("zoneOperations");
     match status {
+        403 if moving_alias => {
+            "; moving the VIP needs compute.instances.get, compute.instances.list and \
+             compute.instances.updateNetworkInterface, compute.zoneOperations.get \
+             (roles/compute.instanceAdmin.v1 holds them) and the compute or cloud-platform scope"
+        }
         401 => {
             "; the access token was refused: check the instance's service account \
              (metadata server service-accounts/default/token)"

@@ -6,6 +6,7 @@
 //! The token is cached until a minute before it expires and dropped when
 //! the API answers 401. It never reaches logs or errors.
 
+pub mod alias;
 pub mod compute;
 mod error;
 
