@@ -2,9 +2,8 @@
 //!
 //! identify → configure → (plan logged) → pki → discover / assign roles /
 //! etcd → API VIP → Kubernetes (control plane, kubelet, kube-proxy, the
-//! `bridge` pod network), DNS names (rfc2136), then the steady-state loop.
-//! The Cilium/Istio mesh and the other DNS providers are not built yet;
-//! the plan says so. Nothing is
+//! `bridge` pod network), DNS names, then the steady-state loop. The
+//! Cilium/Istio mesh is not built yet; the plan says so. Nothing is
 //! written to the state directory before the merged config is valid (S6).
 
 use std::net::{IpAddr, SocketAddr};

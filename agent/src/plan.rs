@@ -117,9 +117,8 @@ impl Plan {
             Some(vip) => format!("https://{vip}:{} via {}", endpoint.port, mode.as_str()),
             None => "no VIP (mode none)".into(),
         };
-        // Only the L2 mover is built; BGP and cloud movers come later.
-        let vip_built =
-            endpoint.vip.is_some() && matches!(mode, VipMode::Arp | VipMode::Bgp | VipMode::Aws);
+        // Every mover is built (arp, bgp, aws, gce); `none` has nothing to run.
+        let vip_built = endpoint.vip.is_some() && mode != VipMode::None;
         step(Phase::ApiEndpoint, vip_built, format!("API endpoint {vip}"));
 
         let k8s = &config.kubernetes;
@@ -164,10 +163,8 @@ impl Plan {
             }
             None => "no DNS provider".into(),
         };
-        // Built: rfc2136; the other providers are refused at run time.
-        let dns_built =
-            names.is_some() && config.dns.provider == crate::config::DnsProvider::Rfc2136;
-        step(Phase::Dns, dns_built, dns);
+        // Every provider is built (rfc2136, route53, cloudflare, google).
+        step(Phase::Dns, names.is_some(), dns);
         Plan { steps }
     }
 

@@ -783,12 +783,13 @@ pub struct MetadataSettings {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct CloudSettings {
-    /// AWS (and GCE) API endpoint override: a VPC endpoint proxy, an
-    /// AWS-compatible cloud, the local lab. An `http` or `https` URL; every
-    /// AWS call (autoscaling, EC2) goes there instead of
-    /// `https://SERVICE.REGION.amazonaws.com`. The `MUSTER_AWS_ENDPOINT`
-    /// environment variable, when set, wins over this setting. (GCE group
-    /// discovery is not wired into the agent yet; it will read this too.)
+    /// Cloud API endpoint override: a VPC endpoint proxy, an AWS-compatible
+    /// cloud, the local lab. An `http` or `https` URL; every AWS call
+    /// (autoscaling, EC2) goes there instead of
+    /// `https://SERVICE.REGION.amazonaws.com` (the `MUSTER_AWS_ENDPOINT`
+    /// environment variable, when set, wins over this setting), and on GCE
+    /// every Compute API call (group discovery, the alias-IP mover) goes
+    /// there instead of `https://compute.googleapis.com/compute/v1/`.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(url)]
     pub endpoint: Option<String>,

@@ -37,10 +37,6 @@ pub enum SourceError {
     Resolve(#[from] static_list::ResolveError),
     #[error("discovery: {0}")]
     Srv(#[from] super::dns_srv::SrvError),
-    #[error(
-        "discovery: {what} is not built yet; use `discovery.static`, DNS A or SRV records or an AWS group"
-    )]
-    NotBuilt { what: &'static str },
     #[error("discovery: {0}")]
     Setup(String),
 }
