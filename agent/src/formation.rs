@@ -257,8 +257,11 @@ fn decide_with_cluster(o: &Observed<'_>, cluster: &FoundCluster, my_url: &str) -
         };
     }
     if cluster.members.len() < o.topology.etcd_members() {
-        return Decision::Join {
-            cluster_id: cluster.cluster_id,
+        return match room_to_join(o.topology, cluster) {
+            Ok(()) => Decision::Join {
+                cluster_id: cluster.cluster_id,
+            },
+            Err(reason) => Decision::Wait { reason },
         };
     }
     if let Some(down) = cluster.members.iter().find(|m| !m.healthy) {
@@ -280,6 +283,45 @@ fn decide_with_cluster(o: &Observed<'_>, cluster: &FoundCluster, my_url: &str) -
         Role::Worker
     };
     Decision::NoEtcd { role }
+}
+
+/// Whether one more member may be added to `cluster` now (pure): it has a
+/// leader, fewer members than the topology asks for (a dead member still
+/// listed takes its seat until the leader's agent removes it, S3), and no
+/// learner still catching up (one at a time: etcd allows one learner, and a
+/// second would count towards quorum before it has the data). Checked
+/// before a join, and again under the membership lock.
+pub fn room_to_join(topology: Topology, cluster: &FoundCluster) -> Result<(), String> {
+    let wanted = topology.etcd_members();
+    if !cluster.has_leader {
+        return Err(format!("cluster {:x} has no leader", cluster.cluster_id));
+    }
+    if cluster.members.len() >= wanted {
+        return Err(format!(
+            "cluster {:x} has {} of {wanted} members",
+            cluster.cluster_id,
+            cluster.members.len()
+        ));
+    }
+    if let Some(l) = cluster.members.iter().find(|m| m.is_learner) {
+        return Err(format!(
+            "learner {:x} is still catching up in cluster {:x}",
+            l.id, cluster.cluster_id
+        ));
+    }
+    Ok(())
+}
+
+/// S7 for a node that settled as a worker: whether it should step in as an
+/// etcd member now (pure). Only in the stacked topology (a worker becomes a
+/// control-plane node; dedicated etcd is refilled by new machines only),
+/// and only when the cluster has room (`room_to_join`). Which of several
+/// workers gets the seat is decided by the membership lock, not by an
+/// order: a static list keeps dead machines in the order for ever.
+pub fn worker_steps_in(topology: Topology, role: Role, cluster: &FoundCluster) -> bool {
+    role == Role::Worker
+        && topology.dedicated_etcd_count.is_none()
+        && room_to_join(topology, cluster).is_ok()
 }
 
 /// Whether a node may trust its view enough to form a cluster.
@@ -537,5 +579,58 @@ mod tests {
             token("x", &[a.clone(), b])
         );
         assert_ne!(token("x", std::slice::from_ref(&a)), token("y", &[a]));
+    }
+
+    #[test]
+    fn one_learner_at_a_time_and_never_more_than_the_topology_asks() {
+        let view: Vec<_> = (1..=5).map(peer).collect();
+        let two = found(7, &[&view[0], &view[1]], true);
+        assert_eq!(room_to_join(STACKED3, &two), Ok(()));
+        let o = observed(&view[4], &view, std::slice::from_ref(&two));
+        assert_eq!(decide(&o), Decision::Join { cluster_id: 7 });
+
+        // Two voters and a learner still catching up: full at 3; at 5 the
+        // next one waits for the learner.
+        let mut with_learner = two.clone();
+        with_learner.members.push(FoundMember {
+            id: 99,
+            name: String::new(),
+            peer_urls: vec![peer_url(&view[3])],
+            is_learner: true,
+            healthy: true,
+        });
+        assert!(room_to_join(STACKED3, &with_learner).is_err());
+        let five = Topology {
+            control_plane_count: 5,
+            dedicated_etcd_count: None,
+        };
+        let e = room_to_join(five, &with_learner).expect_err("learner pending");
+        assert!(e.contains("learner 63"), "{e}");
+        let mut o = observed(&view[4], &view, std::slice::from_ref(&with_learner));
+        o.topology = five;
+        assert!(
+            matches!(decide(&o), Decision::Wait { .. }),
+            "{:?}",
+            decide(&o)
+        );
+
+        let mut leaderless = two.clone();
+        leaderless.has_leader = false;
+        assert!(room_to_join(STACKED3, &leaderless).is_err());
+    }
+
+    #[test]
+    fn a_worker_steps_in_only_where_there_is_room_and_only_when_stacked() {
+        let view: Vec<_> = (1..=5).map(peer).collect();
+        let short = found(7, &[&view[0], &view[1]], true);
+        let full = found(7, &[&view[0], &view[1], &view[2]], true);
+        assert!(worker_steps_in(STACKED3, Role::Worker, &short));
+        assert!(!worker_steps_in(STACKED3, Role::Worker, &full));
+        assert!(!worker_steps_in(STACKED3, Role::ControlPlane, &short));
+        let dedicated = Topology {
+            control_plane_count: 2,
+            dedicated_etcd_count: Some(3),
+        };
+        assert!(!worker_steps_in(dedicated, Role::Worker, &short));
     }
 }

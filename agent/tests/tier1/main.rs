@@ -17,6 +17,7 @@ mod dns_rfc2136;
 mod dns_route53;
 mod etcd;
 mod gce_group;
+mod heal;
 mod kubernetes;
 mod netns_smoke;
 mod node_configs;

@@ -71,7 +71,14 @@ impl Runner {
         let my_url = formation::peer_url(me);
         let members = etcd.members().await.map_err(|e| e.to_string())?;
         if !members.iter().any(|m| m.peer_urls.contains(&my_url)) {
-            if members.len() >= self.cfg.topology.etcd_members() {
+            // Again under the lock: another node may have taken the seat.
+            let now = formation::FoundCluster {
+                cluster_id: 0,
+                members: members.clone(),
+                has_leader: true,
+            };
+            if let Err(why) = formation::room_to_join(self.cfg.topology, &now) {
+                info!("not joining after all: {why}");
                 return Ok(None);
             }
             // etcd refuses reconfiguration for a few seconds after a start or

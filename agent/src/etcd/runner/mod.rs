@@ -59,7 +59,13 @@ pub struct Runner {
     role_tx: tokio::sync::watch::Sender<Option<Role>>,
     /// The group as last listed, for the phases that need it.
     view_tx: tokio::sync::watch::Sender<Vec<Peer>>,
+    /// Rounds since a worker last asked whether the cluster needs it (S7).
+    rounds_since_step_in_check: u32,
 }
+
+/// How often (in rounds) a worker asks the cluster whether it is short of
+/// members: 5 s at the tests' 250 ms tick, 10 s at the default 500 ms.
+const STEP_IN_EVERY_TICKS: u32 = 20;
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -82,6 +88,7 @@ impl Runner {
             role,
             role_tx,
             view_tx,
+            rounds_since_step_in_check: 0,
         }
     }
 
@@ -161,7 +168,7 @@ impl Runner {
                 s.phase = Phase::SteadyState;
                 s.message = Some("no etcd member on this node".into());
             });
-            return Ok(());
+            return self.maybe_step_in(role, &view, &me).await;
         }
         let running = self
             .cfg
@@ -189,6 +196,57 @@ impl Runner {
         let decision = formation::decide(&observed);
         self.report(|s| s.phase = Phase::Etcd);
         self.act(decision, &me, &clusters).await
+    }
+
+    /// S7: now and then (every `STEP_IN_EVERY_TICKS` rounds), a worker asks
+    /// the cluster whether it is short of members, and joins if so.
+    async fn maybe_step_in(&mut self, role: Role, view: &[Peer], me: &Peer) -> Result<(), String> {
+        self.rounds_since_step_in_check += 1;
+        if self.rounds_since_step_in_check < STEP_IN_EVERY_TICKS
+            || self.cfg.topology.dedicated_etcd_count.is_some()
+        {
+            return Ok(());
+        }
+        self.rounds_since_step_in_check = 0;
+        let Some(cluster) = self.probe_for_cluster(view, me).await else {
+            return Ok(());
+        };
+        if !formation::worker_steps_in(self.cfg.topology, role, &cluster) {
+            return Ok(());
+        }
+        info!(
+            cluster = %format!("{:x}", cluster.cluster_id),
+            members = cluster.members.len(),
+            "the cluster is short of members: this worker steps in (S7)"
+        );
+        let decision = Decision::Join {
+            cluster_id: cluster.cluster_id,
+        };
+        self.act(decision, me, &[cluster]).await
+    }
+
+    /// The cluster as the first peers in the total order see it (members
+    /// are among them; a cheap look for workers, unlike `probe_peers`).
+    async fn probe_for_cluster(&self, view: &[Peer], me: &Peer) -> Option<FoundCluster> {
+        let mut candidates: Vec<&Peer> = view
+            .iter()
+            .filter(|p| {
+                p.id != me.id && p.lifecycle != Lifecycle::Leaving && !p.address.is_unspecified()
+            })
+            .collect();
+        candidates.sort_by(|a, b| roles::compare(a, b));
+        let probes = candidates
+            .into_iter()
+            .take(2 * self.cfg.topology.etcd_members() + 1)
+            .map(|p| {
+                let (url, tls) = (client::client_url(p.address), self.cfg.tls.clone());
+                async move { client::probe(url, &tls).await }
+            });
+        futures_join_all(probes)
+            .await
+            .into_iter()
+            .flatten()
+            .find(|c| c.has_leader)
     }
 
     /// Probes every other peer's etcd client port at once.
@@ -334,7 +392,14 @@ impl Runner {
                         self.start_etcd(me, Some(bootstrap)).await?;
                         self.set_role(etcd_role);
                     }
-                    None => self.set_role(Role::Worker),
+                    // No room after all (another node got the seat, or a
+                    // dead member still holds it): decide again next round,
+                    // never settle as a worker on this (issue 14's bug).
+                    None => self.report(|s| {
+                        s.message = Some(
+                            "no room in the cluster when it came to joining; deciding again".into(),
+                        )
+                    }),
                 }
                 Ok(())
             }

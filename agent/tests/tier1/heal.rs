@@ -1,0 +1,99 @@
+//! Tier 1, invariant S7 (docs/design/bootstrap.md): a cluster whose voters
+//! died comes back to its configured size, from the workers it already has
+//! and from replacement machines that start together while the dead members
+//! are still listed — the race of issue 14, where the second replacement
+//! settled as a worker for good and the cluster stayed one voter short.
+//! Real agents and etcd 3.5 in namespaces, a static list of 9 slots,
+//! `controlPlane.count: 5`.
+
+use crate::support::cluster;
+use crate::support::netns;
+
+use std::time::{Duration, Instant};
+
+use cluster::Cluster;
+use netns::wait_until;
+
+fn put_keys(c: &Cluster, node: usize, n: usize) {
+    for k in 0..n {
+        let out = c.etcdctl(node, &["put", &format!("/heal/key{k:03}"), "v"]);
+        assert!(
+            out.status.success(),
+            "put: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+fn count_keys(c: &Cluster, node: usize) -> usize {
+    let out = c.etcdctl(
+        node,
+        &["get", "--prefix", "/heal/", "--count-only", "-w", "fields"],
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("\"Count\" : "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn voters_lost_for_good_are_replaced_by_workers_and_by_replacements_started_together() {
+    let mut c = Cluster::new("heal", 9, 5);
+    for i in 0..7 {
+        c.add_host();
+        c.start_agent(i);
+    }
+    c.wait_for_cluster(&[0, 1, 2, 3, 4], 5, Duration::from_secs(90));
+    wait_until(
+        "two workers",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || (5..7).all(|i| c.status(i).is_some_and(|s| s["role"] == "worker")),
+    )
+    .expect("hosts 6 and 7 become workers");
+    put_keys(&c, 2, 20);
+    let id = c.etcd_view(2).expect("view").0;
+
+    // Two voters gone for good, no new machine: the workers step in.
+    c.destroy(0);
+    c.destroy(1);
+    let lost = Instant::now();
+    c.wait_for_cluster(&[2, 3, 4, 5, 6], 5, Duration::from_secs(120));
+    eprintln!(
+        "two voters destroyed -> 5 healthy voters again (both workers stepped in): {:?}",
+        lost.elapsed()
+    );
+    for i in [5, 6] {
+        assert_eq!(
+            c.status(i).expect("status")["role"],
+            "control-plane",
+            "node {i}"
+        );
+    }
+
+    // Two more gone; two replacements (slots 8 and 9) start half a second
+    // apart while the dead members are still listed.
+    c.destroy(2);
+    c.destroy(3);
+    let new1 = c.add_host();
+    c.start_agent(new1);
+    std::thread::sleep(Duration::from_millis(500));
+    let new2 = c.add_host();
+    c.start_agent(new2);
+    let started = Instant::now();
+    let now = c.wait_for_cluster(&[4, 5, 6, new1, new2], 5, Duration::from_secs(120));
+    eprintln!(
+        "two more destroyed, two replacements started 0.5 s apart -> 5 healthy voters: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(now, id, "S1: the same cluster throughout");
+    for i in [new1, new2] {
+        assert_eq!(
+            c.status(i).expect("status")["role"],
+            "control-plane",
+            "node {i}"
+        );
+    }
+    assert_eq!(count_keys(&c, new2), 20, "S2: the data is all there");
+}
