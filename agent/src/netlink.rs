@@ -158,6 +158,38 @@ impl Netlink {
         }
     }
 
+    /// Adds `vip/32` to the interface, or renews it, with a kernel-enforced
+    /// lifetime: the kernel removes the address `lifetime_secs` after the
+    /// last call even if this process never runs again (a frozen or starved
+    /// VIP holder; S4). Renewing replaces the lifetime of the address.
+    pub async fn add_expiring(
+        &self,
+        iface: &Iface,
+        vip: Ipv4Addr,
+        lifetime_secs: u32,
+    ) -> Result<(), NetlinkError> {
+        use rtnetlink::packet_route::address::CacheInfo;
+        let mut request = self
+            .handle
+            .address()
+            .add(iface.index, IpAddr::V4(vip), 32)
+            .replace();
+        let mut lifetime = CacheInfo::default();
+        lifetime.ifa_preferred = lifetime_secs;
+        lifetime.ifa_valid = lifetime_secs;
+        request
+            .message_mut()
+            .attributes
+            .push(AddressAttribute::CacheInfo(lifetime));
+        request
+            .execute()
+            .await
+            .map_err(|source| NetlinkError::Request {
+                op: format!("add {vip}/32 to {} for {lifetime_secs} s", iface.name),
+                source,
+            })
+    }
+
     /// Removes `vip/32` from the interface. True when it was there.
     pub async fn remove(&self, iface: &Iface, vip: Ipv4Addr) -> Result<bool, NetlinkError> {
         let msg = AddressMessageBuilder::<Ipv4Addr>::new()

@@ -69,6 +69,8 @@ pub struct AwsMover {
     netlink: Netlink,
     aws: Arc<InstanceSession>,
     own: Option<OwnInterface>,
+    /// Set by `acquire`: the local address's kernel lifetime.
+    lifetime_secs: u32,
 }
 
 fn aws_err(e: AwsError) -> MoverError {
@@ -94,6 +96,7 @@ impl AwsMover {
             netlink,
             aws,
             own: None,
+            lifetime_secs: 1,
         })
     }
 
@@ -126,13 +129,16 @@ impl AwsMover {
 }
 
 impl Mover for AwsMover {
-    async fn acquire(&mut self, _: Takeover) -> Result<(), MoverError> {
+    async fn acquire(&mut self, takeover: Takeover) -> Result<(), MoverError> {
         let own = self.own_interface().await?;
         let client = self.aws.client().await.map_err(aws_err)?;
         eni::assign_private_ip(client, &own.id, self.vip)
             .await
             .map_err(aws_err)?;
-        self.netlink.add(&self.iface, self.vip).await?;
+        self.lifetime_secs = takeover.lifetime_secs();
+        self.netlink
+            .add_expiring(&self.iface, self.vip, self.lifetime_secs)
+            .await?;
         if let Err(e) = self.evict_stale(&own).await {
             warn!("vip: could not check other interfaces for the VIP: {e}");
         }
@@ -142,6 +148,13 @@ impl Mover for AwsMover {
     async fn announce(&mut self) -> Result<(), MoverError> {
         // The VPC's mapping is the announcement; nothing to repeat.
         Ok(())
+    }
+
+    async fn refresh(&mut self) -> Result<(), MoverError> {
+        Ok(self
+            .netlink
+            .add_expiring(&self.iface, self.vip, self.lifetime_secs)
+            .await?)
     }
 
     async fn release(&mut self) -> Result<(), MoverError> {

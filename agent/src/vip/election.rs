@@ -34,6 +34,33 @@ pub struct Timing {
     pub act_budget: Duration,
 }
 
+impl Timing {
+    /// The kernel lifetime of the holder's address, renewed with every
+    /// proof (`Netlink::add_expiring`): whole seconds (the kernel's unit),
+    /// at least `hold_for`, so the kernel never removes the address before
+    /// the holder itself would. It bounds how long a holder that stopped
+    /// running keeps the address: the kernel checks lifetimes on a timer
+    /// that may fire up to `KERNEL_EXPIRY_LATE` after the deadline.
+    pub fn address_lifetime(&self) -> Duration {
+        let ms = self.hold_for.as_millis().max(1);
+        Duration::from_secs(ms.div_ceil(1000) as u64)
+    }
+
+    /// The worst overlap of a frozen holder's address with its successor's:
+    /// its lifetime (plus the kernel's lateness) against the successor's
+    /// `takeover_after`, both counted from the last proof. Zero when the
+    /// takeover waits longer than the address can live.
+    pub fn frozen_holder_overlap(&self) -> Duration {
+        (self.address_lifetime() + KERNEL_EXPIRY_LATE).saturating_sub(self.takeover_after)
+    }
+}
+
+/// How late Linux removes an expired IPv4 address: its lifetime check runs
+/// on a timer rounded up to a whole second when that is within
+/// `ADDRCONF_TIMER_FUZZ` (HZ/4) of the expiry (net/ipv4/devinet.c,
+/// `check_lifetime`). Measured in tests/tier1/vip.rs.
+pub const KERNEL_EXPIRY_LATE: Duration = Duration::from_millis(250);
+
 impl Default for Timing {
     fn default() -> Self {
         Timing {
@@ -590,5 +617,20 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn the_address_outlives_the_hold_and_bounds_a_frozen_holder() {
+        let t = Timing::default();
+        assert_eq!(t.address_lifetime(), Duration::from_secs(1));
+        assert!(t.address_lifetime() >= t.hold_for);
+        assert_eq!(t.frozen_holder_overlap(), Duration::from_millis(250));
+        let slow = Timing {
+            hold_for: Duration::from_millis(2_100),
+            takeover_after: Duration::from_secs(4),
+            ..t
+        };
+        assert_eq!(slow.address_lifetime(), Duration::from_secs(3));
+        assert_eq!(slow.frozen_holder_overlap(), Duration::ZERO);
     }
 }

@@ -193,6 +193,8 @@ pub struct GceMover {
     netlink: Netlink,
     client: Arc<GceClient>,
     own: Option<InstanceRef>,
+    /// Set by `acquire`: the local address's kernel lifetime.
+    lifetime_secs: u32,
 }
 
 impl GceMover {
@@ -213,6 +215,7 @@ impl GceMover {
             netlink,
             client,
             own: None,
+            lifetime_secs: 1,
         })
     }
 
@@ -227,14 +230,17 @@ impl GceMover {
 }
 
 impl Mover for GceMover {
-    async fn acquire(&mut self, _: Takeover) -> Result<(), MoverError> {
+    async fn acquire(&mut self, takeover: Takeover) -> Result<(), MoverError> {
         let started = Instant::now();
         let gce = |e| MoverError::Gce(Box::new(e));
         let own = self.own_instance().await.map_err(gce)?;
         let evicted = take(&self.client, &own, self.node_ip, self.vip)
             .await
             .map_err(gce)?;
-        self.netlink.add(&self.iface, self.vip).await?;
+        self.lifetime_secs = takeover.lifetime_secs();
+        self.netlink
+            .add_expiring(&self.iface, self.vip, self.lifetime_secs)
+            .await?;
         info!(
             seconds = started.elapsed().as_secs_f64(),
             evicted, "vip: alias IP range moved here"
@@ -245,6 +251,13 @@ impl Mover for GceMover {
     async fn announce(&mut self) -> Result<(), MoverError> {
         // The VPC's mapping is the announcement; nothing to repeat.
         Ok(())
+    }
+
+    async fn refresh(&mut self) -> Result<(), MoverError> {
+        Ok(self
+            .netlink
+            .add_expiring(&self.iface, self.vip, self.lifetime_secs)
+            .await?)
     }
 
     async fn release(&mut self) -> Result<(), MoverError> {

@@ -345,12 +345,16 @@ impl<M: Mover, H: HealthCheck> VipManager<M, H> {
         }
         let takeover = Takeover {
             revision: claim.revision,
+            address_lifetime: t.address_lifetime(),
         };
         let _shedder = self
             .cfg
             .shed_etcd_leadership
             .then(|| AbortOnDrop(tokio::spawn(shed_loop(st.clone(), t.renew_every))));
         let (mover, health, role) = (&mut self.mover, &mut self.health, &self.role);
+        // Each proof of the claim renews the address's kernel lifetime, so
+        // the kernel removes it even if this process stops running (S4).
+        let (proved, mut proofs) = watch::channel(());
         // The mover's whole part, raced against the claim's deadline: a
         // cloud API call may take a second, and renewals must go on while
         // it runs. Resolves only if taking the address fails.
@@ -361,13 +365,27 @@ impl<M: Mover, H: HealthCheck> VipManager<M, H> {
             role.send_replace(VipRole::Holder);
             info!(lease, revision = takeover.revision, "vip: holding");
             // acquire sent the first announcement; repeat for lost packets.
-            for at in ANNOUNCE_AT.iter().skip(1) {
-                sleep_until(acquired + *at).await;
-                if let Err(e) = mover.announce().await {
-                    warn!("vip: announcement: {e}");
+            let mut announcements = ANNOUNCE_AT.iter().skip(1).map(|at| acquired + *at);
+            let mut next_announcement = announcements.next();
+            proofs.mark_unchanged();
+            loop {
+                tokio::select! {
+                    _ = sleep_until(next_announcement.unwrap_or(acquired)), if next_announcement.is_some() => {
+                        if let Err(e) = mover.announce().await {
+                            warn!("vip: announcement: {e}");
+                        }
+                        next_announcement = announcements.next();
+                    }
+                    changed = proofs.changed() => {
+                        if changed.is_err() {
+                            return std::future::pending::<Result<(), MoverError>>().await;
+                        }
+                        if let Err(e) = mover.refresh().await {
+                            warn!("vip: cannot renew the address's lifetime: {e}");
+                        }
+                    }
                 }
             }
-            std::future::pending::<Result<(), MoverError>>().await
         });
         let renewals = self.renewals.clone();
         let mut streak = HealthStreak::new(t.unhealthy_release_after());
@@ -404,6 +422,7 @@ impl<M: Mover, H: HealthCheck> VipManager<M, H> {
                     // while the keep-alive did not, or the other way round.
                     if matches!(r.touch, Ok(true)) {
                         claim.proof.touch_sent = r.sent;
+                        proved.send_replace(());
                     }
                     if matches!(r.keep_alive, Ok(true)) {
                         claim.proof.lease_sent = r.sent;

@@ -37,6 +37,18 @@ pub struct Takeover {
     /// etcd revision of the winning txn: grows with every takeover, so
     /// movers can tell the network which holder is the newest (BGP MED).
     pub revision: i64,
+    /// Kernel lifetime of a local address (`Timing::address_lifetime`);
+    /// `refresh` renews it with every proof of the claim.
+    pub address_lifetime: std::time::Duration,
+}
+
+impl Takeover {
+    /// The lifetime in the kernel's unit, whole seconds (at least 1).
+    pub fn lifetime_secs(&self) -> u32 {
+        self.address_lifetime
+            .as_secs()
+            .clamp(1, u64::from(u32::MAX)) as u32
+    }
 }
 
 /// How the VIP is moved. All methods are idempotent; `release` must be
@@ -49,6 +61,11 @@ pub trait Mover: Send {
     ) -> impl Future<Output = Result<(), MoverError>> + Send;
     /// Repeat the announcement (lost packets, slow switches). May be a no-op.
     fn announce(&mut self) -> impl Future<Output = Result<(), MoverError>> + Send;
+    /// The claim was proven again: renew the local address's kernel
+    /// lifetime. No-op for movers without an expiring address.
+    fn refresh(&mut self) -> impl Future<Output = Result<(), MoverError>> + Send {
+        async { Ok(()) }
+    }
     /// Stop answering for the VIP.
     fn release(&mut self) -> impl Future<Output = Result<(), MoverError>> + Send;
 }
@@ -59,6 +76,8 @@ pub struct ArpMover {
     iface: Iface,
     netlink: Netlink,
     socket: ArpSocket,
+    /// Set by `acquire`: the address's kernel lifetime.
+    lifetime_secs: u32,
 }
 
 impl ArpMover {
@@ -81,6 +100,7 @@ impl ArpMover {
             iface,
             netlink,
             socket,
+            lifetime_secs: 1,
         })
     }
 
@@ -110,14 +130,24 @@ impl ArpMover {
 }
 
 impl Mover for ArpMover {
-    async fn acquire(&mut self, _: Takeover) -> Result<(), MoverError> {
+    async fn acquire(&mut self, takeover: Takeover) -> Result<(), MoverError> {
+        self.lifetime_secs = takeover.lifetime_secs();
+        self.netlink
+            .add_expiring(&self.iface, self.vip, self.lifetime_secs)
+            .await?;
         // The kernel sends no ARP on address add: announce ourselves.
-        self.netlink.add(&self.iface, self.vip).await?;
         self.send_announcements()
     }
 
     async fn announce(&mut self) -> Result<(), MoverError> {
         self.send_announcements()
+    }
+
+    async fn refresh(&mut self) -> Result<(), MoverError> {
+        Ok(self
+            .netlink
+            .add_expiring(&self.iface, self.vip, self.lifetime_secs)
+            .await?)
     }
 
     async fn release(&mut self) -> Result<(), MoverError> {
@@ -150,6 +180,15 @@ impl Mover for AnyMover {
             AnyMover::Bgp(m) => m.announce().await,
             AnyMover::Aws(m) => m.announce().await,
             AnyMover::Gce(m) => m.announce().await,
+        }
+    }
+
+    async fn refresh(&mut self) -> Result<(), MoverError> {
+        match self {
+            AnyMover::Arp(m) => m.refresh().await,
+            AnyMover::Bgp(m) => m.refresh().await,
+            AnyMover::Aws(m) => m.refresh().await,
+            AnyMover::Gce(m) => m.refresh().await,
         }
     }
 

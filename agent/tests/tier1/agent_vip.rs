@@ -10,6 +10,8 @@ use crate::support::netns;
 use crate::support::vip_lab;
 
 use std::net::Ipv4Addr;
+
+use nix::sys::signal::Signal;
 use std::time::{Duration, Instant};
 
 use cluster::Cluster;
@@ -118,6 +120,59 @@ fn the_agents_hold_the_vip_on_one_node_and_move_it_when_the_holder_dies() {
         "holder powered off -> VIP address on another node after {:?}",
         killed.elapsed()
     );
+
+    // A holder that stops running (SIGSTOP: starved or frozen; its etcd
+    // member runs on): the other node takes over after `takeover_after`,
+    // and the kernel removes the frozen holder's address when its lifetime
+    // runs out, since nothing renews it (S4's backstop).
+    let frozen = c.vip_holders(vip, &rest)[0];
+    let other = rest.iter().copied().find(|&i| i != frozen).expect("other");
+    c.nodes[frozen]
+        .agent
+        .as_mut()
+        .expect("agent")
+        .kill(Signal::SIGSTOP);
+    let stopped = Instant::now();
+    let (mut both_since, mut overlap) = (None::<Instant>, Duration::ZERO);
+    wait_until(
+        "the other node alone holds the VIP",
+        Duration::from_secs(30),
+        Duration::from_millis(10),
+        || {
+            let h = c.vip_holders(vip, &rest);
+            match (h.len(), both_since) {
+                (2, None) => both_since = Some(Instant::now()),
+                (2, Some(_)) => {}
+                (_, Some(t)) => {
+                    overlap += t.elapsed();
+                    both_since = None;
+                }
+                _ => {}
+            }
+            h == [other]
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}: holders {:?}", c.vip_holders(vip, &rest)));
+    let bound = muster::vip::election::Timing::default().frozen_holder_overlap();
+    eprintln!(
+        "holder frozen -> the other node alone after {:?}; both had the address for {overlap:?} (stated bound {bound:?})",
+        stopped.elapsed()
+    );
+    assert!(
+        overlap <= bound + Duration::from_millis(300),
+        "a frozen holder overlapped its successor for {overlap:?}"
+    );
+    // Thawed, it finds its claim long expired and stays off.
+    c.nodes[frozen]
+        .agent
+        .as_mut()
+        .expect("agent")
+        .kill(Signal::SIGCONT);
+    let thawed = Instant::now();
+    while thawed.elapsed() < Duration::from_secs(3) {
+        assert_eq!(c.vip_holders(vip, &rest), [other], "after the thaw");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]

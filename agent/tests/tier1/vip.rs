@@ -14,6 +14,7 @@ use crate::support::vip_lab;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use muster::vip::election::KERNEL_EXPIRY_LATE;
 use muster::vip::{ArpMover, Mover, Takeover, VipRole};
 use netns::{Net, wait_until};
 use vip_lab::Lab;
@@ -232,16 +233,59 @@ fn the_arp_mover_adds_and_removes_the_address_idempotently() {
                 .expect("finds eth0 by the node's address");
             assert_eq!(mover.iface().name, "eth0");
             assert!(!mover.holds().await.expect("list"));
-            mover.acquire(Takeover { revision: 1 }).await.expect("add");
-            mover
-                .acquire(Takeover { revision: 1 })
-                .await
-                .expect("add again is fine");
+            let takeover = Takeover {
+                revision: 1,
+                address_lifetime: Duration::from_secs(1),
+            };
+            mover.acquire(takeover).await.expect("add");
+            mover.acquire(takeover).await.expect("add again is fine");
             assert!(mover.holds().await.expect("list"));
             mover.announce().await.expect("announce");
             mover.release().await.expect("remove");
             mover.release().await.expect("remove again is fine");
             assert!(!mover.holds().await.expect("list"));
+
+            // S4's backstop: the kernel removes the address when its
+            // lifetime runs out, unless each proof renews it.
+            mover.acquire(takeover).await.expect("add");
+            let renewed = tokio::time::Instant::now();
+            for _ in 0..8 {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                mover.refresh().await.expect("renew");
+            }
+            assert!(
+                mover.holds().await.expect("list"),
+                "renewed for {:?}",
+                renewed.elapsed()
+            );
+            let mut lateness = Vec::new();
+            for _ in 0..5 {
+                mover.refresh().await.expect("renew");
+                let last = tokio::time::Instant::now();
+                while mover.holds().await.expect("list") {
+                    assert!(
+                        last.elapsed() < Duration::from_secs(3),
+                        "the kernel never removed it"
+                    );
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                let gone = last.elapsed();
+                assert!(
+                    gone >= Duration::from_millis(950),
+                    "removed early: {gone:?}"
+                );
+                lateness.push(gone.saturating_sub(Duration::from_secs(1)));
+                mover.acquire(takeover).await.expect("add again");
+            }
+            lateness.sort();
+            eprintln!("kernel removed the 1 s address this late (5 runs, sorted): {lateness:?}");
+            assert!(
+                lateness
+                    .iter()
+                    .all(|l| *l <= KERNEL_EXPIRY_LATE + Duration::from_millis(100)),
+                "later than the stated bound: {lateness:?}"
+            );
+            mover.release().await.expect("remove");
             let missing = ArpMover::new(vip, Some("nope0"), ip).await;
             assert!(
                 matches!(missing, Err(e) if e.to_string().contains("no interface named nope0"))
