@@ -20,6 +20,9 @@
 //! (the crashed holder's route stays until bird's hold timer, 9 s, fires;
 //! the newest holder's wins by MED), and also counts router polls that saw
 //! two routes.
+//! `VIP_BENCH_HOGS=N` runs N busy-looping processes for the whole run (the
+//! starved node of issue 14); `VIP_BENCH_RT=0` runs the managers at normal
+//! priority instead of the agent's real-time VIP thread.
 //! Prints figures; asserts nothing about time.
 
 #[path = "../tests/support/etcd_bin.rs"]
@@ -51,8 +54,21 @@ fn main() {
         Ok("arp") | Err(_) => LabMode::Arp,
         Ok(other) => panic!("VIP_BENCH_MODE={other}: use arp or bgp"),
     };
+    let hogs: usize = std::env::var("VIP_BENCH_HOGS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let realtime = std::env::var("VIP_BENCH_RT")
+        .map(|v| v != "0")
+        .unwrap_or(true);
+    let _hogs = Hogs::start(hogs);
     let mut lab = Lab::with_mode("vipbench", 3, mode);
     lab.shed_etcd_leadership = shed;
+    lab.realtime = realtime;
+    eprintln!(
+        "{hogs} CPU hog(s); VIP threads at {} priority",
+        if realtime { "real-time" } else { "normal" }
+    );
     let since = Instant::now();
     for i in 0..3 {
         lab.start(i);
@@ -156,7 +172,7 @@ fn main() {
         }
     };
     println!(
-        "vip_failover ({mode:?}): {rounds} crash failovers (kill -> first answer from another host), etcd leadership shed by the holder: {shed}"
+        "vip_failover ({mode:?}): {rounds} crash failovers (kill -> first answer from another host), etcd leadership shed by the holder: {shed}; {hogs} CPU hog(s); VIP threads real-time: {realtime}"
     );
     show("  all", &all);
     show("  holder's host also led etcd", &with_leader);
@@ -171,5 +187,32 @@ fn main() {
             "  router: {two} of {} polls listed two routes (a cut-off holder's, until the hold timer)",
             routes.len()
         );
+    }
+}
+
+/// Busy-looping processes, killed when dropped.
+struct Hogs(Vec<std::process::Child>);
+
+impl Hogs {
+    fn start(n: usize) -> Hogs {
+        Hogs(
+            (0..n)
+                .map(|_| {
+                    std::process::Command::new("sh")
+                        .args(["-c", "while :; do :; done"])
+                        .spawn()
+                        .expect("start a CPU hog")
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Drop for Hogs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }

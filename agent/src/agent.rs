@@ -591,6 +591,9 @@ pub fn render_status_text(status: &Status, now_unix: u64) -> String {
             "vip:         {} ({}): {} for {held} s, taken {} time(s)",
             vip.address, vip.mode, vip.role, vip.takeovers
         ));
+        if let Some(p) = &vip.priority {
+            out.push_str(&format!("; {p} priority"));
+        }
         if let Some(r) = &vip.renewals {
             out.push_str(&format!(
                 "; renewals p50 {} ms, p99 {} ms, max {} ms",

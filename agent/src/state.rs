@@ -154,7 +154,7 @@ pub struct DnsStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VipStatus {
     pub address: Ipv4Addr,
-    /// How the VIP moves: `arp`, `bgp`, `aws`.
+    /// How the VIP moves: `arp`, `bgp`, `aws`, `gce`.
     pub mode: String,
     /// `holder` (the VIP answers here), `candidate` (ready to take over) or
     /// `standby` (not campaigning: local etcd unhealthy or unreachable).
@@ -171,6 +171,9 @@ pub struct VipStatus {
     /// How long this node's renewal rounds took while it held the VIP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub renewals: Option<crate::vip::RenewalSummary>,
+    /// The manager thread's scheduling: `real-time`, or `normal (why)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<String>,
 }
 
 /// The Kubernetes part of `muster status`: this node's view.

@@ -18,6 +18,7 @@ pub mod gce;
 pub mod health;
 pub mod lease;
 pub mod mover;
+pub mod realtime;
 /// The VIP as an address on an interface: the shared netlink wrapper.
 pub use crate::netlink;
 pub mod renewals;
@@ -50,6 +51,8 @@ pub enum VipError {
     Release { vip: Ipv4Addr, source: MoverError },
     #[error("mode aws needs the instance's region, and the metadata has none")]
     NoRegion,
+    #[error("vip: cannot run the manager's thread: {0}")]
+    Thread(std::io::Error),
 }
 
 /// What one node needs to take part in the election of one VIP.

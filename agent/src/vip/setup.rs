@@ -44,9 +44,104 @@ pub struct VipInputs<'a> {
     pub board: &'a StatusBoard,
 }
 
+/// How this node's mover is made, decided from the config alone; owned,
+/// so that the mover is built on the VIP thread (its netlink and cloud
+/// connections then run there too).
+enum MoverSpec {
+    Arp,
+    Bgp(BgpSettings),
+    Aws {
+        region: String,
+        instance_id: String,
+        endpoint: Option<url::Url>,
+        imds: metadata::Options,
+    },
+    Gce(crate::cloud::gce::GceOptions),
+}
+
+impl MoverSpec {
+    /// The mover for `mode`; `None` when there is nothing to run. Pure.
+    fn plan(
+        mode: VipMode,
+        config: &Config,
+        facts: &InstanceFacts,
+        ip: Ipv4Addr,
+        imds: &metadata::Options,
+    ) -> Result<Option<MoverSpec>, VipError> {
+        let endpoint = &config.api_endpoint;
+        Ok(Some(match mode {
+            VipMode::Arp => MoverSpec::Arp,
+            VipMode::Bgp => {
+                let Some(bgp) = &endpoint.bgp else {
+                    return Ok(None); // refused by validation
+                };
+                MoverSpec::Bgp(BgpSettings {
+                    local_asn: bgp.local_asn,
+                    router_id: ip,
+                    hold_time: bgp.hold_time.unwrap_or(super::bgp::DEFAULT_HOLD_TIME),
+                    peers: bgp
+                        .peers
+                        .iter()
+                        .map(|p| BgpPeer {
+                            address: p.address,
+                            asn: p.asn,
+                            port: super::bgp::BGP_PORT,
+                        })
+                        .collect(),
+                })
+            }
+            VipMode::Aws => MoverSpec::Aws {
+                region: facts.region.clone().ok_or(VipError::NoRegion)?,
+                instance_id: facts.instance_id.clone(),
+                endpoint: config.cloud.endpoint_url(),
+                imds: imds.clone(),
+            },
+            VipMode::Gce => MoverSpec::Gce(gce_options(config, imds)),
+            VipMode::None => return Ok(None),
+        }))
+    }
+
+    /// Opens the mover's sockets and clients, on the calling thread.
+    async fn build(
+        self,
+        vip: Ipv4Addr,
+        interface: Option<&str>,
+        ip: Ipv4Addr,
+    ) -> Result<AnyMover, VipError> {
+        Ok(match self {
+            MoverSpec::Arp => AnyMover::Arp(ArpMover::new(vip, interface, ip).await?),
+            MoverSpec::Bgp(settings) => {
+                AnyMover::Bgp(BgpMover::new(vip, &settings, interface).await?)
+            }
+            MoverSpec::Aws {
+                region,
+                instance_id,
+                endpoint,
+                imds,
+            } => {
+                let aws = InstanceSession::new(&region, endpoint.as_ref(), &imds, CLOUD_BACKOFF)
+                    .await
+                    .map_err(|e| VipError::from(MoverError::Aws(Box::new(e))))?;
+                let mover =
+                    AwsMover::new(vip, instance_id, std::sync::Arc::new(aws), interface, ip)
+                        .await?;
+                AnyMover::Aws(mover)
+            }
+            MoverSpec::Gce(opts) => {
+                let client = crate::cloud::gce::GceClient::new(opts)
+                    .map_err(|e| MoverError::Gce(Box::new(e)))?;
+                AnyMover::Gce(GceMover::new(vip, std::sync::Arc::new(client), interface, ip).await?)
+            }
+        })
+    }
+}
+
 /// Starts the VIP manager when the config has a VIP and a mode (`arp`,
-/// `bgp`, `aws`, `gce`). It campaigns only while `health` says this node may serve the
-/// API, so it runs on every node: a worker never becomes a candidate.
+/// `bgp`, `aws`, `gce`). It campaigns only while `health` says this node
+/// may serve the API, so it runs on every node: a worker never becomes a
+/// candidate. The manager runs on its own thread at a real-time priority
+/// where the node allows it (`realtime.rs`), so a starved node's other
+/// work cannot make the holder drop the address late (S4).
 pub async fn start<H: HealthCheck + 'static>(
     inputs: VipInputs<'_>,
     health: H,
@@ -66,51 +161,10 @@ pub async fn start<H: HealthCheck + 'static>(
     let Some(vip) = endpoint.vip else {
         return Ok(None);
     };
-    let interface = endpoint.interface.as_deref();
-    let mover = match mode {
-        VipMode::Arp => AnyMover::Arp(ArpMover::new(vip, interface, ip).await?),
-        VipMode::Bgp => {
-            let Some(bgp) = &endpoint.bgp else {
-                return Ok(None); // refused by validation
-            };
-            let settings = BgpSettings {
-                local_asn: bgp.local_asn,
-                router_id: ip,
-                hold_time: bgp.hold_time.unwrap_or(super::bgp::DEFAULT_HOLD_TIME),
-                peers: bgp
-                    .peers
-                    .iter()
-                    .map(|p| BgpPeer {
-                        address: p.address,
-                        asn: p.asn,
-                        port: super::bgp::BGP_PORT,
-                    })
-                    .collect(),
-            };
-            AnyMover::Bgp(BgpMover::new(vip, &settings, interface).await?)
-        }
-        VipMode::Aws => {
-            let region = facts.region.as_deref().ok_or(VipError::NoRegion)?;
-            let endpoint = config.cloud.endpoint_url();
-            let aws = InstanceSession::new(region, endpoint.as_ref(), imds, AWS_BACKOFF)
-                .await
-                .map_err(|e| VipError::from(MoverError::Aws(Box::new(e))))?;
-            let mover = AwsMover::new(
-                vip,
-                facts.instance_id.clone(),
-                std::sync::Arc::new(aws),
-                interface,
-                ip,
-            )
-            .await?;
-            AnyMover::Aws(mover)
-        }
-        VipMode::Gce => {
-            let client = gce_client(config, imds).map_err(|e| MoverError::Gce(Box::new(e)))?;
-            AnyMover::Gce(GceMover::new(vip, std::sync::Arc::new(client), interface, ip).await?)
-        }
-        VipMode::None => return Ok(None),
+    let Some(spec) = MoverSpec::plan(mode, config, facts, ip, imds)? else {
+        return Ok(None);
     };
+    let interface = endpoint.interface.clone();
     // The local member first: the manager tries endpoints in order.
     let mut endpoints = vec![client_url(ip)];
     endpoints.extend(peer_endpoints);
@@ -122,41 +176,87 @@ pub async fn start<H: HealthCheck + 'static>(
         timing,
         shed_etcd_leadership: endpoint.shed_etcd_leadership.unwrap_or(true),
     };
-    let manager = VipManager::new(vip_config, mover, health)?;
-    tokio::spawn(report(
-        board.clone(),
-        vip,
-        mode,
-        manager.role(),
-        manager.renewals(),
-    ));
-    info!(%vip, mode = mode.as_str(), ?timing, "api endpoint: VIP manager started");
+    let board = board.clone();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<Result<(), VipError>>();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<Result<(), VipError>>();
+    let thread = std::thread::Builder::new()
+        .name("muster-vip".into())
+        .spawn(move || {
+            let priority = match super::realtime::raise_this_thread(super::realtime::PRIORITY) {
+                Ok(()) => "real-time".to_string(),
+                Err(e) => format!("normal ({e})"),
+            };
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(VipError::Thread(e)));
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                let built = async {
+                    let mover = spec.build(vip, interface.as_deref(), ip).await?;
+                    VipManager::new(vip_config, mover, health)
+                }
+                .await;
+                let manager = match built {
+                    Ok(m) => m,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                info!(%vip, mode = mode.as_str(), ?timing, %priority, "api endpoint: VIP manager started");
+                tokio::spawn(report(
+                    board,
+                    vip,
+                    mode,
+                    priority,
+                    manager.role(),
+                    manager.renewals(),
+                ));
+                let _ = ready_tx.send(Ok(()));
+                let ended = manager
+                    .run(shutdown)
+                    .instrument(info_span!("api-endpoint"))
+                    .await;
+                let _ = done_tx.send(ended);
+            });
+        })
+        .map_err(VipError::Thread)?;
+    match ready_rx.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(e),
+        Err(_) => {
+            let _ = thread.join();
+            return Err(VipError::Thread(std::io::Error::other(
+                "the VIP thread ended before its manager started",
+            )));
+        }
+    }
     Ok(Some(VipTask {
-        handle: tokio::spawn(manager.run(shutdown).instrument(info_span!("api-endpoint"))),
+        handle: tokio::spawn(async move {
+            done_rx.await.unwrap_or_else(|_| {
+                Err(VipError::Thread(std::io::Error::other(
+                    "the VIP thread ended without a result",
+                )))
+            })
+        }),
         vip,
         mode,
     }))
 }
 
-/// Cloud calls of the movers (AWS, GCE): a takeover is waiting on them, so retry briefly
-/// and let the election hand the VIP on instead of waiting long.
-const AWS_BACKOFF: crate::retry::Backoff = crate::retry::Backoff {
-    initial: Duration::from_millis(100),
-    max_delay: Duration::from_secs(1),
-    total: Duration::from_secs(5),
-};
-
-/// The Compute API client of the GCE mover: the metadata server at the
-/// agent's metadata endpoint (token, project, instance), the API at
+/// Where the GCE mover's client goes: the metadata server at the agent's
+/// metadata endpoint (token, project, instance), the Compute API at
 /// `cloud.endpoint` when set.
-fn gce_client(
-    config: &Config,
-    imds: &metadata::Options,
-) -> Result<crate::cloud::gce::GceClient, crate::cloud::gce::GceError> {
-    use crate::cloud::gce::{GceClient, GceOptions};
-    let mut opts = GceOptions {
-        backoff: AWS_BACKOFF,
-        ..GceOptions::default()
+fn gce_options(config: &Config, imds: &metadata::Options) -> crate::cloud::gce::GceOptions {
+    let mut opts = crate::cloud::gce::GceOptions {
+        backoff: CLOUD_BACKOFF,
+        ..crate::cloud::gce::GceOptions::default()
     };
     if let Some(base) = &imds.endpoint {
         opts.metadata_base = base.clone();
@@ -164,8 +264,16 @@ fn gce_client(
     if let Some(api) = config.cloud.endpoint_url() {
         opts.api_base = api;
     }
-    GceClient::new(opts)
+    opts
 }
+
+/// Cloud calls of the movers (AWS, GCE): a takeover is waiting on them, so
+/// retry briefly and let the election hand the VIP on instead of waiting.
+const CLOUD_BACKOFF: crate::retry::Backoff = crate::retry::Backoff {
+    initial: Duration::from_millis(100),
+    max_delay: Duration::from_secs(1),
+    total: Duration::from_secs(5),
+};
 
 /// How often the renewal figures in the status are refreshed.
 const RENEWALS_SHOWN_EVERY: Duration = Duration::from_secs(5);
@@ -177,6 +285,7 @@ async fn report(
     board: StatusBoard,
     address: Ipv4Addr,
     mode: VipMode,
+    priority: String,
     mut role: watch::Receiver<VipRole>,
     renewals: RenewalLog,
 ) {
@@ -193,6 +302,7 @@ async fn report(
             since,
             takeovers,
             renewals: renewals.summary(),
+            priority: Some(priority.clone()),
         };
         if let Err(e) = board.update(|s| s.vip = Some(status)) {
             tracing::warn!("cannot write status: {e}");

@@ -153,6 +153,8 @@ pub struct Lab {
     pub timing: Timing,
     /// `VipConfig::shed_etcd_leadership` for managers started from now on.
     pub shed_etcd_leadership: bool,
+    /// Run each manager's thread at real-time priority, as the agent does.
+    pub realtime: bool,
     endpoints: Vec<String>,
     _etcd: Vec<Proc>,
     stop: Arc<AtomicBool>,
@@ -241,6 +243,7 @@ impl Lab {
             aws: None,
             timing: Timing::default(),
             shed_etcd_leadership: true,
+            realtime: true,
             endpoints,
             _etcd: etcd,
             stop: Arc::new(AtomicBool::new(false)),
@@ -340,9 +343,15 @@ impl Lab {
             }
             _ => None,
         };
+        let realtime = self.realtime;
         let thread = std::thread::spawn(move || {
             let h = host.clone();
             h.in_netns(move || {
+                if realtime {
+                    // Root runs the tests; a refusal just leaves it normal.
+                    let _ =
+                        muster::vip::realtime::raise_this_thread(muster::vip::realtime::PRIORITY);
+                }
                 current_thread_runtime().block_on(async move {
                     let mover = match mode {
                         LabMode::Arp => AnyMover::Arp(

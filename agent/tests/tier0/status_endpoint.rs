@@ -85,6 +85,7 @@ fn sample() -> Status {
             p99_ms: 12,
             max_ms: 30,
         }),
+        priority: Some("real-time".into()),
     });
     s.kubernetes = Some(KubernetesStatus {
         version: "v1.28.7".into(),

@@ -162,7 +162,10 @@ fn the_agents_hold_the_vip_on_one_node_and_move_it_when_the_holder_dies() {
         overlap <= bound + Duration::from_millis(300),
         "a frozen holder overlapped its successor for {overlap:?}"
     );
-    // Thawed, it finds its claim long expired and stays off.
+    // Thawed, it finds its claim long expired: never two holders, and one
+    // holder again soon (not always the same: removing the powered-off
+    // member from etcd drops proposals for a moment, and the holder may
+    // have to hand over).
     c.nodes[frozen]
         .agent
         .as_mut()
@@ -170,9 +173,21 @@ fn the_agents_hold_the_vip_on_one_node_and_move_it_when_the_holder_dies() {
         .kill(Signal::SIGCONT);
     let thawed = Instant::now();
     while thawed.elapsed() < Duration::from_secs(3) {
-        assert_eq!(c.vip_holders(vip, &rest), [other], "after the thaw");
-        std::thread::sleep(Duration::from_millis(50));
+        let holders = c.vip_holders(vip, &rest);
+        assert!(holders.len() <= 1, "after the thaw: {holders:?}");
+        std::thread::sleep(Duration::from_millis(20));
     }
+    wait_until(
+        "one holder after the thaw",
+        Duration::from_secs(15),
+        Duration::from_millis(20),
+        || {
+            let holders = c.vip_holders(vip, &rest);
+            assert!(holders.len() <= 1, "after the thaw: {holders:?}");
+            holders.len() == 1
+        },
+    )
+    .expect("a holder");
 }
 
 #[test]
