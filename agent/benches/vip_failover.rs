@@ -25,6 +25,9 @@
 //! priority instead of the agent's real-time VIP thread.
 //! Prints figures; asserts nothing about time.
 
+#[path = "../tests/support/arp_observer.rs"]
+#[allow(dead_code)]
+mod arp_observer;
 #[path = "../tests/support/etcd_bin.rs"]
 #[allow(dead_code)]
 mod etcd_bin;

@@ -2,6 +2,7 @@
 //! different subset, so unused items are expected.
 #![allow(dead_code)]
 
+pub mod arp_observer;
 pub mod bind;
 pub mod cluster;
 pub mod dns;

@@ -15,7 +15,6 @@
 //! "another took it". Everything stops when the lab is dropped (panics
 //! included): threads are told to stop and joined, the Net tears down.
 
-use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,7 +23,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use muster::cloud::aws::{AwsClient, AwsOptions, Credentials, InstanceSession};
-use muster::vip::arp::{self, Arp, ArpSocket};
+use muster::vip::arp;
 use muster::vip::aws::AwsMover;
 use muster::vip::bgp::{BgpMover, BgpPeer, BgpSettings};
 use muster::vip::election::Timing;
@@ -34,6 +33,8 @@ use muster::vip::{
 };
 use tokio::sync::watch;
 
+pub use super::arp_observer::ArpRound;
+use super::arp_observer::{self, mac_of};
 use super::etcd_bin::etcd_bin;
 use super::netns::{Host, Net, Proc, wait_until};
 
@@ -132,13 +133,6 @@ pub struct RouteRound {
     pub next_hops: Vec<Ipv4Addr>,
     /// The one bird selected (and put into the kernel).
     pub best: Option<Ipv4Addr>,
-}
-
-/// One ARP round: when the request went out, which MACs replied.
-#[derive(Debug, Clone)]
-pub struct ArpRound {
-    pub at: Instant,
-    pub macs: BTreeSet<[u8; 6]>,
 }
 
 pub struct Lab {
@@ -478,9 +472,11 @@ impl Lab {
 
     /// Removes a leftover VIP (a crashed host's reboot clears it).
     pub fn wipe_vip(&self, i: usize) {
+        // Not `ip_cmd`: the kernel may expire the address (its lifetime)
+        // between the check and the delete.
         if self.has_vip(i) {
             let vip = format!("{}/32", self.vip);
-            self.hosts[i].ip_cmd(&["addr", "del", &vip, "dev", self.vip_iface()]);
+            let _ = self.hosts[i].run("ip", &["addr", "del", &vip, "dev", self.vip_iface()]);
         }
     }
 
@@ -663,52 +659,12 @@ impl Lab {
     }
 
     fn start_arp_prober(&mut self) {
-        let (obs, stop, vip, rounds) = (
+        self.threads.push(arp_observer::spawn(
             self.observer.clone(),
-            self.stop.clone(),
             self.vip,
+            self.stop.clone(),
             self.arp_rounds.clone(),
-        );
-        let (mac, ip) = (mac_of(&obs), obs.ip());
-        self.threads.push(std::thread::spawn(move || {
-            obs.in_netns(move || {
-                // SAFETY: a NUL-terminated name; the call only reads it.
-                let index = unsafe { libc::if_nametoindex(c"eth0".as_ptr()) };
-                assert!(index != 0, "observer eth0");
-                let sock = ArpSocket::open(index).expect("observer arp socket");
-                let request = Arp::who_has(mac, ip, vip).frame(arp::BROADCAST);
-                while !stop.load(Ordering::Relaxed) {
-                    let at = Instant::now();
-                    let _ = sock.send(&request);
-                    let mut macs = BTreeSet::new();
-                    while let Some(left) = Duration::from_millis(10).checked_sub(at.elapsed()) {
-                        match sock.recv(left) {
-                            // Answers to this round's question only. A new
-                            // holder's unsolicited announcement (a reply
-                            // addressed to the VIP itself) can follow the
-                            // old holder's answer within one 10 ms round
-                            // after a clean hand-over, although the old
-                            // address was gone before the new one came
-                            // (the tests check that order from netlink).
-                            Ok(Some(a))
-                                if a.op == arp::Op::Reply
-                                    && a.sender_ip == vip
-                                    && a.target_ip == ip
-                                    && a.target_mac == mac =>
-                            {
-                                macs.insert(a.sender_mac);
-                            }
-                            Ok(_) => {}
-                            Err(e) => panic!("observer arp recv: {e}"),
-                        }
-                    }
-                    rounds
-                        .lock()
-                        .expect("arp rounds")
-                        .push(ArpRound { at, macs });
-                }
-            })
-        }));
+        ));
     }
 }
 
@@ -844,20 +800,6 @@ fn probe_once(addr: SocketAddr) -> Option<String> {
     let mut name = String::new();
     s.read_to_string(&mut name).ok()?;
     (!name.is_empty()).then_some(name)
-}
-
-fn mac_of(h: &Host) -> [u8; 6] {
-    let out = h.ip_cmd(&["-o", "link", "show", "dev", "eth0"]);
-    let text = out
-        .split("link/ether ")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .expect("eth0 MAC");
-    let bytes: Vec<u8> = text
-        .split(':')
-        .map(|b| u8::from_str_radix(b, 16).expect("hex"))
-        .collect();
-    bytes.try_into().expect("6-byte MAC")
 }
 
 /// p50 / p99 / max of a sample.

@@ -16,6 +16,7 @@ mod dns_handover;
 mod dns_rfc2136;
 mod dns_route53;
 mod etcd;
+mod fault_campaign;
 mod gce_group;
 mod heal;
 mod kubernetes;
