@@ -20,10 +20,10 @@ use std::sync::Arc;
 
 use tracing::{debug, info, warn};
 
+use super::address::LocalAddress;
 use super::mover::{Mover, MoverError, Takeover};
 use crate::cloud::aws::network_interfaces::{self as eni, NetworkInterface};
 use crate::cloud::aws::{AwsError, InstanceSession};
-use crate::netlink::{Iface, Netlink};
 
 /// This instance's primary interface, as EC2 knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,12 +65,9 @@ pub fn stale_holders(enis: &[NetworkInterface], mine: &str, vip: Ipv4Addr) -> Ve
 pub struct AwsMover {
     vip: Ipv4Addr,
     instance_id: String,
-    iface: Iface,
-    netlink: Netlink,
+    address: LocalAddress,
     aws: Arc<InstanceSession>,
     own: Option<OwnInterface>,
-    /// Set by `acquire`: the local address's kernel lifetime.
-    lifetime_secs: u32,
 }
 
 fn aws_err(e: AwsError) -> MoverError {
@@ -87,16 +84,13 @@ impl AwsMover {
         interface: Option<&str>,
         node_ip: Ipv4Addr,
     ) -> Result<AwsMover, MoverError> {
-        let netlink = Netlink::open()?;
-        let iface = netlink.find_iface(interface, node_ip).await?;
+        let address = LocalAddress::open(vip, interface, node_ip).await?;
         Ok(AwsMover {
             vip,
             instance_id,
-            iface,
-            netlink,
+            address,
             aws,
             own: None,
-            lifetime_secs: 1,
         })
     }
 
@@ -135,10 +129,7 @@ impl Mover for AwsMover {
         eni::assign_private_ip(client, &own.id, self.vip)
             .await
             .map_err(aws_err)?;
-        self.lifetime_secs = takeover.lifetime_secs();
-        self.netlink
-            .add_expiring(&self.iface, self.vip, self.lifetime_secs)
-            .await?;
+        self.address.set(takeover.lifetime_secs()).await?;
         if let Err(e) = self.evict_stale(&own).await {
             warn!("vip: could not check other interfaces for the VIP: {e}");
         }
@@ -151,14 +142,11 @@ impl Mover for AwsMover {
     }
 
     async fn refresh(&mut self) -> Result<(), MoverError> {
-        Ok(self
-            .netlink
-            .add_expiring(&self.iface, self.vip, self.lifetime_secs)
-            .await?)
+        self.address.renew()
     }
 
     async fn release(&mut self) -> Result<(), MoverError> {
-        self.netlink.remove(&self.iface, self.vip).await?;
+        self.address.remove().await?;
         Ok(())
     }
 }

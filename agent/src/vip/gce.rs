@@ -27,10 +27,10 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::{debug, info};
 
+use super::address::LocalAddress;
 use super::mover::{Mover, MoverError, Takeover};
 use crate::cloud::gce::alias::{self, AliasRange, InstanceNics, InstanceRef, Nic};
 use crate::cloud::gce::{GceClient, GceError};
-use crate::netlink::{Iface, Netlink};
 
 /// How long one alias change may take before the takeover is given up
 /// (Google documents no bound; moves take seconds, see docs/design/vip.md).
@@ -189,12 +189,9 @@ pub async fn take(
 pub struct GceMover {
     vip: Ipv4Addr,
     node_ip: Ipv4Addr,
-    iface: Iface,
-    netlink: Netlink,
+    address: LocalAddress,
     client: Arc<GceClient>,
     own: Option<InstanceRef>,
-    /// Set by `acquire`: the local address's kernel lifetime.
-    lifetime_secs: u32,
 }
 
 impl GceMover {
@@ -206,16 +203,13 @@ impl GceMover {
         interface: Option<&str>,
         node_ip: Ipv4Addr,
     ) -> Result<GceMover, MoverError> {
-        let netlink = Netlink::open()?;
-        let iface = netlink.find_iface(interface, node_ip).await?;
+        let address = LocalAddress::open(vip, interface, node_ip).await?;
         Ok(GceMover {
             vip,
             node_ip,
-            iface,
-            netlink,
+            address,
             client,
             own: None,
-            lifetime_secs: 1,
         })
     }
 
@@ -237,10 +231,7 @@ impl Mover for GceMover {
         let evicted = take(&self.client, &own, self.node_ip, self.vip)
             .await
             .map_err(gce)?;
-        self.lifetime_secs = takeover.lifetime_secs();
-        self.netlink
-            .add_expiring(&self.iface, self.vip, self.lifetime_secs)
-            .await?;
+        self.address.set(takeover.lifetime_secs()).await?;
         info!(
             seconds = started.elapsed().as_secs_f64(),
             evicted, "vip: alias IP range moved here"
@@ -254,14 +245,11 @@ impl Mover for GceMover {
     }
 
     async fn refresh(&mut self) -> Result<(), MoverError> {
-        Ok(self
-            .netlink
-            .add_expiring(&self.iface, self.vip, self.lifetime_secs)
-            .await?)
+        self.address.renew()
     }
 
     async fn release(&mut self) -> Result<(), MoverError> {
-        self.netlink.remove(&self.iface, self.vip).await?;
+        self.address.remove().await?;
         Ok(())
     }
 }

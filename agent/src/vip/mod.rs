@@ -10,6 +10,7 @@
 //!
 //! The argument for "never two holders" is in `docs/design/vip.md`.
 
+pub mod address;
 pub mod arp;
 pub mod aws;
 pub mod bgp;
@@ -246,6 +247,13 @@ impl<M: Mover, H: HealthCheck> VipManager<M, H> {
                     self.role.send_replace(VipRole::Candidate);
                     if let Some(claim) = self.try_claim(st, expect).await {
                         return Some(claim);
+                    }
+                    // Lost the race or etcd refused: never retry at once.
+                    // The manager runs at real-time priority, where a loop
+                    // that does not sleep would starve the node (etcd
+                    // included) instead of just wasting a core.
+                    if pause(shutdown, t.poll_every).await {
+                        return None;
                     }
                 }
                 Next::RevokeStale { lease } => {

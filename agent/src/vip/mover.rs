@@ -10,8 +10,9 @@ use std::net::Ipv4Addr;
 
 use tracing::debug;
 
+use super::address::LocalAddress;
 use super::arp::{self, Arp, ArpSocket};
-use crate::netlink::{Iface, Netlink, NetlinkError};
+use crate::netlink::{Iface, NetlinkError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MoverError {
@@ -73,11 +74,8 @@ pub trait Mover: Send {
 /// L2 mode: the VIP as a /32 on an interface, announced by gratuitous ARP.
 pub struct ArpMover {
     vip: Ipv4Addr,
-    iface: Iface,
-    netlink: Netlink,
+    address: LocalAddress,
     socket: ArpSocket,
-    /// Set by `acquire`: the address's kernel lifetime.
-    lifetime_secs: u32,
 }
 
 impl ArpMover {
@@ -88,8 +86,8 @@ impl ArpMover {
         interface: Option<&str>,
         node_ip: Ipv4Addr,
     ) -> Result<ArpMover, MoverError> {
-        let netlink = Netlink::open()?;
-        let iface = netlink.find_iface(interface, node_ip).await?;
+        let address = LocalAddress::open(vip, interface, node_ip).await?;
+        let iface = address.iface();
         let socket = ArpSocket::open(iface.index).map_err(|source| MoverError::Arp {
             iface: iface.name.clone(),
             source,
@@ -97,31 +95,30 @@ impl ArpMover {
         debug!(iface = %iface.name, mac = %arp::mac_string(&iface.mac), "vip: arp mover ready");
         Ok(ArpMover {
             vip,
-            iface,
-            netlink,
+            address,
             socket,
-            lifetime_secs: 1,
         })
     }
 
     pub fn iface(&self) -> &Iface {
-        &self.iface
+        self.address.iface()
     }
 
     /// Whether the address is on the interface now.
     pub async fn holds(&self) -> Result<bool, MoverError> {
-        Ok(self.netlink.has(&self.iface, self.vip).await?)
+        self.address.has().await
     }
 
     fn send_announcements(&self) -> Result<(), MoverError> {
+        let iface = self.address.iface();
         // Both forms: some neighbours heed only requests, some only replies.
         let frames = [
-            Arp::announce_request(self.iface.mac, self.vip).frame(arp::BROADCAST),
-            Arp::announce_reply(self.iface.mac, self.vip).frame(arp::BROADCAST),
+            Arp::announce_request(iface.mac, self.vip).frame(arp::BROADCAST),
+            Arp::announce_reply(iface.mac, self.vip).frame(arp::BROADCAST),
         ];
         for f in &frames {
             self.socket.send(f).map_err(|source| MoverError::Arp {
-                iface: self.iface.name.clone(),
+                iface: iface.name.clone(),
                 source,
             })?;
         }
@@ -131,10 +128,7 @@ impl ArpMover {
 
 impl Mover for ArpMover {
     async fn acquire(&mut self, takeover: Takeover) -> Result<(), MoverError> {
-        self.lifetime_secs = takeover.lifetime_secs();
-        self.netlink
-            .add_expiring(&self.iface, self.vip, self.lifetime_secs)
-            .await?;
+        self.address.set(takeover.lifetime_secs()).await?;
         // The kernel sends no ARP on address add: announce ourselves.
         self.send_announcements()
     }
@@ -144,14 +138,11 @@ impl Mover for ArpMover {
     }
 
     async fn refresh(&mut self) -> Result<(), MoverError> {
-        Ok(self
-            .netlink
-            .add_expiring(&self.iface, self.vip, self.lifetime_secs)
-            .await?)
+        self.address.renew()
     }
 
     async fn release(&mut self) -> Result<(), MoverError> {
-        self.netlink.remove(&self.iface, self.vip).await?;
+        self.address.remove().await?;
         Ok(())
     }
 }
