@@ -28,6 +28,24 @@ use serde_json::{Value, json};
 
 use super::fake_http::{FakeServer, Request, Response};
 
+/// A Compute client for a fake served at `server`: the API under
+/// `compute/v1/`, the metadata server at the root, quick retries.
+pub fn gce_client(server: &FakeServer) -> muster::cloud::gce::GceClient {
+    use muster::cloud::gce::{GceClient, GceOptions};
+    GceClient::new(GceOptions {
+        api_base: server.base.join("compute/v1/").expect("url"),
+        metadata_base: server.base.clone(),
+        static_token: None,
+        backoff: muster::retry::Backoff {
+            initial: Duration::from_millis(10),
+            max_delay: Duration::from_millis(50),
+            total: Duration::from_secs(5),
+        },
+        request_timeout: Duration::from_secs(5),
+    })
+    .expect("client")
+}
+
 pub const PROJECT: &str = "muster-test";
 pub const ZONE: &str = "us-central1-a";
 pub const GROUP: &str = "muster-cp";

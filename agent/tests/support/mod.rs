@@ -19,4 +19,5 @@ pub mod moto;
 pub mod netns;
 pub mod nspawn;
 pub mod pki_fixtures;
+pub mod rng;
 pub mod vip_lab;

@@ -13,6 +13,7 @@
 //! must find a violation: it shows the checker can fail and that the settle
 //! rule is what keeps S1.
 
+use crate::support::rng::Rng;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
@@ -20,24 +21,6 @@ use muster::discovery::{Lifecycle, Peer};
 use muster::etcd::membership::{self, MemberAction, MemberHealth};
 use muster::formation::{self, Decision, FoundCluster, FoundMember, InitialMember, Observed};
 use muster::roles::Topology;
-
-/// SplitMix64: small, deterministic, good enough to generate scenarios.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-}
 
 struct Node {
     peer: Peer,

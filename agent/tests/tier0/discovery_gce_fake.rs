@@ -5,14 +5,12 @@
 use crate::support;
 
 use std::net::Ipv4Addr;
-use std::time::Duration;
 
 use muster::cloud::gce::compute::{MigLocation, MigRef};
-use muster::cloud::gce::{GceClient, GceError, GceOptions};
+use muster::cloud::gce::{GceClient, GceError};
 use muster::discovery::Lifecycle;
 use muster::discovery::error::DiscoveryError;
 use muster::discovery::gce_mig::list_group;
-use muster::retry::Backoff;
 use support::fake_http::{FakeServer, Request, Response};
 
 fn fixture(name: &str) -> String {
@@ -32,19 +30,8 @@ fn mig() -> MigRef {
     }
 }
 
-fn client(fake: &FakeServer) -> GceClient {
-    GceClient::new(GceOptions {
-        api_base: fake.base.join("compute/v1/").expect("url"),
-        metadata_base: fake.base.clone(),
-        static_token: None,
-        backoff: Backoff {
-            initial: Duration::from_millis(10),
-            max_delay: Duration::from_millis(50),
-            total: Duration::from_secs(5),
-        },
-        request_timeout: Duration::from_secs(5),
-    })
-    .expect("client")
+fn client(server: &FakeServer) -> GceClient {
+    support::fake_compute::gce_client(server)
 }
 
 /// A healthy fake: the token, the group, two pages of members, instances.

@@ -10,8 +10,7 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use muster::cloud::gce::alias::InstanceRef;
-use muster::cloud::gce::{GceClient, GceError, GceOptions};
-use muster::retry::Backoff;
+use muster::cloud::gce::{GceClient, GceError};
 use muster::vip::gce::{locate, take};
 use support::fake_compute::{FakeCompute, PROJECT, ZONE};
 use support::fake_http::FakeServer;
@@ -23,18 +22,7 @@ fn ip(n: u8) -> Ipv4Addr {
 }
 
 fn client(server: &FakeServer) -> GceClient {
-    GceClient::new(GceOptions {
-        api_base: server.base.join("compute/v1/").expect("url"),
-        metadata_base: server.base.clone(),
-        static_token: None,
-        backoff: Backoff {
-            initial: Duration::from_millis(10),
-            max_delay: Duration::from_millis(50),
-            total: Duration::from_secs(5),
-        },
-        request_timeout: Duration::from_secs(5),
-    })
-    .expect("client")
+    support::fake_compute::gce_client(server)
 }
 
 fn own(name: &str) -> InstanceRef {

@@ -29,6 +29,7 @@
 use crate::support::arp_observer::{self, ArpRound};
 use crate::support::cluster::{self, Cluster};
 use crate::support::netns::{Host, wait_until};
+use crate::support::rng::Rng;
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
@@ -38,22 +39,6 @@ use std::time::{Duration, Instant};
 
 use muster::vip::election::Timing;
 use nix::sys::signal::Signal;
-
-/// SplitMix64: deterministic scenarios from a seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
 
 /// What happens to whom. `Holder` faults pick the VIP holder at that moment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -17,7 +17,7 @@ use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use super::{GceClient, GceError};
+use super::{GceClient, GceError, parse_failure};
 
 /// An instance by project, zone and name (what the API's paths take).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -336,14 +336,6 @@ fn request_id() -> String {
     )
 }
 
-fn parse_failure(call: &str, url: &Url, cause: String) -> GceError {
-    GceError::Parse {
-        call: call.into(),
-        url: url.to_string(),
-        cause,
-    }
-}
-
 /// `instances.get`, interfaces only.
 pub async fn get(client: &GceClient, instance: &InstanceRef) -> Result<InstanceNics, GceError> {
     let call = "instances.get";
@@ -351,8 +343,6 @@ pub async fn get(client: &GceClient, instance: &InstanceRef) -> Result<InstanceN
     let text = client.call(Method::GET, call, &url).await?;
     parse_instance(&text, &instance.project).map_err(|e| parse_failure(call, &url, e))
 }
-
-const MAX_PAGES: usize = 100;
 
 /// Every instance of `project` with its interfaces (`instances.aggregatedList`,
 /// all pages, only the fields read here).
@@ -371,27 +361,10 @@ pub async fn list_all(client: &GceClient, project: &str) -> Result<Vec<InstanceN
             "fields",
             "items/*/instances(name,zone,status,networkInterfaces(name,fingerprint,networkIP,aliasIpRanges)),nextPageToken",
         );
-    let mut all = Vec::new();
-    let mut token: Option<String> = None;
-    for _ in 0..MAX_PAGES {
-        let mut url = base.clone();
-        if let Some(t) = &token {
-            url.query_pairs_mut().append_pair("pageToken", t);
-        }
-        let text = client.call(Method::GET, call, &url).await?;
-        let (page, next) =
-            parse_aggregated(&text, project).map_err(|e| parse_failure(call, &url, e))?;
-        all.extend(page);
-        match next {
-            Some(next) if Some(&next) != token.as_ref() => token = Some(next),
-            _ => return Ok(all),
-        }
-    }
-    Err(parse_failure(
-        call,
-        &base,
-        format!("still paging after {MAX_PAGES} pages"),
-    ))
+    super::all_pages(client, Method::GET, call, &base, |text| {
+        parse_aggregated(text, project)
+    })
+    .await
 }
 
 /// `instances.updateNetworkInterface`: sets `nic`'s alias ranges to

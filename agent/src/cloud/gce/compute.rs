@@ -9,7 +9,7 @@ use reqwest::Method;
 use serde::Deserialize;
 use url::Url;
 
-use super::{AccessToken, GceClient, GceError};
+use super::{AccessToken, GceClient, GceError, parse_failure};
 use crate::cloud::timestamp::parse_rfc3339_ms;
 
 /// Where a managed instance group lives.
@@ -335,14 +335,6 @@ pub fn instance_api_url(base: &Url, instance_url: &str) -> Result<Url, String> {
     Ok(url)
 }
 
-fn parse_failure(call: &str, url: &Url, cause: String) -> GceError {
-    GceError::Parse {
-        call: call.into(),
-        url: url.to_string(),
-        cause,
-    }
-}
-
 /// `instanceGroupManagers.get`.
 pub async fn get_instance_group_manager(
     client: &GceClient,
@@ -354,35 +346,17 @@ pub async fn get_instance_group_manager(
     parse_instance_group_manager(&text).map_err(|e| parse_failure(call, &url, e))
 }
 
-const MAX_PAGES: usize = 100;
-
 /// `instanceGroupManagers.listManagedInstances`, every page.
 pub async fn list_managed_instances(
     client: &GceClient,
     mig: &MigRef,
 ) -> Result<Vec<ManagedInstance>, GceError> {
-    let call = "instanceGroupManagers.listManagedInstances";
     let base = mig.url(client.api_base(), Some("listManagedInstances"))?;
-    let mut all = Vec::new();
-    let mut token: Option<String> = None;
-    for _ in 0..MAX_PAGES {
-        let mut url = base.clone();
-        if let Some(t) = &token {
-            url.query_pairs_mut().append_pair("pageToken", t);
-        }
-        let text = client.call(Method::POST, call, &url).await?;
-        let page = parse_list_managed_instances(&text).map_err(|e| parse_failure(call, &url, e))?;
-        all.extend(page.instances);
-        match page.next_page_token {
-            Some(next) if Some(&next) != token.as_ref() => token = Some(next),
-            _ => return Ok(all),
-        }
-    }
-    Err(parse_failure(
-        call,
-        &base,
-        format!("still paging after {MAX_PAGES} pages"),
-    ))
+    let call = "instanceGroupManagers.listManagedInstances";
+    super::all_pages(client, Method::POST, call, &base, |text| {
+        parse_list_managed_instances(text).map(|p| (p.instances, p.next_page_token))
+    })
+    .await
 }
 
 /// `instances.get` for an instance URL; `None` when it no longer (or not

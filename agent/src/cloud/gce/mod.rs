@@ -318,6 +318,49 @@ impl GceClient {
     }
 }
 
+/// A 2xx answer we could not read, named after its call.
+pub(crate) fn parse_failure(call: &str, url: &Url, cause: String) -> GceError {
+    GceError::Parse {
+        call: call.into(),
+        url: url.to_string(),
+        cause,
+    }
+}
+
+/// Pages a list call can have before we call it a loop.
+const MAX_PAGES: usize = 100;
+
+/// Every page of a list call at `base` (`pageToken` after the first):
+/// `parse` turns one page into its items and the next page's token.
+pub(crate) async fn all_pages<T>(
+    client: &GceClient,
+    method: Method,
+    call: &str,
+    base: &Url,
+    parse: impl Fn(&str) -> Result<(Vec<T>, Option<String>), String>,
+) -> Result<Vec<T>, GceError> {
+    let mut all = Vec::new();
+    let mut token: Option<String> = None;
+    for _ in 0..MAX_PAGES {
+        let mut url = base.clone();
+        if let Some(t) = &token {
+            url.query_pairs_mut().append_pair("pageToken", t);
+        }
+        let text = client.call(method.clone(), call, &url).await?;
+        let (items, next) = parse(&text).map_err(|e| parse_failure(call, &url, e))?;
+        all.extend(items);
+        match next {
+            Some(next) if Some(&next) != token.as_ref() => token = Some(next),
+            _ => return Ok(all),
+        }
+    }
+    Err(parse_failure(
+        call,
+        base,
+        format!("still paging after {MAX_PAGES} pages"),
+    ))
+}
+
 /// A 2xx body as text, or the fault described by Google's error document.
 fn into_text(reply: Reply) -> Result<String, Fault> {
     let status = reply.status.as_u16();
