@@ -139,7 +139,26 @@ fn serve(
             }
         };
         let _ = ready.send(Ok(()));
-        while let Some(op) = ops.recv().await {
+        let mut queued = None;
+        loop {
+            let op = match queued.take() {
+                Some(op) => op,
+                None => match ops.recv().await {
+                    Some(op) => op,
+                    None => return,
+                },
+            };
+            // Renewals that piled up while the lock was held: only the
+            // last of a run matters (order with set/remove is kept).
+            if matches!(op, Op::Set { reply: None, .. })
+                && let Ok(next) = ops.try_recv()
+            {
+                let also_renewal = matches!(next, Op::Set { reply: None, .. });
+                queued = Some(next);
+                if also_renewal {
+                    continue;
+                }
+            }
             match op {
                 Op::Set {
                     lifetime_secs,
