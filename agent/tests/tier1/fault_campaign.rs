@@ -499,7 +499,27 @@ fn run(s: &Scenario) -> Result<String, Violation> {
     if problems.is_empty() {
         Ok(summary)
     } else {
-        Err(Violation(format!("{}\n{summary}", problems.join("\n"))))
+        // The evidence: what each machine says of itself now.
+        let states: Vec<String> = run
+            .machines
+            .iter()
+            .map(|&i| {
+                let s = run.c.status(i).unwrap_or_default();
+                format!(
+                    "  h{}: role {} phase {} etcd {} message {}",
+                    i + 1,
+                    s["role"],
+                    s["phase"],
+                    s["etcd"]["members"],
+                    s["message"]
+                )
+            })
+            .collect();
+        Err(Violation(format!(
+            "{}\n{summary}\n{}",
+            problems.join("\n"),
+            states.join("\n")
+        )))
     }
 }
 
