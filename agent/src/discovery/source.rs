@@ -130,16 +130,7 @@ async fn gce_group(
     imds: &metadata::Options,
 ) -> Result<PeerSource, SourceError> {
     use crate::cloud::gce::{GceClient, GceOptions};
-    let mut opts = GceOptions {
-        backoff: API_BACKOFF,
-        ..GceOptions::default()
-    };
-    if let Some(base) = &imds.endpoint {
-        opts.metadata_base = base.clone();
-    }
-    if let Some(api) = api_endpoint {
-        opts.api_base = api.clone();
-    }
+    let opts = GceOptions::with_endpoints(imds.endpoint.as_ref(), api_endpoint, API_BACKOFF);
     let client = GceClient::new(opts).map_err(|e| SourceError::Setup(e.to_string()))?;
     let project = client
         .metadata_value("project/project-id")

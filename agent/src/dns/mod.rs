@@ -113,10 +113,11 @@ impl Provider {
             }
             DnsProvider::Google => {
                 let cfg = dns.google.clone().unwrap_or_default();
-                let mut opts = crate::cloud::gce::GceOptions::default();
-                if let Some(base) = &ctx.gce_metadata {
-                    opts.metadata_base = base.clone();
-                }
+                let opts = crate::cloud::gce::GceOptions::with_endpoints(
+                    ctx.gce_metadata.as_ref(),
+                    None,
+                    crate::cloud::aws::API_BACKOFF,
+                );
                 let client = crate::cloud::gce::GceClient::new(opts)
                     .map_err(|e| DnsError::config("google", "dns.google", e.to_string()))?;
                 let api = std::env::var(google::ENDPOINT_ENV)

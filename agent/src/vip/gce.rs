@@ -87,7 +87,9 @@ pub async fn locate(client: &GceClient) -> Result<InstanceRef, GceError> {
     let project = client.metadata_value("project/project-id").await?;
     let zone = client.metadata_value("instance/zone").await?;
     let name = client.metadata_value("instance/name").await?;
-    let zone = zone.rsplit('/').next().unwrap_or_default().to_string();
+    let zone = alias::zone_name(&zone).ok_or_else(|| GceError::Config {
+        what: format!("the metadata server's instance/zone {zone:?} names no zone"),
+    })?;
     Ok(InstanceRef {
         project,
         zone,

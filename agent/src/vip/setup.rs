@@ -254,17 +254,11 @@ pub async fn start<H: HealthCheck + 'static>(
 /// metadata endpoint (token, project, instance), the Compute API at
 /// `cloud.endpoint` when set.
 fn gce_options(config: &Config, imds: &metadata::Options) -> crate::cloud::gce::GceOptions {
-    let mut opts = crate::cloud::gce::GceOptions {
-        backoff: CLOUD_BACKOFF,
-        ..crate::cloud::gce::GceOptions::default()
-    };
-    if let Some(base) = &imds.endpoint {
-        opts.metadata_base = base.clone();
-    }
-    if let Some(api) = config.cloud.endpoint_url() {
-        opts.api_base = api;
-    }
-    opts
+    crate::cloud::gce::GceOptions::with_endpoints(
+        imds.endpoint.as_ref(),
+        config.cloud.endpoint_url().as_ref(),
+        CLOUD_BACKOFF,
+    )
 }
 
 /// Cloud calls of the movers (AWS, GCE): a takeover is waiting on them, so

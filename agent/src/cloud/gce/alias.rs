@@ -154,9 +154,15 @@ struct NicJson {
     alias_ip_ranges: Vec<AliasRange>,
 }
 
-/// The last path segment of a URL or path (`…/zones/us-central1-a`).
-fn last_segment(s: &str) -> &str {
-    s.trim_end_matches('/').rsplit('/').next().unwrap_or(s)
+/// The zone's name from a zone URL or path (`…/zones/us-central1-a`, as
+/// resources and the metadata server write it); `None` when empty.
+pub fn zone_name(zone: &str) -> Option<String> {
+    let name = zone
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or(zone);
+    (!name.is_empty()).then(|| name.to_string())
 }
 
 fn instance_from_json(i: InstanceJson, project: &str) -> Result<InstanceNics, String> {
@@ -167,10 +173,8 @@ fn instance_from_json(i: InstanceJson, project: &str) -> Result<InstanceNics, St
     let zone = i
         .zone
         .as_deref()
-        .map(last_segment)
-        .filter(|z| !z.is_empty())
-        .ok_or_else(|| format!("instance {name}: no zone"))?
-        .to_string();
+        .and_then(zone_name)
+        .ok_or_else(|| format!("instance {name}: no zone"))?;
     let mut nics = Vec::with_capacity(i.network_interfaces.len());
     for (n, nic) in i.network_interfaces.into_iter().enumerate() {
         let nic_name = nic.name.unwrap_or_else(|| format!("nic{n}"));
@@ -287,10 +291,8 @@ pub fn parse_operation(text: &str) -> Result<Operation, String> {
     let zone = op
         .zone
         .as_deref()
-        .map(last_segment)
-        .filter(|z| !z.is_empty())
-        .ok_or_else(|| format!("operation {name} has no zone"))?
-        .to_string();
+        .and_then(zone_name)
+        .ok_or_else(|| format!("operation {name} has no zone"))?;
     let error = op.error.map(|e| {
         let code = e.errors.iter().find_map(|d| d.code.clone());
         let messages: Vec<String> = e.errors.into_iter().filter_map(|d| d.message).collect();

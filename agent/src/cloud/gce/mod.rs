@@ -70,6 +70,25 @@ impl Default for GceOptions {
     }
 }
 
+impl GceOptions {
+    /// The defaults with the agent's overrides: the metadata server at
+    /// `metadata` (the agent's `--endpoint`), the Compute API at `api`
+    /// (`cloud.endpoint`), and the retry policy of the caller.
+    pub fn with_endpoints(metadata: Option<&Url>, api: Option<&Url>, backoff: Backoff) -> Self {
+        let mut opts = GceOptions {
+            backoff,
+            ..GceOptions::default()
+        };
+        if let Some(base) = metadata {
+            opts.metadata_base = base.clone();
+        }
+        if let Some(api) = api {
+            opts.api_base = api.clone();
+        }
+        opts
+    }
+}
+
 /// The shared Compute Engine client.
 pub struct GceClient {
     http: reqwest::Client,
