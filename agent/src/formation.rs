@@ -256,23 +256,21 @@ fn decide_with_cluster(o: &Observed<'_>, cluster: &FoundCluster, my_url: &str) -
             reason: format!("cluster {:x} is still forming", cluster.cluster_id),
         };
     }
-    if cluster.members.len() < o.topology.etcd_members() {
-        return match room_to_join(o.topology, cluster) {
-            Ok(()) => Decision::Join {
+    match room_to_join(o.topology, cluster) {
+        Ok(()) => {
+            return Decision::Join {
                 cluster_id: cluster.cluster_id,
-            },
-            Err(reason) => Decision::Wait { reason },
-        };
-    }
-    if let Some(down) = cluster.members.iter().find(|m| !m.healthy) {
-        // Full, but a member is down: it may be removed soon (replacement),
-        // and this node should take its place rather than settle as a worker.
-        return Decision::Wait {
-            reason: format!(
-                "cluster {:x} is full but member {:x} is down; waiting to see if it is replaced",
-                cluster.cluster_id, down.id
-            ),
-        };
+            };
+        }
+        // Short of members, or a member is down (a seat may open for this
+        // node): wait rather than settle as a worker.
+        Err(reason)
+            if cluster.members.len() < o.topology.etcd_members()
+                || cluster.members.iter().any(|m| !m.healthy) =>
+        {
+            return Decision::Wait { reason };
+        }
+        Err(_) => {}
     }
     let role = if o.topology.dedicated_etcd_count.is_some() {
         // Dedicated etcd is full: fill the control plane or become a worker.
@@ -286,27 +284,41 @@ fn decide_with_cluster(o: &Observed<'_>, cluster: &FoundCluster, my_url: &str) -
 }
 
 /// Whether one more member may be added to `cluster` now (pure): it has a
-/// leader, fewer members than the topology asks for (a dead member still
-/// listed takes its seat until the leader's agent removes it, S3), and no
-/// learner still catching up (one at a time: etcd allows one learner, and a
-/// second would count towards quorum before it has the data). Checked
-/// before a join, and again under the membership lock.
+/// leader, fewer healthy voters than the topology asks for, at most as
+/// many members as it asks for (so at most one more than configured while
+/// a dead voter is still listed), and no learner still catching up (one at
+/// a time: etcd allows one learner, and a second would count towards
+/// quorum before it has the data). Checked before a join, and again under
+/// the membership lock.
+///
+/// Add before remove: a voter that is down keeps its seat until a
+/// replacement holds one (see `membership::plan`), so a seat counts as free
+/// when its voter is unhealthy. Removing an unreachable voter first would
+/// turn a temporary outage into a permanent loss (fault campaign seed
+/// 0xc0de0006, docs/design/bootstrap.md).
 pub fn room_to_join(topology: Topology, cluster: &FoundCluster) -> Result<(), String> {
     let wanted = topology.etcd_members();
     if !cluster.has_leader {
         return Err(format!("cluster {:x} has no leader", cluster.cluster_id));
     }
-    if cluster.members.len() >= wanted {
-        return Err(format!(
-            "cluster {:x} has {} of {wanted} members",
-            cluster.cluster_id,
-            cluster.members.len()
-        ));
-    }
     if let Some(l) = cluster.members.iter().find(|m| m.is_learner) {
         return Err(format!(
             "learner {:x} is still catching up in cluster {:x}",
             l.id, cluster.cluster_id
+        ));
+    }
+    let healthy_voters = cluster.members.iter().filter(|m| m.healthy).count();
+    if healthy_voters >= wanted {
+        return Err(format!(
+            "cluster {:x} has {healthy_voters} of {wanted} voters healthy",
+            cluster.cluster_id
+        ));
+    }
+    if cluster.members.len() > wanted {
+        return Err(format!(
+            "cluster {:x} already has {} members for {wanted} seats; waiting for a dead one to be removed",
+            cluster.cluster_id,
+            cluster.members.len()
         ));
     }
     Ok(())
@@ -472,13 +484,26 @@ mod tests {
             decide(&observed(&view[3], &view, &clusters)),
             Decision::NoEtcd { role: Role::Worker }
         );
-        // A full cluster with a member down: wait, it may need a replacement.
+        // A full cluster with a voter down: add before remove, this node
+        // takes a seat while the down voter still holds its own.
         let mut degraded = found(7, &[&view[0], &view[1], &view[2]], true);
         degraded.members[2].healthy = false;
-        assert!(matches!(
-            decide(&observed(&view[3], &view, &[degraded])),
-            Decision::Wait { .. }
-        ));
+        assert_eq!(
+            decide(&observed(&view[3], &view, std::slice::from_ref(&degraded))),
+            Decision::Join { cluster_id: 7 }
+        );
+        // One extra is already in and two voters are down: wait for a
+        // removal, neither join nor settle as a worker.
+        let wide: Vec<_> = (1..=5).map(peer).collect();
+        let mut over = found(7, &[&wide[0], &wide[1], &wide[2], &wide[3]], true);
+        over.members[1].healthy = false;
+        over.members[2].healthy = false;
+        match decide(&observed(&wide[4], &wide, &[over])) {
+            Decision::Wait { reason } => {
+                assert!(reason.contains("4 members for 3 seats"), "{reason}")
+            }
+            other => panic!("expected Wait, got {other:?}"),
+        }
         // Even node 1, first in order, joins rather than forming anew.
         let clusters = [found(7, &[&view[1], &view[2]], true)];
         assert_eq!(
@@ -626,6 +651,12 @@ mod tests {
         let full = found(7, &[&view[0], &view[1], &view[2]], true);
         assert!(worker_steps_in(STACKED3, Role::Worker, &short));
         assert!(!worker_steps_in(STACKED3, Role::Worker, &full));
+        let mut degraded = full.clone();
+        degraded.members[0].healthy = false;
+        assert!(
+            worker_steps_in(STACKED3, Role::Worker, &degraded),
+            "a down voter's seat is open to a worker (add before remove)"
+        );
         assert!(!worker_steps_in(STACKED3, Role::ControlPlane, &short));
         let dedicated = Topology {
             control_plane_count: 2,

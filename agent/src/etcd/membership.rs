@@ -4,6 +4,17 @@
 //! returns actions. It holds invariant S3: a removal is planned only if the
 //! remaining healthy voting members still have quorum afterwards, and at most
 //! one removal per round (the next round re-observes).
+//!
+//! Add before remove. A voter that is merely unreachable (a static list
+//! cannot tell dead from slow, a stopped cloud instance may start again) is
+//! removed only when the cluster still survives one more failure after the
+//! removal — in practice once a replacement holds a seat. Removing it
+//! earlier gains no failure tolerance (it is 0 either way: 3 voters with one
+//! down, or 2 voters) and loses the chance that the machine comes back: the
+//! fault campaign's seed 0xc0de0006 removed a powered-off voter of three,
+//! then lost another for good, and the cluster never had quorum again.
+//! A voter whose machine the group says is gone is removed as soon as S3
+//! allows: it cannot come back.
 
 use serde::{Deserialize, Serialize};
 
@@ -20,6 +31,18 @@ pub struct MemberHealth {
     /// Its machine is still in the group (`None`: the source cannot tell,
     /// e.g. a static peer list).
     pub in_group: Option<bool>,
+}
+
+/// What the plan is held to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// Voting members the topology asks for.
+    pub wanted: usize,
+    /// How long a member may be unreachable before it counts as gone.
+    pub grace_ms: u64,
+    /// The member that leads (its agent runs the plan; it never removes
+    /// itself).
+    pub leader: u64,
 }
 
 /// A membership change.
@@ -60,43 +83,81 @@ fn is_gone(m: &MemberHealth, grace_ms: u64) -> Option<String> {
     })
 }
 
+fn remove(m: &MemberHealth, reason: String) -> MemberAction {
+    MemberAction::Remove {
+        id: m.id,
+        name: m.name.clone(),
+        reason,
+    }
+}
+
 /// Plans this round's changes.
-pub fn plan(members: &[MemberHealth], grace_ms: u64) -> Vec<MemberAction> {
+pub fn plan(members: &[MemberHealth], policy: Policy) -> Vec<MemberAction> {
     let mut actions = Vec::new();
     let voters: Vec<&MemberHealth> = members.iter().filter(|m| !m.is_learner).collect();
     let healthy_voters = voters.iter().filter(|m| m.healthy).count();
+    let seat_open = voters.len() < policy.wanted || healthy_voters < voters.len();
 
-    // Gone learners do not count towards quorum: removing them is always safe.
-    for m in members.iter().filter(|m| m.is_learner) {
-        if let Some(reason) = is_gone(m, grace_ms) {
-            actions.push(MemberAction::Remove {
+    // Learners do not count towards quorum: removing them is always safe.
+    let learners: Vec<&MemberHealth> = members.iter().filter(|m| m.is_learner).collect();
+    for m in &learners {
+        if let Some(reason) = is_gone(m, policy.grace_ms) {
+            actions.push(remove(m, reason));
+        } else if !seat_open {
+            // It came for a down voter's seat and the voter is back.
+            actions.push(remove(
+                m,
+                format!(
+                    "not needed: all {} voters healthy ({} wanted)",
+                    voters.len(),
+                    policy.wanted
+                ),
+            ));
+        } else if m.healthy {
+            actions.push(MemberAction::Promote {
                 id: m.id,
                 name: m.name.clone(),
-                reason,
             });
         }
     }
-    // One voter at a time, and only if the healthy ones keep quorum after.
-    // (Without quorum now, etcd could not commit a removal anyway.)
-    if healthy_voters >= quorum(voters.len())
-        && let Some((m, reason)) = voters
-            .iter()
-            .find_map(|m| is_gone(m, grace_ms).map(|r| (m, r)))
+
+    // One voter at a time, and only with quorum now (without it etcd could
+    // not commit a removal anyway). Machines the group says are gone first.
+    if healthy_voters < quorum(voters.len()) || voters.len() < 2 {
+        return actions;
+    }
+    let remaining = voters.len() - 1;
+    let gone = voters
+        .iter()
+        .filter_map(|m| is_gone(m, policy.grace_ms).map(|r| (*m, r)))
+        .min_by_key(|(m, _)| m.in_group != Some(false));
+    if let Some((m, reason)) = gone {
+        let left_the_group = m.in_group == Some(false);
+        // S3 for every removal; add before remove for a voter that may
+        // come back.
+        let needed = quorum(remaining) + usize::from(!left_the_group);
+        if healthy_voters >= needed {
+            actions.push(remove(m, reason));
+        }
+    } else if voters.len() > policy.wanted && healthy_voters == voters.len() && learners.is_empty()
     {
-        let remaining = voters.len() - 1;
-        if remaining > 0 && healthy_voters >= quorum(remaining) {
-            actions.push(MemberAction::Remove {
-                id: m.id,
-                name: m.name.clone(),
-                reason,
-            });
+        // Over size: a down voter came back after its replacement was
+        // promoted. Back to the configured size; any choice is safe with
+        // every voter healthy, the highest id is a fixed one.
+        if let Some(m) = voters
+            .iter()
+            .filter(|m| m.id != policy.leader)
+            .max_by_key(|m| m.id)
+        {
+            actions.push(remove(
+                m,
+                format!(
+                    "over size: {} healthy voters, {} wanted",
+                    voters.len(),
+                    policy.wanted
+                ),
+            ));
         }
-    }
-    for m in members.iter().filter(|m| m.is_learner && m.healthy) {
-        actions.push(MemberAction::Promote {
-            id: m.id,
-            name: m.name.clone(),
-        });
     }
     actions
 }
@@ -116,31 +177,57 @@ mod tests {
         }
     }
 
+    fn learner(id: u64, healthy: bool) -> MemberHealth {
+        MemberHealth {
+            is_learner: true,
+            ..member(id, healthy, if healthy { 0 } else { 1 })
+        }
+    }
+
+    /// Leader 1, `wanted` voters, grace `grace_ms`.
+    fn policy(wanted: usize, grace_ms: u64) -> Policy {
+        Policy {
+            wanted,
+            grace_ms,
+            leader: 1,
+        }
+    }
+
+    fn removed(actions: &[MemberAction]) -> Vec<u64> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                MemberAction::Remove { id, .. } => Some(*id),
+                MemberAction::Promote { .. } => None,
+            })
+            .collect()
+    }
+
     #[test]
     fn quorum_sizes() {
         assert_eq!([1, 2, 3, 4, 5].map(quorum), [1, 2, 2, 3, 3]);
     }
 
     #[test]
-    fn one_dead_of_three_is_removed_after_the_grace_period() {
-        let members = [
+    fn an_unreachable_voter_of_three_keeps_its_seat_until_a_replacement_holds_one() {
+        // Seed 0xc0de0006: removing it would leave 2 of 2 (no tolerance
+        // gained) and lose the chance that it comes back.
+        let three = [
             member(1, true, 0),
             member(2, true, 0),
-            member(3, false, 5_000),
+            member(3, false, 99_000),
         ];
+        assert!(plan(&three, policy(3, 10_000)).is_empty());
+        // The replacement is promoted: now the dead one goes, after the grace.
+        let mut four = three.to_vec();
+        four.push(member(4, true, 0));
+        four[2].unhealthy_for_ms = 5_000;
         assert!(
-            plan(&members, 10_000).is_empty(),
+            plan(&four, policy(3, 10_000)).is_empty(),
             "inside the grace period nothing happens"
         );
-        let members = [
-            member(1, true, 0),
-            member(2, true, 0),
-            member(3, false, 10_000),
-        ];
-        assert!(matches!(
-            plan(&members, 10_000)[..],
-            [MemberAction::Remove { id: 3, .. }]
-        ));
+        four[2].unhealthy_for_ms = 10_000;
+        assert_eq!(removed(&plan(&four, policy(3, 10_000))), [3]);
     }
 
     #[test]
@@ -148,10 +235,14 @@ mod tests {
         let mut gone = member(3, false, 0);
         gone.in_group = Some(false);
         let members = [member(1, true, 0), member(2, true, 0), gone];
-        assert!(matches!(
-            plan(&members, 60_000)[..],
-            [MemberAction::Remove { id: 3, .. }]
-        ));
+        assert_eq!(removed(&plan(&members, policy(3, 60_000))), [3]);
+    }
+
+    #[test]
+    fn one_unreachable_voter_of_five_is_removed_after_the_grace() {
+        // 4 of 4 after: still survives a failure.
+        let members: Vec<_> = (1..=5).map(|i| member(i, i != 5, 99_000)).collect();
+        assert_eq!(removed(&plan(&members, policy(5, 1_000))), [5]);
     }
 
     #[test]
@@ -161,41 +252,119 @@ mod tests {
             member(2, false, 99_000),
             member(3, false, 99_000),
         ];
-        assert!(plan(&members, 1_000).is_empty());
+        assert!(plan(&members, policy(3, 1_000)).is_empty());
+        let (mut a, mut b) = (members[1].clone(), members[2].clone());
+        a.in_group = Some(false);
+        b.in_group = Some(false);
+        assert!(
+            plan(&[members[0].clone(), a, b], policy(3, 1_000)).is_empty(),
+            "not even machines known to be gone: no quorum"
+        );
     }
 
     #[test]
-    fn only_one_voter_is_removed_per_round() {
-        let members: Vec<_> = (1..=5).map(|i| member(i, i <= 3, 99_000)).collect();
-        let removals = plan(&members, 1_000)
-            .iter()
-            .filter(|a| matches!(a, MemberAction::Remove { .. }))
-            .count();
-        assert_eq!(removals, 1);
+    fn only_one_voter_is_removed_per_round_and_known_gone_first() {
+        let mut members: Vec<_> = (1..=7).map(|i| member(i, i <= 5, 99_000)).collect();
+        members[6].in_group = Some(false);
+        assert_eq!(removed(&plan(&members, policy(5, 1_000))), [7]);
     }
 
     #[test]
     fn healthy_learners_are_promoted_and_dead_learners_removed() {
-        let mut learner = member(4, true, 0);
-        learner.is_learner = true;
-        let mut dead_learner = member(5, false, 99_000);
-        dead_learner.is_learner = true;
         let members = [
             member(1, true, 0),
             member(2, true, 0),
-            member(3, true, 0),
-            learner,
-            dead_learner,
+            learner(4, true),
+            MemberHealth {
+                unhealthy_for_ms: 99_000,
+                ..learner(5, false)
+            },
         ];
-        let actions = plan(&members, 1_000);
+        let actions = plan(&members, policy(3, 1_000));
         assert!(actions.contains(&MemberAction::Promote {
             id: 4,
             name: "m4".into()
         }));
+        assert_eq!(removed(&actions), [5]);
+    }
+
+    #[test]
+    fn a_learner_for_a_seat_that_is_no_longer_open_is_removed_not_promoted() {
+        // It joined while voter 3 was down; voter 3 is back.
+        let members = [
+            member(1, true, 0),
+            member(2, true, 0),
+            member(3, true, 0),
+            learner(4, true),
+        ];
+        let actions = plan(&members, policy(3, 1_000));
+        assert_eq!(removed(&actions), [4]);
         assert!(
-            actions
+            !actions
                 .iter()
-                .any(|a| matches!(a, MemberAction::Remove { id: 5, .. }))
+                .any(|a| matches!(a, MemberAction::Promote { .. }))
         );
+        // While voter 3 is still down it is promoted.
+        let mut down = members.clone();
+        down[2] = member(3, false, 500);
+        assert_eq!(
+            plan(&down, policy(3, 1_000)),
+            [MemberAction::Promote {
+                id: 4,
+                name: "m4".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn over_size_with_every_voter_healthy_shrinks_by_one_never_the_leader() {
+        let members: Vec<_> = (1..=4).map(|i| member(i, true, 0)).collect();
+        assert_eq!(removed(&plan(&members, policy(3, 1_000))), [4]);
+        let led_by_4 = Policy {
+            leader: 4,
+            ..policy(3, 1_000)
+        };
+        assert_eq!(removed(&plan(&members, led_by_4)), [3]);
+        // Not while one is down (it goes first, after its grace) or a
+        // learner is pending.
+        let mut down = members.clone();
+        down[1] = member(2, false, 10);
+        assert!(plan(&down, policy(3, 1_000)).is_empty());
+        assert!(plan(&members, policy(4, 1_000)).is_empty(), "at size");
+    }
+
+    /// S3 and add-before-remove over every small cluster: a planned removal
+    /// always leaves a quorum of healthy voters, and an unreachable voter
+    /// (not known gone) is removed only if one more failure is survivable.
+    #[test]
+    fn every_removal_keeps_quorum_and_unreachable_ones_keep_a_margin() {
+        for n in 1..=6usize {
+            for healthy_mask in 0..(1u32 << n) {
+                for gone_mask in 0..(1u32 << n) {
+                    let members: Vec<_> = (0..n)
+                        .map(|i| {
+                            let mut m = member(i as u64 + 1, healthy_mask & (1 << i) != 0, 99_000);
+                            if gone_mask & (1 << i) != 0 {
+                                m.in_group = Some(false);
+                            }
+                            m
+                        })
+                        .collect();
+                    let healthy = members.iter().filter(|m| m.healthy).count();
+                    for wanted in [3, 5] {
+                        let ids = removed(&plan(&members, policy(wanted, 1_000)));
+                        assert!(ids.len() <= 1, "one per round");
+                        for id in ids {
+                            let m = &members[id as usize - 1];
+                            let healthy_after = healthy - usize::from(m.healthy);
+                            assert!(healthy_after >= quorum(n - 1), "S3: {members:?}");
+                            if m.in_group != Some(false) && !m.healthy {
+                                assert!(healthy_after > quorum(n - 1), "margin: {members:?}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 }

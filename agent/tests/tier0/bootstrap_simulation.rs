@@ -303,7 +303,7 @@ fn negative_control_without_the_settle_rule_the_checker_finds_a_split() {
 }
 
 #[test]
-fn s3_membership_plans_never_drop_quorum() {
+fn s3_membership_plans_never_drop_quorum_and_add_before_remove() {
     let mut rng = Rng(42);
     for _ in 0..50_000 {
         let n = 1 + rng.below(7) as usize;
@@ -323,7 +323,13 @@ fn s3_membership_plans_never_drop_quorum() {
                 m
             })
             .collect();
-        let actions = membership::plan(&members, 30_000);
+        let wanted = [1, 3, 5][rng.below(3) as usize];
+        let policy = membership::Policy {
+            wanted,
+            grace_ms: 30_000,
+            leader: 0,
+        };
+        let actions = membership::plan(&members, policy);
         let removed: BTreeSet<u64> = actions
             .iter()
             .filter_map(|a| {
@@ -337,19 +343,46 @@ fn s3_membership_plans_never_drop_quorum() {
         let voters: Vec<&MemberHealth> = members.iter().filter(|m| !m.is_learner).collect();
         let removed_voters = voters.iter().filter(|m| removed.contains(&m.id)).count();
         assert!(removed_voters <= 1, "{members:?} -> {actions:?}");
-        assert!(
-            members
-                .iter()
-                .all(|m| !(m.healthy && removed.contains(&m.id))),
-            "removed a healthy member"
-        );
+        let healthy = voters.iter().filter(|m| m.healthy).count();
+        // A healthy member goes only when its seat is not needed: a learner
+        // while every voter is healthy and the size is reached, or one voter
+        // over size (never the leader).
+        let seat_open = voters.len() < wanted || healthy < voters.len();
+        for m in members
+            .iter()
+            .filter(|m| m.healthy && removed.contains(&m.id))
+        {
+            if m.is_learner {
+                assert!(
+                    !seat_open,
+                    "removed a needed learner: {members:?} -> {actions:?}"
+                );
+            } else {
+                assert!(
+                    voters.len() > wanted && healthy == voters.len() && m.id != policy.leader,
+                    "removed a healthy voter: {members:?} -> {actions:?}"
+                );
+            }
+        }
         if removed_voters == 1 {
             let remaining = voters.len() - 1;
-            let healthy = voters.iter().filter(|m| m.healthy).count();
+            let gone = voters
+                .iter()
+                .find(|m| removed.contains(&m.id))
+                .expect("one removed voter");
+            let healthy_after = healthy - usize::from(gone.healthy);
             assert!(
-                healthy >= membership::quorum(remaining),
+                healthy_after >= membership::quorum(remaining),
                 "S3 broken: {members:?} -> {actions:?}"
             );
+            // Add before remove: a voter that may come back is removed only
+            // if one more failure stays survivable.
+            if !gone.healthy && gone.in_group != Some(false) {
+                assert!(
+                    healthy_after > membership::quorum(remaining),
+                    "removed an unreachable voter with no margin: {members:?} -> {actions:?}"
+                );
+            }
         }
     }
 }

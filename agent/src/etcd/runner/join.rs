@@ -72,11 +72,12 @@ impl Runner {
         let members = etcd.members().await.map_err(|e| e.to_string())?;
         if !members.iter().any(|m| m.peer_urls.contains(&my_url)) {
             // Again under the lock: another node may have taken the seat.
-            let now = formation::FoundCluster {
+            let mut now = formation::FoundCluster {
                 cluster_id: 0,
                 members: members.clone(),
                 has_leader: true,
             };
+            super::mark_health(&mut now.members, &self.cfg.tls).await;
             if let Err(why) = formation::room_to_join(self.cfg.topology, &now) {
                 info!("not joining after all: {why}");
                 return Ok(None);

@@ -17,7 +17,7 @@ use super::client::{self, EtcdTls};
 use super::flags::{Bootstrap, ClusterState, MemberConfig, TlsFiles};
 use crate::discovery::source::PeerSource;
 use crate::discovery::{Lifecycle, Peer};
-use crate::formation::{self, Decision, FoundCluster, Observed};
+use crate::formation::{self, Decision, FoundCluster, FoundMember, Observed};
 use crate::roles::{self, Role, Topology};
 use crate::service::{CpuShare, ServiceSpec, Supervisor};
 mod join;
@@ -242,7 +242,9 @@ impl Runner {
             .take(2 * self.cfg.topology.etcd_members() + 1)
         {
             let found = client::probe(client::client_url(p.address), &self.cfg.tls).await;
-            if let Some(cluster) = found.filter(|c| c.has_leader) {
+            if let Some(mut cluster) = found.filter(|c| c.has_leader) {
+                // Whether a seat is open depends on which voters answer.
+                mark_health(&mut cluster.members, &self.cfg.tls).await;
                 return Some(cluster);
             }
         }
@@ -437,6 +439,30 @@ impl Runner {
             .await
             .map(|_| ())
             .map_err(|e| e.to_string())
+    }
+}
+
+/// Whether each member answers on its client port and knows a leader,
+/// probed at once (one probe timeout at most).
+async fn member_health(members: &[FoundMember], tls: &EtcdTls) -> Vec<bool> {
+    let checks = members.iter().map(|m| {
+        let endpoint = m.address().map(client::client_url);
+        let tls = tls.clone();
+        async move {
+            match endpoint {
+                Some(e) => client::healthy(e, &tls).await,
+                None => false,
+            }
+        }
+    });
+    futures_join_all(checks).await
+}
+
+/// Sets each member's `healthy` from `member_health`.
+async fn mark_health(members: &mut [FoundMember], tls: &EtcdTls) {
+    let health = member_health(members, tls).await;
+    for (m, healthy) in members.iter_mut().zip(health) {
+        m.healthy = healthy;
     }
 }
 

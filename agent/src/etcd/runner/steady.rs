@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use tracing::{info, warn};
 
-use super::{Runner, futures_join_all};
+use super::Runner;
 use crate::discovery::source::PeerSource;
 use crate::discovery::{Lifecycle, Peer};
 use crate::etcd::client::{self, Etcd};
@@ -29,17 +29,7 @@ impl Runner {
             .await
             .map_err(|e| format!("etcd: member list: {e}"))?;
 
-        let checks = members.iter().map(|m| {
-            let endpoint = m.address().map(client::client_url);
-            let tls = self.cfg.tls.clone();
-            async move {
-                match endpoint {
-                    Some(e) => client::healthy(e, &tls).await,
-                    None => false,
-                }
-            }
-        });
-        let health = futures_join_all(checks).await;
+        let health = super::member_health(&members, &self.cfg.tls).await;
         let now = Instant::now();
         let static_group = matches!(self.source, PeerSource::Static(_));
         let mut observed = Vec::with_capacity(members.len());
@@ -118,7 +108,14 @@ impl Runner {
         if leader == 0 || leader != member_id {
             return Ok(());
         }
-        for action in membership::plan(&observed, self.cfg.replace_after.as_millis() as u64) {
+        for action in membership::plan(
+            &observed,
+            membership::Policy {
+                wanted: self.cfg.topology.etcd_members(),
+                grace_ms: self.cfg.replace_after.as_millis() as u64,
+                leader,
+            },
+        ) {
             let result = match &action {
                 MemberAction::Remove { id, name, reason } => {
                     warn!(member = %format!("{id:x}"), %name, %reason, "removing a dead member");
