@@ -70,9 +70,18 @@ impl MemberConfig {
             format!("--peer-key-file={}", self.tls.peer_key.display()),
             format!("--heartbeat-interval={}", self.heartbeat_ms),
             format!("--election-timeout={}", self.election_ms),
-            // Refuse to add a member while the cluster is unhealthy (default
-            // on in 3.5; explicit so the intent survives upgrades).
-            "--strict-reconfig-check=true".into(),
+            // Off, so that a replacement can be added (as a learner) while a
+            // voter is down: etcd 3.5's check refuses any add, learners
+            // included, unless every voter is connected, which forces
+            // remove-before-add and turns a temporary outage into a
+            // permanent shrink (fault campaign seed 0xc0de0006). etcd 3.6
+            // relaxed the same check to "quorum stays connected". The
+            // agent holds the rules itself, tested exhaustively: it adds
+            // only learners (no quorum effect), promotes only healthy ones
+            // while it has quorum, removes only under S3
+            // (`membership::plan`); etcd still refuses to promote a
+            // learner that has not caught up (not behind this flag).
+            "--strict-reconfig-check=false".into(),
             "--logger=zap".into(),
             "--log-outputs=stderr".into(),
         ];

@@ -65,8 +65,17 @@ pub fn quorum(n: usize) -> usize {
     n / 2 + 1
 }
 
+/// How long a learner may take to answer before it counts as gone, at
+/// least. A new member first reads the cluster from its peers and checks
+/// every member's version before it serves; each dead member still listed
+/// costs etcd's peer dial timeout (1 s plus the election timeout). Tier 1
+/// measured 5 s and more with two dead voters listed, and a learner removed
+/// for that joins again, round after round.
+pub const LEARNER_START_MS: u64 = 30_000;
+
 /// Whether a member counts as gone: its machine left the group, or it has
-/// been unreachable for at least `grace_ms`.
+/// been unreachable for at least `grace_ms` (a learner: `LEARNER_START_MS`
+/// at least).
 fn is_gone(m: &MemberHealth, grace_ms: u64) -> Option<String> {
     if m.healthy {
         return None;
@@ -74,6 +83,11 @@ fn is_gone(m: &MemberHealth, grace_ms: u64) -> Option<String> {
     if m.in_group == Some(false) {
         return Some("its machine left the group".into());
     }
+    let grace_ms = if m.is_learner {
+        grace_ms.max(LEARNER_START_MS)
+    } else {
+        grace_ms
+    };
     (m.unhealthy_for_ms >= grace_ms).then(|| {
         format!(
             "unreachable for {} s (grace {} s)",
@@ -276,8 +290,13 @@ mod tests {
             member(2, true, 0),
             learner(4, true),
             MemberHealth {
-                unhealthy_for_ms: 99_000,
+                unhealthy_for_ms: LEARNER_START_MS,
                 ..learner(5, false)
+            },
+            // A learner still starting gets more than the grace.
+            MemberHealth {
+                unhealthy_for_ms: 29_000,
+                ..learner(6, false)
             },
         ];
         let actions = plan(&members, policy(3, 1_000));
