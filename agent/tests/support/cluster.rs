@@ -233,8 +233,9 @@ impl Cluster {
         cmd.output().expect("run etcdctl")
     }
 
-    /// (cluster id, voting healthy members, learners) as node `i`'s status reports them.
-    pub fn etcd_view(&self, i: usize) -> Option<(String, usize, usize)> {
+    /// (cluster id, voting healthy members, learners, members listed) as
+    /// node `i`'s status reports them.
+    pub fn etcd_view(&self, i: usize) -> Option<EtcdView> {
         let s = self.status(i)?;
         let etcd = s.get("etcd")?;
         let members = etcd.get("members")?.as_array()?;
@@ -246,11 +247,17 @@ impl Cluster {
             .iter()
             .filter(|m| m["is_learner"] == Value::Bool(true))
             .count();
-        Some((etcd["cluster_id"].as_str()?.to_string(), voting, learners))
+        Some(EtcdView {
+            cluster_id: etcd["cluster_id"].as_str()?.to_string(),
+            healthy_voters: voting,
+            learners,
+            listed: members.len(),
+        })
     }
 
     /// Waits until every listed node reports the same cluster with exactly
-    /// `members` healthy voting members and no learner. Returns the cluster id.
+    /// `members` healthy voting members, no learner and nothing else listed
+    /// (no dead member left, not over size). Returns the cluster id.
     pub fn wait_for_cluster(&self, nodes: &[usize], members: usize, timeout: Duration) -> String {
         let mut id = String::new();
         let waited = wait_until(
@@ -260,12 +267,17 @@ impl Cluster {
             || {
                 let views: Vec<_> = nodes.iter().map(|&i| self.etcd_view(i)).collect();
                 match views.first() {
-                    Some(Some((first, _, _))) => {
-                        let ok = views
-                            .iter()
-                            .all(|v| matches!(v, Some((c, n, 0)) if c == first && *n == members));
+                    Some(Some(first)) => {
+                        let ok = views.iter().all(|v| {
+                            v.as_ref().is_some_and(|v| {
+                                v.cluster_id == first.cluster_id
+                                    && v.healthy_voters == members
+                                    && v.learners == 0
+                                    && v.listed == members
+                            })
+                        });
                         if ok {
-                            id = first.clone();
+                            id = first.cluster_id.clone();
                         }
                         ok
                     }
@@ -279,6 +291,15 @@ impl Cluster {
         }
         id
     }
+}
+
+/// One node's report of its etcd cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdView {
+    pub cluster_id: String,
+    pub healthy_voters: usize,
+    pub learners: usize,
+    pub listed: usize,
 }
 
 impl Drop for Cluster {

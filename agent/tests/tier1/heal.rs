@@ -4,7 +4,7 @@
 //! are still listed — the race of issue 14, where the second replacement
 //! settled as a worker for good and the cluster stayed one voter short.
 //! Real agents and etcd 3.5 in namespaces, a static list of 9 slots,
-//! `controlPlane.count: 5`.
+//! `controlPlane.count: 5`; and add before remove on three voters.
 
 use crate::support::cluster;
 use crate::support::netns;
@@ -53,7 +53,7 @@ fn voters_lost_for_good_are_replaced_by_workers_and_by_replacements_started_toge
     )
     .expect("hosts 6 and 7 become workers");
     put_keys(&c, 2, 20);
-    let id = c.etcd_view(2).expect("view").0;
+    let id = c.etcd_view(2).expect("view").cluster_id;
 
     // Two voters gone for good, no new machine: the workers step in.
     c.destroy(0);
@@ -96,4 +96,39 @@ fn voters_lost_for_good_are_replaced_by_workers_and_by_replacements_started_toge
         );
     }
     assert_eq!(count_keys(&c, new2), 20, "S2: the data is all there");
+}
+
+/// Add before remove (issue 14, fault campaign seed 0xc0de0006): a voter
+/// that is only unreachable keeps its seat while removing it would leave no
+/// margin, so when another voter is then lost for good, its return restores
+/// quorum; a replacement then takes the lost one's seat.
+#[test]
+fn an_unreachable_voter_keeps_its_seat_so_its_return_restores_quorum() {
+    let mut c = Cluster::new("seat", 4, 3);
+    for i in 0..3 {
+        c.add_host();
+        c.start_agent(i);
+    }
+    let id = c.wait_for_cluster(&[0, 1, 2], 3, Duration::from_secs(90));
+    put_keys(&c, 2, 20);
+
+    c.power_off(1);
+    // Well past the 3 s grace: the old rule removed it by now.
+    std::thread::sleep(Duration::from_secs(8));
+    let listed = c.etcd_view(2).expect("view").listed;
+    assert_eq!(listed, 3, "the unreachable voter keeps its seat");
+
+    // Another voter lost for good: no quorum until the first one is back.
+    c.destroy(0);
+    c.start_agent(1);
+    let new = c.add_host();
+    let started = Instant::now();
+    c.start_agent(new);
+    let now = c.wait_for_cluster(&[1, 2, new], 3, Duration::from_secs(120));
+    eprintln!(
+        "one voter back, one lost for good, a replacement started -> 3 healthy voters: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(now, id, "S1: the same cluster throughout");
+    assert_eq!(count_keys(&c, new), 20, "S2: the data is all there");
 }
