@@ -153,6 +153,31 @@ impl ControlPlane {
         }
     }
 
+    /// This node holds no etcd member any more (the leader shrank an
+    /// over-size cluster, docs/design/bootstrap.md): stop the control-plane
+    /// services, so that no apiserver runs on a worker and the VIP's health
+    /// check stops counting this node. Only if this node started them; a
+    /// later promotion starts them afresh.
+    pub async fn stand_down(&mut self) -> Result<(), String> {
+        if self.files_checked.is_none() {
+            return Ok(());
+        }
+        info!("kubernetes: no longer a control-plane node; stopping its services");
+        for name in [SCHEDULER, CONTROLLER_MANAGER, APISERVER] {
+            self.supervisor
+                .stop(name)
+                .await
+                .map_err(|e| format!("cannot stop {name}: {e}"))?;
+        }
+        self.files_checked = None;
+        self.client = None;
+        self.applied = None;
+        self.was_ready = false;
+        self.seen_ready = false;
+        self.labelled = false;
+        Ok(())
+    }
+
     /// The agent's own kubeconfig: the local apiserver, admin identity.
     pub fn agent_kubeconfig(paths: &super::paths::KubePaths) -> PathBuf {
         paths.root().join("muster-agent.conf")

@@ -580,6 +580,11 @@ pub async fn run(
                 }
             } else {
                 status.components.clear();
+                if let Some(cp) = phase.control_plane.as_mut()
+                    && let Err(e) = cp.stand_down().await
+                {
+                    warn!("kubernetes: {e}");
+                }
             }
             // A control-plane node's kubelet talks to the local apiserver:
             // it starts once that has been ready, so that it does not
