@@ -20,4 +20,5 @@ pub mod netns;
 pub mod nspawn;
 pub mod pki_fixtures;
 pub mod rng;
+pub mod slow_disk;
 pub mod vip_lab;

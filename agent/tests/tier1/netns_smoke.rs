@@ -391,3 +391,50 @@ fn etcd_in_one_host_answers_another() {
     assert!(last.contains("is healthy"), "{last}");
     assert!(proc.is_running());
 }
+
+/// The fault campaign's slow disk (`support/slow_disk.rs`): synchronous
+/// writes of a process in the group stall, and run at full speed again once
+/// it is dropped. Fails on a machine without cgroup v1 blkio or with `/tmp`
+/// not on a block device (the campaign then reports the fault as not
+/// inflicted).
+#[test]
+fn a_slow_disk_stalls_synchronous_writes_until_it_is_lifted() {
+    use crate::support::slow_disk::SlowDisk;
+    let dir = std::env::temp_dir().join(format!("mt-slowdisk-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let timed = |slow: bool| -> Duration {
+        // The shell waits for a line, so the limit is in place before it writes.
+        let mut child = Command::new("sh")
+            .args([
+                "-c",
+                "read go; dd if=/dev/zero of=f bs=4k count=20 oflag=dsync 2>/dev/null",
+            ])
+            .current_dir(&dir)
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("spawn sh");
+        let limit = slow.then(|| {
+            SlowDisk::apply(&dir, &[child.id() as i32], 20).expect("a slow disk on this machine")
+        });
+        let started = Instant::now();
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(b"go\n").expect("start the writes");
+        }
+        assert!(child.wait().expect("wait").success(), "dd failed");
+        let took = started.elapsed();
+        drop(limit);
+        took
+    };
+    let before = timed(false);
+    let slow = timed(true);
+    let after = timed(false);
+    let _ = std::fs::remove_dir_all(&dir);
+    eprintln!(
+        "20 synchronous 4 KiB writes: {before:?} before, {slow:?} at 20 IOPS, {after:?} after"
+    );
+    assert!(
+        slow >= Duration::from_millis(500) && slow > before * 10,
+        "the limit did not slow the writes: {before:?} -> {slow:?}"
+    );
+    assert!(after * 5 < slow, "the limit was not lifted: {after:?}");
+}
