@@ -97,6 +97,21 @@ fn is_gone(m: &MemberHealth, grace_ms: u64) -> Option<String> {
     })
 }
 
+/// What the group says of a member's machine (`MemberHealth::in_group`).
+/// A static list cannot tell a dead machine from a slow one (`None` while
+/// listed); a cloud group can. A machine a cloud group has never listed is
+/// not known to be gone: a lagging group API lists a new machine seconds
+/// after its agent joined (stale discovery), and removing the newcomer for
+/// that would only make it join again.
+pub fn group_verdict(static_list: bool, listed: bool, listed_before: bool) -> Option<bool> {
+    match (static_list, listed) {
+        (true, true) => None,
+        (true, false) => Some(false),
+        (false, true) => Some(true),
+        (false, false) => listed_before.then_some(false),
+    }
+}
+
 fn remove(m: &MemberHealth, reason: String) -> MemberAction {
     MemberAction::Remove {
         id: m.id,
@@ -215,6 +230,15 @@ mod tests {
                 MemberAction::Promote { .. } => None,
             })
             .collect()
+    }
+
+    #[test]
+    fn a_machine_a_cloud_group_never_listed_is_not_known_gone() {
+        assert_eq!(group_verdict(false, false, false), None);
+        assert_eq!(group_verdict(false, false, true), Some(false));
+        assert_eq!(group_verdict(false, true, false), Some(true));
+        assert_eq!(group_verdict(true, true, false), None);
+        assert_eq!(group_verdict(true, false, false), Some(false));
     }
 
     #[test]

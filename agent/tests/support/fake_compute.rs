@@ -104,6 +104,11 @@ pub struct ComputeState {
     pub refuse_updates: Option<(u16, &'static str, String)>,
     /// `(method, path)` of every API call, in order.
     pub calls: Vec<(String, String)>,
+    /// `listManagedInstances` answers as the group was this long ago (a
+    /// group API lagging behind: stale discovery).
+    pub list_lag: Duration,
+    /// The group's member list each time it changed, with when.
+    group_history: Vec<(Instant, Vec<Value>)>,
     ops: Vec<FakeOp>,
     next_id: u64,
 }
@@ -127,6 +132,8 @@ impl FakeCompute {
             readd_after_eviction: None,
             refuse_updates: None,
             calls: Vec::new(),
+            list_lag: Duration::ZERO,
+            group_history: Vec::new(),
             ops: Vec::new(),
             next_id: 1_000_000_000_000_000_001,
         };
@@ -141,8 +148,11 @@ impl FakeCompute {
     /// Runs `f` on the state after finishing every due operation.
     pub fn with<T>(&self, f: impl FnOnce(&mut ComputeState) -> T) -> T {
         let mut s = self.state.lock().expect("lock");
-        s.settle(Instant::now());
-        f(&mut s)
+        let now = Instant::now();
+        s.settle(now);
+        let out = f(&mut s);
+        s.note_group(now);
+        out
     }
 
     /// Names of the instances whose interface lists `ip`.
@@ -170,7 +180,9 @@ impl FakeCompute {
 
     fn answer(&self, r: &Request) -> Response {
         let mut s = self.state.lock().expect("lock");
-        s.settle(Instant::now());
+        let now = Instant::now();
+        s.settle(now);
+        s.note_group(now);
         let path = r.target.split('?').next().unwrap_or_default().to_string();
         if let Some(key) = path.strip_prefix("/computeMetadata/v1/") {
             return s.metadata(key, r);
@@ -207,19 +219,7 @@ impl FakeCompute {
                     .to_string(),
             ),
             ("POST", ["zones", ZONE, "instanceGroupManagers", GROUP, "listManagedInstances"]) => {
-                let members: Vec<Value> = s
-                    .instances
-                    .iter()
-                    .filter(|i| i.in_group)
-                    .map(|i| {
-                        json!({
-                            "instance": self_link(i),
-                            "id": i.id.to_string(),
-                            "instanceStatus": i.status,
-                            "currentAction": "NONE",
-                        })
-                    })
-                    .collect();
+                let members = s.group_as_of(now);
                 Response::json(json!({"managedInstances": members}).to_string())
             }
             _ => not_found(&path),
@@ -228,6 +228,43 @@ impl FakeCompute {
 }
 
 impl ComputeState {
+    /// The group's members now, as `listManagedInstances` lists them.
+    fn group_members(&self) -> Vec<Value> {
+        self.instances
+            .iter()
+            .filter(|i| i.in_group)
+            .map(|i| {
+                json!({
+                    "instance": self_link(i),
+                    "id": i.id.to_string(),
+                    "instanceStatus": i.status,
+                    "currentAction": "NONE",
+                })
+            })
+            .collect()
+    }
+
+    /// Remembers the member list if it changed.
+    fn note_group(&mut self, now: Instant) {
+        let members = self.group_members();
+        if self.group_history.last().map(|(_, m)| m) != Some(&members) {
+            self.group_history.push((now, members));
+        }
+    }
+
+    /// The member list as it was `list_lag` ago (the oldest one known if
+    /// the lag reaches further back).
+    fn group_as_of(&self, now: Instant) -> Vec<Value> {
+        let then = now.checked_sub(self.list_lag).unwrap_or(now);
+        self.group_history
+            .iter()
+            .rev()
+            .find(|(at, _)| *at <= then)
+            .or(self.group_history.first())
+            .map(|(_, m)| m.clone())
+            .unwrap_or_else(|| self.group_members())
+    }
+
     /// Adds an instance; returns it.
     pub fn add(&mut self, name: &str, zone: &str, ip: Ipv4Addr, in_group: bool) -> FakeInstance {
         self.next_id += 7919;

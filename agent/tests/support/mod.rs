@@ -12,6 +12,7 @@ pub mod fake_cloudflare;
 pub mod fake_compute;
 pub mod fake_http;
 pub mod fake_metadata;
+pub mod gce_group;
 pub mod golden;
 pub mod http_get;
 pub mod kubernetes;

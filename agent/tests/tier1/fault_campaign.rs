@@ -8,7 +8,11 @@
 //! slow disk (the machine's writes limited to 10 IOPS through a blkio
 //! cgroup, so etcd's fsyncs stall: `support/slow_disk.rs`); everything is
 //! restored at the end. A fault the machine cannot inflict is named in the
-//! run's summary as NOT inflicted.
+//! run's summary as NOT inflicted. Half the runs discover their peers
+//! through a GCE managed instance group (the Compute fake in the observer
+//! host, `support/gce_group.rs`) instead of a static list; those also get
+//! stale discovery: for a while the group API answers as the group was
+//! 1–8 s earlier (a replaced machine still listed, its replacement not yet).
 //!
 //! Checked from outside the agents, on every run:
 //! * S1: every status that names an etcd cluster names the same one;
@@ -22,18 +26,20 @@
 //!   (all configured voters healthy, no learner, no other member listed:
 //!   neither a dead one nor one over size) within 120 s.
 //!
-//! Not drawn (yet): stale discovery (the group is a static list here,
-//! which cannot lag). S3 is not read from etcd's history; a
+//! S3 is not read from etcd's history; a
 //! removal that broke quorum would show as an S2 or S7 failure.
 //!
 //! `FAULT_CAMPAIGN_RUNS=N` (default 2, as in CI) runs N seeds from
 //! `FAULT_CAMPAIGN_SEED` (default: a fixed base, so CI is repeatable);
 //! a failing run prints the command that replays exactly its seed, and
-//! the campaign goes on to the end, then names every failing seed. Seeds
+//! the campaign goes on to the end, then names every failing seed
+//! (`FAULT_CAMPAIGN_DRY=1` prints the scenarios without running them). Seeds
 //! that once failed are replayed by `fault_campaign_regressions`.
 
 use crate::support::arp_observer::{self, ArpRound};
 use crate::support::cluster::{self, Cluster};
+use crate::support::fake_compute::FakeCompute;
+use crate::support::gce_group::{Served, add_instance, attach, serve_in};
 use crate::support::netns::{Host, wait_until};
 use crate::support::rng::Rng;
 use crate::support::slow_disk::SlowDisk;
@@ -59,6 +65,8 @@ enum Fault {
     StarveHolder,
     /// fsync stalls: the machine's writes limited to a few IOPS.
     SlowDisk(usize),
+    /// The group API answers as the group was this many ms ago (GCE runs).
+    StaleDiscovery(u64),
 }
 
 /// One scenario, a pure function of its seed.
@@ -71,6 +79,9 @@ struct Scenario {
     boot_delays_ms: Vec<u64>,
     /// (start after the cluster formed, fault, how long it lasts), by start.
     faults: Vec<(u64, Fault, u64)>,
+    /// Discovery through a GCE managed instance group (the Compute fake,
+    /// which can lag) instead of a static list.
+    gce_group: bool,
 }
 
 fn scenario(seed: u64) -> Scenario {
@@ -107,6 +118,19 @@ fn scenario(seed: u64) -> Scenario {
         };
         faults.push((at, fault, 1_000 + rng.below(5_000)));
     }
+    // Drawn last, so that the draws above (and the seeds already reported)
+    // stay what they were.
+    let gce_group = rng.chance(50);
+    if gce_group {
+        let lag = 1_000 + rng.below(7_000);
+        let fault = (
+            1_000 + rng.below(at),
+            Fault::StaleDiscovery(lag),
+            2_000 + rng.below(8_000),
+        );
+        faults.push(fault);
+        faults.sort_by_key(|f| f.0);
+    }
     Scenario {
         seed,
         control_plane,
@@ -114,6 +138,7 @@ fn scenario(seed: u64) -> Scenario {
         boot_order,
         boot_delays_ms,
         faults,
+        gce_group,
     }
 }
 
@@ -211,6 +236,7 @@ enum Undo {
     Thaw(usize),
     StopHogs(Vec<crate::support::netns::Proc>),
     Unthrottle(SlowDisk),
+    Fresh,
     None,
 }
 
@@ -223,6 +249,36 @@ struct Run {
     ids: BTreeSet<String>,
     /// Faults this machine could not inflict, and why.
     not_inflicted: Vec<String>,
+    /// The GCE group, in GCE runs.
+    gce: Option<Gce>,
+}
+
+/// A GCE run's group: the Compute fake, served from the observer host.
+struct Gce {
+    fake: FakeCompute,
+    served: Option<Served>,
+    /// Instance name by machine index.
+    names: std::collections::BTreeMap<usize, String>,
+}
+
+impl Gce {
+    /// A new instance of the group, with its host.
+    fn add(&mut self, c: &mut Cluster) -> usize {
+        let name = format!("fc-{}", self.names.len() + 1);
+        let (i, _) = add_instance(c, &self.fake, &name);
+        self.names.insert(i, name);
+        i
+    }
+
+    fn set_status(&self, i: usize, status: &str) {
+        if let Some(name) = self.names.get(&i) {
+            self.fake.with(|s| {
+                if let Some(x) = s.instances.iter_mut().find(|x| &x.name == name) {
+                    x.status = status.into();
+                }
+            });
+        }
+    }
 }
 
 /// Writes per second a slow disk allows (an fsync of etcd's WAL is one or
@@ -256,13 +312,25 @@ impl Run {
             Fault::PowerOff(i) => {
                 let i = pick(i, &self.machines);
                 self.c.power_off(i);
+                if let Some(g) = &self.gce {
+                    g.set_status(i, "TERMINATED");
+                }
                 Undo::StartAgent(i)
             }
             Fault::Replace(i) => {
                 let i = pick(i, &self.machines);
                 self.c.destroy(i);
                 self.machines.retain(|m| *m != i);
-                let new = self.c.add_host();
+                let new = match self.gce.as_mut() {
+                    // The group deletes the instance and creates another.
+                    Some(g) => {
+                        if let Some(name) = g.names.get(&i) {
+                            g.fake.with(|s| s.instances.retain(|x| &x.name != name));
+                        }
+                        g.add(&mut self.c)
+                    }
+                    None => self.c.add_host(),
+                };
                 self.c.start_agent(new);
                 self.machines.push(new);
                 Undo::None
@@ -307,6 +375,17 @@ impl Run {
                     }
                 }
             }
+            Fault::StaleDiscovery(lag_ms) => match &self.gce {
+                Some(g) => {
+                    g.fake.with(|s| s.list_lag = Duration::from_millis(lag_ms));
+                    Undo::Fresh
+                }
+                None => {
+                    self.not_inflicted
+                        .push("StaleDiscovery: a static list cannot lag".into());
+                    Undo::None
+                }
+            },
             Fault::StarveHolder => match self.holder() {
                 Some(h) => {
                     let host = &self.c.nodes[h].host;
@@ -329,7 +408,17 @@ impl Run {
 
     fn undo(&mut self, undo: Undo) {
         match undo {
-            Undo::StartAgent(i) if self.machines.contains(&i) => self.c.start_agent(i),
+            Undo::StartAgent(i) if self.machines.contains(&i) => {
+                if let Some(g) = &self.gce {
+                    g.set_status(i, "RUNNING");
+                }
+                self.c.start_agent(i)
+            }
+            Undo::Fresh => {
+                if let Some(g) = &self.gce {
+                    g.fake.with(|s| s.list_lag = Duration::ZERO);
+                }
+            }
             Undo::LinkUp(i) if self.machines.contains(&i) => self.c.nodes[i].host.link_up(),
             Undo::LinksUp(cut) => {
                 for i in cut.into_iter().filter(|i| self.machines.contains(i)) {
@@ -361,11 +450,12 @@ fn run(s: &Scenario) -> Result<String, Violation> {
             let peers: Vec<String> = (0..slots)
                 .map(|i| format!("\"{prefix}{}\"", 11 + i))
                 .collect();
-            format!(
-                "discovery:\n  static:\n    peers: [{}]\n\
-                 apiEndpoint:\n  vip: {vip}\n  mode: arp\n  interface: eth0\n",
-                peers.join(", ")
-            )
+            let discovery = if s.gce_group {
+                "discovery:\n  cloudGroup:\n    provider: gce\n".to_string()
+            } else {
+                format!("discovery:\n  static:\n    peers: [{}]\n", peers.join(", "))
+            };
+            format!("{discovery}apiEndpoint:\n  vip: {vip}\n  mode: arp\n  interface: eth0\n")
         },
     );
     let mut run = Run {
@@ -375,11 +465,29 @@ fn run(s: &Scenario) -> Result<String, Violation> {
         machines: (0..machines).collect(),
         ids: BTreeSet::new(),
         not_inflicted: Vec::new(),
+        gce: s.gce_group.then(|| Gce {
+            fake: FakeCompute::new(&[]),
+            served: None,
+            names: Default::default(),
+        }),
     };
     for _ in 0..machines {
-        run.c.add_host();
+        match run.gce.as_mut() {
+            Some(g) => {
+                g.fake.with(|s| s.target_size = machines as u32);
+                g.add(&mut run.c);
+            }
+            None => {
+                run.c.add_host();
+            }
+        }
     }
     let obs = run.c.net.add_host("obs");
+    if let Some(g) = run.gce.as_mut() {
+        let served = serve_in(&obs, &g.fake);
+        attach(&mut run.c, &served);
+        g.served = Some(served);
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let rounds: Arc<Mutex<Vec<ArpRound>>> = Arc::new(Mutex::new(Vec::new()));
     let observer = arp_observer::spawn(obs.clone(), vip, stop.clone(), rounds.clone());
@@ -524,10 +632,11 @@ fn run(s: &Scenario) -> Result<String, Violation> {
         format!("; NOT inflicted: {}", run.not_inflicted.join("; "))
     };
     let summary = format!(
-        "seed {:#x}: {} control plane + {} workers; faults: {}{not_inflicted}; back to size {healed:.1?} after the last fault ended; {} writes acknowledged, {} lost; {} ARP rounds, {doubles} with two MACs (longest {longest:?})",
+        "seed {:#x}: {} control plane + {} workers, {} group; faults: {}{not_inflicted}; back to size {healed:.1?} after the last fault ended; {} writes acknowledged, {} lost; {} ARP rounds, {doubles} with two MACs (longest {longest:?})",
         s.seed,
         s.control_plane,
         s.workers,
+        if s.gce_group { "GCE" } else { "static" },
         log.join(", "),
         acked.len(),
         lost.len(),
@@ -601,7 +710,7 @@ fn fault_campaign() {
         .ok()
         .and_then(|v| u64::from_str_radix(v.trim_start_matches("0x"), 16).ok())
         // CI's two runs from here draw every fault kind between them.
-        .unwrap_or(0x5eed_0115);
+        .unwrap_or(0x5eed_02c6);
     let started = Instant::now();
     // Every run goes on after a violation, so that a long campaign reports
     // all its failing seeds at once.
@@ -614,6 +723,10 @@ fn fault_campaign() {
             let kind = format!("{fault:?}");
             let kind = kind.split('(').next().unwrap_or(&kind).to_string();
             *drawn.entry(kind).or_default() += 1;
+        }
+        if std::env::var_os("FAULT_CAMPAIGN_DRY").is_some() {
+            eprintln!("{s:?}");
+            continue;
         }
         match run(&s) {
             Ok(summary) => eprintln!("campaign run {}/{runs}: {summary}", n + 1),
@@ -663,6 +776,7 @@ fn regressions() -> Vec<Scenario> {
             (10987, Fault::CutMinority, 2965),
             (12244, Fault::StarveHolder, 1672),
         ],
+        gce_group: false,
     }]
 }
 

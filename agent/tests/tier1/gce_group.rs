@@ -17,79 +17,15 @@
 //! in 300 ms; Google documents up to a minute, see docs/design/vip.md).
 
 use crate::support::cluster;
-use crate::support::fake_compute::{self, FakeCompute};
+use crate::support::fake_compute::FakeCompute;
+use crate::support::gce_group::{add_instance, attach, serve_in};
 use crate::support::netns;
 
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use cluster::Cluster;
-use netns::{Host, wait_until};
-
-/// The fake served in `host`'s namespace until dropped.
-struct Served {
-    base: url::Url,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn serve_in(host: &Host, fake: &FakeCompute) -> Served {
-    let ns = std::fs::File::open(host.netns_path()).expect("open netns");
-    let (ip, fake) = (host.ip(), fake.clone());
-    let (port_tx, port_rx) = std::sync::mpsc::channel();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let thread = std::thread::spawn(move || {
-        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async move {
-            let server = fake.serve_any().await;
-            port_tx
-                .send(server.base.port().expect("port"))
-                .expect("send port");
-            let _ = stopped.await;
-        });
-    });
-    let port = port_rx
-        .recv_timeout(Duration::from_secs(10))
-        .expect("fake compute starts");
-    Served {
-        base: url::Url::parse(&format!("http://{ip}:{port}/")).expect("url"),
-        stop: Some(stop),
-        thread: Some(thread),
-    }
-}
-
-/// A host for a new instance of the group, with the facts GCE would give.
-fn add_instance(c: &mut Cluster, fake: &FakeCompute, name: &str) -> (usize, u64) {
-    let mut id = 0;
-    let i = c.add_host_with_facts(|host, _| {
-        let instance = fake.with(|s| s.add(name, fake_compute::ZONE, host.ip(), true));
-        id = instance.id;
-        format!(
-            "instance_id: \"{}\"\nhostname: {name}\nprivate_ipv4: {}\nregion: us-central1\n\
-             zone: {}\ngroup: {}\n",
-            instance.id,
-            host.ip(),
-            fake_compute::ZONE,
-            fake_compute::GROUP
-        )
-    });
-    (i, id)
-}
+use netns::wait_until;
 
 #[test]
 fn a_managed_instance_group_assembles_and_moves_the_alias_ip() {
@@ -105,11 +41,7 @@ fn a_managed_instance_group_assembles_and_moves_the_alias_ip() {
     let fake = FakeCompute::new(&[]);
     fake.with(|s| s.target_size = 5);
     let served = serve_in(&cloud, &fake);
-    c.append_config(&format!(
-        "cloud:\n  endpoint: {}\n",
-        served.base.join("compute/v1/").expect("url")
-    ));
-    c.agent_flags.push(format!("--endpoint={}", served.base));
+    attach(&mut c, &served);
 
     let names = [
         "muster-cp-a1",

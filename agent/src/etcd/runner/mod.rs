@@ -6,7 +6,7 @@
 //! killed or restarted agent picks up where it was. Joining an existing
 //! cluster is in `join.rs`, the steady-state round in `steady.rs`.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -54,6 +54,8 @@ pub struct Runner {
     view_ids: BTreeSet<String>,
     view_stable_since_ms: u64,
     unhealthy_since: HashMap<u64, Instant>,
+    /// Members whose machine this agent has seen in the group listing.
+    seen_in_group: HashSet<u64>,
     role: Option<Role>,
     /// The role, for the phases that depend on it (Kubernetes).
     role_tx: tokio::sync::watch::Sender<Option<Role>>,
@@ -85,6 +87,7 @@ impl Runner {
             view_ids: BTreeSet::new(),
             view_stable_since_ms: now_ms(),
             unhealthy_since: HashMap::new(),
+            seen_in_group: HashSet::new(),
             role,
             role_tx,
             view_tx,

@@ -43,6 +43,10 @@ impl Runner {
                 view.iter()
                     .any(|p| p.address == a && p.lifecycle != Lifecycle::Leaving)
             });
+            let listed_before = self.seen_in_group.contains(&m.id);
+            if listed {
+                self.seen_in_group.insert(m.id);
+            }
             observed.push(MemberHealth {
                 id: m.id,
                 name: m.name.clone(),
@@ -53,17 +57,13 @@ impl Runner {
                 } else {
                     now.duration_since(since).as_millis() as u64
                 },
-                // A static list cannot tell a dead machine from a slow one;
-                // a cloud group can.
-                in_group: if static_group && listed {
-                    None
-                } else {
-                    Some(listed)
-                },
+                in_group: membership::group_verdict(static_group, listed, listed_before),
             });
         }
         self.unhealthy_since
             .retain(|id, _| members.iter().any(|m| m.id == *id));
+        self.seen_in_group
+            .retain(|id| members.iter().any(|m| m.id == *id));
 
         let all_healthy = health.iter().all(|h| *h);
         let phase = if leader != 0 && all_healthy {
