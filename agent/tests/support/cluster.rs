@@ -2,6 +2,7 @@
 //! binary (child-process supervisor, real etcd from Debian 13), sharing one
 //! config with a static peer list of every host slot.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::Output;
 use std::time::Duration;
@@ -231,6 +232,37 @@ impl Cluster {
             .arg("--command-timeout=5s")
             .args(args);
         cmd.output().expect("run etcdctl")
+    }
+
+    /// Puts `n` keys `PREFIXkeyNNN` through node `i`'s member (quorum
+    /// writes); panics on the first refused one.
+    pub fn put_keys(&self, i: usize, prefix: &str, n: usize) {
+        for k in 0..n {
+            let out = self.etcdctl(
+                i,
+                &["put", &format!("{prefix}key{k:03}"), &format!("value{k}")],
+            );
+            assert!(
+                out.status.success(),
+                "put {prefix}key{k:03}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+
+    /// The keys under `prefix`, read through node `i`'s member.
+    pub fn keys(&self, i: usize, prefix: &str) -> BTreeSet<String> {
+        let out = self.etcdctl(i, &["get", "--prefix", prefix, "--keys-only"]);
+        assert!(
+            out.status.success(),
+            "get {prefix}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect()
     }
 
     /// (cluster id, voting healthy members, learners, members listed) as

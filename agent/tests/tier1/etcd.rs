@@ -15,31 +15,11 @@ use netns::wait_until;
 const FORM_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn put_keys(c: &Cluster, node: usize, n: usize) {
-    for k in 0..n {
-        let out = c.etcdctl(
-            node,
-            &["put", &format!("/test/key{k:03}"), &format!("value{k}")],
-        );
-        assert!(
-            out.status.success(),
-            "put key{k}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    c.put_keys(node, "/test/", n);
 }
 
 fn assert_keys(c: &Cluster, node: usize, n: usize) {
-    let out = c.etcdctl(node, &["get", "--prefix", "/test/", "--keys-only"]);
-    assert!(
-        out.status.success(),
-        "get: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let keys: BTreeSet<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| !l.is_empty())
-        .map(str::to_string)
-        .collect();
+    let keys = c.keys(node, "/test/");
     assert_eq!(keys.len(), n, "expected {n} keys, found {keys:?}");
 }
 

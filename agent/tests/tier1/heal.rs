@@ -15,26 +15,11 @@ use cluster::Cluster;
 use netns::wait_until;
 
 fn put_keys(c: &Cluster, node: usize, n: usize) {
-    for k in 0..n {
-        let out = c.etcdctl(node, &["put", &format!("/heal/key{k:03}"), "v"]);
-        assert!(
-            out.status.success(),
-            "put: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    c.put_keys(node, "/heal/", n);
 }
 
 fn count_keys(c: &Cluster, node: usize) -> usize {
-    let out = c.etcdctl(
-        node,
-        &["get", "--prefix", "/heal/", "--count-only", "-w", "fields"],
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find_map(|l| l.strip_prefix("\"Count\" : "))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or(0)
+    c.keys(node, "/heal/").len()
 }
 
 #[test]
