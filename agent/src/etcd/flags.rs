@@ -100,6 +100,11 @@ impl MemberConfig {
                 }
             ));
             args.push(format!("--initial-cluster-token={}", b.token));
+        } else {
+            // A restart must never bootstrap. Without a write-ahead log and
+            // without this flag, etcd would form a new cluster of one from
+            // its name and peer URL (S1); with it, it fails instead.
+            args.push("--initial-cluster-state=existing".into());
         }
         args
     }
@@ -162,11 +167,12 @@ mod tests {
     }
 
     #[test]
-    fn a_restart_has_no_initial_cluster_flags() {
+    fn a_restart_names_no_cluster_and_can_never_bootstrap_one() {
         let args = config(None).args();
-        assert!(
-            args.iter().all(|a| !a.starts_with("--initial-cluster")),
-            "{args:?}"
-        );
+        let initial: Vec<&String> = args
+            .iter()
+            .filter(|a| a.starts_with("--initial-cluster"))
+            .collect();
+        assert_eq!(initial, ["--initial-cluster-state=existing"], "{args:?}");
     }
 }

@@ -154,6 +154,66 @@ fn a_dead_members_host_is_replaced_by_a_new_host_and_keys_survive() {
     assert_keys(&c, new, 50);
 }
 
+/// S1 (fault campaign seed 0x5eed02c7): a replacement whose first etcd
+/// start never reached its cluster is left with `member/snap/db` and no
+/// log. Restarting from that, etcd bootstrapped a cluster of one of its own
+/// (a second cluster id, writes acknowledged there and lost). Now only a
+/// write-ahead log counts as data, the leftover is set aside and the node
+/// joins the one cluster.
+#[test]
+fn a_first_start_that_never_reached_the_cluster_does_not_found_another() {
+    let mut c = Cluster::new("partial", 4, 3);
+    for i in 0..3 {
+        c.add_host();
+        c.start_agent(i);
+    }
+    let id = c.wait_for_cluster(&[0, 1, 2], 3, FORM_TIMEOUT);
+    c.destroy(0);
+    let new = c.add_host();
+    // As in the campaign: it was added as a learner under the lock, then
+    // its etcd failed before it reached the cluster.
+    let ip = c.nodes[new].host.ip();
+    // The destroyed node may have led: retry until the others elect.
+    wait_until(
+        "the learner added",
+        Duration::from_secs(30),
+        Duration::from_millis(500),
+        || {
+            c.etcdctl(
+                1,
+                &[
+                    "member",
+                    "add",
+                    &ip.to_string(),
+                    &format!("--peer-urls=https://{ip}:2380"),
+                    "--learner",
+                ],
+            )
+            .status
+            .success()
+        },
+    )
+    .expect("member add --learner");
+    let member = c.nodes[new].host.dir().join("state/etcd/member/snap");
+    std::fs::create_dir_all(&member).expect("leftover member dir");
+    std::fs::write(member.join("db"), b"").expect("leftover db");
+    c.start_agent(new);
+    assert_eq!(
+        c.wait_for_cluster(&[1, 2, new], 3, Duration::from_secs(90)),
+        id,
+        "S1: the replacement joined the one cluster"
+    );
+    let kept = std::fs::read_dir(c.nodes[new].host.dir().join("state"))
+        .expect("state dir")
+        .flatten()
+        .any(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("etcd.unstarted-")
+        });
+    assert!(kept, "the leftover is set aside, not deleted");
+}
+
 #[test]
 fn two_of_three_down_removes_nothing_and_the_cluster_recovers() {
     let mut c = Cluster::new("quorum", 3, 3);

@@ -21,13 +21,14 @@
 //! * S4: an ARP observer (who-has every 10 ms) never sees two MACs for
 //!   longer than the stated hand-over window (`frozen_holder_overlap`
 //!   plus one probe);
+//! * S3, from etcd's own history (`support/etcd_history.rs`: the changes
+//!   every member logs): no removal of a voter left the remaining voters
+//!   without a quorum of machines that were up at that moment (powered,
+//!   linked, not destroyed, as the campaign itself did it);
 //! * S5: no log holds the cluster secret or a private key;
 //! * S7: once every machine runs again, the cluster is back at its size
 //!   (all configured voters healthy, no learner, no other member listed:
 //!   neither a dead one nor one over size) within 120 s.
-//!
-//! S3 is not read from etcd's history; a
-//! removal that broke quorum would show as an S2 or S7 failure.
 //!
 //! `FAULT_CAMPAIGN_RUNS=N` (default 2, as in CI) runs N seeds from
 //! `FAULT_CAMPAIGN_SEED` (default: a fixed base, so CI is repeatable);
@@ -38,6 +39,7 @@
 
 use crate::support::arp_observer::{self, ArpRound};
 use crate::support::cluster::{self, Cluster};
+use crate::support::etcd_history;
 use crate::support::fake_compute::FakeCompute;
 use crate::support::gce_group::{Served, add_instance, attach, serve_in};
 use crate::support::netns::{Host, wait_until};
@@ -48,7 +50,7 @@ use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use muster::vip::election::Timing;
 use nix::sys::signal::Signal;
@@ -251,6 +253,9 @@ struct Run {
     not_inflicted: Vec<String>,
     /// The GCE group, in GCE runs.
     gce: Option<Gce>,
+    /// When each machine went down (powered off, destroyed, cut off) or
+    /// came back: the truth S3 is checked against.
+    timeline: Vec<(SystemTime, usize, bool)>,
 }
 
 /// A GCE run's group: the Compute fake, served from the observer host.
@@ -293,6 +298,23 @@ impl Run {
             .copied()
     }
 
+    fn went(&mut self, machine: usize, up: bool) {
+        self.timeline.push((SystemTime::now(), machine, up));
+    }
+
+    /// Whether the machine at `ip` was up (powered, linked, not destroyed)
+    /// at `at`; machines never touched by a fault were.
+    fn was_up(&self, ip: Ipv4Addr, at: SystemTime) -> bool {
+        let Some(machine) = self.c.nodes.iter().position(|n| n.host.ip() == ip) else {
+            return true;
+        };
+        self.timeline
+            .iter()
+            .filter(|(t, m, _)| *m == machine && *t <= at)
+            .next_back()
+            .is_none_or(|(_, _, up)| *up)
+    }
+
     fn sample_ids(&mut self) {
         for &i in &self.machines {
             if let Some(id) = self.c.etcd_view(i).map(|v| v.cluster_id) {
@@ -312,6 +334,7 @@ impl Run {
             Fault::PowerOff(i) => {
                 let i = pick(i, &self.machines);
                 self.c.power_off(i);
+                self.went(i, false);
                 if let Some(g) = &self.gce {
                     g.set_status(i, "TERMINATED");
                 }
@@ -320,6 +343,7 @@ impl Run {
             Fault::Replace(i) => {
                 let i = pick(i, &self.machines);
                 self.c.destroy(i);
+                self.went(i, false);
                 self.machines.retain(|m| *m != i);
                 let new = match self.gce.as_mut() {
                     // The group deletes the instance and creates another.
@@ -331,6 +355,7 @@ impl Run {
                     }
                     None => self.c.add_host(),
                 };
+                self.went(new, true);
                 self.c.start_agent(new);
                 self.machines.push(new);
                 Undo::None
@@ -338,6 +363,7 @@ impl Run {
             Fault::CutLink(i) => {
                 let i = pick(i, &self.machines);
                 self.c.nodes[i].host.link_down();
+                self.went(i, false);
                 Undo::LinkUp(i)
             }
             Fault::CutMinority => {
@@ -350,6 +376,7 @@ impl Run {
                     .collect();
                 for &i in &cut {
                     self.c.nodes[i].host.link_down();
+                    self.went(i, false);
                 }
                 Undo::LinksUp(cut)
             }
@@ -412,6 +439,7 @@ impl Run {
                 if let Some(g) = &self.gce {
                     g.set_status(i, "RUNNING");
                 }
+                self.went(i, true);
                 self.c.start_agent(i)
             }
             Undo::Fresh => {
@@ -419,10 +447,16 @@ impl Run {
                     g.fake.with(|s| s.list_lag = Duration::ZERO);
                 }
             }
-            Undo::LinkUp(i) if self.machines.contains(&i) => self.c.nodes[i].host.link_up(),
+            Undo::LinkUp(i) if self.machines.contains(&i) => {
+                self.c.nodes[i].host.link_up();
+                self.went(i, true);
+            }
             Undo::LinksUp(cut) => {
-                for i in cut.into_iter().filter(|i| self.machines.contains(i)) {
-                    self.c.nodes[i].host.link_up();
+                for i in cut {
+                    if self.machines.contains(&i) {
+                        self.c.nodes[i].host.link_up();
+                        self.went(i, true);
+                    }
                 }
             }
             Undo::Thaw(i) if self.machines.contains(&i) => {
@@ -465,6 +499,7 @@ fn run(s: &Scenario) -> Result<String, Violation> {
         machines: (0..machines).collect(),
         ids: BTreeSet::new(),
         not_inflicted: Vec::new(),
+        timeline: Vec::new(),
         gce: s.gce_group.then(|| Gce {
             fake: FakeCompute::new(&[]),
             served: None,
@@ -617,6 +652,20 @@ fn run(s: &Scenario) -> Result<String, Violation> {
             "S4: two MACs answered for {longest:?} (window {window:?}; {doubles} rounds)"
         ));
     }
+    // S3, from etcd's own history: no removal of a voter left the others
+    // without a quorum of machines that were up.
+    let etcd_logs: Vec<std::path::PathBuf> = run
+        .c
+        .nodes
+        .iter()
+        .map(|n| n.host.dir().join("state/services/muster-etcd.log"))
+        .collect();
+    let history = etcd_history::read(&etcd_logs.iter().map(|p| p.as_path()).collect::<Vec<_>>());
+    let broken = etcd_history::removals_that_broke_quorum(&history, |ip, at| run.was_up(ip, at));
+    if !broken.is_empty() {
+        problems.push(format!("S3: removals that broke quorum: {broken:?}"));
+    }
+    let (learners_added, voters_added, removed) = etcd_history::counts(&history);
     // S5: no secret in any log of any machine.
     for node in &run.c.nodes {
         for log in logs_under(node.host.dir()) {
@@ -632,7 +681,7 @@ fn run(s: &Scenario) -> Result<String, Violation> {
         format!("; NOT inflicted: {}", run.not_inflicted.join("; "))
     };
     let summary = format!(
-        "seed {:#x}: {} control plane + {} workers, {} group; faults: {}{not_inflicted}; back to size {healed:.1?} after the last fault ended; {} writes acknowledged, {} lost; {} ARP rounds, {doubles} with two MACs (longest {longest:?})",
+        "seed {:#x}: {} control plane + {} workers, {} group; faults: {}{not_inflicted}; back to size {healed:.1?} after the last fault ended; etcd history: {learners_added} learners added, {voters_added} promoted, {removed} removed, S3 checked at each removal; {} writes acknowledged, {} lost; {} ARP rounds, {doubles} with two MACs (longest {longest:?})",
         s.seed,
         s.control_plane,
         s.workers,

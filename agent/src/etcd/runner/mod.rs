@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tracing::{info, warn};
@@ -193,7 +193,7 @@ impl Runner {
             sticky_role: self.role,
             view: &view,
             settled: formation::settled(now_ms(), self.view_stable_since_ms, &set, settle),
-            local_data: self.data_dir().join("member").exists(),
+            local_data: has_wal(&self.data_dir()),
             clusters: &clusters,
         };
         let decision = formation::decide(&observed);
@@ -421,6 +421,20 @@ impl Runner {
     }
 
     async fn start_etcd(&self, me: &Peer, bootstrap: Option<Bootstrap>) -> Result<(), String> {
+        let member_dir = self.data_dir().join("member");
+        if bootstrap.is_some() && member_dir.exists() && !has_wal(&self.data_dir()) {
+            // Left by a start that never reached its cluster (no log, no
+            // data): set aside, never deleted, and start clean.
+            let aside = self
+                .cfg
+                .state
+                .root()
+                .join(format!("etcd.unstarted-{}", now_ms() / 1000));
+            warn!(aside = %aside.display(), "an earlier etcd start left a member directory without a log; setting it aside");
+            std::fs::rename(self.data_dir(), &aside).map_err(|e| {
+                format!("etcd: cannot move {} aside: {e}", self.data_dir().display())
+            })?;
+        }
         let member = MemberConfig {
             name: me.id.clone(),
             ip: self.cfg.ip,
@@ -443,6 +457,19 @@ impl Runner {
             .map(|_| ())
             .map_err(|e| e.to_string())
     }
+}
+
+/// Whether etcd has a write-ahead log in `data_dir`: a member that once
+/// started. A `member` directory without one is what a first start that
+/// never reached its cluster leaves (etcd writes `member/snap/db` before it
+/// asks its peers); restarting from it would bootstrap a new cluster of one
+/// (S1, found by the fault campaign: seed 0x5eed02c7).
+fn has_wal(data_dir: &Path) -> bool {
+    std::fs::read_dir(data_dir.join("member").join("wal")).is_ok_and(|entries| {
+        entries
+            .flatten()
+            .any(|e| e.path().extension().is_some_and(|x| x == "wal"))
+    })
 }
 
 /// Whether each member answers on its client port and knows a leader,
@@ -497,5 +524,28 @@ fn write_role(state: &StateDir, role: Role) {
     let body = serde_json::to_string(&role).unwrap_or_default();
     if let Err(e) = std::fs::write(&path, body) {
         warn!("cannot record role in {}: {e}", path.display());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_wal;
+
+    #[test]
+    fn only_a_write_ahead_log_counts_as_local_data() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert!(!has_wal(dir.path()), "nothing");
+        // What a first start that never reached its peers leaves.
+        std::fs::create_dir_all(dir.path().join("member/snap")).expect("snap");
+        std::fs::write(dir.path().join("member/snap/db"), b"").expect("db");
+        std::fs::create_dir_all(dir.path().join("member/wal")).expect("wal dir");
+        assert!(!has_wal(dir.path()), "a member dir without a log");
+        std::fs::write(
+            dir.path()
+                .join("member/wal/0000000000000000-0000000000000000.wal"),
+            b"",
+        )
+        .expect("wal");
+        assert!(has_wal(dir.path()));
     }
 }
