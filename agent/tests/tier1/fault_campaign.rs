@@ -310,8 +310,7 @@ impl Run {
         };
         self.timeline
             .iter()
-            .filter(|(t, m, _)| *m == machine && *t <= at)
-            .next_back()
+            .rfind(|(t, m, _)| *m == machine && *t <= at)
             .is_none_or(|(_, _, up)| *up)
     }
 
