@@ -422,7 +422,15 @@ impl Runner {
 
     async fn start_etcd(&self, me: &Peer, bootstrap: Option<Bootstrap>) -> Result<(), String> {
         let member_dir = self.data_dir().join("member");
-        if bootstrap.is_some() && member_dir.exists() && !has_wal(&self.data_dir()) {
+        // A running etcd may simply not have written its log yet (a start
+        // under load): leave it alone; `ensure_running` keeps it.
+        let running = self
+            .cfg
+            .supervisor
+            .is_running(SERVICE)
+            .await
+            .map_err(|e| e.to_string())?;
+        if !running && bootstrap.is_some() && member_dir.exists() && !has_wal(&self.data_dir()) {
             // Left by a start that never reached its cluster (no log, no
             // data): set aside, never deleted, and start clean.
             let aside = self
