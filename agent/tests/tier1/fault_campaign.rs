@@ -34,7 +34,9 @@
 //! `FAULT_CAMPAIGN_SEED` (default: a fixed base, so CI is repeatable);
 //! a failing run prints the command that replays exactly its seed, and
 //! the campaign goes on to the end, then names every failing seed
-//! (`FAULT_CAMPAIGN_DRY=1` prints the scenarios without running them). Seeds
+//! (`FAULT_CAMPAIGN_DRY=1` prints the scenarios without running them); a
+//! failing run copies every machine's logs to
+//! `$TMPDIR/muster-fault-campaign-SEED/`. Seeds
 //! that once failed are replayed by `fault_campaign_regressions`.
 
 use crate::support::arp_observer::{self, ArpRound};
@@ -244,6 +246,7 @@ enum Undo {
 
 struct Run {
     c: Cluster,
+    seed: u64,
     /// Voters the cluster is configured for.
     size: usize,
     vip: Ipv4Addr,
@@ -493,6 +496,7 @@ fn run(s: &Scenario) -> Result<String, Violation> {
     );
     let mut run = Run {
         c,
+        seed: s.seed,
         size: s.control_plane,
         vip,
         machines: (0..machines).collect(),
@@ -724,9 +728,27 @@ fn run(s: &Scenario) -> Result<String, Violation> {
     }
 }
 
-/// What each machine says of itself now.
+/// Copies every log of every machine (agent, etcd, supervisor) out of the
+/// run's directories, which go when the run ends, and says where: the
+/// evidence of a failing run.
+fn keep_logs(run: &Run, seed: u64) -> String {
+    let to = std::env::temp_dir().join(format!("muster-fault-campaign-{seed:#x}"));
+    for (i, node) in run.c.nodes.iter().enumerate() {
+        for log in logs_under(node.host.dir()) {
+            let name = log.file_name().unwrap_or_default();
+            let dest = to.join(format!("h{}", i + 1));
+            if std::fs::create_dir_all(&dest).is_ok() {
+                let _ = std::fs::copy(&log, dest.join(name));
+            }
+        }
+    }
+    format!("logs kept in {}", to.display())
+}
+
+/// What each machine says of itself now, and where its logs were kept.
 fn machine_states(run: &Run) -> Vec<String> {
-    run.machines
+    let mut states: Vec<String> = run
+        .machines
         .iter()
         .map(|&i| {
             let s = run.c.status(i).unwrap_or_default();
@@ -739,7 +761,9 @@ fn machine_states(run: &Run) -> Vec<String> {
                 s["message"]
             )
         })
-        .collect()
+        .collect();
+    states.push(keep_logs(run, run.seed));
+    states
 }
 
 /// Sleeps until `at_ms` after `start`, sampling the cluster ids meanwhile.
