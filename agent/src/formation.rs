@@ -159,19 +159,30 @@ fn initial_from_found(cluster: &FoundCluster) -> Vec<InitialMember> {
     initial
 }
 
+/// The cluster this node's member was removed from, if that is what the
+/// peers say: exactly one cluster answers, it has a leader, and it does not
+/// list this node's peer URL. Pure.
+pub fn removed_from(clusters: &[FoundCluster], my_url: &str) -> Option<u64> {
+    match clusters {
+        [c] if c.has_leader
+            && !c
+                .members
+                .iter()
+                .any(|m| m.peer_urls.iter().any(|u| u == my_url)) =>
+        {
+            Some(c.cluster_id)
+        }
+        _ => None,
+    }
+}
+
 /// Decides the next etcd step for this node. Pure.
 pub fn decide(o: &Observed<'_>) -> Decision {
     let my_url = peer_url(o.me);
     if o.local_data {
-        let removed = o
-            .clusters
-            .iter()
-            .find(|c| c.has_leader && !c.members.iter().any(|m| m.peer_urls.contains(&my_url)));
-        return match removed {
-            Some(c) if o.clusters.len() == 1 => Decision::Retire {
-                cluster_id: c.cluster_id,
-            },
-            _ => Decision::Restart,
+        return match removed_from(o.clusters, &my_url) {
+            Some(cluster_id) => Decision::Retire { cluster_id },
+            None => Decision::Restart,
         };
     }
     let ids: BTreeSet<u64> = o.clusters.iter().map(|c| c.cluster_id).collect();
@@ -642,6 +653,29 @@ mod tests {
         let mut leaderless = two.clone();
         leaderless.has_leader = false;
         assert!(room_to_join(STACKED3, &leaderless).is_err());
+    }
+
+    #[test]
+    fn removed_means_one_cluster_with_a_leader_that_does_not_list_this_node() {
+        let view: Vec<_> = (1..=4).map(peer).collect();
+        let mine = peer_url(&view[3]);
+        let without = found(7, &[&view[0], &view[1], &view[2]], true);
+        assert_eq!(removed_from(std::slice::from_ref(&without), &mine), Some(7));
+        let with = found(7, &[&view[0], &view[1], &view[3]], true);
+        assert_eq!(removed_from(&[with], &mine), None);
+        let leaderless = found(7, &[&view[0], &view[1], &view[2]], false);
+        assert_eq!(
+            removed_from(&[leaderless], &mine),
+            None,
+            "no leader: cannot tell"
+        );
+        let other = found(8, &[&view[0]], true);
+        assert_eq!(
+            removed_from(&[without, other], &mine),
+            None,
+            "two clusters: touch nothing"
+        );
+        assert_eq!(removed_from(&[], &mine), None);
     }
 
     #[test]

@@ -25,6 +25,10 @@ mod steady;
 
 use crate::state::{Phase, StateDir, Status, StatusBoard};
 
+/// How long a running local etcd may stay silent before the agent asks
+/// the peers whether it was removed.
+const SILENT_MEMBER: Duration = Duration::from_secs(10);
+
 /// The supervised etcd service.
 pub const SERVICE: &str = "muster-etcd";
 
@@ -56,6 +60,10 @@ pub struct Runner {
     unhealthy_since: HashMap<u64, Instant>,
     /// Members whose machine this agent has seen in the group listing.
     seen_in_group: HashSet<u64>,
+    /// Since when the local etcd, though running, has not answered.
+    silent_since: Option<Instant>,
+    /// No etcd start before then (after stopping a stuck one).
+    paused_until: Option<Instant>,
     role: Option<Role>,
     /// The role, for the phases that depend on it (Kubernetes).
     role_tx: tokio::sync::watch::Sender<Option<Role>>,
@@ -88,6 +96,8 @@ impl Runner {
             view_stable_since_ms: now_ms(),
             unhealthy_since: HashMap::new(),
             seen_in_group: HashSet::new(),
+            silent_since: None,
+            paused_until: None,
             role,
             role_tx,
             view_tx,
@@ -179,8 +189,17 @@ impl Runner {
             .is_running(SERVICE)
             .await
             .map_err(|e| e.to_string())?;
+        if self.paused_until.is_some_and(|t| Instant::now() < t) {
+            return Ok(());
+        }
         if running {
-            return self.steady(&view).await;
+            let result = self.steady(&view).await;
+            if result.is_ok() {
+                self.silent_since = None;
+            } else {
+                self.stop_if_removed(&view, &me).await;
+            }
+            return result;
         }
 
         let clusters = self.probe_peers(&view, &me).await;
@@ -199,6 +218,47 @@ impl Runner {
         let decision = formation::decide(&observed);
         self.report(|s| s.phase = Phase::Etcd);
         self.act(decision, &me, &clusters).await
+    }
+
+    /// A local etcd that has not answered for `SILENT_MEMBER`: if the
+    /// peers' cluster does not list it, it was removed before it ever
+    /// reached the cluster (a learner removed while it started) and runs on
+    /// without answering; if it has no log yet, it is stuck in its start.
+    /// Nothing else would stop either. Stopped, a later round decides again.
+    /// Both found by the fault campaign under load (a replacement, and two
+    /// late first members, silent for good).
+    async fn stop_if_removed(&mut self, view: &[Peer], me: &Peer) {
+        let since = *self.silent_since.get_or_insert_with(Instant::now);
+        if since.elapsed() < SILENT_MEMBER {
+            return;
+        }
+        let clusters = self.probe_peers(view, me).await;
+        let removed = formation::removed_from(&clusters, &formation::peer_url(me));
+        // Never started (no log yet) and silent this long: stuck in its
+        // start. Two late members of the first set, started at once, were
+        // seen each waiting for the other's /version for good (etcd 3.5
+        // asks every member before it serves; an accepted connection that
+        // nobody answers has no timeout). Stopped, and started again after
+        // a pause that differs per node, one of them finds the other not
+        // listening, goes on, and then answers the other.
+        let stuck = !has_wal(&self.data_dir());
+        if removed.is_none() && !stuck {
+            return;
+        }
+        match removed {
+            Some(cluster_id) => {
+                warn!(cluster = %format!("{cluster_id:x}"), "the local etcd member does not answer and the cluster no longer lists it: stopping it")
+            }
+            None => warn!(
+                "the local etcd member has not answered for {SILENT_MEMBER:?} since it started: stopping it, to start again after a pause"
+            ),
+        }
+        if let Err(e) = self.cfg.supervisor.stop(SERVICE).await {
+            warn!("etcd: cannot stop the silent member: {e}");
+        }
+        self.silent_since = None;
+        let pause = Duration::from_millis(500 * u64::from(self.cfg.ip.octets()[3] % 16));
+        self.paused_until = Some(Instant::now() + pause);
     }
 
     /// S7: now and then (every `STEP_IN_EVERY_TICKS` rounds), a worker asks
