@@ -29,6 +29,12 @@ use crate::state::{Phase, StateDir, Status, StatusBoard};
 /// the peers whether it was removed.
 const SILENT_MEMBER: Duration = Duration::from_secs(10);
 
+/// How long a local etcd that has not written its log yet may stay silent
+/// before it counts as stuck in its start: long, because a slow machine
+/// (TCG, a starved VM) may take a while to join, and a stuck start waits
+/// for ever anyway.
+const STUCK_START: Duration = Duration::from_secs(30);
+
 /// The supervised etcd service.
 pub const SERVICE: &str = "muster-etcd";
 
@@ -201,6 +207,7 @@ impl Runner {
             }
             return result;
         }
+        self.silent_since = None;
 
         let clusters = self.probe_peers(&view, &me).await;
         let set = roles::formation_set(self.cfg.topology, &view);
@@ -223,7 +230,8 @@ impl Runner {
     /// A local etcd that has not answered for `SILENT_MEMBER`: if the
     /// peers' cluster does not list it, it was removed before it ever
     /// reached the cluster (a learner removed while it started) and runs on
-    /// without answering; if it has no log yet, it is stuck in its start.
+    /// without answering; if it has no log yet after `STUCK_START`, it is
+    /// stuck in its start.
     /// Nothing else would stop either. Stopped, a later round decides again.
     /// Both found by the fault campaign under load (a replacement, and two
     /// late first members, silent for good).
@@ -241,7 +249,7 @@ impl Runner {
         // nobody answers has no timeout). Stopped, and started again after
         // a pause that differs per node, one of them finds the other not
         // listening, goes on, and then answers the other.
-        let stuck = !has_wal(&self.data_dir());
+        let stuck = !has_wal(&self.data_dir()) && since.elapsed() >= STUCK_START;
         if removed.is_none() && !stuck {
             return;
         }
@@ -250,7 +258,7 @@ impl Runner {
                 warn!(cluster = %format!("{cluster_id:x}"), "the local etcd member does not answer and the cluster no longer lists it: stopping it")
             }
             None => warn!(
-                "the local etcd member has not answered for {SILENT_MEMBER:?} since it started: stopping it, to start again after a pause"
+                "the local etcd member has not answered for {STUCK_START:?} since it started: stopping it, to start again after a pause"
             ),
         }
         if let Err(e) = self.cfg.supervisor.stop(SERVICE).await {
