@@ -189,12 +189,7 @@ impl Runner {
             });
             return self.maybe_step_in(role, &view, &me).await;
         }
-        let running = self
-            .cfg
-            .supervisor
-            .is_running(SERVICE)
-            .await
-            .map_err(|e| e.to_string())?;
+        let running = self.etcd_running().await?;
         if self.paused_until.is_some_and(|t| Instant::now() < t) {
             return Ok(());
         }
@@ -488,16 +483,21 @@ impl Runner {
         self.report(|s| s.role = Some(role.to_string()));
     }
 
+    /// Whether the local etcd service runs (an unreachable supervisor is an
+    /// error, never "not running").
+    async fn etcd_running(&self) -> Result<bool, String> {
+        self.cfg
+            .supervisor
+            .is_running(SERVICE)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
     async fn start_etcd(&self, me: &Peer, bootstrap: Option<Bootstrap>) -> Result<(), String> {
         let member_dir = self.data_dir().join("member");
         // A running etcd may simply not have written its log yet (a start
         // under load): leave it alone; `ensure_running` keeps it.
-        let running = self
-            .cfg
-            .supervisor
-            .is_running(SERVICE)
-            .await
-            .map_err(|e| e.to_string())?;
+        let running = self.etcd_running().await?;
         if !running && bootstrap.is_some() && member_dir.exists() && !has_wal(&self.data_dir()) {
             // Left by a start that never reached its cluster (no log, no
             // data): set aside, never deleted, and start clean.
