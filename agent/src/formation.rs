@@ -19,6 +19,7 @@
 //!    the total order of `roles` → form with exactly that set; else wait.
 
 use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
@@ -58,7 +59,9 @@ impl FoundMember {
 pub struct FoundCluster {
     pub cluster_id: u64,
     pub members: Vec<FoundMember>,
-    /// Whether a leader was seen: a cluster still forming has none.
+    /// Whether the member that answered knows a leader and serves reads: a
+    /// cluster still forming has none, and neither does the stale memory of
+    /// a removed member's process.
     pub has_leader: bool,
 }
 
@@ -157,6 +160,37 @@ fn initial_from_found(cluster: &FoundCluster) -> Vec<InitialMember> {
         .collect();
     initial.sort();
     initial
+}
+
+/// The clusters that peers' etcd answered for (address of the peer, its
+/// answer), one per cluster id. Several peers answer for the same cluster:
+/// the view of one that knows a leader and serves is kept, so the stale
+/// memory of a removed member's process never outvotes the serving
+/// members. A member is healthy when its own machine answered for its
+/// cluster with a leader. Pure.
+pub fn merge_answers(answers: &[(Ipv4Addr, FoundCluster)]) -> Vec<FoundCluster> {
+    let mut found: Vec<FoundCluster> = Vec::new();
+    for (_, cluster) in answers {
+        match found
+            .iter_mut()
+            .find(|c| c.cluster_id == cluster.cluster_id)
+        {
+            Some(existing) if !existing.has_leader && cluster.has_leader => {
+                *existing = cluster.clone()
+            }
+            Some(_) => {}
+            None => found.push(cluster.clone()),
+        }
+    }
+    for cluster in &mut found {
+        for m in &mut cluster.members {
+            let host = m.address();
+            m.healthy = answers.iter().any(|(address, c)| {
+                Some(*address) == host && c.cluster_id == cluster.cluster_id && c.has_leader
+            });
+        }
+    }
+    found
 }
 
 /// The cluster this node's member was removed from, if that is what the
@@ -676,6 +710,46 @@ mod tests {
             "two clusters: touch nothing"
         );
         assert_eq!(removed_from(&[], &mine), None);
+    }
+
+    /// Seed 0xc0df001f: two members (1 and 2) were removed while away;
+    /// member 1's process did not exit and answered from memory (its old
+    /// list, a remembered leader, but no read served). Member 2, probing,
+    /// must still learn that it was removed, whichever answer comes first.
+    #[test]
+    fn a_removed_members_stale_memory_never_outvotes_the_serving_members() {
+        let view: Vec<_> = (1..=5).map(peer).collect();
+        let mine = peer_url(&view[1]);
+        let stale = found(7, &[&view[0], &view[1], &view[2], &view[3]], false);
+        let live = found(7, &[&view[2], &view[3], &view[4]], true);
+        for answers in [
+            vec![
+                (view[0].address, stale.clone()),
+                (view[2].address, live.clone()),
+            ],
+            vec![
+                (view[2].address, live.clone()),
+                (view[0].address, stale.clone()),
+            ],
+        ] {
+            let merged = merge_answers(&answers);
+            assert_eq!(merged.len(), 1);
+            assert_eq!(
+                merged[0].members,
+                live.members
+                    .iter()
+                    .map(|m| FoundMember {
+                        healthy: m.address() == Some(view[2].address),
+                        ..m.clone()
+                    })
+                    .collect::<Vec<_>>()
+            );
+            assert_eq!(removed_from(&merged, &mine), Some(7), "{answers:?}");
+        }
+        // Only the stale memory answers: nothing is decided from it.
+        let merged = merge_answers(&[(view[0].address, stale)]);
+        assert_eq!(removed_from(&merged, &mine), None);
+        assert!(merged[0].members.iter().all(|m| !m.healthy));
     }
 
     #[test]

@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use etcd_client::{
-    Certificate, Client, ConnectOptions, Identity, LockOptions, MemberAddOptions, TlsOptions,
+    Certificate, Client, ConnectOptions, GetOptions, Identity, LockOptions, MemberAddOptions,
+    TlsOptions,
 };
 
 use crate::formation::{CLIENT_PORT, FoundCluster, FoundMember};
@@ -217,6 +218,23 @@ impl Etcd {
         .map(|_| ())
     }
 
+    /// Whether this member serves: a linearizable read (what etcd's own
+    /// `/health` does) goes through raft's read index, so it fails on a
+    /// member without a leader and on one whose server stopped. Status and
+    /// the member list are answered from memory even then: etcd 3.5 keeps
+    /// the process of a removed member running, answering with the member
+    /// list it had (seen by the fault campaign, seed 0xc0df001f).
+    pub async fn serves(&mut self) -> Result<(), EtcdError> {
+        let options = GetOptions::new().with_keys_only().with_limit(1);
+        within(
+            &self.endpoints,
+            self.timeout,
+            self.client.get(SERVES_PROBE_KEY, Some(options)),
+        )
+        .await
+        .map(|_| ())
+    }
+
     pub async fn get(&mut self, key: &str) -> Result<Option<String>, EtcdError> {
         let r = within(&self.endpoints, self.timeout, self.client.get(key, None)).await?;
         Ok(r.kvs()
@@ -225,25 +243,39 @@ impl Etcd {
     }
 }
 
+/// The key the serving check reads (it need not exist).
+const SERVES_PROBE_KEY: &str = "muster/serves";
+
 /// Asks one peer's etcd what cluster it belongs to. `None` when nothing
 /// answers (no etcd there yet, machine down, or a certificate we reject).
 pub async fn probe(endpoint: String, tls: &EtcdTls) -> Option<FoundCluster> {
     let mut etcd = Etcd::connect(vec![endpoint], tls, PROBE_TIMEOUT)
         .await
         .ok()?;
-    let (cluster_id, _, leader) = etcd.status().await.ok()?;
+    let (cluster_id, member_id, leader) = etcd.status().await.ok()?;
     let members = etcd.members().await.ok()?;
+    // A voter that knows a leader but cannot serve a read speaks from a
+    // stale memory (a removed member's process): its list must not outvote
+    // the serving members' (removed_from, and merging in probe_peers).
+    // Learners refuse linearizable reads by design.
+    let learner = members.iter().any(|m| m.id == member_id && m.is_learner);
+    let has_leader = leader != 0 && (learner || etcd.serves().await.is_ok());
     Some(FoundCluster {
         cluster_id,
         members,
-        has_leader: leader != 0,
+        has_leader,
     })
 }
 
-/// Whether the member serving `endpoint` answers and knows a leader.
-pub async fn healthy(endpoint: String, tls: &EtcdTls) -> bool {
+/// Whether the member serving `endpoint` answers, knows a leader and (a
+/// voter) serves a linearizable read. Learners refuse linearizable reads
+/// by design, so for them status must do.
+pub async fn healthy(endpoint: String, tls: &EtcdTls, learner: bool) -> bool {
     match Etcd::connect(vec![endpoint], tls, PROBE_TIMEOUT).await {
-        Ok(mut etcd) => matches!(etcd.status().await, Ok((_, _, leader)) if leader != 0),
+        Ok(mut etcd) => {
+            matches!(etcd.status().await, Ok((_, _, leader)) if leader != 0)
+                && (learner || etcd.serves().await.is_ok())
+        }
         Err(_) => false,
     }
 }

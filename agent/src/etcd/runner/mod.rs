@@ -222,11 +222,12 @@ impl Runner {
         self.act(decision, &me, &clusters).await
     }
 
-    /// A local etcd that has not answered for `SILENT_MEMBER`: if the
-    /// peers' cluster does not list it, it was removed before it ever
-    /// reached the cluster (a learner removed while it started) and runs on
-    /// without answering; if it has no log yet after `STUCK_START`, it is
-    /// stuck in its start.
+    /// A local etcd that has not served for `SILENT_MEMBER` (no answer, or
+    /// no linearizable read): if the serving peers' cluster does not list
+    /// it, it was removed, and runs on without serving (a learner removed
+    /// while it started; or a member removed while away whose etcd 3.5
+    /// process did not exit and answers from memory, seed 0xc0df001f); if
+    /// it has no log yet after `STUCK_START`, it is stuck in its start.
     /// Nothing else would stop either. Stopped, a later round decides again.
     /// Both found by the fault campaign under load (a replacement, and two
     /// late first members, silent for good).
@@ -337,31 +338,9 @@ impl Runner {
             .zip(futures_join_all(probes).await)
             .filter_map(|(p, c)| c.map(|c| (p, c)))
             .collect();
-        let mut found: Vec<FoundCluster> = Vec::new();
-        for (_, cluster) in &answers {
-            let cluster = cluster.clone();
-            // Several peers answer for the same cluster: keep the view of the
-            // one that knows a leader.
-            match found
-                .iter_mut()
-                .find(|c| c.cluster_id == cluster.cluster_id)
-            {
-                Some(existing) if !existing.has_leader && cluster.has_leader => *existing = cluster,
-                Some(_) => {}
-                None => found.push(cluster),
-            }
-        }
-        // A member is healthy when its own machine answered for its cluster
-        // and that cluster has a leader.
-        for cluster in &mut found {
-            for m in &mut cluster.members {
-                let host = m.address();
-                m.healthy = answers.iter().any(|(p, c)| {
-                    Some(p.address) == host && c.cluster_id == cluster.cluster_id && c.has_leader
-                });
-            }
-        }
-        found
+        let answers: Vec<(Ipv4Addr, FoundCluster)> =
+            answers.into_iter().map(|(p, c)| (p.address, c)).collect();
+        formation::merge_answers(&answers)
     }
 
     async fn act(
@@ -553,10 +532,10 @@ fn has_wal(data_dir: &Path) -> bool {
 async fn member_health(members: &[FoundMember], tls: &EtcdTls) -> Vec<bool> {
     let checks = members.iter().map(|m| {
         let endpoint = m.address().map(client::client_url);
-        let tls = tls.clone();
+        let (tls, learner) = (tls.clone(), m.is_learner);
         async move {
             match endpoint {
-                Some(e) => client::healthy(e, &tls).await,
+                Some(e) => client::healthy(e, &tls, learner).await,
                 None => false,
             }
         }

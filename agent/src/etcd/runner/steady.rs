@@ -103,6 +103,18 @@ impl Runner {
             s.etcd = Some(etcd_status);
         });
 
+        // A member that does not serve is silent, even if it answers status
+        // and lists members from memory (a removed member's process does):
+        // the caller then checks whether the cluster still lists it.
+        let serving = members
+            .iter()
+            .zip(&health)
+            .any(|(m, healthy)| m.id == member_id && *healthy);
+        if !serving {
+            return Err(format!(
+                "etcd: the local member {member_id:x} does not serve (no leader, or its server stopped)"
+            ));
+        }
         // Only the leader's agent changes membership, so two agents never
         // race to remove members.
         if leader == 0 || leader != member_id {
