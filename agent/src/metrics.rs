@@ -1,7 +1,7 @@
 //! `/metrics`: the agent's status in the Prometheus text exposition format
-//! (version 0.0.4). Pure: rendered from a [`Status`], so it shows exactly
-//! what `/status` and `muster status` show, and never a secret (S5): the
-//! status holds none.
+//! (version 0.0.4). Rendered from a [`Status`], so it shows exactly what
+//! `/status` and `muster status` show, and never a secret (S5): the status
+//! holds none; plus the process's call counters ([`crate::calls`]).
 
 use std::fmt::Write as _;
 
@@ -56,7 +56,22 @@ pub fn render(status: &Status) -> String {
     kubernetes(&mut out, status);
     image(&mut out, status);
     memory(&mut out, status);
+    calls(&mut out, crate::calls::snapshot());
     out.text
+}
+
+/// The call counters (not part of the status: they change every round).
+fn calls(out: &mut Metrics, counts: crate::calls::Counts) {
+    out.counter(
+        "muster_group_lists_total",
+        "Peer listings through the discovery source since the agent started (cloud API calls for a cloud group).",
+        i64::try_from(counts.group_lists).unwrap_or(i64::MAX),
+    );
+    out.counter(
+        "muster_etcd_connections_total",
+        "Connections opened to etcd members since the agent started (probes, health checks, the local member).",
+        i64::try_from(counts.etcd_connections).unwrap_or(i64::MAX),
+    );
 }
 
 fn memory(out: &mut Metrics, status: &Status) {

@@ -103,6 +103,7 @@ impl PeerSource {
 
     /// Lists the peers now.
     pub async fn list(&self) -> Result<Vec<Peer>, SourceError> {
+        crate::calls::group_listed();
         match self {
             PeerSource::Static(entries) => Ok(static_list::resolve(entries).await?),
             PeerSource::DnsA(name) => Ok(static_list::resolve_all(name).await?),

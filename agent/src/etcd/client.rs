@@ -114,6 +114,7 @@ impl Etcd {
         tls: &EtcdTls,
         timeout: Duration,
     ) -> Result<Etcd, EtcdError> {
+        crate::calls::etcd_connected();
         let client = within(
             &endpoints,
             timeout,

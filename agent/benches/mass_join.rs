@@ -1,0 +1,394 @@
+//! Benchmark (issue 18): 3 control-plane agents + N workers booting at once
+//! must all join, in time that grows at most linearly with N.
+//!
+//! Real agents (this build's `muster agent`) and real etcd 3.5, a static
+//! group listing every machine. To hold 500 machines on one host, the
+//! agents share one network namespace (a [`Net`] host made for the run),
+//! each on its own address of a dummy interface, with its own state
+//! directory and status endpoint: what grows with N here is the agents'
+//! own work (group listings, etcd probes, CPU, memory), not ARP. The 3
+//! control-plane agents start first; once they are one healthy cluster,
+//! the N workers start together.
+//!
+//! Prints, for each N: time from a worker's start until its status says
+//! `steady-state` (p50, p99, max), failures (workers not steady within the
+//! limit), group listings and etcd connections per minute (the boot window
+//! and a steady minute, summed over the fleet, from each agent's
+//! `/metrics`), per-worker CPU (% of one core) and RSS at rest, and the
+//! etcd revision rate (writes per second) at rest.
+//!
+//! Run: `cargo bench -p muster-agent --bench mass_join` (root; needs
+//! `bash ci/install-deps.sh`); `MUSTER_BIN=path` measures another agent
+//! binary. `MASS_JOIN_N=50,100` picks the sizes
+//! (default 50,100,200,500), `MASS_JOIN_LIMIT_S` the limit per size
+//! (default 240), `MASS_JOIN_REST_S` the rest window (default 30).
+//! Figures, not assertions: a shared 2-core machine is too noisy for
+//! timed asserts.
+
+#[path = "../tests/support/etcd_bin.rs"]
+mod etcd_bin;
+#[path = "../tests/support/http_get.rs"]
+#[allow(dead_code)]
+mod http_get;
+#[path = "../tests/support/netns.rs"]
+#[allow(dead_code)]
+mod netns;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use netns::{Host, Net, Proc};
+
+const SECRET: &str = "mass-join-bench-secret-0123456789abcdef";
+const STATUS_PORT: u16 = 9743;
+const CONTROL_PLANE: usize = 3;
+
+/// Address `i` of the run: 10.201.(10 + i / 150).(100 + i % 150), all the
+/// same length, so the list's order is the same read as text or as numbers.
+fn address(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(10, 201, 10 + (i / 150) as u8, 100 + (i % 150) as u8)
+}
+
+/// The agent binary: this build's, or `MUSTER_BIN` (to measure another
+/// build, e.g. before a change, with the same harness).
+fn muster_bin() -> PathBuf {
+    std::env::var_os("MUSTER_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_muster")))
+}
+
+struct Agent {
+    ip: Ipv4Addr,
+    dir: PathBuf,
+    proc: Option<Proc>,
+    started: Option<Instant>,
+    steady_after: Option<Duration>,
+}
+
+impl Agent {
+    fn status(&self) -> Option<serde_json::Value> {
+        let text = std::fs::read_to_string(self.dir.join("state/status.json")).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    fn is_steady(&self) -> bool {
+        self.status()
+            .is_some_and(|s| s["phase"] == "steady-state" && s["role"].is_string())
+    }
+
+    fn pid(&self) -> Option<i32> {
+        self.proc.as_ref().map(|p| p.pid())
+    }
+}
+
+struct Run {
+    host: Host,
+    config: PathBuf,
+    agents: Vec<Agent>,
+}
+
+impl Run {
+    fn new(net: &Net, workers: usize) -> Run {
+        let host = net.add_host("mj");
+        let total = CONTROL_PLANE + workers;
+        host.ip_cmd(&["link", "add", "mj0", "type", "dummy"]);
+        host.ip_cmd(&["link", "set", "mj0", "up"]);
+        for i in 0..total {
+            host.ip_cmd(&["addr", "add", &format!("{}/16", address(i)), "dev", "mj0"]);
+        }
+        let peers: Vec<String> = (0..total).map(|i| format!("\"{}\"", address(i))).collect();
+        let config = host.dir().join("cluster.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "cluster:\n  name: massjoin\n  secret: \"{SECRET}\"\n\
+                 topology:\n  controlPlane:\n    count: {CONTROL_PLANE}\n\
+                 discovery:\n  static:\n    peers: [{}]\n",
+                peers.join(", ")
+            ),
+        )
+        .expect("write config");
+        let agents = (0..total)
+            .map(|i| {
+                let dir = host.dir().join(format!("a{i}"));
+                std::fs::create_dir_all(&dir).expect("agent dir");
+                std::fs::write(
+                    dir.join("facts.yaml"),
+                    format!(
+                        "instance_id: i-{i:04}\nhostname: mj{i}\nprivate_ipv4: {}\n",
+                        address(i)
+                    ),
+                )
+                .expect("facts");
+                Agent {
+                    ip: address(i),
+                    dir,
+                    proc: None,
+                    started: None,
+                    steady_after: None,
+                }
+            })
+            .collect();
+        Run {
+            host,
+            config,
+            agents,
+        }
+    }
+
+    fn start(&mut self, i: usize) {
+        let a = &mut self.agents[i];
+        let dir = a.dir.display();
+        let args: Vec<String> = vec![
+            "agent".into(),
+            "--provider=file".into(),
+            format!("--metadata-file={dir}/facts.yaml"),
+            format!("--config={}", self.config.display()),
+            format!("--state-dir={dir}/state"),
+            "--defaults=/nonexistent".into(),
+            "--cmdline-file=/dev/null".into(),
+            "--supervisor=child".into(),
+            format!("--etcd-bin={}", etcd_bin::etcd_bin().display()),
+            "--log-format=json".into(),
+            "--kubernetes-bin=/nonexistent/kubernetes".into(),
+            format!("--kubernetes-dir={dir}/kubernetes"),
+            format!("--status-listen={}:{STATUS_PORT}", a.ip),
+            // As the issue measured: the tier-1 tick, a production grace.
+            "--tick-ms=250".into(),
+            "--replace-after-secs=60".into(),
+            "--etcd-heartbeat-ms=100".into(),
+            "--etcd-election-ms=1000".into(),
+        ];
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let log = Path::new(&format!("a{i}")).join("agent.log");
+        a.proc = Some(self.host.spawn(
+            muster_bin(),
+            &args,
+            &[("RUST_LOG", "info")],
+            log,
+        ));
+        a.started = Some(Instant::now());
+    }
+
+    /// Sums a counter over the agents' `/metrics`.
+    fn counter(&self, name: &str, agents: std::ops::Range<usize>) -> u64 {
+        let addrs: Vec<SocketAddr> = agents
+            .map(|i| SocketAddr::from((self.agents[i].ip, STATUS_PORT)))
+            .collect();
+        self.host.in_netns(|| {
+            addrs
+                .iter()
+                .filter_map(|a| http_get::get(*a, "/metrics").ok())
+                .filter_map(|answer| {
+                    answer
+                        .body
+                        .lines()
+                        .find(|l| l.starts_with(name) && !l.starts_with('#'))
+                        .and_then(|l| l.split_whitespace().nth(1))
+                        .and_then(|v| v.parse::<u64>().ok())
+                })
+                .sum()
+        })
+    }
+
+    /// The cluster's revision, via the first control-plane agent's member.
+    fn revision(&self) -> Option<i64> {
+        let pki = self.agents[0].dir.join("state/pki");
+        let out = self
+            .host
+            .command(etcd_bin::etcdctl_bin())
+            .arg(format!("--endpoints=https://{}:2379", self.agents[0].ip))
+            .arg(format!("--cacert={}", pki.join("ca.crt").display()))
+            .arg(format!("--cert={}", pki.join("client.crt").display()))
+            .arg(format!("--key={}", pki.join("client.key").display()))
+            .args(["--command-timeout=5s", "endpoint", "status", "-w", "json"])
+            .output()
+            .ok()?;
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        v[0]["Status"]["header"]["revision"].as_i64()
+    }
+}
+
+/// utime + stime of `pid`, in clock ticks.
+fn cpu_ticks(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
+fn rss_kib(pid: i32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+fn quantile<T: Copy + Ord>(sorted: &[T], q: f64) -> T {
+    let i = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i]
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn measure(workers: usize, limit: Duration, rest: Duration) {
+    let net = Net::new("massjoin");
+    let mut run = Run::new(&net, workers);
+    let total = CONTROL_PLANE + workers;
+
+    let cp_start = Instant::now();
+    for i in 0..CONTROL_PLANE {
+        run.start(i);
+    }
+    let formed = netns::wait_until(
+        "the control plane is steady",
+        Duration::from_secs(120),
+        Duration::from_millis(250),
+        || (0..CONTROL_PLANE).all(|i| run.agents[i].is_steady()),
+    );
+    if let Err(e) = formed {
+        println!("N={workers}: the 3 control-plane agents did not form: {e}");
+        return;
+    }
+    let cp_formed = cp_start.elapsed();
+
+    let boot = Instant::now();
+    for i in CONTROL_PLANE..total {
+        run.start(i);
+    }
+    let spawned = boot.elapsed();
+    while boot.elapsed() < limit {
+        let mut waiting = 0;
+        for a in run.agents[CONTROL_PLANE..].iter_mut() {
+            if a.steady_after.is_none() {
+                if a.is_steady() {
+                    a.steady_after = a.started.map(|s| s.elapsed());
+                } else {
+                    waiting += 1;
+                }
+            }
+        }
+        if waiting == 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let boot_window = boot.elapsed();
+    let boot_lists = run.counter("muster_group_lists_total", 0..total);
+    let boot_conns = run.counter("muster_etcd_connections_total", 0..total);
+
+    let mut times: Vec<Duration> = run.agents[CONTROL_PLANE..]
+        .iter()
+        .filter_map(|a| a.steady_after)
+        .collect();
+    times.sort();
+    let failures = workers - times.len();
+    let roles: std::collections::BTreeMap<String, usize> =
+        run.agents.iter().fold(Default::default(), |mut m, a| {
+            let role = a
+                .status()
+                .and_then(|s| s["role"].as_str().map(str::to_string))
+                .unwrap_or_else(|| "none".into());
+            *m.entry(role).or_default() += 1;
+            m
+        });
+
+    // At rest: CPU and memory of the workers, calls and writes per minute.
+    std::thread::sleep(Duration::from_secs(5));
+    let worker_pids: Vec<i32> = run.agents[CONTROL_PLANE..]
+        .iter()
+        .filter_map(Agent::pid)
+        .collect();
+    let lists0 = run.counter("muster_group_lists_total", 0..total);
+    let conns0 = run.counter("muster_etcd_connections_total", 0..total);
+    let rev0 = run.revision();
+    let cpu0: Vec<Option<u64>> = worker_pids.iter().map(|p| cpu_ticks(*p)).collect();
+    let t0 = Instant::now();
+    std::thread::sleep(rest);
+    let cpu1: Vec<Option<u64>> = worker_pids.iter().map(|p| cpu_ticks(*p)).collect();
+    let window = t0.elapsed().as_secs_f64();
+    let lists1 = run.counter("muster_group_lists_total", 0..total);
+    let conns1 = run.counter("muster_etcd_connections_total", 0..total);
+    let rev1 = run.revision();
+    let ticks_per_s = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as f64;
+    let mut cpu: Vec<u64> = cpu0
+        .iter()
+        .zip(&cpu1)
+        .filter_map(|(a, b)| Some(((b.as_ref()? - a.as_ref()?) as f64 / ticks_per_s / window * 1e4) as u64))
+        .collect();
+    cpu.sort();
+    let mut rss: Vec<u64> = worker_pids.iter().filter_map(|p| rss_kib(*p)).collect();
+    rss.sort();
+    let per_min = |a: u64, b: u64| (b.saturating_sub(a)) as f64 * 60.0 / window;
+
+    let steady = |q: f64| {
+        if times.is_empty() {
+            "-".to_string()
+        } else {
+            format!("{:.1} s", quantile(&times, q).as_secs_f64())
+        }
+    };
+    println!(
+        "N={workers}: control plane formed in {:.1} s; {workers} workers spawned in {:.1} s; \
+         steady after start p50 {}, p99 {}, max {}; failures {failures} (limit {} s); roles {roles:?}",
+        cp_formed.as_secs_f64(),
+        spawned.as_secs_f64(),
+        steady(0.5),
+        steady(0.99),
+        steady(1.0),
+        limit.as_secs(),
+    );
+    println!(
+        "N={workers}: boot window {:.0} s: group listings {:.0}/min, etcd connections {:.0}/min (fleet); \
+         at rest: group listings {:.0}/min, etcd connections {:.0}/min (fleet), etcd writes {}/s",
+        boot_window.as_secs_f64(),
+        boot_lists as f64 * 60.0 / boot_window.as_secs_f64(),
+        boot_conns as f64 * 60.0 / boot_window.as_secs_f64(),
+        per_min(lists0, lists1),
+        per_min(conns0, conns1),
+        match (rev0, rev1) {
+            (Some(a), Some(b)) => format!("{:.2}", (b - a) as f64 / window),
+            _ => "?".into(),
+        },
+    );
+    if !cpu.is_empty() && !rss.is_empty() {
+        println!(
+            "N={workers}: per idle worker over {:.0} s: CPU p50 {:.2} %, max {:.2} % of one core; \
+             RSS p50 {} KiB, max {} KiB",
+            window,
+            quantile(&cpu, 0.5) as f64 / 100.0,
+            quantile(&cpu, 1.0) as f64 / 100.0,
+            quantile(&rss, 0.5),
+            quantile(&rss, 1.0),
+        );
+    }
+    // Dropping the Net kills every process in its namespaces.
+    drop(run);
+    drop(net);
+}
+
+fn main() {
+    let sizes: Vec<usize> = std::env::var("MASS_JOIN_N")
+        .unwrap_or_else(|_| "50,100,200,500".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let limit = Duration::from_secs(env_or("MASS_JOIN_LIMIT_S", 240));
+    let rest = Duration::from_secs(env_or("MASS_JOIN_REST_S", 30));
+    for n in sizes {
+        measure(n, limit, rest);
+    }
+}
