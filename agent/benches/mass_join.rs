@@ -162,12 +162,10 @@ impl Run {
         ];
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let log = Path::new(&format!("a{i}")).join("agent.log");
-        a.proc = Some(self.host.spawn(
-            muster_bin(),
-            &args,
-            &[("RUST_LOG", "info")],
-            log,
-        ));
+        a.proc = Some(
+            self.host
+                .spawn(muster_bin(), &args, &[("RUST_LOG", "info")], log),
+        );
         a.started = Some(Instant::now());
     }
 
@@ -327,7 +325,9 @@ fn measure(workers: usize, limit: Duration, rest: Duration) {
     let mut cpu: Vec<u64> = cpu0
         .iter()
         .zip(&cpu1)
-        .filter_map(|(a, b)| Some(((b.as_ref()? - a.as_ref()?) as f64 / ticks_per_s / window * 1e4) as u64))
+        .filter_map(|(a, b)| {
+            Some(((b.as_ref()? - a.as_ref()?) as f64 / ticks_per_s / window * 1e4) as u64)
+        })
         .collect();
     cpu.sort();
     let mut rss: Vec<u64> = worker_pids.iter().filter_map(|p| rss_kib(*p)).collect();

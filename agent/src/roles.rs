@@ -10,7 +10,7 @@ use std::cmp::Ordering;
 
 use serde::{Deserialize, Serialize};
 
-use crate::discovery::{Lifecycle, Peer};
+use crate::discovery::Peer;
 
 /// What a node does in the cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -77,10 +77,7 @@ pub fn compare(a: &Peer, b: &Peer) -> Ordering {
 /// The members that may hold roles, in the total order. Machines on their way
 /// out are not candidates.
 pub fn candidates(view: &[Peer]) -> Vec<&Peer> {
-    let mut c: Vec<&Peer> = view
-        .iter()
-        .filter(|p| p.lifecycle != Lifecycle::Leaving)
-        .collect();
+    let mut c: Vec<&Peer> = view.iter().filter(|p| p.lifecycle.is_up()).collect();
     c.sort_by(|a, b| compare(a, b));
     c.dedup_by(|a, b| a.id == b.id);
     c
@@ -113,6 +110,7 @@ pub fn formation_set(topology: Topology, view: &[Peer]) -> Vec<Peer> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::discovery::Lifecycle;
     use std::net::Ipv4Addr;
 
     fn peer(id: &str, launched: Option<u64>) -> Peer {

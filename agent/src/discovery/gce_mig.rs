@@ -120,9 +120,8 @@ pub fn lifecycle(
     health_states: &[String],
 ) -> Lifecycle {
     match current_action {
-        "DELETING" | "ABANDONING" | "RECREATING" | "STOPPING" | "SUSPENDING" => {
-            return Lifecycle::Leaving;
-        }
+        "DELETING" | "ABANDONING" | "RECREATING" => return Lifecycle::Leaving,
+        "STOPPING" | "SUSPENDING" => return Lifecycle::Stopped,
         "CREATING"
         | "CREATING_WITHOUT_RETRIES"
         | "VERIFYING"
@@ -144,10 +143,12 @@ pub fn lifecycle(
     match instance_status {
         Some("RUNNING") => Lifecycle::InService,
         Some("PROVISIONING" | "STAGING") => Lifecycle::Pending,
+        // Stopped with its disk: it may start again (or the group repairs
+        // it); not gone for good.
         Some(
             "STOPPING" | "STOPPED" | "SUSPENDING" | "SUSPENDED" | "TERMINATED" | "REPAIRING"
             | "DEPROVISIONING" | "PENDING_STOP",
-        ) => Lifecycle::Leaving,
+        ) => Lifecycle::Stopped,
         None => Lifecycle::Pending,
         Some(_) => Lifecycle::Unknown,
     }
@@ -224,7 +225,10 @@ mod tests {
                 Leaving,
             ),
             ("NONE", Some("STAGING"), &vec![], Pending),
-            ("NONE", Some("STOPPED"), &vec![], Leaving),
+            ("NONE", Some("STOPPED"), &vec![], Stopped),
+            ("NONE", Some("TERMINATED"), &vec![], Stopped),
+            ("NONE", Some("SUSPENDED"), &vec![], Stopped),
+            ("STOPPING", Some("RUNNING"), &healthy, Stopped),
             ("NONE", None, &vec![], Pending),
             ("CREATING", None, &vec![], Pending),
             ("VERIFYING", Some("RUNNING"), &vec![], Pending),

@@ -22,10 +22,25 @@ pub enum Lifecycle {
     Pending,
     /// Running and in service.
     InService,
-    /// On its way out (terminating, stopping, detaching, unhealthy).
+    /// On its way out for good (terminating, deleting, detaching,
+    /// unhealthy and about to be replaced).
     Leaving,
+    /// Stopped or suspended, disk kept: it may start again (GCE
+    /// `TERMINATED`, `SUSPENDED`...). Down, so it takes no role now, but
+    /// still in its group: its etcd seat is kept like an unreachable
+    /// voter's (fault campaign seed 0x323591372c: a stopped member taken
+    /// for gone was removed, came back as a learner, and a second loss
+    /// before its promotion left two voters without quorum).
+    Stopped,
     /// The source does not say (static lists, DNS).
     Unknown,
+}
+
+impl Lifecycle {
+    /// Whether the machine runs and may hold a role (or be probed) now.
+    pub fn is_up(self) -> bool {
+        !matches!(self, Lifecycle::Leaving | Lifecycle::Stopped)
+    }
 }
 
 /// One member of this machine's group (this machine included).

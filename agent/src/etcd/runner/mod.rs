@@ -15,8 +15,8 @@ use tracing::{info, warn};
 
 use super::client::{self, EtcdTls};
 use super::flags::{Bootstrap, ClusterState, MemberConfig, TlsFiles};
+use crate::discovery::Peer;
 use crate::discovery::source::PeerSource;
-use crate::discovery::{Lifecycle, Peer};
 use crate::formation::{self, Decision, FoundCluster, FoundMember, Observed};
 use crate::roles::{self, Role, Topology};
 use crate::service::{CpuShare, ServiceSpec, Supervisor};
@@ -299,9 +299,7 @@ impl Runner {
     async fn probe_for_cluster(&self, view: &[Peer], me: &Peer) -> Option<FoundCluster> {
         let mut candidates: Vec<&Peer> = view
             .iter()
-            .filter(|p| {
-                p.id != me.id && p.lifecycle != Lifecycle::Leaving && !p.address.is_unspecified()
-            })
+            .filter(|p| p.id != me.id && p.lifecycle.is_up() && !p.address.is_unspecified())
             .collect();
         candidates.sort_by(|a, b| roles::compare(a, b));
         for p in candidates
@@ -322,18 +320,14 @@ impl Runner {
     async fn probe_peers(&self, view: &[Peer], me: &Peer) -> Vec<FoundCluster> {
         let probes = view
             .iter()
-            .filter(|p| {
-                p.id != me.id && p.lifecycle != Lifecycle::Leaving && !p.address.is_unspecified()
-            })
+            .filter(|p| p.id != me.id && p.lifecycle.is_up() && !p.address.is_unspecified())
             .map(|p| {
                 let (url, tls) = (client::client_url(p.address), self.cfg.tls.clone());
                 async move { client::probe(url, &tls).await }
             });
         let answers: Vec<(Peer, FoundCluster)> = view
             .iter()
-            .filter(|p| {
-                p.id != me.id && p.lifecycle != Lifecycle::Leaving && !p.address.is_unspecified()
-            })
+            .filter(|p| p.id != me.id && p.lifecycle.is_up() && !p.address.is_unspecified())
             .cloned()
             .zip(futures_join_all(probes).await)
             .filter_map(|(p, c)| c.map(|c| (p, c)))
