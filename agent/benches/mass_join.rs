@@ -31,7 +31,6 @@ mod etcd_bin;
 #[allow(dead_code)]
 mod http_get;
 #[path = "../tests/support/netns.rs"]
-#[allow(dead_code)]
 mod netns;
 
 use std::net::{Ipv4Addr, SocketAddr};

@@ -69,9 +69,18 @@ impl Topology {
 /// The total order every agent uses: earliest launch first (unknown launch
 /// times last), then id. Ties on launch time are common (one scaling action
 /// launches many instances at the same instant), so the id breaks them.
+/// Peers without a launch time (static lists, DNS) go by address as a
+/// number: their id is the address as text, where 10.0.0.100 would come
+/// before 10.0.0.11.
 pub fn compare(a: &Peer, b: &Peer) -> Ordering {
     let launch = |p: &Peer| p.launched_at_ms.unwrap_or(u64::MAX);
-    launch(a).cmp(&launch(b)).then_with(|| a.id.cmp(&b.id))
+    launch(a)
+        .cmp(&launch(b))
+        .then_with(|| match (a.launched_at_ms, b.launched_at_ms) {
+            (None, None) => a.address.cmp(&b.address),
+            _ => Ordering::Equal,
+        })
+        .then_with(|| a.id.cmp(&b.id))
 }
 
 /// The members that may hold roles, in the total order. Machines on their way
@@ -132,6 +141,19 @@ mod tests {
         ];
         let ids: Vec<_> = candidates(&view).iter().map(|p| p.id.clone()).collect();
         assert_eq!(ids, ["d", "a", "c", "b"]);
+    }
+
+    #[test]
+    fn static_peers_go_by_address_as_a_number() {
+        let at = |last: u8| Peer {
+            id: format!("10.0.0.{last}"),
+            address: Ipv4Addr::new(10, 0, 0, last),
+            launched_at_ms: None,
+            lifecycle: Lifecycle::Unknown,
+        };
+        let view = vec![at(100), at(11), at(9), at(12)];
+        let ids: Vec<_> = candidates(&view).iter().map(|p| p.id.clone()).collect();
+        assert_eq!(ids, ["10.0.0.9", "10.0.0.11", "10.0.0.12", "10.0.0.100"]);
     }
 
     #[test]

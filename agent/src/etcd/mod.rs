@@ -3,4 +3,5 @@
 pub mod client;
 pub mod flags;
 pub mod membership;
+pub mod pacing;
 pub mod runner;

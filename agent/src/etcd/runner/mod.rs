@@ -15,12 +15,14 @@ use tracing::{info, warn};
 
 use super::client::{self, EtcdTls};
 use super::flags::{Bootstrap, ClusterState, MemberConfig, TlsFiles};
+use super::pacing;
 use crate::discovery::Peer;
 use crate::discovery::source::PeerSource;
 use crate::formation::{self, Decision, FoundCluster, FoundMember, Observed};
 use crate::roles::{self, Role, Topology};
 use crate::service::{CpuShare, ServiceSpec, Supervisor};
 mod join;
+mod paced;
 mod steady;
 
 use crate::state::{Phase, StateDir, Status, StatusBoard};
@@ -75,13 +77,9 @@ pub struct Runner {
     role_tx: tokio::sync::watch::Sender<Option<Role>>,
     /// The group as last listed, for the phases that need it.
     view_tx: tokio::sync::watch::Sender<Vec<Peer>>,
-    /// Rounds since a worker last asked whether the cluster needs it (S7).
-    rounds_since_step_in_check: u32,
+    /// Pacing of an agent without a seat (issue 18, `etcd::pacing`).
+    pace: paced::Pace,
 }
-
-/// How often (in rounds) a worker asks the cluster whether it is short of
-/// members: 5 s at the tests' 250 ms tick, 10 s at the default 500 ms.
-const STEP_IN_EVERY_TICKS: u32 = 20;
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -107,7 +105,7 @@ impl Runner {
             role,
             role_tx,
             view_tx,
-            rounds_since_step_in_check: 0,
+            pace: paced::Pace::default(),
         }
     }
 
@@ -154,6 +152,59 @@ impl Runner {
     }
 
     async fn round(&mut self) -> Result<(), String> {
+        // A worker lists its group and asks the cluster at a paced rate.
+        if let Some(role) = self.role.filter(|r| !self.cfg.topology.runs_etcd(*r)) {
+            return self.worker_round(role).await;
+        }
+        let (view, me) = self.list_view().await?;
+        let running = self.etcd_running().await?;
+        if self.paused_until.is_some_and(|t| Instant::now() < t) {
+            return Ok(());
+        }
+        if running {
+            let result = self.steady(&view).await;
+            if result.is_ok() {
+                self.silent_since = None;
+            } else {
+                self.stop_if_removed(&view, &me).await;
+            }
+            return result;
+        }
+        self.silent_since = None;
+
+        let local_data = has_wal(&self.data_dir());
+        let everyone = local_data || pacing::probes_everyone(self.cfg.topology, &view, &me);
+        if !everyone && !self.pace.probe_due(view.len(), self.cfg.ip) {
+            return Ok(());
+        }
+        let clusters = if everyone {
+            self.probe_peers(&view, &me).await
+        } else {
+            self.probe_bounded(&view, &me).await
+        };
+        let set = roles::formation_set(self.cfg.topology, &view);
+        let settle = self.source.settle_time().as_millis() as u64;
+        let observed = Observed {
+            cluster_name: &self.cfg.cluster_name,
+            me: &me,
+            topology: self.cfg.topology,
+            sticky_role: self.role,
+            view: &view,
+            settled: formation::settled(now_ms(), self.view_stable_since_ms, &set, settle),
+            local_data,
+            clusters: &clusters,
+        };
+        let decision = formation::decide(&observed);
+        if !everyone {
+            let idle = matches!(decision, Decision::Wait { .. });
+            self.pace.probed(idle, self.cfg.tick, self.cfg.ip);
+        }
+        self.report(|s| s.phase = Phase::Etcd);
+        self.act(decision, &me, &clusters).await
+    }
+
+    /// Lists the group, publishes the view, and finds this node in it.
+    async fn list_view(&mut self) -> Result<(Vec<Peer>, Peer), String> {
         let view = self.source.list().await.map_err(|e| e.to_string())?;
         self.view_tx.send_if_modified(|v| {
             let changed = *v != view;
@@ -180,46 +231,7 @@ impl Runner {
                     self.cfg.ip
                 )
             })?;
-
-        if let Some(role) = self.role.filter(|r| !self.cfg.topology.runs_etcd(*r)) {
-            self.report(|s| {
-                s.role = Some(role.to_string());
-                s.phase = Phase::SteadyState;
-                s.message = Some("no etcd member on this node".into());
-            });
-            return self.maybe_step_in(role, &view, &me).await;
-        }
-        let running = self.etcd_running().await?;
-        if self.paused_until.is_some_and(|t| Instant::now() < t) {
-            return Ok(());
-        }
-        if running {
-            let result = self.steady(&view).await;
-            if result.is_ok() {
-                self.silent_since = None;
-            } else {
-                self.stop_if_removed(&view, &me).await;
-            }
-            return result;
-        }
-        self.silent_since = None;
-
-        let clusters = self.probe_peers(&view, &me).await;
-        let set = roles::formation_set(self.cfg.topology, &view);
-        let settle = self.source.settle_time().as_millis() as u64;
-        let observed = Observed {
-            cluster_name: &self.cfg.cluster_name,
-            me: &me,
-            topology: self.cfg.topology,
-            sticky_role: self.role,
-            view: &view,
-            settled: formation::settled(now_ms(), self.view_stable_since_ms, &set, settle),
-            local_data: has_wal(&self.data_dir()),
-            clusters: &clusters,
-        };
-        let decision = formation::decide(&observed);
-        self.report(|s| s.phase = Phase::Etcd);
-        self.act(decision, &me, &clusters).await
+        Ok((view, me))
     }
 
     /// A local etcd that has not served for `SILENT_MEMBER` (no answer, or
@@ -263,57 +275,6 @@ impl Runner {
         self.silent_since = None;
         let pause = Duration::from_millis(500 * u64::from(self.cfg.ip.octets()[3] % 16));
         self.paused_until = Some(Instant::now() + pause);
-    }
-
-    /// S7: now and then (every `STEP_IN_EVERY_TICKS` rounds), a worker asks
-    /// the cluster whether it is short of members, and joins if so.
-    async fn maybe_step_in(&mut self, role: Role, view: &[Peer], me: &Peer) -> Result<(), String> {
-        self.rounds_since_step_in_check += 1;
-        if self.rounds_since_step_in_check < STEP_IN_EVERY_TICKS
-            || self.cfg.topology.dedicated_etcd_count.is_some()
-        {
-            return Ok(());
-        }
-        self.rounds_since_step_in_check = 0;
-        let Some(cluster) = self.probe_for_cluster(view, me).await else {
-            return Ok(());
-        };
-        if !formation::worker_steps_in(self.cfg.topology, role, &cluster) {
-            return Ok(());
-        }
-        info!(
-            cluster = %format!("{:x}", cluster.cluster_id),
-            members = cluster.members.len(),
-            "the cluster is short of members: this worker steps in (S7)"
-        );
-        let decision = Decision::Join {
-            cluster_id: cluster.cluster_id,
-        };
-        self.act(decision, me, &[cluster]).await
-    }
-
-    /// The cluster as seen from the first peer in the total order that
-    /// answers with a leader (members are among the first peers). One probe
-    /// in the usual case, at most 2N+1: cheap enough for every worker of a
-    /// large group, unlike `probe_peers`.
-    async fn probe_for_cluster(&self, view: &[Peer], me: &Peer) -> Option<FoundCluster> {
-        let mut candidates: Vec<&Peer> = view
-            .iter()
-            .filter(|p| p.id != me.id && p.lifecycle.is_up() && !p.address.is_unspecified())
-            .collect();
-        candidates.sort_by(|a, b| roles::compare(a, b));
-        for p in candidates
-            .into_iter()
-            .take(2 * self.cfg.topology.etcd_members() + 1)
-        {
-            let found = client::probe(client::client_url(p.address), &self.cfg.tls).await;
-            if let Some(mut cluster) = found.filter(|c| c.has_leader) {
-                // Whether a seat is open depends on which voters answer.
-                mark_health(&mut cluster.members, &self.cfg.tls).await;
-                return Some(cluster);
-            }
-        }
-        None
     }
 
     /// Probes every other peer's etcd client port at once.
