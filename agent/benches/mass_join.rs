@@ -4,7 +4,7 @@
 //! Real agents (this build's `muster agent`) and real etcd 3.5, a static
 //! group listing every machine. To hold 500 machines on one host, the
 //! agents share one network namespace (a [`Net`] host made for the run),
-//! each on its own address of a dummy interface, with its own state
+//! each on its own address of the namespace's loopback, with its own state
 //! directory and status endpoint: what grows with N here is the agents'
 //! own work (group listings, etcd probes, CPU, memory), not ARP. The 3
 //! control-plane agents start first; once they are one healthy cluster,
@@ -43,10 +43,16 @@ const SECRET: &str = "mass-join-bench-secret-0123456789abcdef";
 const STATUS_PORT: u16 = 9743;
 const CONTROL_PLANE: usize = 3;
 
-/// Address `i` of the run: 10.201.(10 + i / 150).(100 + i % 150), all the
+/// Worker `i`'s address: 10.201.(10 + i / 150).(100 + i % 150), all the
 /// same length, so the list's order is the same read as text or as numbers.
-fn address(i: usize) -> Ipv4Addr {
+fn worker_address(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(10, 201, 10 + (i / 150) as u8, 100 + (i % 150) as u8)
+}
+
+/// `MASS_JOIN_NETNS=1`: every worker on a host (namespace) of its own on
+/// the bridge, as tier 1 runs machines (at most 176 workers per run).
+fn own_namespaces() -> bool {
+    std::env::var("MASS_JOIN_NETNS").is_ok_and(|v| v == "1")
 }
 
 /// The agent binary: this build's, or `MUSTER_BIN` (to measure another
@@ -58,6 +64,7 @@ fn muster_bin() -> PathBuf {
 }
 
 struct Agent {
+    host: Host,
     ip: Ipv4Addr,
     dir: PathBuf,
     proc: Option<Proc>,
@@ -82,22 +89,41 @@ impl Agent {
 }
 
 struct Run {
-    host: Host,
     config: PathBuf,
     agents: Vec<Agent>,
 }
 
 impl Run {
     fn new(net: &Net, workers: usize) -> Run {
-        let host = net.add_host("mj");
-        let total = CONTROL_PLANE + workers;
-        host.ip_cmd(&["link", "add", "mj0", "type", "dummy"]);
-        host.ip_cmd(&["link", "set", "mj0", "up"]);
-        for i in 0..total {
-            host.ip_cmd(&["addr", "add", &format!("{}/16", address(i)), "dev", "mj0"]);
+        let shared = net.add_host("workers");
+        let mut hosts: Vec<(Host, Ipv4Addr)> = (0..CONTROL_PLANE)
+            .map(|i| {
+                let h = net.add_host(&format!("cp{i}"));
+                // The workers' addresses are behind the shared host.
+                let via = shared.ip().to_string();
+                h.ip_cmd(&["route", "add", "10.201.0.0/16", "via", &via]);
+                let ip = h.ip();
+                (h, ip)
+            })
+            .collect();
+        if own_namespaces() {
+            // As the issue measured: a namespace per worker on the bridge.
+            for i in 0..workers {
+                let h = net.add_host(&format!("w{i}"));
+                let ip = h.ip();
+                hosts.push((h, ip));
+            }
+        } else {
+            // On the shared namespace's loopback: no dummy driver on these
+            // machines, and local addresses need no link of their own.
+            for i in 0..workers {
+                let ip = worker_address(i);
+                shared.ip_cmd(&["addr", "add", &format!("{ip}/32"), "dev", "lo"]);
+                hosts.push((shared.clone(), ip));
+            }
         }
-        let peers: Vec<String> = (0..total).map(|i| format!("\"{}\"", address(i))).collect();
-        let config = host.dir().join("cluster.yaml");
+        let peers: Vec<String> = hosts.iter().map(|(_, ip)| format!("\"{ip}\"")).collect();
+        let config = shared.dir().join("cluster.yaml");
         std::fs::write(
             &config,
             format!(
@@ -108,20 +134,20 @@ impl Run {
             ),
         )
         .expect("write config");
-        let agents = (0..total)
-            .map(|i| {
+        let agents = hosts
+            .into_iter()
+            .enumerate()
+            .map(|(i, (host, ip))| {
                 let dir = host.dir().join(format!("a{i}"));
                 std::fs::create_dir_all(&dir).expect("agent dir");
                 std::fs::write(
                     dir.join("facts.yaml"),
-                    format!(
-                        "instance_id: i-{i:04}\nhostname: mj{i}\nprivate_ipv4: {}\n",
-                        address(i)
-                    ),
+                    format!("instance_id: i-{i:04}\nhostname: mj{i}\nprivate_ipv4: {ip}\n"),
                 )
                 .expect("facts");
                 Agent {
-                    ip: address(i),
+                    host,
+                    ip,
                     dir,
                     proc: None,
                     started: None,
@@ -129,11 +155,7 @@ impl Run {
                 }
             })
             .collect();
-        Run {
-            host,
-            config,
-            agents,
-        }
+        Run { config, agents }
     }
 
     fn start(&mut self, i: usize) {
@@ -162,7 +184,7 @@ impl Run {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let log = Path::new(&format!("a{i}")).join("agent.log");
         a.proc = Some(
-            self.host
+            a.host
                 .spawn(muster_bin(), &args, &[("RUST_LOG", "info")], log),
         );
         a.started = Some(Instant::now());
@@ -173,7 +195,8 @@ impl Run {
         let addrs: Vec<SocketAddr> = agents
             .map(|i| SocketAddr::from((self.agents[i].ip, STATUS_PORT)))
             .collect();
-        self.host.in_netns(|| {
+        // Every agent's address is reachable from the first one's host.
+        self.agents[0].host.in_netns(|| {
             addrs
                 .iter()
                 .filter_map(|a| http_get::get(*a, "/metrics").ok())
@@ -192,7 +215,7 @@ impl Run {
     /// The cluster's revision, via the first control-plane agent's member.
     fn revision(&self) -> Option<i64> {
         let pki = self.agents[0].dir.join("state/pki");
-        let out = self
+        let out = self.agents[0]
             .host
             .command(etcd_bin::etcdctl_bin())
             .arg(format!("--endpoints=https://{}:2379", self.agents[0].ip))
@@ -255,6 +278,17 @@ fn measure(workers: usize, limit: Duration, rest: Duration) {
     );
     if let Err(e) = formed {
         println!("N={workers}: the 3 control-plane agents did not form: {e}");
+        let log = std::fs::read_to_string(run.agents[0].dir.join("agent.log")).unwrap_or_default();
+        for line in log
+            .lines()
+            .rev()
+            .take(15)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+        {
+            println!("  agent 0: {}", &line[..line.len().min(300)]);
+        }
         return;
     }
     let cp_formed = cp_start.elapsed();
