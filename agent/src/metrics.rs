@@ -1,7 +1,8 @@
 //! `/metrics`: the agent's status in the Prometheus text exposition format
-//! (version 0.0.4). Rendered from a [`Status`], so it shows exactly what
-//! `/status` and `muster status` show, and never a secret (S5): the status
-//! holds none; plus the process's call counters ([`crate::calls`]).
+//! (version 0.0.4). Pure: rendered from a [`Status`], so it shows exactly
+//! what `/status` and `muster status` show, and never a secret (S5): the
+//! status holds none; plus the call counters it is given
+//! ([`crate::calls`]).
 
 use std::fmt::Write as _;
 
@@ -10,8 +11,9 @@ use crate::state::{Phase, Status};
 /// The `Content-Type` of the text format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// Renders every metric family of `status`.
-pub fn render(status: &Status) -> String {
+/// Renders every metric family of `status`, and the call counters `calls`
+/// (`crate::calls::snapshot()` for the live agent).
+pub fn render(status: &Status, calls: crate::calls::Counts) -> String {
     let mut out = Metrics::default();
     out.gauge("muster_up", "The agent is running (always 1).", &[("", 1)]);
     let info = [
@@ -56,12 +58,12 @@ pub fn render(status: &Status) -> String {
     kubernetes(&mut out, status);
     image(&mut out, status);
     memory(&mut out, status);
-    calls(&mut out, crate::calls::snapshot());
+    call_counters(&mut out, calls);
     out.text
 }
 
 /// The call counters (not part of the status: they change every round).
-fn calls(out: &mut Metrics, counts: crate::calls::Counts) {
+fn call_counters(out: &mut Metrics, counts: crate::calls::Counts) {
     out.counter(
         "muster_group_lists_total",
         "Peer listings through the discovery source since the agent started (cloud API calls for a cloud group).",
@@ -267,7 +269,7 @@ mod tests {
 
     #[test]
     fn a_fresh_status_has_every_phase_and_no_etcd_or_image_series() {
-        let text = render(&Status::new(Phase::Identify));
+        let text = render(&Status::new(Phase::Identify), Default::default());
         assert!(text.contains("muster_up 1\n"));
         assert!(text.contains("muster_phase{phase=\"identify\"} 1\n"));
         assert!(text.contains("muster_phase{phase=\"steady-state\"} 0\n"));
@@ -280,10 +282,10 @@ mod tests {
     #[test]
     fn memory_is_one_series_per_part_in_bytes() {
         let mut status = Status::new(Phase::SteadyState);
-        assert!(!render(&status).contains("muster_memory_bytes"));
+        assert!(!render(&status, Default::default()).contains("muster_memory_bytes"));
         status.memory_mib.insert("etcd".into(), 40);
         status.memory_mib.insert("kubelet".into(), 1);
-        let text = render(&status);
+        let text = render(&status, Default::default());
         assert!(text.contains("muster_memory_bytes{part=\"etcd\"} 41943040\n"));
         assert!(text.contains("muster_memory_bytes{part=\"kubelet\"} 1048576\n"));
     }

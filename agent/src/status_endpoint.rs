@@ -115,7 +115,7 @@ async fn status(State(board): State<StatusBoard>) -> Response {
 }
 
 async fn metrics(State(board): State<StatusBoard>) -> Response {
-    let body = crate::metrics::render(&board.get());
+    let body = crate::metrics::render(&board.get(), crate::calls::snapshot());
     ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], body).into_response()
 }
 

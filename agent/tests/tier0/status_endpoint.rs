@@ -141,7 +141,11 @@ fn the_status_json_shape_is_stable() {
 
 #[test]
 fn the_metrics_text_is_stable() {
-    assert_golden("metrics.txt", &metrics::render(&sample()));
+    let calls = muster::calls::Counts {
+        group_lists: 42,
+        etcd_connections: 7,
+    };
+    assert_golden("metrics.txt", &metrics::render(&sample(), calls));
 }
 
 /// GETs on a blocking thread (the endpoint runs on this test's runtime).
@@ -182,7 +186,10 @@ async fn the_endpoint_serves_the_live_board() {
             .content_type
             .starts_with("text/plain; version=0.0.4")
     );
-    assert_eq!(metrics.body, metrics::render(&board.get()));
+    assert_eq!(
+        metrics.body,
+        metrics::render(&board.get(), muster::calls::snapshot())
+    );
     for line in [
         "muster_up 1",
         "muster_phase{phase=\"steady-state\"} 1",
