@@ -221,8 +221,13 @@ impl Runner {
             self.view_ids = ids;
             self.view_stable_since_ms = now_ms();
         }
-        let me = view
-            .iter()
+        let me = self.find_me(&view)?;
+        Ok((view, me))
+    }
+
+    /// This node in `view`, found by its address.
+    fn find_me(&self, view: &[Peer]) -> Result<Peer, String> {
+        view.iter()
             .find(|p| p.address == self.cfg.ip)
             .cloned()
             .ok_or_else(|| {
@@ -230,8 +235,7 @@ impl Runner {
                     "discover: this node's address {} is not among its group's peers",
                     self.cfg.ip
                 )
-            })?;
-        Ok((view, me))
+            })
     }
 
     /// A local etcd that has not served for `SILENT_MEMBER` (no answer, or
@@ -279,22 +283,20 @@ impl Runner {
 
     /// Probes every other peer's etcd client port at once.
     async fn probe_peers(&self, view: &[Peer], me: &Peer) -> Vec<FoundCluster> {
-        let probes = view
+        let addresses: Vec<Ipv4Addr> = view
             .iter()
             .filter(|p| p.id != me.id && p.lifecycle.is_up() && !p.address.is_unspecified())
-            .map(|p| {
-                let (url, tls) = (client::client_url(p.address), self.cfg.tls.clone());
-                async move { client::probe(url, &tls).await }
-            });
-        let answers: Vec<(Peer, FoundCluster)> = view
-            .iter()
-            .filter(|p| p.id != me.id && p.lifecycle.is_up() && !p.address.is_unspecified())
-            .cloned()
-            .zip(futures_join_all(probes).await)
-            .filter_map(|(p, c)| c.map(|c| (p, c)))
+            .map(|p| p.address)
             .collect();
-        let answers: Vec<(Ipv4Addr, FoundCluster)> =
-            answers.into_iter().map(|(p, c)| (p.address, c)).collect();
+        let probes = addresses.iter().map(|a| {
+            let (url, tls) = (client::client_url(*a), self.cfg.tls.clone());
+            async move { client::probe(url, &tls).await }
+        });
+        let answers: Vec<(Ipv4Addr, FoundCluster)> = addresses
+            .iter()
+            .zip(futures_join_all(probes).await)
+            .filter_map(|(a, c)| c.map(|c| (*a, c)))
+            .collect();
         formation::merge_answers(&answers)
     }
 

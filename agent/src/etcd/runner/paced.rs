@@ -82,13 +82,7 @@ impl Runner {
             listed
         } else {
             let view = self.view_tx.borrow().clone();
-            let me = view
-                .iter()
-                .find(|p| p.address == ip)
-                .cloned()
-                .ok_or_else(|| {
-                    format!("discover: this node's address {ip} is not among its group's peers")
-                })?;
+            let me = self.find_me(&view)?;
             (view, me)
         };
         self.report(|s| {
