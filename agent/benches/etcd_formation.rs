@@ -20,8 +20,12 @@ mod etcd_bin;
 mod http_get;
 #[path = "../tests/support/netns.rs"]
 mod netns;
+#[path = "support/proc_stats.rs"]
+mod proc_stats;
 
 use std::time::{Duration, Instant};
+
+use proc_stats::rss_kib;
 
 use cluster::Cluster;
 
@@ -32,17 +36,6 @@ fn median(mut v: Vec<Duration>) -> (Duration, Duration, Duration) {
         v[(v.len() * 9).div_ceil(10) - 1],
         v[v.len() - 1],
     )
-}
-
-fn rss_kib(pid: i32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
 }
 
 fn main() {

@@ -32,12 +32,15 @@ mod etcd_bin;
 mod http_get;
 #[path = "../tests/support/netns.rs"]
 mod netns;
+#[path = "support/proc_stats.rs"]
+mod proc_stats;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use netns::{Host, Net, Proc};
+use proc_stats::{cpu_ticks, rss_kib};
 
 const SECRET: &str = "mass-join-bench-secret-0123456789abcdef";
 const STATUS_PORT: u16 = 9743;
@@ -228,25 +231,6 @@ impl Run {
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
         v[0]["Status"]["header"]["revision"].as_i64()
     }
-}
-
-/// utime + stime of `pid`, in clock ticks.
-fn cpu_ticks(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
-}
-
-fn rss_kib(pid: i32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
 }
 
 fn quantile<T: Copy + Ord>(sorted: &[T], q: f64) -> T {
