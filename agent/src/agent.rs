@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use tracing::{Instrument, info, info_span, warn};
 
+use crate::backup;
 use crate::config::{self, Config, ConfigErrors, Layer};
 use crate::discovery::source::{PeerSource, SourceError};
 use crate::etcd::client::{EtcdError, EtcdTls, client_url};
@@ -105,6 +106,8 @@ pub enum AgentError {
     Vip(#[from] VipError),
     #[error(transparent)]
     Kubernetes(#[from] kubernetes::SetupError),
+    #[error(transparent)]
+    Backup(#[from] crate::backup::BackupError),
 }
 
 /// Runs the pipeline as far as it is built. The status endpoint answers
@@ -298,6 +301,14 @@ async fn pipeline(args: &AgentArgs, board: &StatusBoard) -> Result<(), AgentErro
         None => None,
     };
 
+    let backup = backup::setup(
+        &config,
+        &facts,
+        &args.metadata,
+        api_endpoint.as_ref(),
+        &args.etcd_bin,
+    )
+    .await?;
     let etcd_timing = config.topology.etcd.timing.millis();
     let runner = Runner::new(
         RunnerConfig {
@@ -308,15 +319,26 @@ async fn pipeline(args: &AgentArgs, board: &StatusBoard) -> Result<(), AgentErro
             supervisor,
             etcd_bin: args.etcd_bin.clone(),
             tls_files,
-            tls,
+            tls: tls.clone(),
             replace_after: args.timing.replace_after,
             heartbeat_ms: args.timing.heartbeat_ms.unwrap_or(etcd_timing.0),
             election_ms: args.timing.election_ms.unwrap_or(etcd_timing.1),
             tick: args.timing.tick,
             status: board.clone(),
+            restore: backup.as_ref().and_then(|b| b.restore_setup()),
         },
         source,
     );
+    let backup_inputs = backup::phase::BackupInputs {
+        cluster: config.cluster.name.clone(),
+        ip,
+        tls: tls.clone(),
+        topology: plan::topology(&config),
+        roles: runner.roles(),
+        board: board.clone(),
+        work_dir: args.state_dir.root().join("backup"),
+    };
+    backup::phase::start(backup.as_ref(), backup_inputs, stopped(stop_rx.clone()));
     if let Some((kube, version)) = kube_phase {
         let phase = kubernetes::run(
             kube,

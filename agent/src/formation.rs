@@ -82,6 +82,19 @@ pub struct Observed<'a> {
     pub local_data: bool,
     /// Clusters found by probing the peers' etcd client ports.
     pub clusters: &'a [FoundCluster],
+    /// `etcd.restore`, resolved against the backup store by the runner when
+    /// a new cluster may have to be formed; `None`: form an empty one.
+    pub restore: Option<&'a RestoreSource>,
+}
+
+/// The snapshot a new cluster is formed from (docs/design/backup.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RestoreSource {
+    /// This snapshot (its file name in the store).
+    Ready { snapshot: String },
+    /// Not now, and why (no snapshot, a live cluster may still write them,
+    /// the store does not answer).
+    Blocked { reason: String },
 }
 
 /// A member of the initial cluster: etcd name and peer URL.
@@ -114,6 +127,17 @@ pub enum Decision {
         token: String,
         existing: bool,
     },
+    /// Restore `snapshot` as this node's member of a new cluster with
+    /// exactly these members (every member of the set restores the same
+    /// snapshot: etcd's own procedure). `into_cluster`: go ahead only if
+    /// the restore yields this cluster id (a forming restored cluster this
+    /// node is listed in); otherwise set the restore aside.
+    Restore {
+        snapshot: String,
+        initial: Vec<InitialMember>,
+        token: String,
+        into_cluster: Option<u64>,
+    },
     /// Add this node to the cluster as a learner, then start it.
     Join { cluster_id: u64 },
     /// This node runs no etcd member; `role` is what it is instead.
@@ -134,17 +158,33 @@ pub fn peer_url(peer: &Peer) -> String {
 /// set, so two nodes that computed different sets can never form one cluster
 /// by accident, and a node that sees a forming cluster can recompute it.
 pub fn token(cluster_name: &str, initial: &[InitialMember]) -> String {
+    format!(
+        "muster-{cluster_name}-{:016x}",
+        set_hash(cluster_name, initial, &[])
+    )
+}
+
+/// The token of a cluster restored from `snapshot`: the snapshot's name is
+/// part of it, so members that restored different snapshots get different
+/// cluster ids and never talk to each other.
+pub fn restore_token(cluster_name: &str, initial: &[InitialMember], snapshot: &str) -> String {
+    let h = set_hash(cluster_name, initial, snapshot.as_bytes());
+    format!("muster-{cluster_name}-restored-{h:016x}")
+}
+
+fn set_hash(cluster_name: &str, initial: &[InitialMember], extra: &[u8]) -> u64 {
     let urls: BTreeSet<&str> = initial.iter().map(|m| m.peer_url.as_str()).collect();
     // FNV-1a: stable across versions and platforms; this is a label, not a secret.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for byte in cluster_name
         .bytes()
         .chain(urls.iter().flat_map(|u| u.bytes().chain([0u8])))
+        .chain(extra.iter().copied())
     {
         h ^= u64::from(byte);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
-    format!("muster-{cluster_name}-{h:016x}")
+    h
 }
 
 fn initial_from_found(cluster: &FoundCluster) -> Vec<InitialMember> {
@@ -270,8 +310,21 @@ pub fn decide(o: &Observed<'_>) -> Decision {
         })
         .collect();
     initial.sort();
-    let token = token(o.cluster_name, &initial);
-    Decision::Form { initial, token }
+    match o.restore {
+        None => {
+            let token = token(o.cluster_name, &initial);
+            Decision::Form { initial, token }
+        }
+        Some(RestoreSource::Blocked { reason }) => Decision::Wait {
+            reason: reason.clone(),
+        },
+        Some(RestoreSource::Ready { snapshot }) => Decision::Restore {
+            token: restore_token(o.cluster_name, &initial, snapshot),
+            snapshot: snapshot.clone(),
+            initial,
+            into_cluster: None,
+        },
+    }
 }
 
 fn decide_with_cluster(o: &Observed<'_>, cluster: &FoundCluster, my_url: &str) -> Decision {
@@ -284,6 +337,24 @@ fn decide_with_cluster(o: &Observed<'_>, cluster: &FoundCluster, my_url: &str) -
         // Members that never started have no name yet; ours is our id.
         for m in initial.iter_mut().filter(|m| m.peer_url == my_url) {
             m.name = o.me.id.clone();
+        }
+        // A restored cluster still forming: this member must restore the
+        // same snapshot (an empty member would diverge from the restored
+        // data). The runner checks the restore yields this very cluster.
+        if !cluster.has_leader
+            && let Some(restore) = o.restore
+        {
+            return match restore {
+                RestoreSource::Ready { snapshot } => Decision::Restore {
+                    token: restore_token(o.cluster_name, &initial, snapshot),
+                    snapshot: snapshot.clone(),
+                    initial,
+                    into_cluster: Some(cluster.cluster_id),
+                },
+                RestoreSource::Blocked { reason } => Decision::Wait {
+                    reason: reason.clone(),
+                },
+            };
         }
         let token = token(o.cluster_name, &initial);
         return Decision::StartListed {
@@ -435,7 +506,116 @@ mod tests {
             settled: true,
             local_data: false,
             clusters,
+            restore: None,
         }
+    }
+
+    #[test]
+    fn a_restore_forms_the_same_set_from_the_same_snapshot_on_every_member() {
+        let view: Vec<_> = (1..=5).map(peer).collect();
+        let ready = RestoreSource::Ready {
+            snapshot: "prod-20261206T013000Z-r42.db".into(),
+        };
+        let decisions: Vec<_> = view
+            .iter()
+            .map(|me| {
+                let mut o = observed(me, &view, &[]);
+                o.restore = Some(&ready);
+                decide(&o)
+            })
+            .collect();
+        let Decision::Restore {
+            snapshot,
+            initial,
+            token,
+            into_cluster: None,
+        } = &decisions[0]
+        else {
+            panic!("{:?}", decisions[0])
+        };
+        assert_eq!(snapshot, "prod-20261206T013000Z-r42.db");
+        assert_eq!(initial.len(), 3);
+        assert_eq!(decisions[1], decisions[0]);
+        assert_eq!(decisions[2], decisions[0]);
+        assert!(
+            matches!(decisions[3], Decision::Wait { .. }),
+            "{:?}",
+            decisions[3]
+        );
+        // Another snapshot, another token: never one cluster of both.
+        assert_ne!(token, &token_of_plain(initial));
+        assert_ne!(
+            token,
+            &restore_token("prod", initial, "prod-20261206T023000Z-r50.db")
+        );
+        // Blocked (a live cluster may still write snapshots): wait, say why.
+        let blocked = RestoreSource::Blocked {
+            reason: "the newest snapshot is 30s old".into(),
+        };
+        let mut o = observed(&view[0], &view, &[]);
+        o.restore = Some(&blocked);
+        assert_eq!(
+            decide(&o),
+            Decision::Wait {
+                reason: "the newest snapshot is 30s old".into()
+            }
+        );
+    }
+
+    fn token_of_plain(initial: &[InitialMember]) -> String {
+        token("prod", initial)
+    }
+
+    #[test]
+    fn a_member_listed_in_a_forming_restored_cluster_restores_into_it_and_a_live_cluster_is_joined()
+    {
+        let view: Vec<_> = (1..=4).map(peer).collect();
+        let ready = RestoreSource::Ready {
+            snapshot: "prod-20261206T013000Z-r42.db".into(),
+        };
+        // The first member restored and waits for its peers (no leader yet).
+        let forming = [found(7, &[&view[0], &view[1], &view[2]], false)];
+        let mut o = observed(&view[1], &view, &forming);
+        o.restore = Some(&ready);
+        let Decision::Restore {
+            into_cluster,
+            initial,
+            token,
+            ..
+        } = decide(&o)
+        else {
+            panic!("{:?}", decide(&o))
+        };
+        assert_eq!(into_cluster, Some(7));
+        assert_eq!(initial.len(), 3);
+        assert_eq!(
+            token,
+            restore_token("prod", &initial, "prod-20261206T013000Z-r42.db")
+        );
+        // A cluster with a leader is live: nobody restores over it; a
+        // listed member starts as itself, another node joins.
+        let live = [found(7, &[&view[0], &view[1], &view[2]], true)];
+        let mut o = observed(&view[1], &view, &live);
+        o.restore = Some(&ready);
+        assert!(matches!(
+            decide(&o),
+            Decision::StartListed { existing: true, .. }
+        ));
+        let mut o = observed(&view[3], &view, &live);
+        o.restore = Some(&ready);
+        assert!(
+            matches!(
+                decide(&o),
+                Decision::Join { cluster_id: 7 } | Decision::NoEtcd { .. }
+            ),
+            "{:?}",
+            decide(&o)
+        );
+        // Local data is never restored over.
+        let mut o = observed(&view[1], &view, &forming);
+        o.restore = Some(&ready);
+        o.local_data = true;
+        assert_eq!(decide(&o), Decision::Restart);
     }
 
     fn found(id: u64, members: &[&Peer], has_leader: bool) -> FoundCluster {

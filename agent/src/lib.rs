@@ -6,6 +6,7 @@
 //! testable without machines.
 
 pub mod agent;
+pub mod backup;
 pub mod calls;
 pub mod cloud;
 pub mod cmdline;

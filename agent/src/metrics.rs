@@ -58,6 +58,7 @@ pub fn render(status: &Status, calls: crate::calls::Counts) -> String {
     kubernetes(&mut out, status);
     image(&mut out, status);
     memory(&mut out, status);
+    backup(&mut out, status);
     call_counters(&mut out, calls);
     out.text
 }
@@ -73,6 +74,42 @@ fn call_counters(out: &mut Metrics, counts: crate::calls::Counts) {
         "muster_etcd_connections_total",
         "Connections opened to etcd members since the agent started (probes, health checks, the local member).",
         i64::try_from(counts.etcd_connections).unwrap_or(i64::MAX),
+    );
+}
+
+/// Backups, on the node that took them (the etcd leader's).
+fn backup(out: &mut Metrics, status: &Status) {
+    let Some(backup) = &status.backup else {
+        return;
+    };
+    out.counter(
+        "muster_etcd_backup_failures_total",
+        "etcd backups that failed on this node since its agent started.",
+        i64::try_from(backup.failures).unwrap_or(i64::MAX),
+    );
+    let Some(last) = &backup.last else {
+        return;
+    };
+    let int = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    out.gauge(
+        "muster_etcd_backup_last_success_timestamp_seconds",
+        "When this node last stored a checked etcd snapshot, in seconds since the Unix epoch.",
+        &[("", int(last.taken_at))],
+    );
+    out.gauge(
+        "muster_etcd_backup_last_size_bytes",
+        "Size of the last stored etcd snapshot.",
+        &[("", int(last.size_bytes))],
+    );
+    out.gauge(
+        "muster_etcd_backup_last_revision",
+        "etcd revision of the last stored snapshot.",
+        &[("", last.revision)],
+    );
+    out.gauge(
+        "muster_etcd_backup_last_duration_milliseconds",
+        "How long the last backup took: snapshot, check and upload.",
+        &[("", int(last.took_ms))],
     );
 }
 
@@ -288,5 +325,31 @@ mod tests {
         let text = render(&status, Default::default());
         assert!(text.contains("muster_memory_bytes{part=\"etcd\"} 41943040\n"));
         assert!(text.contains("muster_memory_bytes{part=\"kubelet\"} 1048576\n"));
+    }
+
+    #[test]
+    fn backups_show_their_last_success_and_failures() {
+        let mut status = Status::new(Phase::SteadyState);
+        assert!(!render(&status, Default::default()).contains("muster_etcd_backup"));
+        status.backup = Some(crate::state::BackupStatus {
+            target: "s3://b/p".into(),
+            failures: 2,
+            ..Default::default()
+        });
+        let text = render(&status, Default::default());
+        assert!(text.contains("muster_etcd_backup_failures_total 2\n"));
+        assert!(!text.contains("muster_etcd_backup_last_size_bytes"));
+        status.backup.as_mut().expect("set").last = Some(crate::state::SnapshotStatus {
+            name: "prod-20261206T013000Z-r42.db".into(),
+            taken_at: 1_796_520_600,
+            revision: 42,
+            keys: 10,
+            size_bytes: 20_480,
+            took_ms: 35,
+        });
+        let text = render(&status, Default::default());
+        assert!(text.contains("muster_etcd_backup_last_success_timestamp_seconds 1796520600\n"));
+        assert!(text.contains("muster_etcd_backup_last_size_bytes 20480\n"));
+        assert!(text.contains("muster_etcd_backup_last_revision 42\n"));
     }
 }

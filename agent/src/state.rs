@@ -101,6 +101,10 @@ pub struct Status {
     /// DNS publishing (boot phase 10), when `dns.provider` is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns: Option<DnsStatus>,
+    /// etcd backups (`topology.etcd.backup`) as this node saw them, and the
+    /// snapshot its member was restored from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupStatus>,
     /// What the node image is (read once at start).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<ImageFacts>,
@@ -121,6 +125,38 @@ pub struct EtcdStatus {
     pub member_id: String,
     pub leader_id: String,
     pub members: Vec<MemberStatus>,
+}
+
+/// The backup part of `muster status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupStatus {
+    /// Where the cluster's snapshots are (`s3://…`, `file://…`).
+    pub target: String,
+    /// The last snapshot this node took and stored, when it took one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last: Option<SnapshotStatus>,
+    /// Why the last attempt failed, until one succeeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Attempts that failed since the agent started.
+    #[serde(default)]
+    pub failures: u64,
+    /// The snapshot this node's etcd member was restored from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored_from: Option<String>,
+}
+
+/// One stored snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotStatus {
+    pub name: String,
+    /// Seconds since the Unix epoch.
+    pub taken_at: u64,
+    pub revision: i64,
+    pub keys: u64,
+    pub size_bytes: u64,
+    /// Snapshot, check and upload.
+    pub took_ms: u64,
 }
 
 /// The DNS part of `muster status`: this node's view of the publishing.
@@ -245,6 +281,7 @@ impl Status {
             vip: None,
             kubernetes: None,
             dns: None,
+            backup: None,
             image: None,
             memory_mib: BTreeMap::new(),
             updated_at: 0,

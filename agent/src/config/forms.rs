@@ -158,7 +158,7 @@ impl JsonSchema for Addon {
 }
 
 impl ConfigDuration {
-    /// Parses a number with a unit: `ms`, `s` or `m` (`250ms`, `1.5s`, `2m`).
+    /// Parses a number with a unit: `ms`, `s`, `m` or `h` (`250ms`, `1.5s`, `2m`, `1h`).
     /// A bare number is refused: its unit would be a guess.
     pub fn parse(s: &str) -> Result<ConfigDuration, String> {
         let t = s.trim();
@@ -170,9 +170,10 @@ impl ConfigDuration {
             "ms" => 1.0,
             "s" => 1000.0,
             "m" => 60_000.0,
+            "h" => 3_600_000.0,
             _ => {
                 return Err(format!(
-                    "duration `{s}` needs a unit: a number followed by `ms`, `s` or `m` (e.g. `200ms`, `2s`)"
+                    "duration `{s}` needs a unit: a number followed by `ms`, `s`, `m` or `h` (e.g. `200ms`, `2s`)"
                 ));
             }
         };

@@ -144,6 +144,46 @@ pub struct Etcd {
     /// override these.
     #[serde(skip_serializing_if = "EtcdTiming::is_unset")]
     pub timing: EtcdTiming,
+    /// Scheduled snapshots of etcd, taken by the leader's agent, checked
+    /// and uploaded (docs/design/backup.md).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backup: Option<EtcdBackup>,
+    /// Form the cluster from a snapshot in `backup.to` instead of an empty
+    /// one: `latest`, or a snapshot's file name. Only a new cluster is ever
+    /// restored: with a live cluster in the group, the node joins it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restore: Option<String>,
+}
+
+/// `topology.etcd.backup`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct EtcdBackup {
+    /// Where snapshots go: `s3://BUCKET/PREFIX` (the instance role's
+    /// credentials), or `file:///PATH` (a local disk or an NFS mount).
+    pub to: String,
+    /// How often the leader takes one (default 1h, at least 1s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<ConfigDuration>,
+    /// How many snapshots of this cluster to keep (default 24).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep: Option<u16>,
+    /// The S3 bucket's region (default: the instance's region).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+}
+
+impl EtcdBackup {
+    pub const DEFAULT_SCHEDULE: std::time::Duration = std::time::Duration::from_secs(3600);
+    pub const DEFAULT_KEEP: u16 = 24;
+
+    pub fn schedule(&self) -> std::time::Duration {
+        self.schedule.map_or(Self::DEFAULT_SCHEDULE, |d| d.0)
+    }
+
+    pub fn keep(&self) -> u16 {
+        self.keep.unwrap_or(Self::DEFAULT_KEEP)
+    }
 }
 
 /// etcd's `--heartbeat-interval` and `--election-timeout`.

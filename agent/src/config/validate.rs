@@ -216,6 +216,7 @@ fn topology(c: &mut Checks<'_>, cfg: &Config) {
             }
         }
     }
+    etcd_backup(c, &t.etcd);
     for (k, v) in &t.workers.labels {
         let mut at = path("topology.workers.labels");
         at.push(Seg::Key(k.clone()));
@@ -232,6 +233,37 @@ fn topology(c: &mut Checks<'_>, cfg: &Config) {
     for (i, taint) in t.workers.taints.iter().enumerate() {
         if let Some(msg) = taint_problem(taint) {
             c.err(&format!("topology.workers.taints[{i}]"), msg);
+        }
+    }
+}
+
+/// `topology.etcd.backup` and `topology.etcd.restore`.
+fn etcd_backup(c: &mut Checks<'_>, etcd: &super::types::Etcd) {
+    if let Some(backup) = &etcd.backup {
+        if let Err(why) = crate::backup::store::Target::parse(&backup.to) {
+            c.err("topology.etcd.backup.to", why);
+        }
+        if backup.schedule().as_secs() < 1 {
+            c.err("topology.etcd.backup.schedule", "must be at least 1s");
+        }
+        if backup.keep() == 0 {
+            c.err(
+                "topology.etcd.backup.keep",
+                "must be at least 1: keeping none would delete the snapshot just taken",
+            );
+        }
+    }
+    if let Some(restore) = &etcd.restore {
+        if etcd.backup.is_none() {
+            c.err(
+                "topology.etcd.restore",
+                "needs topology.etcd.backup.to: the place the snapshots are read from",
+            );
+        } else if restore != "latest" && !(restore.ends_with(".db") && !restore.contains('/')) {
+            c.err(
+                "topology.etcd.restore",
+                format!("`{restore}`: use `latest` or a snapshot's file name (CLUSTER-YYYYMMDDTHHMMSSZ-rREVISION.db)"),
+            );
         }
     }
 }

@@ -236,6 +236,22 @@ impl Etcd {
         .map(|_| ())
     }
 
+    /// A snapshot of this member's backend, streamed whole into memory
+    /// (etcd sends it in chunks). `budget` bounds the whole transfer.
+    pub async fn snapshot(&mut self, budget: Duration) -> Result<Vec<u8>, EtcdError> {
+        let endpoints = self.endpoints.clone();
+        let client = &mut self.client;
+        within(&endpoints, budget, async move {
+            let mut stream = client.snapshot().await?;
+            let mut db = Vec::new();
+            while let Some(part) = stream.message().await? {
+                db.extend_from_slice(part.blob());
+            }
+            Ok(db)
+        })
+        .await
+    }
+
     pub async fn get(&mut self, key: &str) -> Result<Option<String>, EtcdError> {
         let r = within(&self.endpoints, self.timeout, self.client.get(key, None)).await?;
         Ok(r.kvs()

@@ -206,6 +206,7 @@ fn run(seed: u64, settle_ms: u64) -> BTreeSet<String> {
             settled: formation::settled(t, stable_since, &set, settle_ms),
             local_data: false,
             clusters: &clusters,
+            restore: None,
         };
         let d = formation::decide(&observed);
         if std::env::var("SIM_TRACE").is_ok() && !matches!(d, Decision::Wait { .. }) {
@@ -226,7 +227,10 @@ fn run(seed: u64, settle_ms: u64) -> BTreeSet<String> {
             );
         }
         match d {
-            Decision::Form { initial, token } => s.nodes[i].started = Some((initial, token)),
+            // A restore starts a member of the set as forming does.
+            Decision::Form { initial, token } | Decision::Restore { initial, token, .. } => {
+                s.nodes[i].started = Some((initial, token))
+            }
             Decision::StartListed { initial, token, .. } => {
                 s.nodes[i].started = Some((initial, token))
             }

@@ -14,6 +14,7 @@ pub mod ec2;
 mod error;
 pub mod network_interfaces;
 mod query;
+pub mod s3;
 mod session;
 pub(crate) mod xml;
 
@@ -41,6 +42,9 @@ pub struct Service {
     /// A global service (Route 53) has one endpoint and signs for one
     /// region, whatever the instance's.
     pub signing_region: Option<&'static str>,
+    /// S3: the payload hash is signed into `x-amz-content-sha256` and
+    /// object paths are signed as written.
+    pub object_store: bool,
 }
 
 /// EC2 Auto Scaling.
@@ -49,6 +53,7 @@ pub const AUTOSCALING: Service = Service {
     signing_name: "autoscaling",
     api_version: "2011-01-01",
     signing_region: None,
+    object_store: false,
 };
 
 /// EC2 (instances, network interfaces, addresses).
@@ -57,6 +62,7 @@ pub const EC2: Service = Service {
     signing_name: "ec2",
     api_version: "2016-11-15",
     signing_region: None,
+    object_store: false,
 };
 
 /// Route 53: global, `https://route53.amazonaws.com/`, signed for us-east-1.
@@ -65,6 +71,16 @@ pub const ROUTE53: Service = Service {
     signing_name: "route53",
     api_version: "2013-04-01",
     signing_region: Some("us-east-1"),
+    object_store: false,
+};
+
+/// S3, for etcd backups: objects by path (see [`s3::object_url`]).
+pub const S3: Service = Service {
+    endpoint_prefix: "s3",
+    signing_name: "s3",
+    api_version: "2006-03-01",
+    signing_region: None,
+    object_store: true,
 };
 
 /// Retry policy for AWS API calls: AWS's throttling wants patience, the

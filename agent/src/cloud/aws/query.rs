@@ -7,7 +7,10 @@
 
 use std::time::SystemTime;
 
-use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+use aws_sigv4::http_request::{
+    PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SigningSettings,
+    UriPathNormalizationMode, sign,
+};
 use aws_sigv4::sign::v4;
 use tracing::Instrument;
 use url::Url;
@@ -93,9 +96,11 @@ impl AwsClient {
             method: "POST",
             url: endpoint,
             content_type: Some(CONTENT_TYPE),
-            body,
+            body: body.into(),
+            region: None,
         };
-        self.call(service, action, &request).await
+        let reply = self.call(service, action, &request).await?;
+        utf8(reply, service, action, &request.url)
     }
 
     /// A REST call (Route 53): `method` on `path_and_query` below the
@@ -119,9 +124,32 @@ impl AwsClient {
             method,
             url,
             content_type: (!body.is_empty()).then_some("application/xml"),
-            body,
+            body: body.into(),
+            region: None,
         };
-        self.call(service, action, &request).await
+        let reply = self.call(service, action, &request).await?;
+        utf8(reply, service, action, &request.url)
+    }
+
+    /// An S3 call: `method` on `url` (from [`super::s3::object_url`]) with
+    /// a binary `body`, signed for the bucket's `region`; returns the
+    /// answer's bytes. `action` names the call in errors and logs.
+    pub(crate) async fn object_in(
+        &self,
+        region: &str,
+        action: &str,
+        method: &'static str,
+        url: Url,
+        body: bytes::Bytes,
+    ) -> Result<Vec<u8>, AwsError> {
+        let request = Request {
+            method,
+            url,
+            content_type: (!body.is_empty()).then_some("application/octet-stream"),
+            body,
+            region: Some(region.to_string()),
+        };
+        self.call(&super::S3, action, &request).await
     }
 
     /// Signs, sends and retries `request`; classifies the final failure.
@@ -130,7 +158,7 @@ impl AwsClient {
         service: &Service,
         action: &str,
         request: &Request,
-    ) -> Result<String, AwsError> {
+    ) -> Result<Vec<u8>, AwsError> {
         let endpoint = &request.url;
         let span = tracing::debug_span!("aws", service = service.endpoint_prefix, action, endpoint = %endpoint);
         async {
@@ -146,14 +174,7 @@ impl AwsClient {
             )
             .await;
             let gave_up = match outcome {
-                Ok(reply) => {
-                    return String::from_utf8(reply.body).map_err(|_| AwsError::Parse {
-                        service: service.endpoint_prefix,
-                        action: action.to_string(),
-                        endpoint: endpoint.to_string(),
-                        cause: "the answer is not UTF-8".into(),
-                    });
-                }
+                Ok(reply) => return Ok(reply.body),
                 Err(gave_up) => gave_up,
             };
             let (service, action, endpoint) = (
@@ -209,8 +230,11 @@ impl AwsClient {
         let credentials = self.credentials();
         let signed = sign_headers(
             &credentials,
-            service.signing_region.unwrap_or(&self.opts.region),
-            service.signing_name,
+            service,
+            r.region
+                .as_deref()
+                .or(service.signing_region)
+                .unwrap_or(&self.opts.region),
             r,
             SystemTime::now(),
         )
@@ -245,6 +269,19 @@ impl AwsClient {
     }
 }
 
+/// S3 signs its payload's hash into `x-amz-content-sha256` and its paths
+/// as they are (no normalisation, no double encoding); the other services
+/// take SigV4's defaults.
+fn signing_settings(service: &Service) -> SigningSettings {
+    let mut settings = SigningSettings::default();
+    if service.object_store {
+        settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
+        settings.percent_encoding_mode = PercentEncodingMode::Single;
+        settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
+    }
+    settings
+}
+
 /// The SigV4 headers (`authorization`, `x-amz-date`, `x-amz-security-token`)
 /// for a form POST to `endpoint`. The host (with any non-default port) is
 /// taken from the URL, as reqwest will send it.
@@ -253,13 +290,27 @@ pub(crate) struct Request {
     pub method: &'static str,
     pub url: Url,
     pub content_type: Option<&'static str>,
-    pub body: String,
+    /// Cheap to clone: each retry sends it again.
+    pub body: bytes::Bytes,
+    /// The region to sign for when not the service's or the client's (an
+    /// S3 bucket's own).
+    pub region: Option<String>,
+}
+
+/// A text answer (the Query and REST APIs answer XML).
+fn utf8(body: Vec<u8>, service: &Service, action: &str, url: &Url) -> Result<String, AwsError> {
+    String::from_utf8(body).map_err(|_| AwsError::Parse {
+        service: service.endpoint_prefix,
+        action: action.to_string(),
+        endpoint: url.to_string(),
+        cause: "the answer is not UTF-8".into(),
+    })
 }
 
 pub(crate) fn sign_headers(
     credentials: &super::Credentials,
+    service: &Service,
     region: &str,
-    signing_name: &str,
     r: &Request,
     time: SystemTime,
 ) -> Result<Vec<(&'static str, String)>, String> {
@@ -267,9 +318,9 @@ pub(crate) fn sign_headers(
     let params = v4::SigningParams::builder()
         .identity(&identity)
         .region(region)
-        .name(signing_name)
+        .name(service.signing_name)
         .time(time)
-        .settings(SigningSettings::default())
+        .settings(signing_settings(service))
         .build()
         .map_err(|e| e.to_string())?
         .into();
@@ -278,7 +329,7 @@ pub(crate) fn sign_headers(
         r.method,
         r.url.as_str(),
         headers.into_iter(),
-        SignableBody::Bytes(r.body.as_bytes()),
+        SignableBody::Bytes(&r.body),
     )
     .map_err(|e| e.to_string())?;
     let (instructions, _signature) = sign(request, &params)
@@ -360,9 +411,9 @@ mod tests {
             url: Url::parse("http://127.0.0.1:5000/").expect("url"),
             content_type: Some(CONTENT_TYPE),
             body: "Action=DescribeInstances".into(),
+            region: None,
         };
-        let headers =
-            sign_headers(&creds, "us-east-1", EC2.signing_name, &request, time).expect("signs");
+        let headers = sign_headers(&creds, &EC2, "us-east-1", &request, time).expect("signs");
         let get = |n: &str| {
             headers
                 .iter()
@@ -391,5 +442,39 @@ mod tests {
             "{auth}"
         );
         assert!(!auth.contains("wJalr"));
+    }
+
+    #[test]
+    fn s3_signs_the_payload_hash_into_its_own_header() {
+        let time = SystemTime::UNIX_EPOCH + Duration::from_secs(1_440_938_160);
+        let creds = Credentials::new("AKIDEXAMPLE", "secret", None);
+        let request = Request {
+            method: "PUT",
+            url: Url::parse("http://127.0.0.1:5000/bucket/a%20b/c.db").expect("url"),
+            content_type: Some("application/octet-stream"),
+            body: bytes::Bytes::from_static(b"snapshot"),
+            region: None,
+        };
+        let headers = sign_headers(&creds, &crate::cloud::aws::S3, "eu-west-1", &request, time)
+            .expect("signs");
+        let get = |n: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| *k == n)
+                .map(|(_, v)| v.clone())
+        };
+        let hash = get("x-amz-content-sha256").expect("payload hash header");
+        let expected: String = ring::digest::digest(&ring::digest::SHA256, b"snapshot")
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(hash, expected);
+        let auth = get("authorization").expect("authorization header");
+        assert!(auth.contains("/eu-west-1/s3/aws4_request"), "{auth}");
+        assert!(auth.contains("x-amz-content-sha256"), "{auth}");
+        // Route 53 and the Query API sign without it.
+        let headers = sign_headers(&creds, &EC2, "eu-west-1", &request, time).expect("signs");
+        assert!(headers.iter().all(|(k, _)| *k != "x-amz-content-sha256"));
     }
 }

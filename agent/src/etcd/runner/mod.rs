@@ -23,7 +23,10 @@ use crate::roles::{self, Role, Topology};
 use crate::service::{CpuShare, ServiceSpec, Supervisor};
 mod join;
 mod paced;
+mod restore;
 mod steady;
+
+pub use restore::RestoreSetup;
 
 use crate::state::{Phase, StateDir, Status, StatusBoard};
 
@@ -58,6 +61,8 @@ pub struct RunnerConfig {
     /// The live status (identify and configure filled in theirs); every
     /// report goes there and through it to `status.json`.
     pub status: StatusBoard,
+    /// `etcd.restore`: form a new cluster from a snapshot.
+    pub restore: Option<RestoreSetup>,
 }
 
 pub struct Runner {
@@ -79,6 +84,10 @@ pub struct Runner {
     view_tx: tokio::sync::watch::Sender<Vec<Peer>>,
     /// Pacing of an agent without a seat (issue 18, `etcd::pacing`).
     pace: paced::Pace,
+    /// The restore source as last resolved, and when.
+    restore_resolved: Option<(Instant, formation::RestoreSource)>,
+    /// A live cluster was found while a restore is configured (said once).
+    restore_refused: bool,
 }
 
 fn now_ms() -> u64 {
@@ -106,6 +115,8 @@ impl Runner {
             role_tx,
             view_tx,
             pace: paced::Pace::default(),
+            restore_resolved: None,
+            restore_refused: false,
         }
     }
 
@@ -182,6 +193,11 @@ impl Runner {
         } else {
             self.probe_bounded(&view, &me).await
         };
+        let restore = if everyone {
+            self.resolve_restore(local_data, &clusters).await
+        } else {
+            None
+        };
         let set = roles::formation_set(self.cfg.topology, &view);
         let settle = self.source.settle_time().as_millis() as u64;
         let observed = Observed {
@@ -193,6 +209,7 @@ impl Runner {
             settled: formation::settled(now_ms(), self.view_stable_since_ms, &set, settle),
             local_data,
             clusters: &clusters,
+            restore: restore.as_ref(),
         };
         let decision = formation::decide(&observed);
         if !everyone {
@@ -383,6 +400,23 @@ impl Runner {
                     }),
                 )
                 .await?;
+                self.set_role(etcd_role);
+                Ok(())
+            }
+            Decision::Restore {
+                snapshot,
+                initial,
+                token,
+                into_cluster,
+            } => {
+                info!(%snapshot, members = initial.len(), %token, "forming the cluster from a snapshot");
+                let step = restore::RestoreStep {
+                    snapshot,
+                    initial,
+                    token,
+                    into_cluster,
+                };
+                self.restore(me, step).await?;
                 self.set_role(etcd_role);
                 Ok(())
             }
