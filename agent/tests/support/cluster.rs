@@ -92,6 +92,12 @@ impl Cluster {
         std::fs::write(&self.config, text).expect("write config");
     }
 
+    /// Rewrites the shared config, for agents started later (a new group).
+    pub fn rewrite_config(&self, change: impl FnOnce(String) -> String) {
+        let text = std::fs::read_to_string(&self.config).expect("read config");
+        std::fs::write(&self.config, change(text)).expect("write config");
+    }
+
     /// Adds the next host (its address is the next static slot).
     pub fn add_host(&mut self) -> usize {
         self.add_host_with_facts(|host, i| {

@@ -8,6 +8,7 @@ mod support;
 
 mod agent_vip;
 mod aws_group;
+mod backup;
 mod containerd;
 mod discovery_aws_moto;
 mod discovery_srv;
