@@ -6,7 +6,7 @@ use url::Url;
 
 use super::error::DiscoveryError;
 use super::{Peer, aws_asg, static_list};
-use crate::cloud::aws::{API_BACKOFF, InstanceSession};
+use crate::cloud::aws::{API_BACKOFF, InstanceSession, autoscaling};
 use crate::config::{CloudProvider, DiscoveryMethod, DnsRecord};
 use crate::metadata::{self, InstanceFacts, ProviderKind};
 
@@ -99,6 +99,30 @@ impl PeerSource {
             // the same margin.
             PeerSource::AwsGroup { .. } | PeerSource::GceGroup { .. } => Duration::from_secs(10),
         }
+    }
+
+    /// Lets the group go on terminating this instance: completes the
+    /// termination lifecycle actions that hold it (an AWS group with a
+    /// `Terminating:Wait` hook). Returns how many hooks were completed; 0
+    /// for sources without lifecycle hooks.
+    pub async fn let_go(&self, instance_id: &str) -> Result<usize, SourceError> {
+        let PeerSource::AwsGroup { session, group } = self else {
+            return Ok(0);
+        };
+        let client = session
+            .client()
+            .await
+            .map_err(|e| SourceError::Setup(e.to_string()))?;
+        let fail = |e: crate::cloud::aws::AwsError| SourceError::Setup(e.to_string());
+        let hooks = autoscaling::termination_hooks(client, group)
+            .await
+            .map_err(fail)?;
+        for hook in &hooks {
+            autoscaling::complete_lifecycle_action(client, group, &hook.name, instance_id)
+                .await
+                .map_err(fail)?;
+        }
+        Ok(hooks.len())
     }
 
     /// Lists the peers now.

@@ -175,6 +175,13 @@ impl Etcd {
         .map(|_| ())
     }
 
+    /// Hands leadership to member `to` (asked of the leader itself).
+    pub async fn move_leader(&mut self, to: u64) -> Result<(), EtcdError> {
+        within(&self.endpoints, self.timeout, self.client.move_leader(to))
+            .await
+            .map(|_| ())
+    }
+
     pub async fn remove(&mut self, id: u64) -> Result<(), EtcdError> {
         within(&self.endpoints, self.timeout, self.client.member_remove(id))
             .await

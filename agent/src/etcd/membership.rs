@@ -191,6 +191,58 @@ pub fn plan(members: &[MemberHealth], policy: Policy) -> Vec<MemberAction> {
     actions
 }
 
+/// The next step of a member whose machine is being terminated on purpose
+/// (its group holds it in a termination lifecycle hook).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Leave {
+    /// Hand leadership to this healthy voter first: removing the leader
+    /// costs an election, a transfer costs one round trip.
+    MoveLeader { to: u64 },
+    /// Remove this member: the others keep quorum without it.
+    RemoveSelf,
+    /// Stay: leaving now would break quorum (S3); say why.
+    Refuse { reason: String },
+    /// The cluster no longer lists this member.
+    Gone,
+}
+
+/// What member `me` does to leave, with `leader` leading (pure).
+pub fn leave_plan(members: &[MemberHealth], me: u64, leader: u64) -> Leave {
+    let Some(mine) = members.iter().find(|m| m.id == me) else {
+        return Leave::Gone;
+    };
+    if mine.is_learner {
+        // Learners never count towards quorum.
+        return Leave::RemoveSelf;
+    }
+    let others: Vec<&MemberHealth> = members
+        .iter()
+        .filter(|m| !m.is_learner && m.id != me)
+        .collect();
+    if others.is_empty() {
+        return Leave::Refuse {
+            reason: "this is the only voting member: leaving would end the cluster".into(),
+        };
+    }
+    let healthy: Vec<&MemberHealth> = others.iter().copied().filter(|m| m.healthy).collect();
+    let needed = quorum(others.len());
+    if healthy.len() < needed {
+        return Leave::Refuse {
+            reason: format!(
+                "leaving would break quorum: {} of the other {} voters are healthy, {needed} needed",
+                healthy.len(),
+                others.len()
+            ),
+        };
+    }
+    if leader == me {
+        if let Some(to) = healthy.iter().map(|m| m.id).min() {
+            return Leave::MoveLeader { to };
+        }
+    }
+    Leave::RemoveSelf
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -409,5 +461,41 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_leaving_member_hands_over_leadership_then_removes_itself_while_quorum_holds() {
+        let three = [member(1, true, 0), member(2, true, 0), member(3, true, 0)];
+        assert_eq!(leave_plan(&three, 1, 1), Leave::MoveLeader { to: 2 });
+        assert_eq!(leave_plan(&three, 3, 1), Leave::RemoveSelf);
+        // One other voter down: 1 of 2 left healthy, 2 needed.
+        let one_down = [
+            member(1, true, 0),
+            member(2, false, 9_000),
+            member(3, true, 0),
+        ];
+        assert!(matches!(
+            leave_plan(&one_down, 3, 1),
+            Leave::Refuse { reason } if reason.contains("1 of the other 2")
+        ));
+        // Five voters, one down: the other four keep 3 of 4 healthy.
+        let five = [
+            member(1, true, 0),
+            member(2, false, 9_000),
+            member(3, true, 0),
+            member(4, true, 0),
+            member(5, true, 0),
+        ];
+        assert_eq!(leave_plan(&five, 5, 1), Leave::RemoveSelf);
+        // The leader hands over to a healthy voter, never to the down one.
+        assert_eq!(leave_plan(&five, 1, 1), Leave::MoveLeader { to: 3 });
+        // A learner just goes; a lone voter stays; a removed member is gone.
+        let with_learner = [member(1, true, 0), learner(4, true)];
+        assert_eq!(leave_plan(&with_learner, 4, 1), Leave::RemoveSelf);
+        assert!(matches!(
+            leave_plan(&[member(1, true, 0)], 1, 1),
+            Leave::Refuse { .. }
+        ));
+        assert_eq!(leave_plan(&three, 9, 1), Leave::Gone);
     }
 }

@@ -1,4 +1,6 @@
-//! EC2 Auto Scaling: DescribeAutoScalingGroups.
+//! EC2 Auto Scaling: DescribeAutoScalingGroups, and the termination
+//! lifecycle hooks a leaving instance completes (DescribeLifecycleHooks,
+//! CompleteLifecycleAction).
 
 use super::{AUTOSCALING, AwsClient, AwsError, xml};
 
@@ -123,6 +125,76 @@ pub async fn describe_auto_scaling_group(
     })
 }
 
+/// The transition of a hook that holds terminating instances.
+pub const TERMINATING: &str = "autoscaling:EC2_INSTANCE_TERMINATING";
+
+/// A lifecycle hook of a group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LifecycleHook {
+    pub name: String,
+    pub transition: String,
+    pub heartbeat_timeout_s: Option<u32>,
+}
+
+/// Parses a DescribeLifecycleHooks answer (pure).
+pub fn parse_describe_lifecycle_hooks(text: &str) -> Result<Vec<LifecycleHook>, String> {
+    let doc = xml::parse(text)?;
+    let root = xml::root(&doc, "DescribeLifecycleHooksResponse")?;
+    let result = xml::child(root, "DescribeLifecycleHooksResult")
+        .ok_or("no <DescribeLifecycleHooksResult> in the answer")?;
+    let Some(list) = xml::child(result, "LifecycleHooks") else {
+        return Ok(Vec::new());
+    };
+    xml::children(list, "member")
+        .map(|m| {
+            Ok(LifecycleHook {
+                name: xml::required(m, "LifecycleHookName")?.to_string(),
+                transition: xml::required(m, "LifecycleTransition")?.to_string(),
+                heartbeat_timeout_s: xml::text(m, "HeartbeatTimeout").and_then(|t| t.parse().ok()),
+            })
+        })
+        .collect()
+}
+
+/// The hooks of `group` that hold terminating instances.
+pub async fn termination_hooks(
+    client: &AwsClient,
+    group: &str,
+) -> Result<Vec<LifecycleHook>, AwsError> {
+    let action = "DescribeLifecycleHooks";
+    let params = vec![("AutoScalingGroupName".to_string(), group.to_string())];
+    let text = client.query(&AUTOSCALING, action, &params).await?;
+    let hooks = parse_describe_lifecycle_hooks(&text).map_err(|cause| AwsError::Parse {
+        service: AUTOSCALING.endpoint_prefix,
+        action: action.into(),
+        endpoint: client.endpoint(&AUTOSCALING).to_string(),
+        cause,
+    })?;
+    Ok(hooks
+        .into_iter()
+        .filter(|h| h.transition == TERMINATING)
+        .collect())
+}
+
+/// Lets the group go on with `instance_id`'s termination (`CONTINUE`).
+pub async fn complete_lifecycle_action(
+    client: &AwsClient,
+    group: &str,
+    hook: &str,
+    instance_id: &str,
+) -> Result<(), AwsError> {
+    let params = vec![
+        ("AutoScalingGroupName".to_string(), group.to_string()),
+        ("LifecycleHookName".to_string(), hook.to_string()),
+        ("InstanceId".to_string(), instance_id.to_string()),
+        ("LifecycleActionResult".to_string(), "CONTINUE".to_string()),
+    ];
+    client
+        .query(&AUTOSCALING, "CompleteLifecycleAction", &params)
+        .await
+        .map(|_| ())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,5 +279,29 @@ mod tests {
             "{e}"
         );
         assert!(parse_describe_auto_scaling_groups("<DescribeAutoScalingGroupsResponse>").is_err());
+    }
+
+    #[test]
+    fn lifecycle_hooks_parse_from_the_api_reference_sample() {
+        let hooks = parse_describe_lifecycle_hooks(&fixture("doc_describe_lifecycle_hooks.xml"))
+            .expect("parses");
+        assert_eq!(
+            hooks,
+            vec![
+                LifecycleHook {
+                    name: "my-launch-hook".into(),
+                    transition: "autoscaling:EC2_INSTANCE_LAUNCHING".into(),
+                    heartbeat_timeout_s: Some(3600),
+                },
+                LifecycleHook {
+                    name: "my-termination-hook".into(),
+                    transition: TERMINATING.into(),
+                    heartbeat_timeout_s: Some(600),
+                },
+            ]
+        );
+        let none = "<DescribeLifecycleHooksResponse><DescribeLifecycleHooksResult><LifecycleHooks/></DescribeLifecycleHooksResult></DescribeLifecycleHooksResponse>";
+        assert_eq!(parse_describe_lifecycle_hooks(none), Ok(vec![]));
+        assert!(parse_describe_lifecycle_hooks("<ErrorResponse/>").is_err());
     }
 }

@@ -16,12 +16,13 @@ use tracing::{info, warn};
 use super::client::{self, EtcdTls};
 use super::flags::{Bootstrap, ClusterState, MemberConfig, TlsFiles};
 use super::pacing;
-use crate::discovery::Peer;
 use crate::discovery::source::PeerSource;
+use crate::discovery::{Lifecycle, Peer};
 use crate::formation::{self, Decision, FoundCluster, FoundMember, Observed};
 use crate::roles::{self, Role, Topology};
 use crate::service::{CpuShare, ServiceSpec, Supervisor};
 mod join;
+mod leave;
 mod paced;
 mod restore;
 mod steady;
@@ -88,6 +89,10 @@ pub struct Runner {
     restore_resolved: Option<(Instant, formation::RestoreSource)>,
     /// A live cluster was found while a restore is configured (said once).
     restore_refused: bool,
+    /// This machine is leaving on purpose and etcd no longer counts on it.
+    left: bool,
+    /// The group was told it may terminate this machine.
+    let_go: bool,
 }
 
 fn now_ms() -> u64 {
@@ -117,6 +122,8 @@ impl Runner {
             pace: paced::Pace::default(),
             restore_resolved: None,
             restore_refused: false,
+            left: false,
+            let_go: false,
         }
     }
 
@@ -169,6 +176,9 @@ impl Runner {
         }
         let (view, me) = self.list_view().await?;
         let running = self.etcd_running().await?;
+        if me.lifecycle == Lifecycle::Leaving {
+            return self.leave(&me, running).await;
+        }
         if self.paused_until.is_some_and(|t| Instant::now() < t) {
             return Ok(());
         }

@@ -85,6 +85,11 @@ impl Runner {
             let me = self.find_me(&view)?;
             (view, me)
         };
+        // A worker being terminated on purpose has nothing of etcd's to
+        // hand off (its Node is not drained yet): it lets the group go on.
+        if me.lifecycle == crate::discovery::Lifecycle::Leaving {
+            return self.leave(&me, false).await;
+        }
         self.report(|s| {
             s.role = Some(role.to_string());
             s.phase = Phase::SteadyState;

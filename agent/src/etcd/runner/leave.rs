@@ -1,0 +1,126 @@
+//! Leaving on purpose: the group terminates this machine (an instance
+//! refresh, a scale-in) and holds it in a termination lifecycle hook. The
+//! agent hands etcd leadership to a healthy voter, removes its own member
+//! while the others keep quorum (`membership::leave_plan`), stops etcd,
+//! and only then lets the group go on. It refuses while leaving would
+//! break quorum, and says so in its status; the hook's timeout is then the
+//! operator's decision.
+
+use std::net::Ipv4Addr;
+
+use tracing::{info, warn};
+
+use super::{Runner, SERVICE};
+use crate::discovery::Peer;
+use crate::etcd::client::{self, Etcd};
+use crate::etcd::membership::{self, Leave, MemberHealth};
+
+/// Where a hand-off stands.
+enum HandOff {
+    /// etcd no longer counts on this member.
+    Done,
+    /// A step was taken (or refused); look again next round.
+    NotYet,
+}
+
+impl Runner {
+    /// One round of leaving: hand off while etcd runs here, then complete
+    /// the group's lifecycle action (once).
+    pub(super) async fn leave(&mut self, me: &Peer, running: bool) -> Result<(), String> {
+        if !self.left {
+            if running {
+                match self.hand_off().await? {
+                    HandOff::Done => self.left = true,
+                    HandOff::NotYet => return Ok(()),
+                }
+            } else {
+                // No member runs here: the leader's plan removes it once
+                // the machine is gone, as for any lost member.
+                self.left = true;
+            }
+        }
+        if self.let_go {
+            return Ok(());
+        }
+        let hooks = self
+            .source
+            .let_go(&me.id)
+            .await
+            .map_err(|e| format!("leaving: cannot complete the termination hook: {e}"))?;
+        self.let_go = true;
+        info!(
+            hooks,
+            "handed off; the group may terminate this machine now"
+        );
+        self.report(|s| {
+            s.message = Some(format!(
+                "left the etcd cluster; completed {hooks} termination lifecycle hook(s): the group may terminate this machine"
+            ))
+        });
+        Ok(())
+    }
+
+    async fn hand_off(&mut self) -> Result<HandOff, String> {
+        let local = client::client_url(Ipv4Addr::LOCALHOST);
+        let mut etcd = Etcd::connect(vec![local], &self.cfg.tls, client::PROBE_TIMEOUT)
+            .await
+            .map_err(|e| format!("leaving: local member not answering: {e}"))?;
+        let (_, member_id, leader) = etcd
+            .status()
+            .await
+            .map_err(|e| format!("leaving: local member: {e}"))?;
+        let members = etcd
+            .members()
+            .await
+            .map_err(|e| format!("leaving: member list: {e}"))?;
+        let health = super::member_health(&members, &self.cfg.tls).await;
+        let observed: Vec<MemberHealth> = members
+            .iter()
+            .zip(&health)
+            .map(|(m, healthy)| MemberHealth {
+                id: m.id,
+                name: m.name.clone(),
+                is_learner: m.is_learner,
+                healthy: *healthy,
+                unhealthy_for_ms: 0,
+                in_group: None,
+            })
+            .collect();
+        match membership::leave_plan(&observed, member_id, leader) {
+            Leave::MoveLeader { to } => {
+                info!(to = %format!("{to:x}"), "leaving: handing etcd leadership over first");
+                etcd.move_leader(to)
+                    .await
+                    .map_err(|e| format!("leaving: move leader to {to:x}: {e}"))?;
+                Ok(HandOff::NotYet)
+            }
+            Leave::Refuse { reason } => {
+                warn!(%reason, "refusing to leave the etcd cluster");
+                self.report(|s| s.message = Some(format!("refusing to leave: {reason}")));
+                Ok(HandOff::NotYet)
+            }
+            Leave::RemoveSelf => {
+                let (key, lease) = etcd
+                    .lock(client::MEMBERSHIP_LOCK, 15)
+                    .await
+                    .map_err(|e| format!("leaving: membership lock: {e}"))?;
+                let removed = etcd.remove(member_id).await;
+                etcd.unlock(key, lease).await;
+                removed.map_err(|e| format!("leaving: remove member {member_id:x}: {e}"))?;
+                info!(member = %format!("{member_id:x}"), "leaving: removed this member from the etcd cluster");
+                self.stop_local_etcd().await;
+                Ok(HandOff::Done)
+            }
+            Leave::Gone => {
+                self.stop_local_etcd().await;
+                Ok(HandOff::Done)
+            }
+        }
+    }
+
+    async fn stop_local_etcd(&self) {
+        if let Err(e) = self.cfg.supervisor.stop(SERVICE).await {
+            warn!("leaving: cannot stop etcd: {e}");
+        }
+    }
+}
