@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod arp_observer;
+pub mod asg_lab;
 pub mod bind;
 pub mod cluster;
 pub mod dns;

@@ -8,73 +8,15 @@
 //! new agent takes the dead member's place (removed at once: its machine left
 //! the group, no grace period needed).
 
-use crate::support::cluster;
-use crate::support::moto;
-use crate::support::netns;
-
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use cluster::Cluster;
-use muster::cloud::aws::{AUTOSCALING, AwsClient, AwsOptions, Credentials};
-use muster::discovery::aws_asg::list_group;
-use muster::discovery::{Lifecycle, Peer};
-use netns::{Host, wait_until};
+use crate::support::asg_lab::{self, CloudApi, Moto, add_instance, aws, in_cloud};
+use crate::support::cluster::Cluster;
+use crate::support::moto;
+use crate::support::netns::wait_until;
+use muster::cloud::aws::AUTOSCALING;
 
 const GROUP: &str = "muster-cp";
-const KEY: &str = "AKIDMUSTERTEST";
-const SECRET_KEY: &str = "muster-test-secret";
-
-fn aws(endpoint: &str) -> AwsClient {
-    let mut opts = AwsOptions::new("us-east-1");
-    opts.endpoint = Some(url::Url::parse(endpoint).expect("url"));
-    AwsClient::new(opts, Credentials::new(KEY, SECRET_KEY, None)).expect("client")
-}
-
-/// Runs AWS calls from inside the cloud host's namespace (moto is only
-/// reachable there).
-fn in_cloud<T: Send>(cloud: &Host, f: impl AsyncFnOnce() -> T + Send) -> T {
-    cloud.in_netns(|| {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime")
-            .block_on(f())
-    })
-}
-
-fn in_service(cloud: &Host, endpoint: &str) -> Vec<Peer> {
-    in_cloud(cloud, async || {
-        let view = list_group(&aws(endpoint), GROUP).await.expect("list group");
-        view.peers
-            .into_iter()
-            .filter(|p| p.lifecycle == Lifecycle::InService)
-            .collect()
-    })
-}
-
-/// A host for an instance: the instance's private IP on its interface and
-/// facts as AWS IMDS would give them.
-fn add_instance(c: &mut Cluster, peer: &Peer) -> usize {
-    let i = c.add_host_with_facts(|_, _| {
-        format!(
-            "instance_id: {}\nprivate_ipv4: {}\nregion: us-east-1\nzone: us-east-1a\ngroup: {GROUP}\n",
-            peer.id, peer.address
-        )
-    });
-    // Only the instance's address: etcd checks a peer's certificate against
-    // the address it connects from.
-    let host = &c.nodes[i].host;
-    host.ip_cmd(&["addr", "del", &format!("{}/24", host.ip()), "dev", "eth0"]);
-    host.ip_cmd(&[
-        "addr",
-        "add",
-        &format!("{}/24", peer.address),
-        "dev",
-        "eth0",
-    ]);
-    i
-}
 
 #[test]
 fn an_autoscaling_group_assembles_itself_and_replaces_a_terminated_member() {
@@ -82,46 +24,19 @@ fn an_autoscaling_group_assembles_itself_and_replaces_a_terminated_member() {
         format!("discovery:\n  cloudGroup:\n    provider: aws\n    name: {GROUP}\n")
     });
     let cloud = c.net.add_host("cloud");
-    let _moto = cloud.spawn(
-        moto::binary(),
-        &["-H", "0.0.0.0", "-p", "5000"],
-        &[],
-        "moto.log",
-    );
-    let endpoint = format!("http://{}:5000/", cloud.ip());
-    let moto_ip = cloud.ip();
-    wait_until(
-        "moto answers",
-        Duration::from_secs(60),
-        Duration::from_millis(200),
-        || cloud.in_netns(|| TcpStream::connect((moto_ip, 5000)).is_ok()),
-    )
-    .expect("moto starts");
-
-    // The group's subnet is the test network, so instance IPs are routable here.
-    let [a, b, k, _] = c
-        .net
-        .subnet()
-        .split(['.', '/'])
-        .filter_map(|x| x.parse::<u8>().ok())
-        .collect::<Vec<_>>()[..4]
-        .try_into()
-        .expect("subnet");
-    let subnet = format!("{a}.{b}.{k}.0/24");
+    let api = CloudApi::start(&cloud, Moto::Plain);
+    let endpoint = api.endpoint.clone();
+    let subnet = asg_lab::subnet_of(&c);
     in_cloud(&cloud, async || {
         moto::create_group(&aws(&endpoint), GROUP, 5, "10.200.0.0/16", &subnet).await
     });
-    let peers = in_service(&cloud, &endpoint);
+    let peers = asg_lab::in_service(&cloud, &endpoint, GROUP);
     assert_eq!(peers.len(), 5, "{peers:#?}");
 
-    c.agent_env.extend([
-        ("MUSTER_AWS_ENDPOINT".to_string(), endpoint.clone()),
-        ("AWS_ACCESS_KEY_ID".to_string(), KEY.to_string()),
-        ("AWS_SECRET_ACCESS_KEY".to_string(), SECRET_KEY.to_string()),
-    ]);
+    c.agent_env.extend(api.agent_env());
     let start = Instant::now();
     for peer in &peers {
-        let i = add_instance(&mut c, peer);
+        let i = add_instance(&mut c, peer, GROUP);
         c.start_agent(i);
     }
     // The first three in (launch time, instance id) order form etcd.
@@ -189,7 +104,7 @@ fn an_autoscaling_group_assembles_itself_and_replaces_a_terminated_member() {
         Duration::from_secs(30),
         Duration::from_millis(500),
         || {
-            replacement = in_service(&cloud, &endpoint)
+            replacement = asg_lab::in_service(&cloud, &endpoint, GROUP)
                 .into_iter()
                 .find(|p| peers.iter().all(|q| q.id != p.id));
             replacement.is_some()
@@ -197,7 +112,7 @@ fn an_autoscaling_group_assembles_itself_and_replaces_a_terminated_member() {
     )
     .expect("replacement instance");
     let replacement = replacement.expect("replacement");
-    let new = add_instance(&mut c, &replacement);
+    let new = add_instance(&mut c, &replacement, GROUP);
     let started = Instant::now();
     c.start_agent(new);
     let survivors: Vec<usize> = first

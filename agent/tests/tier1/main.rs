@@ -21,6 +21,7 @@ mod fault_campaign;
 mod gce_group;
 mod heal;
 mod kubernetes;
+mod lifecycle;
 mod netns_smoke;
 mod node_configs;
 mod pki_etcd;

@@ -1,0 +1,144 @@
+//! An AWS Auto Scaling group for tier-1 tests: moto runs in a "cloud" host
+//! of the test network, the group's subnet is the network's, and each
+//! instance becomes a host with the instance's private IP running the real
+//! agent (discovery through the group API, SigV4).
+
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use muster::cloud::aws::{AwsClient, AwsOptions, Credentials};
+use muster::discovery::aws_asg::list_group;
+use muster::discovery::{Lifecycle, Peer};
+
+use super::cluster::Cluster;
+use super::moto;
+use super::netns::{Host, Proc, wait_until};
+
+pub const KEY: &str = "AKIDMUSTERTEST";
+pub const SECRET_KEY: &str = "muster-test-secret";
+
+/// moto in `cloud` on port 5000.
+pub struct CloudApi {
+    pub endpoint: String,
+    _moto: Proc,
+}
+
+/// Which moto to run.
+pub enum Moto {
+    /// moto as shipped.
+    Plain,
+    /// moto with termination lifecycle hooks (`moto_lifecycle.py`).
+    WithLifecycleHooks,
+}
+
+impl CloudApi {
+    pub fn start(cloud: &Host, which: Moto) -> CloudApi {
+        let server = moto::binary();
+        let args = ["-H", "0.0.0.0", "-p", "5000"];
+        let proc = match which {
+            Moto::Plain => cloud.spawn(&server, &args, &[], "moto.log"),
+            Moto::WithLifecycleHooks => {
+                let python = server.with_file_name("python3");
+                let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                    .join("tests/support/moto_lifecycle.py");
+                let mut all = vec![script.to_str().expect("utf-8 path")];
+                all.extend(args);
+                cloud.spawn(&python, &all, &[], "moto.log")
+            }
+        };
+        let ip = cloud.ip();
+        wait_until(
+            "moto answers",
+            Duration::from_secs(60),
+            Duration::from_millis(200),
+            || cloud.in_netns(|| TcpStream::connect((ip, 5000)).is_ok()),
+        )
+        .expect("moto starts");
+        CloudApi {
+            endpoint: format!("http://{ip}:5000/"),
+            _moto: proc,
+        }
+    }
+
+    /// The agents' environment: AWS calls go to moto with test keys.
+    pub fn agent_env(&self) -> [(String, String); 3] {
+        [
+            ("MUSTER_AWS_ENDPOINT".to_string(), self.endpoint.clone()),
+            ("AWS_ACCESS_KEY_ID".to_string(), KEY.to_string()),
+            ("AWS_SECRET_ACCESS_KEY".to_string(), SECRET_KEY.to_string()),
+        ]
+    }
+}
+
+pub fn aws(endpoint: &str) -> AwsClient {
+    let mut opts = AwsOptions::new("us-east-1");
+    opts.endpoint = Some(url::Url::parse(endpoint).expect("url"));
+    AwsClient::new(opts, Credentials::new(KEY, SECRET_KEY, None)).expect("client")
+}
+
+/// Runs AWS calls from inside the cloud host's namespace (moto is only
+/// reachable there).
+pub fn in_cloud<T: Send>(cloud: &Host, f: impl AsyncFnOnce() -> T + Send) -> T {
+    cloud.in_netns(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(f())
+    })
+}
+
+/// The group's peers as the agents see them.
+pub fn listed(cloud: &Host, endpoint: &str, group: &str) -> Vec<Peer> {
+    in_cloud(cloud, async || {
+        list_group(&aws(endpoint), group)
+            .await
+            .expect("list group")
+            .peers
+    })
+}
+
+pub fn in_service(cloud: &Host, endpoint: &str, group: &str) -> Vec<Peer> {
+    listed(cloud, endpoint, group)
+        .into_iter()
+        .filter(|p| p.lifecycle == Lifecycle::InService)
+        .collect()
+}
+
+/// The test network's subnet, as the group's subnet (instance IPs are
+/// then routable on the bridge).
+pub fn subnet_of(c: &Cluster) -> String {
+    let [a, b, k, _] = c
+        .net
+        .subnet()
+        .split(['.', '/'])
+        .filter_map(|x| x.parse::<u8>().ok())
+        .collect::<Vec<_>>()[..4]
+        .try_into()
+        .expect("subnet");
+    format!("{a}.{b}.{k}.0/24")
+}
+
+/// A host for an instance: the instance's private IP on its interface and
+/// facts as AWS IMDS would give them.
+pub fn add_instance(c: &mut Cluster, peer: &Peer, group: &str) -> usize {
+    let i = c.add_host_with_facts(|_, _| {
+        format!(
+            "instance_id: {}\nprivate_ipv4: {}\nregion: us-east-1\nzone: us-east-1a\ngroup: {group}\n",
+            peer.id, peer.address
+        )
+    });
+    // Only the instance's address: etcd checks a peer's certificate against
+    // the address it connects from.
+    let host = &c.nodes[i].host;
+    host.ip_cmd(&["addr", "del", &format!("{}/24", host.ip()), "dev", "eth0"]);
+    host.ip_cmd(&[
+        "addr",
+        "add",
+        &format!("{}/24", peer.address),
+        "dev",
+        "eth0",
+    ]);
+    i
+}
