@@ -8,6 +8,7 @@ pub mod bind;
 pub mod cluster;
 pub mod dns;
 pub mod etcd_bin;
+pub mod etcd_direct;
 pub mod etcd_history;
 pub mod fake_cloud_dns;
 pub mod fake_cloudflare;

@@ -11,6 +11,7 @@ use muster::backup::plan::SnapshotName;
 use muster::cloud::aws::{AwsClient, AwsOptions, Credentials};
 
 use crate::support::cluster::Cluster;
+use crate::support::etcd_direct;
 use crate::support::moto;
 use crate::support::netns::{Host, wait_until};
 
@@ -18,6 +19,17 @@ const BUCKET: &str = "muster-backups";
 const CLUSTER: &str = "backup";
 const KEY: &str = "AKIDMUSTERTEST";
 const SECRET_KEY: &str = "muster-test-secret";
+/// Values the size of a small Kubernetes object.
+const VALUE_BYTES: usize = 1024;
+
+/// Keys written before the backup: `BACKUP_TEST_KEYS` (the benchmark's
+/// 10 000), else 200.
+fn key_count() -> usize {
+    std::env::var("BACKUP_TEST_KEYS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200)
+}
 
 fn s3(endpoint: &str) -> AwsClient {
     let mut opts = AwsOptions::new("us-east-1");
@@ -120,7 +132,14 @@ fn backups_go_to_s3_and_a_new_group_restores_the_lost_cluster_from_the_newest() 
         c.start_agent(i);
     }
     let old_id = c.wait_for_cluster(&old, 3, Duration::from_secs(90));
-    c.put_keys(old[0], "k/", 200);
+    let keys = key_count();
+    let endpoint0 = format!("https://{}:2379", c.nodes[old[0]].host.ip());
+    let load = Instant::now();
+    etcd_direct::put_many(&c.nodes[old[0]].host, &endpoint0, "k/", keys, VALUE_BYTES);
+    eprintln!(
+        "{keys} keys of {VALUE_BYTES} bytes written in {:.1}s",
+        load.elapsed().as_secs_f64()
+    );
     let written = revision(&c, old[0]);
 
     // A snapshot holding every write reaches the bucket; older ones are
@@ -146,7 +165,12 @@ fn backups_go_to_s3_and_a_new_group_restores_the_lost_cluster_from_the_newest() 
         leader_status["backup"]["target"],
         "s3://muster-backups/tier1/backup"
     );
-    assert!(leader_status["backup"]["last"]["keys"].as_u64() >= Some(200));
+    let last = &leader_status["backup"]["last"];
+    assert!(last["keys"].as_u64() >= Some(keys as u64), "{last:#}");
+    eprintln!(
+        "backup of {} keys: snapshot {} bytes, snapshot + check + upload {} ms",
+        last["keys"], last["size_bytes"], last["took_ms"]
+    );
 
     // Every machine of the group is lost.
     for &i in &old {
@@ -175,12 +199,13 @@ fn backups_go_to_s3_and_a_new_group_restores_the_lost_cluster_from_the_newest() 
         "restored: cluster {new_id} (was {old_id}) with 3 healthy voters {:.1}s after the new agents started",
         start.elapsed().as_secs_f64()
     );
-    let keys = c.keys(new[0], "k/");
+    let back = c.keys(new[0], "k/");
     let expected: std::collections::BTreeSet<String> =
-        (0..200).map(|k| format!("k/key{k:03}")).collect();
-    assert_eq!(
-        keys, expected,
-        "every key written before the snapshot is back"
+        (0..keys).map(|k| format!("k/key{k:05}")).collect();
+    assert!(
+        back == expected,
+        "every key written before the snapshot is back: {} of {keys}",
+        back.len()
     );
     // The revision moved on past the snapshot's (watchers relist).
     assert!(revision(&c, new[0]) > newest.revision + 1_000_000_000 - 1);

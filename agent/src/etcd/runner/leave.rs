@@ -39,9 +39,6 @@ impl Runner {
                 self.left = true;
             }
         }
-        if self.let_go {
-            return Ok(());
-        }
         let hooks = self
             .source
             .let_go(&me.id)

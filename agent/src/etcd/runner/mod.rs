@@ -170,6 +170,11 @@ impl Runner {
     }
 
     async fn round(&mut self) -> Result<(), String> {
+        // Handed off and let go: the machine is on its way out; nothing more
+        // to do (and its group no longer lists it).
+        if self.let_go {
+            return Ok(());
+        }
         // A worker lists its group and asks the cluster at a paced rate.
         if let Some(role) = self.role.filter(|r| !self.cfg.topology.runs_etcd(*r)) {
             return self.worker_round(role).await;
