@@ -35,6 +35,12 @@ pub const FLEET_CHECKS_PER_S: f64 = 10.0;
 /// only to find the members, who rarely change.
 pub const WORKER_LIST_EVERY: Duration = Duration::from_secs(30);
 
+/// How often a booting agent that cannot form the cluster lists its group
+/// (jittered): it needs the list only to know where the members are, and
+/// finds them by probing. Listing every round made 500 booting agents list
+/// 650 times a second (39 000 a minute): through a cloud API, throttled.
+pub const BOOTING_LIST_EVERY: Duration = Duration::from_secs(10);
+
 /// The longest wait between two probes of an agent that found nothing to
 /// do (no cluster yet, or one still forming).
 pub const WAIT_CAP: Duration = Duration::from_secs(4);

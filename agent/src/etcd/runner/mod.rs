@@ -179,7 +179,7 @@ impl Runner {
         if let Some(role) = self.role.filter(|r| !self.cfg.topology.runs_etcd(*r)) {
             return self.worker_round(role).await;
         }
-        let (view, me) = self.list_view().await?;
+        let (view, me) = self.view_for_round().await?;
         let running = self.etcd_running().await?;
         if me.lifecycle == Lifecycle::Leaving {
             return self.leave(&me, running).await;

@@ -21,6 +21,8 @@ use crate::state::Phase;
 #[derive(Debug, Default)]
 pub(super) struct Pace {
     next_list: Option<Instant>,
+    /// A booting agent that cannot form: when to list the group again.
+    next_boot_list: Option<Instant>,
     next_step_in: Option<Instant>,
     next_probe: Option<Instant>,
     /// Probes in a row that found nothing to do.
@@ -64,6 +66,29 @@ impl Pace {
 }
 
 impl Runner {
+    /// The group as this round sees it: listed afresh, except by a booting
+    /// agent (no role yet, no data of its own) that cannot form the
+    /// cluster by its last listing, which lists every `BOOTING_LIST_EVERY`
+    /// and uses that listing in between.
+    pub(super) async fn view_for_round(&mut self) -> Result<(Vec<Peer>, Peer), String> {
+        let now = Instant::now();
+        let booting = self.role.is_none() && !super::has_wal(&self.data_dir());
+        if booting && self.pace.next_boot_list.is_some_and(|t| now < t) {
+            let cached = self.view_tx.borrow().clone();
+            if let Ok(me) = self.find_me(&cached)
+                && !pacing::probes_everyone(self.cfg.topology, &cached, &me)
+            {
+                return Ok((cached, me));
+            }
+        }
+        let (view, me) = self.list_view().await?;
+        let ip = self.cfg.ip;
+        self.pace.next_boot_list = (booting
+            && !pacing::probes_everyone(self.cfg.topology, &view, &me))
+        .then(|| now + pacing::BOOTING_LIST_EVERY.mul_f64(self.pace.jitter(ip)));
+        Ok((view, me))
+    }
+
     /// A worker's round: list the group every `WORKER_LIST_EVERY`, and ask
     /// whether the cluster is short of members every `step_in_every`
     /// (both jittered). Nothing at all in between.
