@@ -107,7 +107,7 @@ pub enum AgentError {
     #[error(transparent)]
     Kubernetes(#[from] kubernetes::SetupError),
     #[error(transparent)]
-    Backup(#[from] crate::backup::BackupError),
+    Backup(#[from] Box<crate::backup::BackupError>),
 }
 
 /// Runs the pipeline as far as it is built. The status endpoint answers
@@ -308,7 +308,8 @@ async fn pipeline(args: &AgentArgs, board: &StatusBoard) -> Result<(), AgentErro
         api_endpoint.as_ref(),
         &args.etcd_bin,
     )
-    .await?;
+    .await
+    .map_err(Box::new)?;
     let etcd_timing = config.topology.etcd.timing.millis();
     let runner = Runner::new(
         RunnerConfig {

@@ -259,7 +259,7 @@ fn etcd_backup(c: &mut Checks<'_>, etcd: &super::types::Etcd) {
                 "topology.etcd.restore",
                 "needs topology.etcd.backup.to: the place the snapshots are read from",
             );
-        } else if restore != "latest" && !(restore.ends_with(".db") && !restore.contains('/')) {
+        } else if restore != "latest" && (restore.contains('/') || !restore.ends_with(".db")) {
             c.err(
                 "topology.etcd.restore",
                 format!("`{restore}`: use `latest` or a snapshot's file name (CLUSTER-YYYYMMDDTHHMMSSZ-rREVISION.db)"),

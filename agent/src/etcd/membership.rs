@@ -235,10 +235,10 @@ pub fn leave_plan(members: &[MemberHealth], me: u64, leader: u64) -> Leave {
             ),
         };
     }
-    if leader == me {
-        if let Some(to) = healthy.iter().map(|m| m.id).min() {
-            return Leave::MoveLeader { to };
-        }
+    if leader == me
+        && let Some(to) = healthy.iter().map(|m| m.id).min()
+    {
+        return Leave::MoveLeader { to };
     }
     Leave::RemoveSelf
 }
