@@ -1,7 +1,7 @@
 //! etcd backups and restores (docs/design/backup.md).
 //!
 //! The etcd leader's agent takes a snapshot on a schedule, checks it with
-//! `etcdutl snapshot status`, stores it (S3 or a directory) under a name
+//! `etcdutl snapshot status`, stores it (S3, Cloud Storage or a directory) under a name
 //! that carries the cluster, time and revision, and deletes the oldest
 //! beyond `keep`. A new group with `etcd.restore` forms its cluster from a
 //! snapshot instead of an empty one (the decision is `formation::decide`'s,
@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cloud::aws::{API_BACKOFF, AwsError, InstanceSession};
+use crate::cloud::gce::{GceClient, GceOptions, storage};
 use crate::config::Config;
 use crate::metadata::{self, InstanceFacts};
 use plan::Wanted;
@@ -69,8 +70,8 @@ pub async fn setup(
     let target = Target::parse(&backup.to).map_err(fail)?;
     let cluster = &config.cluster.name;
     let store = match target {
-        Target::Local { .. } => Store::local(target, cluster),
-        Target::S3 { .. } => {
+        Target::Local { dir } => Store::local(dir, cluster),
+        Target::S3 { bucket, prefix } => {
             let region = backup
                 .region
                 .clone()
@@ -84,7 +85,16 @@ pub async fn setup(
                     target: backup.to.clone(),
                     source,
                 })?;
-            Store::s3(target, cluster, session, region)
+            Store::s3(bucket, prefix, cluster, session, region)
+        }
+        Target::Gcs { bucket, prefix } => {
+            // The JSON API's root, or `cloud.endpoint` (a test's fake).
+            let default = url::Url::parse(storage::DEFAULT_BASE)
+                .map_err(|e| fail(format!("{}: {e}", storage::DEFAULT_BASE)))?;
+            let api = api_endpoint.unwrap_or(&default);
+            let opts = GceOptions::with_endpoints(imds.endpoint.as_ref(), Some(api), API_BACKOFF);
+            let client = GceClient::new(opts).map_err(|e| fail(e.to_string()))?;
+            Store::gcs(bucket, prefix, cluster, client)
         }
     };
     Ok(Some(BackupSetup {

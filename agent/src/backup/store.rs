@@ -1,4 +1,4 @@
-//! Where snapshots live: an S3 bucket or a directory (a local disk, an NFS
+//! Where snapshots live: an S3 bucket, a Cloud Storage bucket or a directory (a local disk, an NFS
 //! mount). Each cluster's snapshots sit under `{prefix}/{cluster}/`, so
 //! several clusters can share one bucket. `Target::parse` is pure and is
 //! also what config validation uses.
@@ -7,21 +7,27 @@ use std::path::{Path, PathBuf};
 
 use super::plan::SnapshotName;
 use crate::cloud::aws::InstanceSession;
+use crate::cloud::gce::{GceClient, storage};
 
 /// `topology.etcd.backup.to`, parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
     S3 { bucket: String, prefix: String },
+    Gcs { bucket: String, prefix: String },
     Local { dir: PathBuf },
 }
 
 impl Target {
-    /// `s3://BUCKET[/PREFIX]` or `file:///ABSOLUTE/PATH`.
+    /// `s3://BUCKET[/PREFIX]`, `gs://BUCKET[/PREFIX]` or
+    /// `file:///ABSOLUTE/PATH`.
     pub fn parse(text: &str) -> Result<Target, String> {
-        if let Some(rest) = text.strip_prefix("s3://") {
+        for scheme in ["s3://", "gs://"] {
+            let Some(rest) = text.strip_prefix(scheme) else {
+                continue;
+            };
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-            bucket_name_problem(bucket).map_or(Ok(()), Err)?;
-            let prefix = prefix.trim_matches('/');
+            let (bucket, prefix) = (bucket.to_string(), prefix.trim_matches('/').to_string());
+            bucket_name_problem(&bucket).map_or(Ok(()), Err)?;
             if let Some(c) = prefix
                 .chars()
                 .find(|c| !(c.is_ascii_alphanumeric() || "-_./".contains(*c)))
@@ -30,9 +36,10 @@ impl Target {
                     "`{text}`: the key prefix may hold letters, digits, `-`, `_`, `.` and `/`, not {c:?}"
                 ));
             }
-            return Ok(Target::S3 {
-                bucket: bucket.into(),
-                prefix: prefix.into(),
+            return Ok(if scheme == "s3://" {
+                Target::S3 { bucket, prefix }
+            } else {
+                Target::Gcs { bucket, prefix }
             });
         }
         if let Some(path) = text.strip_prefix("file://") {
@@ -45,18 +52,14 @@ impl Target {
                 dir: PathBuf::from(path),
             });
         }
-        if text.starts_with("gs://") {
-            return Err(format!(
-                "`{text}`: Google Cloud Storage is not built yet; use s3:// or file:// (a mounted bucket works as file://)"
-            ));
-        }
         Err(format!(
-            "`{text}` is not a backup target: use s3://BUCKET/PREFIX or file:///PATH"
+            "`{text}` is not a backup target: use s3://BUCKET/PREFIX, gs://BUCKET/PREFIX or file:///PATH"
         ))
     }
 }
 
-/// Why `bucket` is not an S3 bucket name, if it is not (AWS's rules).
+/// Why `bucket` is not a bucket name, if it is not (AWS's rules, which
+/// Cloud Storage's include for names without dots).
 fn bucket_name_problem(bucket: &str) -> Option<String> {
     let ok_chars = bucket
         .bytes()
@@ -68,77 +71,102 @@ fn bucket_name_problem(bucket: &str) -> Option<String> {
         .is_some_and(|(a, z)| a.is_ascii_alphanumeric() && z.is_ascii_alphanumeric());
     (!(3..=63).contains(&bucket.len()) || !ok_chars || !ends_ok).then(|| {
         format!(
-            "`{bucket}` is not an S3 bucket name: 3 to 63 lowercase letters, digits, `-` or `.`, starting and ending with a letter or digit"
+            "`{bucket}` is not a bucket name: 3 to 63 lowercase letters, digits, `-` or `.`, starting and ending with a letter or digit"
         )
     })
 }
 
 /// A backup target opened for one cluster.
 pub struct Store {
-    target: Target,
     cluster: String,
-    s3: Option<S3Access>,
+    place: Place,
 }
 
-struct S3Access {
-    session: InstanceSession,
-    region: String,
+enum Place {
+    Local(PathBuf),
+    S3 {
+        bucket: String,
+        prefix: String,
+        session: Box<InstanceSession>,
+        /// The bucket's region (signed for).
+        region: String,
+    },
+    Gcs {
+        bucket: String,
+        prefix: String,
+        client: Box<GceClient>,
+    },
 }
 
 impl Store {
-    pub fn local(target: Target, cluster: &str) -> Store {
+    pub fn local(dir: PathBuf, cluster: &str) -> Store {
         Store {
-            target,
             cluster: cluster.into(),
-            s3: None,
+            place: Place::Local(dir),
         }
     }
 
-    /// An S3 target with the instance's AWS session, signing for `region`
-    /// (the bucket's).
-    pub fn s3(target: Target, cluster: &str, session: InstanceSession, region: String) -> Store {
+    /// An S3 bucket with the instance's AWS session, signing for `region`.
+    pub fn s3(
+        bucket: String,
+        prefix: String,
+        cluster: &str,
+        session: InstanceSession,
+        region: String,
+    ) -> Store {
         Store {
-            target,
             cluster: cluster.into(),
-            s3: Some(S3Access { session, region }),
+            place: Place::S3 {
+                bucket,
+                prefix,
+                session: Box::new(session),
+                region,
+            },
+        }
+    }
+
+    /// A Cloud Storage bucket with a client whose API root is the JSON
+    /// API's (`cloud::gce::storage::DEFAULT_BASE`).
+    pub fn gcs(bucket: String, prefix: String, cluster: &str, client: GceClient) -> Store {
+        Store {
+            cluster: cluster.into(),
+            place: Place::Gcs {
+                bucket,
+                prefix,
+                client: Box::new(client),
+            },
         }
     }
 
     /// Where the cluster's snapshots are, for messages.
     pub fn place(&self) -> String {
-        match &self.target {
-            Target::S3 { bucket, .. } => {
-                format!("s3://{bucket}/{}", self.key("").trim_end_matches('/'))
-            }
-            Target::Local { dir } => format!("file://{}", self.dir(dir).display()),
+        match &self.place {
+            Place::S3 { bucket, prefix, .. } => format!(
+                "s3://{bucket}/{}",
+                self.key(prefix, "").trim_end_matches('/')
+            ),
+            Place::Gcs { bucket, prefix, .. } => format!(
+                "gs://{bucket}/{}",
+                self.key(prefix, "").trim_end_matches('/')
+            ),
+            Place::Local(dir) => format!("file://{}", dir.join(&self.cluster).display()),
         }
     }
 
-    fn key(&self, file: &str) -> String {
-        match &self.target {
-            Target::S3 { prefix, .. } if !prefix.is_empty() => {
-                format!("{prefix}/{}/{file}", self.cluster)
-            }
-            _ => format!("{}/{file}", self.cluster),
-        }
-    }
-
-    fn dir(&self, root: &Path) -> PathBuf {
-        root.join(&self.cluster)
-    }
-
-    fn s3_parts(&self) -> Result<(&S3Access, &str), String> {
-        match (&self.target, &self.s3) {
-            (Target::S3 { bucket, .. }, Some(s3)) => Ok((s3, bucket)),
-            _ => Err("an S3 target without an AWS session".into()),
+    /// An object's key: `{prefix}/{cluster}/{file}`.
+    fn key(&self, prefix: &str, file: &str) -> String {
+        if prefix.is_empty() {
+            format!("{}/{file}", self.cluster)
+        } else {
+            format!("{prefix}/{}/{file}", self.cluster)
         }
     }
 
     /// The cluster's snapshots (other files are ignored).
     pub async fn list(&self) -> Result<Vec<SnapshotName>, String> {
-        let files: Vec<String> = match &self.target {
-            Target::Local { dir } => {
-                let dir = self.dir(dir);
+        let files: Vec<String> = match &self.place {
+            Place::Local(root) => {
+                let dir = root.join(&self.cluster);
                 match std::fs::read_dir(&dir) {
                     Ok(entries) => entries
                         .filter_map(Result::ok)
@@ -148,16 +176,33 @@ impl Store {
                     Err(e) => return Err(format!("cannot list {}: {e}", dir.display())),
                 }
             }
-            Target::S3 { .. } => {
-                let (s3, bucket) = self.s3_parts()?;
-                let client = s3.session.client().await.map_err(|e| e.to_string())?;
-                let prefix = self.key("");
+            Place::S3 {
+                bucket,
+                prefix,
+                session,
+                region,
+            } => {
+                let client = session.client().await.map_err(|e| e.to_string())?;
+                let under = self.key(prefix, "");
                 client
-                    .list_objects(&s3.region, bucket, &prefix)
+                    .list_objects(region, bucket, &under)
                     .await
                     .map_err(|e| e.to_string())?
                     .into_iter()
-                    .filter_map(|o| o.key.strip_prefix(&prefix).map(str::to_string))
+                    .filter_map(|o| o.key.strip_prefix(&under).map(str::to_string))
+                    .collect()
+            }
+            Place::Gcs {
+                bucket,
+                prefix,
+                client,
+            } => {
+                let under = self.key(prefix, "");
+                storage::list(client, bucket, &under)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .into_iter()
+                    .filter_map(|o| o.name.strip_prefix(&under).map(str::to_string))
                     .collect()
             }
         };
@@ -170,63 +215,95 @@ impl Store {
     /// Stores `body` as `file`. A directory gets it whole or not at all
     /// (written aside, synced, renamed).
     pub async fn put(&self, file: &str, body: bytes::Bytes) -> Result<(), String> {
-        match &self.target {
-            Target::Local { dir } => {
-                let dir = self.dir(dir);
+        match &self.place {
+            Place::Local(root) => {
+                let dir = root.join(&self.cluster);
                 let path = dir.join(file);
-                let body = body.clone();
                 tokio::task::spawn_blocking(move || write_whole(&dir, &path, &body))
                     .await
                     .map_err(|e| format!("write task: {e}"))?
             }
-            Target::S3 { .. } => {
-                let (s3, bucket) = self.s3_parts()?;
-                let client = s3.session.client().await.map_err(|e| e.to_string())?;
+            Place::S3 {
+                bucket,
+                prefix,
+                session,
+                region,
+            } => {
+                let client = session.client().await.map_err(|e| e.to_string())?;
                 client
-                    .put_object(&s3.region, bucket, &self.key(file), body)
+                    .put_object(region, bucket, &self.key(prefix, file), body)
                     .await
                     .map_err(|e| e.to_string())
             }
+            Place::Gcs {
+                bucket,
+                prefix,
+                client,
+            } => storage::put(client, bucket, &self.key(prefix, file), body)
+                .await
+                .map_err(|e| e.to_string()),
         }
     }
 
     pub async fn get(&self, file: &str) -> Result<Vec<u8>, String> {
-        match &self.target {
-            Target::Local { dir } => {
-                let path = self.dir(dir).join(file);
+        match &self.place {
+            Place::Local(root) => {
+                let path = root.join(&self.cluster).join(file);
                 tokio::fs::read(&path)
                     .await
                     .map_err(|e| format!("cannot read {}: {e}", path.display()))
             }
-            Target::S3 { .. } => {
-                let (s3, bucket) = self.s3_parts()?;
-                let client = s3.session.client().await.map_err(|e| e.to_string())?;
+            Place::S3 {
+                bucket,
+                prefix,
+                session,
+                region,
+            } => {
+                let client = session.client().await.map_err(|e| e.to_string())?;
                 client
-                    .get_object(&s3.region, bucket, &self.key(file))
+                    .get_object(region, bucket, &self.key(prefix, file))
                     .await
                     .map_err(|e| e.to_string())
             }
+            Place::Gcs {
+                bucket,
+                prefix,
+                client,
+            } => storage::get(client, bucket, &self.key(prefix, file))
+                .await
+                .map_err(|e| e.to_string()),
         }
     }
 
     pub async fn delete(&self, file: &str) -> Result<(), String> {
-        match &self.target {
-            Target::Local { dir } => {
-                let path = self.dir(dir).join(file);
+        match &self.place {
+            Place::Local(root) => {
+                let path = root.join(&self.cluster).join(file);
                 match tokio::fs::remove_file(&path).await {
                     Ok(()) => Ok(()),
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
                     Err(e) => Err(format!("cannot delete {}: {e}", path.display())),
                 }
             }
-            Target::S3 { .. } => {
-                let (s3, bucket) = self.s3_parts()?;
-                let client = s3.session.client().await.map_err(|e| e.to_string())?;
+            Place::S3 {
+                bucket,
+                prefix,
+                session,
+                region,
+            } => {
+                let client = session.client().await.map_err(|e| e.to_string())?;
                 client
-                    .delete_object(&s3.region, bucket, &self.key(file))
+                    .delete_object(region, bucket, &self.key(prefix, file))
                     .await
                     .map_err(|e| e.to_string())
             }
+            Place::Gcs {
+                bucket,
+                prefix,
+                client,
+            } => storage::delete(client, bucket, &self.key(prefix, file))
+                .await
+                .map_err(|e| e.to_string()),
         }
     }
 }
@@ -270,6 +347,13 @@ mod tests {
             })
         );
         assert_eq!(
+            Target::parse("gs://muster-backups/prod"),
+            Ok(Target::Gcs {
+                bucket: "muster-backups".into(),
+                prefix: "prod".into()
+            })
+        );
+        assert_eq!(
             Target::parse("file:///var/backups/etcd"),
             Ok(Target::Local {
                 dir: "/var/backups/etcd".into()
@@ -277,11 +361,12 @@ mod tests {
         );
         for (bad, why) in [
             ("s3://Muster_Backups/x", "bucket name"),
+            ("gs://bucket/a b", "key prefix"),
             ("s3://ab", "bucket name"),
             ("s3://bucket/a b", "key prefix"),
             ("file://relative/dir", "absolute path"),
             ("file:///var/../etc", "absolute path"),
-            ("gs://bucket/x", "not built yet"),
+            ("gs://Bad_Bucket/x", "bucket name"),
             ("/var/backups", "not a backup target"),
         ] {
             let err = Target::parse(bad).expect_err(bad);
@@ -292,12 +377,7 @@ mod tests {
     #[tokio::test]
     async fn a_directory_store_lists_puts_gets_and_deletes() {
         let root = tempfile::tempdir().expect("tempdir");
-        let store = Store::local(
-            Target::Local {
-                dir: root.path().to_path_buf(),
-            },
-            "prod",
-        );
+        let store = Store::local(root.path().to_path_buf(), "prod");
         assert_eq!(store.list().await, Ok(vec![]));
         let name = SnapshotName {
             taken_at: 1_796_520_600,

@@ -160,7 +160,8 @@ pub struct Etcd {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct EtcdBackup {
     /// Where snapshots go: `s3://BUCKET/PREFIX` (the instance role's
-    /// credentials), or `file:///PATH` (a local disk or an NFS mount).
+    /// credentials), `gs://BUCKET/PREFIX` (the instance's service account),
+    /// or `file:///PATH` (a local disk or an NFS mount).
     pub to: String,
     /// How often the leader takes one (default 1h, at least 1s).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -7,6 +7,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod backup_gcs;
 mod bootstrap_simulation;
 mod config_errors;
 mod config_examples;

@@ -9,6 +9,7 @@
 pub mod alias;
 pub mod compute;
 mod error;
+pub mod storage;
 
 use std::fmt;
 use std::time::Duration;
@@ -167,6 +168,22 @@ impl GceClient {
         url: &Url,
         body: Option<String>,
     ) -> Result<String, GceError> {
+        let body = body.map(|b| (bytes::Bytes::from(b), "application/json"));
+        let answer = self.call_bytes(method, call, url, body).await?;
+        String::from_utf8(answer)
+            .map_err(|_| parse_failure(call, url, "the answer is not UTF-8".into()))
+    }
+
+    /// The request and retries of every call: a `(body, content type)`
+    /// when there is one; the bytes of a 2xx answer (Cloud Storage objects
+    /// are binary).
+    pub async fn call_bytes(
+        &self,
+        method: Method,
+        call: &str,
+        url: &Url,
+        body: Option<(bytes::Bytes, &'static str)>,
+    ) -> Result<Vec<u8>, GceError> {
         let span = tracing::debug_span!("gce", call, url = %url);
         async {
             let mut refreshed = false;
@@ -201,10 +218,8 @@ impl GceClient {
                             .http
                             .request(method.clone(), url.clone())
                             .header("authorization", token.bearer());
-                        if let Some(body) = body {
-                            request = request
-                                .header("content-type", "application/json")
-                                .body(body);
+                        if let Some((body, content_type)) = body {
+                            request = request.header("content-type", content_type).body(body);
                         } else if method == Method::POST {
                             // listManagedInstances is a body-less POST and Google
                             // answers 411 without a length; hyper sends none for
@@ -217,7 +232,7 @@ impl GceClient {
                         if reply.status.as_u16() == 401 {
                             *self.token.lock().await = None;
                         }
-                        into_text(reply)
+                        into_bytes(reply)
                     }
                 },
             )
@@ -383,12 +398,18 @@ pub(crate) async fn all_pages<T>(
 /// A 2xx body as text, or the fault described by Google's error document.
 fn into_text(reply: Reply) -> Result<String, Fault> {
     let status = reply.status.as_u16();
+    String::from_utf8(into_bytes(reply)?).map_err(|_| Fault::Api {
+        status,
+        reason: None,
+        message: "the answer is not UTF-8".into(),
+    })
+}
+
+/// A 2xx body, or the fault described by Google's error document.
+fn into_bytes(reply: Reply) -> Result<Vec<u8>, Fault> {
+    let status = reply.status.as_u16();
     if reply.status.is_success() {
-        return String::from_utf8(reply.body).map_err(|_| Fault::Api {
-            status,
-            reason: None,
-            message: "the answer is not UTF-8".into(),
-        });
+        return Ok(reply.body);
     }
     let (reason, message) = compute::parse_error(&reply.body)
         .unwrap_or_else(|| (None, http::snippet(&reply.body, 200)));
