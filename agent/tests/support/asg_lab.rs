@@ -71,6 +71,31 @@ impl CloudApi {
     }
 }
 
+/// A cluster that discovers its peers through the Auto Scaling group
+/// `group` (created with `desired` instances in the test network's subnet),
+/// moto in a "cloud" host of its network, and the agents' environment
+/// pointed at it. No agent is started.
+pub fn start(hint: &str, group: &str, desired: u32, which: Moto) -> (Cluster, Host, CloudApi) {
+    let mut c = Cluster::with_discovery(hint, 3, |_| {
+        format!("discovery:\n  cloudGroup:\n    provider: aws\n    name: {group}\n")
+    });
+    let cloud = c.net.add_host("cloud");
+    let api = CloudApi::start(&cloud, which);
+    let subnet = subnet_of(&c);
+    in_cloud(&cloud, async || {
+        super::moto::create_group(
+            &aws(&api.endpoint),
+            group,
+            desired,
+            "10.200.0.0/16",
+            &subnet,
+        )
+        .await
+    });
+    c.agent_env.extend(api.agent_env());
+    (c, cloud, api)
+}
+
 pub fn aws(endpoint: &str) -> AwsClient {
     let mut opts = AwsOptions::new("us-east-1");
     opts.endpoint = Some(url::Url::parse(endpoint).expect("url"));

@@ -10,8 +10,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::asg_lab::{self, CloudApi, Moto, add_instance, aws, in_cloud};
-use crate::support::cluster::Cluster;
+use crate::support::asg_lab::{self, Moto, add_instance, aws, in_cloud};
 use crate::support::moto;
 use crate::support::netns::wait_until;
 use muster::cloud::aws::AUTOSCALING;
@@ -20,20 +19,11 @@ const GROUP: &str = "muster-cp";
 
 #[test]
 fn an_autoscaling_group_assembles_itself_and_replaces_a_terminated_member() {
-    let mut c = Cluster::with_discovery("asg", 3, |_| {
-        format!("discovery:\n  cloudGroup:\n    provider: aws\n    name: {GROUP}\n")
-    });
-    let cloud = c.net.add_host("cloud");
-    let api = CloudApi::start(&cloud, Moto::Plain);
+    let (mut c, cloud, api) = asg_lab::start("asg", GROUP, 5, Moto::Plain);
     let endpoint = api.endpoint.clone();
-    let subnet = asg_lab::subnet_of(&c);
-    in_cloud(&cloud, async || {
-        moto::create_group(&aws(&endpoint), GROUP, 5, "10.200.0.0/16", &subnet).await
-    });
     let peers = asg_lab::in_service(&cloud, &endpoint, GROUP);
     assert_eq!(peers.len(), 5, "{peers:#?}");
 
-    c.agent_env.extend(api.agent_env());
     let start = Instant::now();
     for peer in &peers {
         let i = add_instance(&mut c, peer, GROUP);

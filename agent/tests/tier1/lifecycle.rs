@@ -18,8 +18,7 @@ use std::time::{Duration, Instant};
 
 use etcd_client::Client;
 
-use crate::support::asg_lab::{self, CloudApi, Moto, add_instance, aws, in_cloud};
-use crate::support::cluster::Cluster;
+use crate::support::asg_lab::{self, Moto, add_instance, aws, in_cloud};
 use crate::support::etcd_direct::ClientTls;
 use crate::support::moto;
 use crate::support::netns::wait_until;
@@ -144,16 +143,10 @@ fn endpoint_of(peer: &muster::discovery::Peer) -> String {
 
 #[test]
 fn a_rolling_replacement_through_a_lifecycle_hook_loses_no_write() {
-    let mut c = Cluster::with_discovery("roll", 3, |_| {
-        format!("discovery:\n  cloudGroup:\n    provider: aws\n    name: {GROUP}\n")
-    });
-    let cloud = c.net.add_host("cloud");
-    let api = CloudApi::start(&cloud, Moto::WithLifecycleHooks);
+    let (mut c, cloud, api) = asg_lab::start("roll", GROUP, 3, Moto::WithLifecycleHooks);
     let endpoint = api.endpoint.clone();
-    let subnet = asg_lab::subnet_of(&c);
     in_cloud(&cloud, async || {
         let aws = aws(&endpoint);
-        moto::create_group(&aws, GROUP, 3, "10.200.0.0/16", &subnet).await;
         aws.query(
             &AUTOSCALING,
             "PutLifecycleHook",
@@ -171,7 +164,6 @@ fn a_rolling_replacement_through_a_lifecycle_hook_loses_no_write() {
         .await
         .expect("PutLifecycleHook");
     });
-    c.agent_env.extend(api.agent_env());
     let mut members: Vec<(usize, muster::discovery::Peer)> = Vec::new();
     for peer in asg_lab::in_service(&cloud, &endpoint, GROUP) {
         let i = add_instance(&mut c, &peer, GROUP);
