@@ -96,6 +96,24 @@ pub fn start(hint: &str, group: &str, desired: u32, which: Moto) -> (Cluster, Ho
     (c, cloud, api)
 }
 
+/// TerminateInstanceInAutoScalingGroup without lowering the desired
+/// capacity: the group launches a replacement.
+pub fn terminate(cloud: &Host, endpoint: &str, instance_id: &str) {
+    in_cloud(cloud, async || {
+        aws(endpoint)
+            .query(
+                &muster::cloud::aws::AUTOSCALING,
+                "TerminateInstanceInAutoScalingGroup",
+                &super::moto::params(&[
+                    ("InstanceId", instance_id),
+                    ("ShouldDecrementDesiredCapacity", "false"),
+                ]),
+            )
+            .await
+            .expect("TerminateInstanceInAutoScalingGroup")
+    });
+}
+
 pub fn aws(endpoint: &str) -> AwsClient {
     let mut opts = AwsOptions::new("us-east-1");
     opts.endpoint = Some(url::Url::parse(endpoint).expect("url"));

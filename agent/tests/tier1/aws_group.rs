@@ -10,10 +10,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::asg_lab::{self, Moto, add_instance, aws, in_cloud};
-use crate::support::moto;
+use crate::support::asg_lab::{self, Moto, add_instance};
 use crate::support::netns::wait_until;
-use muster::cloud::aws::AUTOSCALING;
 
 const GROUP: &str = "muster-cp";
 
@@ -74,19 +72,7 @@ fn an_autoscaling_group_assembles_itself_and_replaces_a_terminated_member() {
 
     // Terminate one etcd member's instance; the group launches a replacement.
     let victim = first[1];
-    in_cloud(&cloud, async || {
-        aws(&endpoint)
-            .query(
-                &AUTOSCALING,
-                "TerminateInstanceInAutoScalingGroup",
-                &moto::params(&[
-                    ("InstanceId", &peers[victim].id),
-                    ("ShouldDecrementDesiredCapacity", "false"),
-                ]),
-            )
-            .await
-            .expect("terminate")
-    });
+    asg_lab::terminate(&cloud, &endpoint, &peers[victim].id);
     c.destroy(victim);
     let mut replacement = None;
     wait_until(

@@ -203,19 +203,7 @@ fn a_rolling_replacement_through_a_lifecycle_hook_loses_no_write() {
     let mut steps = Vec::new();
     for (victim, peer) in &original {
         let step_start = Instant::now();
-        in_cloud(&cloud, async || {
-            aws(&endpoint)
-                .query(
-                    &AUTOSCALING,
-                    "TerminateInstanceInAutoScalingGroup",
-                    &moto::params(&[
-                        ("InstanceId", &peer.id),
-                        ("ShouldDecrementDesiredCapacity", "false"),
-                    ]),
-                )
-                .await
-                .expect("terminate")
-        });
+        asg_lab::terminate(&cloud, &endpoint, &peer.id);
         // The agent hands off and completes the hook; only then does the
         // group terminate the instance and launch a replacement.
         let mut replacement = None;
