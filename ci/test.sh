@@ -12,6 +12,9 @@ bash ci/install-deps.sh
 
 # CI builds once from scratch: incremental caches only cost disk there.
 export CARGO_INCREMENTAL=0
+# A failed test's output then ends with its panic message (what failed and
+# why), not with a backtrace: CI keeps only the head and tail of a long log.
+export RUST_BACKTRACE=0
 
 phase "rustfmt"
 cargo fmt --all --check

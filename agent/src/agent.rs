@@ -118,7 +118,7 @@ pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
     let _endpoint = start_status_endpoint(args.status_listen, &board).await;
     if args.supervisor == SupervisorKind::Systemd {
         tokio::spawn(crate::service::boot_state::report_boot_finished());
-        tokio::spawn(crate::service::footprint::report_memory(board.clone()));
+        tokio::spawn(crate::service::footprint::report_footprint(board.clone()));
     }
     let result = pipeline(&args, &board).await;
     if let Err(e) = &result {
@@ -683,6 +683,14 @@ pub fn render_status_text(status: &Status, now_unix: u64) -> String {
             .map(|(part, mib)| format!("{part} {mib}"))
             .collect();
         out.push_str(&format!("memory MiB:  {}\n", parts.join(", ")));
+    }
+    if !status.cpu_ms.is_empty() {
+        let parts: Vec<String> = status
+            .cpu_ms
+            .iter()
+            .map(|(part, ms)| format!("{part} {:.1}", *ms as f64 / 1000.0))
+            .collect();
+        out.push_str(&format!("CPU s:       {}\n", parts.join(", ")));
     }
     out.push_str(&format!("agent pid:   {}\n", status.pid));
     out

@@ -58,6 +58,7 @@ pub fn render(status: &Status, calls: crate::calls::Counts) -> String {
     kubernetes(&mut out, status);
     image(&mut out, status);
     memory(&mut out, status);
+    cpu(&mut out, status);
     backup(&mut out, status);
     call_counters(&mut out, calls);
     out.text
@@ -113,21 +114,36 @@ fn backup(out: &mut Metrics, status: &Status) {
     );
 }
 
+/// Per-part series, `part="NAME"` labelled.
+fn per_part(values: &std::collections::BTreeMap<String, u64>, scale: u64) -> Vec<(String, i64)> {
+    values
+        .iter()
+        .map(|(part, v)| {
+            let v = v.saturating_mul(scale);
+            (label("part", part), i64::try_from(v).unwrap_or(i64::MAX))
+        })
+        .collect()
+}
+
+fn cpu(out: &mut Metrics, status: &Status) {
+    if status.cpu_ms.is_empty() {
+        return;
+    }
+    let parts = per_part(&status.cpu_ms, 1);
+    let parts: Vec<(&str, i64)> = parts.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+    out.family(
+        "counter",
+        "muster_cpu_milliseconds_total",
+        "CPU time each part of the node (its systemd unit's cgroup) has used since it started.",
+        &parts,
+    );
+}
+
 fn memory(out: &mut Metrics, status: &Status) {
     if status.memory_mib.is_empty() {
         return;
     }
-    let parts: Vec<(String, i64)> = status
-        .memory_mib
-        .iter()
-        .map(|(part, mib)| {
-            let bytes = mib.saturating_mul(1024 * 1024);
-            (
-                label("part", part),
-                i64::try_from(bytes).unwrap_or(i64::MAX),
-            )
-        })
-        .collect();
+    let parts = per_part(&status.memory_mib, 1024 * 1024);
     let parts: Vec<(&str, i64)> = parts.iter().map(|(l, v)| (l.as_str(), *v)).collect();
     out.gauge(
         "muster_memory_bytes",
@@ -253,9 +269,14 @@ impl Metrics {
     /// A gauge family: `(labels, value)` per series, labels already
     /// rendered as `name="value"` (empty for none).
     fn gauge(&mut self, name: &str, help: &str, series: &[(&str, i64)]) {
+        self.family("gauge", name, help, series);
+    }
+
+    /// A family of `kind` (gauge, counter) with its series.
+    fn family(&mut self, kind: &str, name: &str, help: &str, series: &[(&str, i64)]) {
         // Writing to a String cannot fail.
         let _ = writeln!(self.text, "# HELP {name} {help}");
-        let _ = writeln!(self.text, "# TYPE {name} gauge");
+        let _ = writeln!(self.text, "# TYPE {name} {kind}");
         for (labels, value) in series {
             let _ = if labels.is_empty() {
                 writeln!(self.text, "{name} {value}")
@@ -325,6 +346,16 @@ mod tests {
         let text = render(&status, Default::default());
         assert!(text.contains("muster_memory_bytes{part=\"etcd\"} 41943040\n"));
         assert!(text.contains("muster_memory_bytes{part=\"kubelet\"} 1048576\n"));
+    }
+
+    #[test]
+    fn cpu_time_is_a_counter_per_part() {
+        let mut status = Status::new(Phase::SteadyState);
+        assert!(!render(&status, Default::default()).contains("muster_cpu_"));
+        status.cpu_ms.insert("apiserver".into(), 61_250);
+        let text = render(&status, Default::default());
+        assert!(text.contains("# TYPE muster_cpu_milliseconds_total counter\n"));
+        assert!(text.contains("muster_cpu_milliseconds_total{part=\"apiserver\"} 61250\n"));
     }
 
     #[test]

@@ -112,6 +112,14 @@ pub struct Status {
     /// that runs here: agent, etcd, apiserver, kubelet, containerd, ...
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub memory_mib: BTreeMap<String, u64>,
+    /// CPU time (milliseconds, systemd's cgroup accounting) each part has
+    /// used since it started: two readings a minute apart give its share
+    /// of a core.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub cpu_ms: BTreeMap<String, u64>,
+    /// When `memory_mib` and `cpu_ms` were read (Unix milliseconds).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub footprint_at_ms: u64,
     /// Seconds since the Unix epoch when this status was written.
     pub updated_at: u64,
     pub pid: u32,
@@ -284,6 +292,8 @@ impl Status {
             backup: None,
             image: None,
             memory_mib: BTreeMap::new(),
+            cpu_ms: BTreeMap::new(),
+            footprint_at_ms: 0,
             updated_at: 0,
             pid: std::process::id(),
         }
@@ -384,6 +394,18 @@ pub fn now_secs() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 /// The live status, shared by everything that reports into it (the boot

@@ -92,6 +92,17 @@ trait Service {
     /// systemd does not account it.
     #[zbus(property)]
     fn memory_current(&self) -> zbus::Result<u64>;
+    /// CPU time the unit's cgroup has used (`cpu.stat` usage), in
+    /// nanoseconds; `u64::MAX` when systemd does not account it.
+    #[zbus(property, name = "CPUUsageNSec")]
+    fn cpu_usage_nsec(&self) -> zbus::Result<u64>;
+}
+
+/// A unit's resource use, from systemd's cgroup accounting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct UnitFootprint {
+    pub memory_bytes: Option<u64>,
+    pub cpu_nsec: Option<u64>,
 }
 
 /// What went wrong talking to systemd, with the unit and the D-Bus call.
@@ -304,9 +315,10 @@ impl SystemdSupervisor {
         }
     }
 
-    /// The memory the unit's cgroup uses now, in bytes: `None` when there
-    /// is no such unit or systemd does not account its memory.
-    pub async fn memory_current(&self, name: &str) -> Result<Option<u64>, ServiceError> {
+    /// What the unit's cgroup uses now: memory in bytes and CPU time so
+    /// far in nanoseconds. `None` when there is no such unit; a field is
+    /// `None` when systemd does not account it.
+    pub async fn footprint(&self, name: &str) -> Result<Option<UnitFootprint>, ServiceError> {
         let unit = unit_name(name);
         let Some(path) = self.unit_path(&unit).await? else {
             return Ok(None);
@@ -316,7 +328,15 @@ impl SystemdSupervisor {
             .memory_current()
             .await
             .map_err(call_error(&unit, "Get(Service.MemoryCurrent)"))?;
-        Ok((bytes != u64::MAX).then_some(bytes))
+        let cpu = s
+            .cpu_usage_nsec()
+            .await
+            .map_err(call_error(&unit, "Get(Service.CPUUsageNSec)"))?;
+        let accounted = |v: u64| (v != u64::MAX).then_some(v);
+        Ok(Some(UnitFootprint {
+            memory_bytes: accounted(bytes),
+            cpu_nsec: accounted(cpu),
+        }))
     }
 
     async fn read_status(

@@ -21,8 +21,8 @@ use muster::state::now_secs;
 
 use crate::support::{TestLab, budget, image, tail, wait_for};
 use crate::workload::{
-    CONTROL_PLANE_LABEL, CONTROL_PLANE_PARTS, NODE_PARTS, print_memory, ready_nodes,
-    run_web_across_nodes, taints, wait_control_plane_labels, wait_node_deleted,
+    CONTROL_PLANE_LABEL, CONTROL_PLANE_PARTS, NODE_PARTS, print_cpu_share, print_memory,
+    ready_nodes, run_web_across_nodes, taints, wait_control_plane_labels, wait_node_deleted,
     wait_web_rescheduled, web_pods,
 };
 
@@ -74,6 +74,9 @@ fn three_vms_assemble_kubernetes_run_pods_then_fail_over_replace_a_member_and_su
     for i in 1..=3 {
         print_memory(&t, i, "control plane + node", &parts);
     }
+    // Which part keeps the emulated CPUs busy (three control planes on two
+    // host cores is this lab's limit).
+    print_cpu_share(&t, &[1, 2, 3], Duration::from_secs(60));
 
     // 3. Hard power-off of the VIP holder -> the VIP, and the API behind
     // it, answer from another VM. Under TCG a status request can miss its

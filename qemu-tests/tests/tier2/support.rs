@@ -197,19 +197,18 @@ impl TestLab {
     }
 
     /// The last lines of every node's console, for failure messages.
+    /// They go to stdout at once; the returned line only points there, so
+    /// a failure message stays short and ends the test's output (CI keeps
+    /// the head and the tail of a long log, not its middle).
     pub fn consoles_tail(&self) -> String {
-        self.state()
-            .nodes
-            .iter()
-            .map(|n| {
-                format!(
-                    "--- node-{} console (last lines) ---\n{}",
-                    n.index,
-                    tail(&self.serial(n.index), 15)
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
+        for n in &self.state().nodes {
+            println!(
+                "--- node-{} console (last lines) ---\n{}",
+                n.index,
+                tail(&self.serial(n.index), 15)
+            );
+        }
+        "(the VMs' last console lines are in the test's stdout above)".to_string()
     }
 
     /// Node `index`'s status report. A VM under TCG on a busy 2-core host

@@ -305,3 +305,49 @@ pub fn print_memory(t: &TestLab, index: u32, role: &str, parts: &[&str]) {
         each.join(", ")
     );
 }
+
+/// What share of one core each part used on each node over at least
+/// `window`, from two of the agents' footprint readings (taken every
+/// half minute). Under TCG the VMs' parts compete for two host cores:
+/// this says which part keeps them busy.
+pub fn print_cpu_share(t: &TestLab, nodes: &[u32], window: Duration) {
+    let reading = |i: u32| {
+        t.status(i)
+            .filter(|s| s.footprint_at_ms > 0 && !s.cpu_ms.is_empty())
+            .map(|s| (s.footprint_at_ms, s.cpu_ms))
+    };
+    let first: Vec<_> = nodes
+        .iter()
+        .map(|i| wait_for(budget(120), || reading(*i)))
+        .collect();
+    std::thread::sleep(window);
+    for (i, first) in nodes.iter().zip(first) {
+        let Some((at0, cpu0)) = first else {
+            println!("figures: CPU share, node-{i}: no footprint reading");
+            continue;
+        };
+        let wanted = at0 + u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+        let Some((at1, cpu1)) =
+            wait_for(budget(120), || reading(*i).filter(|(at, _)| *at >= wanted))
+        else {
+            println!("figures: CPU share, node-{i}: no second reading");
+            continue;
+        };
+        let span = (at1 - at0) as f64;
+        let mut total = 0.0;
+        let each: Vec<String> = cpu1
+            .iter()
+            .map(|(part, ms)| {
+                let used = ms.saturating_sub(cpu0.get(part).copied().unwrap_or(0)) as f64;
+                total += used;
+                format!("{part} {:.0} %", 100.0 * used / span)
+            })
+            .collect();
+        println!(
+            "figures: CPU share of one (emulated) core over {:.0} s, node-{i}: {:.0} % ({})",
+            span / 1000.0,
+            100.0 * total / span,
+            each.join(", ")
+        );
+    }
+}
