@@ -101,7 +101,8 @@ async fn within<T>(
 /// The lock held while etcd's membership changes.
 pub const MEMBERSHIP_LOCK: &str = "muster/membership";
 
-/// A connection to a cluster through the given endpoints.
+/// A connection to a cluster through the given endpoints. Clones share it.
+#[derive(Clone)]
 pub struct Etcd {
     client: Client,
     endpoints: Vec<String>,
@@ -296,10 +297,13 @@ pub async fn probe(endpoint: String, tls: &EtcdTls) -> Option<FoundCluster> {
 /// by design, so for them status must do.
 pub async fn healthy(endpoint: String, tls: &EtcdTls, learner: bool) -> bool {
     match Etcd::connect(vec![endpoint], tls, PROBE_TIMEOUT).await {
-        Ok(mut etcd) => {
-            matches!(etcd.status().await, Ok((_, _, leader)) if leader != 0)
-                && (learner || etcd.serves().await.is_ok())
-        }
+        Ok(mut etcd) => member_serves(&mut etcd, learner).await,
         Err(_) => false,
     }
+}
+
+/// `healthy` over a connection already made.
+pub async fn member_serves(etcd: &mut Etcd, learner: bool) -> bool {
+    matches!(etcd.status().await, Ok((_, _, leader)) if leader != 0)
+        && (learner || etcd.serves().await.is_ok())
 }

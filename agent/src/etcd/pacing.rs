@@ -21,6 +21,7 @@
 
 use std::time::Duration;
 
+use super::membership::MemberHealth;
 use crate::discovery::Peer;
 use crate::roles::{self, Topology};
 
@@ -112,6 +113,27 @@ pub fn bounded_probe_set(topology: Topology, view: &[Peer], me: &Peer, round: us
         );
     }
     set
+}
+
+/// How often a member's agent runs its round (group listing, status,
+/// member list, every member's health) while the cluster is calm. Every
+/// tick was the largest load on etcd once it ran: on three TCG VMs etcd
+/// used 25-50 % of each VM's core, more than the starting apiservers, and
+/// lost its leader (docs/benchmarks.md, "CPU per part"). A fault makes the
+/// next round un-calm, so the rounds that heal run every tick again; a
+/// calm round only delays noticing a fault by at most this long, against
+/// a replacement grace of seconds to a minute.
+pub const CALM_ROUND_EVERY: Duration = Duration::from_secs(2);
+
+/// Whether a member's round found the cluster calm: a leader, exactly the
+/// wanted number of voters, all healthy, no learner, and no member whose
+/// machine the group says is gone or leaving. Pure.
+pub fn calm(members: &[MemberHealth], leader: u64, wanted: usize) -> bool {
+    leader != 0
+        && members.len() == wanted
+        && members
+            .iter()
+            .all(|m| m.healthy && !m.is_learner && m.in_group != Some(false))
 }
 
 #[cfg(test)]
@@ -219,5 +241,41 @@ mod tests {
         let set = bounded_probe_set(STACKED3, &v, &v[5], 0);
         assert!(set.iter().all(|p| p.id != "i-0001" && p.id != "i-0002"));
         assert_eq!(set.len(), 3);
+    }
+
+    fn member(id: u64) -> MemberHealth {
+        MemberHealth {
+            id,
+            name: format!("m{id}"),
+            is_learner: false,
+            healthy: true,
+            unhealthy_for_ms: 0,
+            in_group: Some(true),
+        }
+    }
+
+    #[test]
+    fn calm_needs_a_leader_the_wanted_voters_all_healthy_and_none_gone() {
+        let three: Vec<MemberHealth> = (1..=3).map(member).collect();
+        assert!(calm(&three, 1, 3));
+        // A static list cannot tell: listed is fine.
+        let mut listed = three.clone();
+        listed[0].in_group = None;
+        assert!(calm(&listed, 1, 3));
+        assert!(!calm(&three, 0, 3), "no leader");
+        assert!(!calm(&three[..2], 1, 3), "a seat open");
+        assert!(!calm(&three, 1, 5), "fewer than wanted");
+        let mut sick = three.clone();
+        sick[2].healthy = false;
+        assert!(!calm(&sick, 1, 3));
+        let mut learner = three.clone();
+        learner.push(MemberHealth {
+            is_learner: true,
+            ..member(4)
+        });
+        assert!(!calm(&learner, 1, 3), "a learner waits for promotion");
+        let mut gone = three.clone();
+        gone[1].in_group = Some(false);
+        assert!(!calm(&gone, 1, 3), "gone or leaving from the group");
     }
 }

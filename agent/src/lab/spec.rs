@@ -312,7 +312,7 @@ timing:
   takeoverAfter: 11s
   leaseTtl: 15s
   leaseMargin: 3s
-  pollEvery: 250ms
+  pollEvery: 1s
   actBudget: 1s
 shedEtcdLeadership: false
 ",

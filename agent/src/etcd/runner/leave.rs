@@ -6,13 +6,12 @@
 //! break quorum, and says so in its status; the hook's timeout is then the
 //! operator's decision.
 
-use std::net::Ipv4Addr;
 
 use tracing::{info, warn};
 
 use super::{Runner, SERVICE};
 use crate::discovery::Peer;
-use crate::etcd::client::{self, Etcd};
+use crate::etcd::client;
 use crate::etcd::membership::{self, Leave, MemberHealth};
 
 /// Where a hand-off stands.
@@ -58,19 +57,14 @@ impl Runner {
     }
 
     async fn hand_off(&mut self) -> Result<HandOff, String> {
-        let local = client::client_url(Ipv4Addr::LOCALHOST);
-        let mut etcd = Etcd::connect(vec![local], &self.cfg.tls, client::PROBE_TIMEOUT)
-            .await
-            .map_err(|e| format!("leaving: local member not answering: {e}"))?;
-        let (_, member_id, leader) = etcd
-            .status()
-            .await
-            .map_err(|e| format!("leaving: local member: {e}"))?;
-        let members = etcd
-            .members()
-            .await
-            .map_err(|e| format!("leaving: member list: {e}"))?;
-        let health = super::member_health(&members, &self.cfg.tls).await;
+        let super::LocalView {
+            mut etcd,
+            member_id,
+            leader,
+            members,
+            health,
+            ..
+        } = self.local_view("leaving").await?;
         let observed: Vec<MemberHealth> = members
             .iter()
             .zip(&health)

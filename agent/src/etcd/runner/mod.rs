@@ -24,6 +24,7 @@ use crate::service::{CpuShare, ServiceSpec, Supervisor};
 mod join;
 mod leave;
 mod paced;
+mod pool;
 mod restore;
 mod steady;
 
@@ -93,6 +94,23 @@ pub struct Runner {
     left: bool,
     /// The group was told it may terminate this machine.
     let_go: bool,
+    /// Connections to the local member and the members, kept across rounds.
+    pool: pool::Pool,
+    /// The last member round found the cluster calm: the next one waits
+    /// until then (`pacing::CALM_ROUND_EVERY`).
+    calm_until: Option<Instant>,
+}
+
+/// What the local member says of its cluster, and each member's health.
+pub(super) struct LocalView {
+    /// The connection to the local member (kept in the pool).
+    pub etcd: client::Etcd,
+    pub cluster_id: u64,
+    pub member_id: u64,
+    /// 0: the local member knows no leader.
+    pub leader: u64,
+    pub members: Vec<FoundMember>,
+    pub health: Vec<bool>,
 }
 
 fn now_ms() -> u64 {
@@ -105,6 +123,7 @@ fn now_ms() -> u64 {
 impl Runner {
     pub fn new(cfg: RunnerConfig, source: PeerSource) -> Runner {
         let role = read_role(&cfg.state);
+        let cfg_tls = cfg.tls.clone();
         let (role_tx, _) = tokio::sync::watch::channel(role);
         let (view_tx, _) = tokio::sync::watch::channel(Vec::new());
         Runner {
@@ -124,7 +143,39 @@ impl Runner {
             restore_refused: false,
             left: false,
             let_go: false,
+            pool: pool::Pool::new(cfg_tls, client::PROBE_TIMEOUT),
+            calm_until: None,
         }
+    }
+
+    /// Asks the local member for its cluster, its members and their health
+    /// (over the kept connections). `context` starts each error message.
+    pub(super) async fn local_view(&mut self, context: &str) -> Result<LocalView, String> {
+        let local = pool::Pool::local_endpoint();
+        let mut etcd = self
+            .pool
+            .connection(&local)
+            .await
+            .map_err(|e| format!("{context}: local member not answering yet: {e}"))?;
+        let status = etcd.status().await;
+        let (cluster_id, member_id, leader) = self
+            .pool
+            .checked(&local, status)
+            .map_err(|e| format!("{context}: local member: {e}"))?;
+        let members = etcd.members().await;
+        let members = self
+            .pool
+            .checked(&local, members)
+            .map_err(|e| format!("{context}: member list: {e}"))?;
+        let health = self.pool.health(&members).await;
+        Ok(LocalView {
+            etcd,
+            cluster_id,
+            member_id,
+            leader,
+            members,
+            health,
+        })
     }
 
     /// Follows the group as each round lists it.
@@ -179,6 +230,10 @@ impl Runner {
         if let Some(role) = self.role.filter(|r| !self.cfg.topology.runs_etcd(*r)) {
             return self.worker_round(role).await;
         }
+        if self.calm_until.is_some_and(|t| Instant::now() < t) {
+            return Ok(());
+        }
+        self.calm_until = None;
         let (view, me) = self.view_for_round().await?;
         let running = self.etcd_running().await?;
         if me.lifecycle == Lifecycle::Leaving {

@@ -1,7 +1,6 @@
 //! The steady-state round: report the cluster in the status file and, on
 //! the leader's agent only, carry out the membership plan (S3).
 
-use std::net::Ipv4Addr;
 use std::time::Instant;
 
 use tracing::{info, warn};
@@ -9,27 +8,21 @@ use tracing::{info, warn};
 use super::Runner;
 use crate::discovery::source::PeerSource;
 use crate::discovery::{Lifecycle, Peer};
-use crate::etcd::client::{self, Etcd};
 use crate::etcd::membership::{self, MemberAction, MemberHealth};
+use crate::etcd::pacing;
 use crate::state::{EtcdStatus, MemberStatus, Phase};
 
 impl Runner {
     /// etcd runs here: report, and if this member leads, heal membership.
     pub(super) async fn steady(&mut self, view: &[Peer]) -> Result<(), String> {
-        let local = client::client_url(Ipv4Addr::LOCALHOST);
-        let mut etcd = Etcd::connect(vec![local], &self.cfg.tls, client::PROBE_TIMEOUT)
-            .await
-            .map_err(|e| format!("etcd: local member not answering yet: {e}"))?;
-        let (cluster_id, member_id, leader) = etcd
-            .status()
-            .await
-            .map_err(|e| format!("etcd: local member: {e}"))?;
-        let members = etcd
-            .members()
-            .await
-            .map_err(|e| format!("etcd: member list: {e}"))?;
-
-        let health = super::member_health(&members, &self.cfg.tls).await;
+        let super::LocalView {
+            mut etcd,
+            cluster_id,
+            member_id,
+            leader,
+            members,
+            health,
+        } = self.local_view("etcd").await?;
         let now = Instant::now();
         let static_group = matches!(self.source, PeerSource::Static(_));
         let mut observed = Vec::with_capacity(members.len());
@@ -115,6 +108,10 @@ impl Runner {
                 "etcd: the local member {member_id:x} does not serve (no leader, or its server stopped)"
             ));
         }
+        let wanted = self.cfg.topology.etcd_members();
+        if pacing::calm(&observed, leader, wanted) {
+            self.calm_until = Some(now + pacing::CALM_ROUND_EVERY);
+        }
         // Only the leader's agent changes membership, so two agents never
         // race to remove members.
         if leader == 0 || leader != member_id {
@@ -123,7 +120,7 @@ impl Runner {
         for action in membership::plan(
             &observed,
             membership::Policy {
-                wanted: self.cfg.topology.etcd_members(),
+                wanted,
                 grace_ms: self.cfg.replace_after.as_millis() as u64,
                 leader,
             },
