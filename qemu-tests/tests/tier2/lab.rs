@@ -61,11 +61,18 @@ fn three_vms_assemble_kubernetes_run_pods_then_fail_over_replace_a_member_and_su
             "{name} is tainted control-plane although the lab has no workers: {taints:?}"
         );
     }
-    let put = t.etcdctl(1, &["put", KEY, "survives-everything"]);
+    // Tried for a while: one request can miss its deadline under TCG.
+    let mut put = None;
+    let stored = wait_for(budget(60), || {
+        let out = t.etcdctl(1, &["put", KEY, "survives-everything"]);
+        let ok = out.status.success();
+        put = Some(out);
+        ok.then_some(())
+    });
     assert!(
-        put.status.success(),
-        "put: {}",
-        String::from_utf8_lossy(&put.stderr)
+        stored.is_some(),
+        "put: {:?}",
+        put.map(|p| String::from_utf8_lossy(&p.stderr).into_owned())
     );
 
     // 2. A workload across the nodes, and what each node's parts use.
@@ -195,7 +202,15 @@ fn three_vms_assemble_kubernetes_run_pods_then_fail_over_replace_a_member_and_su
         cluster_id,
         "S2: a power cycle changed the cluster"
     );
-    let got = t.etcdctl(alive[0], &["get", KEY, "--print-value-only"]);
+    // A failed request is retried; an answer without the value is not.
+    let mut got = None;
+    wait_for(budget(60), || {
+        let out = t.etcdctl(alive[0], &["get", KEY, "--print-value-only"]);
+        let answered = out.status.success();
+        got = Some(out);
+        answered.then_some(())
+    });
+    let got = got.expect("etcdctl ran");
     assert_eq!(
         String::from_utf8_lossy(&got.stdout).trim(),
         "survives-everything",
