@@ -6,7 +6,6 @@
 //! break quorum, and says so in its status; the hook's timeout is then the
 //! operator's decision.
 
-
 use tracing::{info, warn};
 
 use super::{Runner, SERVICE};

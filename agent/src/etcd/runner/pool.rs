@@ -51,7 +51,11 @@ impl Pool {
 
     /// Passes `result` through; an error drops the kept connection to
     /// `endpoint`, so the next use connects afresh.
-    pub fn checked<T>(&mut self, endpoint: &str, result: Result<T, EtcdError>) -> Result<T, EtcdError> {
+    pub fn checked<T>(
+        &mut self,
+        endpoint: &str,
+        result: Result<T, EtcdError>,
+    ) -> Result<T, EtcdError> {
         if result.is_err() {
             self.kept.remove(endpoint);
         }
@@ -66,26 +70,30 @@ impl Pool {
             .iter()
             .map(|m| m.address().map(client::client_url))
             .collect();
-        let checks = members.iter().zip(&endpoints).enumerate().map(|(i, (m, e))| {
-            let kept = e.as_ref().and_then(|e| self.kept.get(e).cloned());
-            let (endpoint, tls, timeout, learner) =
-                (e.clone(), self.tls.clone(), self.timeout, m.is_learner);
-            async move {
-                let Some(endpoint) = endpoint else {
-                    return (i, false, None);
-                };
-                let etcd = match kept {
-                    Some(etcd) => etcd,
-                    None => match Etcd::connect(vec![endpoint], &tls, timeout).await {
-                        Ok(etcd) => etcd,
-                        Err(_) => return (i, false, None),
-                    },
-                };
-                let mut etcd = etcd;
-                let healthy = client::member_serves(&mut etcd, learner).await;
-                (i, healthy, healthy.then_some(etcd))
-            }
-        });
+        let checks = members
+            .iter()
+            .zip(&endpoints)
+            .enumerate()
+            .map(|(i, (m, e))| {
+                let kept = e.as_ref().and_then(|e| self.kept.get(e).cloned());
+                let (endpoint, tls, timeout, learner) =
+                    (e.clone(), self.tls.clone(), self.timeout, m.is_learner);
+                async move {
+                    let Some(endpoint) = endpoint else {
+                        return (i, false, None);
+                    };
+                    let etcd = match kept {
+                        Some(etcd) => etcd,
+                        None => match Etcd::connect(vec![endpoint], &tls, timeout).await {
+                            Ok(etcd) => etcd,
+                            Err(_) => return (i, false, None),
+                        },
+                    };
+                    let mut etcd = etcd;
+                    let healthy = client::member_serves(&mut etcd, learner).await;
+                    (i, healthy, healthy.then_some(etcd))
+                }
+            });
         let mut health = vec![false; members.len()];
         for (i, healthy, etcd) in futures_join_all(checks).await {
             health[i] = healthy;
