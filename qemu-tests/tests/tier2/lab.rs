@@ -60,19 +60,7 @@ fn three_vms_assemble_kubernetes_run_pods_then_fail_over_and_replace_a_member() 
             "{name} is tainted control-plane although the lab has no workers: {taints:?}"
         );
     }
-    // Tried for a while: one request can miss its deadline under TCG.
-    let mut put = None;
-    let stored = wait_for(budget(60), || {
-        let out = t.etcdctl(1, &["put", KEY, "survives-everything"]);
-        let ok = out.status.success();
-        put = Some(out);
-        ok.then_some(())
-    });
-    assert!(
-        stored.is_some(),
-        "put: {:?}",
-        put.map(|p| String::from_utf8_lossy(&p.stderr).into_owned())
-    );
+    t.etcd_put(1, KEY, "survives-everything");
 
     // 2. A workload across the nodes, and what each node's parts use.
     run_web_across_nodes(&t);
@@ -191,19 +179,10 @@ fn three_vms_assemble_kubernetes_run_pods_then_fail_over_and_replace_a_member() 
     // etcd members (etcd::a_full_power_cycle_brings_back_the_same_cluster_and_data).
     // The data written before the kill is still there (a failed request
     // is retried; an answer without the value is not).
-    let mut got = None;
-    wait_for(budget(60), || {
-        let out = t.etcdctl(alive[0], &["get", KEY, "--print-value-only"]);
-        let answered = out.status.success();
-        got = Some(out);
-        answered.then_some(())
-    });
-    let got = got.expect("etcdctl ran");
+    let (value, stderr) = t.etcd_get(alive[0], KEY);
     assert_eq!(
-        String::from_utf8_lossy(&got.stdout).trim(),
-        "survives-everything",
-        "data lost with the replaced member: {}",
-        String::from_utf8_lossy(&got.stderr)
+        value, "survives-everything",
+        "data lost with the replaced member: {stderr}"
     );
 }
 

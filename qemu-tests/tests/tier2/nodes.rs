@@ -126,18 +126,7 @@ fn one_control_plane_and_two_worker_vms_run_pods_across_the_workers_drop_a_gone_
 
     // Every VM loses power, then boots from its disk.
     let cluster_id = crate::lab::one_cluster_id(&t, &[1]);
-    let mut put = None;
-    let stored = wait_for(budget(60), || {
-        let out = t.etcdctl(1, &["put", KEY, "survives-power-loss"]);
-        let ok = out.status.success();
-        put = Some(out);
-        ok.then_some(())
-    });
-    assert!(
-        stored.is_some(),
-        "put: {:?}",
-        put.map(|p| String::from_utf8_lossy(&p.stderr).into_owned())
-    );
+    t.etcd_put(1, KEY, "survives-power-loss");
     let before = ready_nodes(&t);
     t.lab.stop(&[]).expect("lab stop");
     t.lab.start(&[]).expect("lab start");
@@ -151,20 +140,8 @@ fn one_control_plane_and_two_worker_vms_run_pods_across_the_workers_drop_a_gone_
         cluster_id,
         "S2: a power cycle changed the cluster"
     );
-    let mut got = None;
-    wait_for(budget(60), || {
-        let out = t.etcdctl(1, &["get", KEY, "--print-value-only"]);
-        let answered = out.status.success();
-        got = Some(out);
-        answered.then_some(())
-    });
-    let got = got.expect("etcdctl ran");
-    assert_eq!(
-        String::from_utf8_lossy(&got.stdout).trim(),
-        "survives-power-loss",
-        "S2: data lost: {}",
-        String::from_utf8_lossy(&got.stderr)
-    );
+    let (value, stderr) = t.etcd_get(1, KEY);
+    assert_eq!(value, "survives-power-loss", "S2: data lost: {stderr}");
     // The Nodes' Ready conditions lag behind (the controller manager marks
     // a silent kubelet after 40 s), so this waits for the same set.
     wait_for(budget(300), || (ready_nodes(&t) == before).then_some(())).unwrap_or_else(|| {

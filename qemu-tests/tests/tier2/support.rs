@@ -286,6 +286,41 @@ impl TestLab {
         self.status_at(&lab, lab.vip()).and_then(|s| s.instance_id)
     }
 
+    /// `etcdctl` until it succeeds (one request can miss its deadline
+    /// under TCG), for at most a minute; the last output either way.
+    pub fn etcdctl_retried(&self, index: u32, args: &[&str]) -> Output {
+        let mut last = None;
+        wait_for(budget(60), || {
+            let out = self.etcdctl(index, args);
+            let ok = out.status.success();
+            last = Some(out);
+            ok.then_some(())
+        });
+        last.expect("etcdctl ran at least once")
+    }
+
+    /// Puts `key` through node `index` (retried); panics with etcdctl's
+    /// error when it never succeeds.
+    pub fn etcd_put(&self, index: u32, key: &str, value: &str) {
+        let out = self.etcdctl_retried(index, &["put", key, value]);
+        assert!(
+            out.status.success(),
+            "etcdctl put {key}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The value of `key` as node `index` reads it (a failed request is
+    /// retried; an answer without the key is an empty string), and
+    /// etcdctl's stderr.
+    pub fn etcd_get(&self, index: u32, key: &str) -> (String, String) {
+        let out = self.etcdctl_retried(index, &["get", key, "--print-value-only"]);
+        (
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
     /// etcdctl inside the lab network against node `index`, with a client
     /// certificate derived from the lab's cluster secret, as any holder of
     /// the secret could.
