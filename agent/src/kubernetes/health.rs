@@ -21,9 +21,9 @@ pub struct ApiServerHealth {
 }
 
 impl ApiServerHealth {
-    /// `timeout`: how long one check may take. It runs inside the VIP
-    /// holder's renewal round, so it gets what each etcd call of the round
-    /// gets (half the hold time), and at least [`MIN_CHECK_TIMEOUT`].
+    /// `timeout`: how long one check may take. It gets what each etcd call
+    /// of the VIP holder's renewal round gets (half the hold time), and at
+    /// least [`MIN_CHECK_TIMEOUT`]; it runs beside those rounds.
     pub fn new(kubeconfig: PathBuf, timeout: Duration) -> ApiServerHealth {
         ApiServerHealth {
             kubeconfig,

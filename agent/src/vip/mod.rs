@@ -118,12 +118,11 @@ struct Claim {
     proof: Proof,
 }
 
-/// Outcome of one renewal round, with the send time all three share.
+/// Outcome of one renewal round, with the send time both calls share.
 struct Round {
     sent: Instant,
     touch: Result<bool, LeaseError>,
     keep_alive: Result<bool, LeaseError>,
-    healthy: bool,
 }
 
 type Shutdown<'a> = Pin<&'a mut (dyn Future<Output = ()> + Send)>;
@@ -402,7 +401,11 @@ impl<M: Mover, H: HealthCheck> VipManager<M, H> {
         let mut streak = HealthStreak::new(t.unhealthy_release_after());
         let mut failing = false;
         let mut next_round = Instant::now() + t.renew_every;
-        let mut round = Box::pin(renew(st, claim.lease, next_round, health));
+        let mut round = Box::pin(renew(st, claim.lease, next_round));
+        // The health check runs beside the renewals, not inside them: a
+        // slow answer (an apiserver's /readyz may take seconds under load)
+        // must not hold back the proofs the claim's deadline counts from.
+        let mut check = Box::pin(check_health(health, next_round));
         let end = loop {
             let deadline = claim.proof.deadline(&t);
             tokio::select! {
@@ -442,17 +445,22 @@ impl<M: Mover, H: HealthCheck> VipManager<M, H> {
                         (Ok(_), Ok(_)) => failing = false,
                         (Err(e), _) | (_, Err(e)) => log_fault(&mut failing, &e),
                     }
-                    if streak.record(r.healthy) {
+                    next_round = (r.sent + t.renew_every).max(Instant::now());
+                    round = Box::pin(renew(st, claim.lease, next_round));
+                }
+                (asked, healthy) = &mut check => {
+                    if streak.record(healthy) {
                         warn!("vip: this node is unhealthy: handing the VIP on");
                         break End::Lost;
                     }
-                    next_round = (r.sent + t.renew_every).max(Instant::now());
-                    drop(round); // ends its borrow of `health`
-                    round = Box::pin(renew(st, claim.lease, next_round, health));
+                    let next = (asked + t.renew_every).max(Instant::now());
+                    drop(check); // ends its borrow of `health`
+                    check = Box::pin(check_health(health, next));
                 }
             }
         };
         // Ends their borrows of the mover and the health check.
+        drop(check);
         drop(round);
         drop(moving);
         // S4: the address goes first, the lease after.
@@ -493,17 +501,22 @@ impl<M: Mover, H: HealthCheck> VipManager<M, H> {
 }
 
 /// One renewal round at `at`: touch, keep-alive and health check at once.
-async fn renew<H: HealthCheck>(st: &Store, lease: i64, at: Instant, health: &mut H) -> Round {
+async fn renew(st: &Store, lease: i64, at: Instant) -> Round {
     sleep_until(at).await;
     let sent = Instant::now();
-    let (touch, keep_alive, healthy) =
-        tokio::join!(st.touch(lease), st.keep_alive(lease), health.healthy());
+    let (touch, keep_alive) = tokio::join!(st.touch(lease), st.keep_alive(lease));
     Round {
         sent,
         touch,
         keep_alive,
-        healthy,
     }
+}
+
+/// One health check at `at`: when it was asked, and the answer.
+async fn check_health<H: HealthCheck>(health: &mut H, at: Instant) -> (Instant, bool) {
+    sleep_until(at).await;
+    let asked = Instant::now();
+    (asked, health.healthy().await)
 }
 
 /// How long a health answer stands for the candidate/standby shown in status.

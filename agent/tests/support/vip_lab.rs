@@ -29,7 +29,7 @@ use muster::vip::bgp::{BgpMover, BgpPeer, BgpSettings};
 use muster::vip::election::Timing;
 use muster::vip::netlink::Netlink;
 use muster::vip::{
-    AnyMover, ArpMover, EtcdAccess, EtcdMemberHealth, VipConfig, VipManager, VipRole,
+    AnyMover, ArpMover, EtcdAccess, EtcdMemberHealth, HealthCheck, VipConfig, VipManager, VipRole,
 };
 use tokio::sync::watch;
 
@@ -37,6 +37,21 @@ pub use super::arp_observer::ArpRound;
 use super::arp_observer::{self, mac_of};
 use super::etcd_bin::etcd_bin;
 use super::netns::{Host, Net, Proc, wait_until};
+
+/// The local etcd member's health, answered only after `delay`, and
+/// "unhealthy" while the test says the host is sick.
+struct LabHealth {
+    inner: EtcdMemberHealth,
+    delay: Duration,
+    sick: Arc<AtomicBool>,
+}
+
+impl HealthCheck for LabHealth {
+    async fn healthy(&mut self) -> bool {
+        tokio::time::sleep(self.delay).await;
+        self.inner.healthy().await && !self.sick.load(Ordering::Relaxed)
+    }
+}
 
 /// The port every candidate serves its name on.
 pub const PORT: u16 = 7443;
@@ -149,6 +164,11 @@ pub struct Lab {
     pub shed_etcd_leadership: bool,
     /// Run each manager's thread at real-time priority, as the agent does.
     pub realtime: bool,
+    /// How long each health check of managers started from now on takes
+    /// (an apiserver's `/readyz` under load); zero by default.
+    pub health_delay: Duration,
+    /// Per candidate: its health check says "unhealthy" while set.
+    sick: Vec<Arc<AtomicBool>>,
     endpoints: Vec<String>,
     _etcd: Vec<Proc>,
     stop: Arc<AtomicBool>,
@@ -238,6 +258,8 @@ impl Lab {
             timing: Timing::default(),
             shed_etcd_leadership: true,
             realtime: true,
+            health_delay: Duration::ZERO,
+            sick: (0..n).map(|_| Arc::new(AtomicBool::new(false))).collect(),
             endpoints,
             _etcd: etcd,
             stop: Arc::new(AtomicBool::new(false)),
@@ -327,6 +349,7 @@ impl Lab {
             shed_etcd_leadership: self.shed_etcd_leadership,
         };
         let (mode, router) = (self.mode, self.observer.ip());
+        let (health_delay, sick) = (self.health_delay, self.sick[i].clone());
         let aws = match mode {
             LabMode::Aws => {
                 let t = self
@@ -390,9 +413,13 @@ impl Lab {
                             )
                         }
                     };
-                    let health = EtcdMemberHealth::new(EtcdAccess::plain(vec![
-                        "http://127.0.0.1:2379".into(),
-                    ]));
+                    let health = LabHealth {
+                        inner: EtcdMemberHealth::new(EtcdAccess::plain(vec![
+                            "http://127.0.0.1:2379".into(),
+                        ])),
+                        delay: health_delay,
+                        sick,
+                    };
                     let manager = VipManager::new(cfg, mover, health).expect("vip manager");
                     let _ = role_tx.send(manager.role());
                     let mut stop_rx = cmd_rx.clone();
@@ -414,6 +441,12 @@ impl Lab {
             role,
             thread: Some(thread),
         });
+    }
+
+    /// Makes candidate `i`'s health check fail (an apiserver gone bad)
+    /// or pass again.
+    pub fn set_sick(&self, i: usize, sick: bool) {
+        self.sick[i].store(sick, Ordering::Relaxed);
     }
 
     /// Every member's client URL, host `i`'s own first.

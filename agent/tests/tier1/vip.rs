@@ -184,6 +184,71 @@ fn a_clean_stop_hands_over_without_waiting_for_the_lease_to_expire() {
     lab.assert_one_mac_at_a_time(since);
 }
 
+/// A health check that answers slower than the hold time allows between
+/// proofs (an apiserver's `/readyz` under load) must not cost the claim:
+/// the renewals that prove it run beside the check, not after it. With
+/// the check inside each round, a 600 ms check against the default 700 ms
+/// hold dropped the VIP at the first renewal.
+#[test]
+fn a_holder_whose_health_check_is_slow_but_healthy_keeps_the_vip() {
+    let _serial = serial();
+    let mut lab = Lab::new("vipslowhealth", 3);
+    lab.health_delay = lab.timing.hold_for.mul_f64(6.0 / 7.0);
+    for i in 0..3 {
+        lab.start(i);
+    }
+    let holder = lab.wait_for_holder(ELECT);
+    let held = Instant::now();
+    // Many renewal rounds and health checks long: ten hold times.
+    std::thread::sleep(lab.timing.hold_for * 10);
+    assert_eq!(
+        lab.first_change(holder, held, false),
+        None,
+        "the holder dropped the VIP although every health check said healthy"
+    );
+    assert_eq!(lab.holders_now(), vec![holder]);
+    lab.assert_one_mac_at_a_time(held);
+}
+
+/// The other side of the health check: a holder whose check keeps
+/// failing (its apiserver went bad, its etcd member is fine) hands the VIP
+/// on, drops the address before the next holder adds it, and does not
+/// campaign again while it stays unhealthy.
+#[test]
+fn a_holder_that_stays_unhealthy_hands_the_vip_on() {
+    let _serial = serial();
+    let mut lab = Lab::new("vipsick", 3);
+    let since = Instant::now();
+    for i in 0..3 {
+        lab.start(i);
+    }
+    let old = lab.wait_for_holder(ELECT);
+    let sick = Instant::now();
+    lab.set_sick(old, true);
+    wait_until("another host holds the VIP", ELECT, POLL, || {
+        lab.holders_now().iter().any(|&i| i != old)
+    })
+    .expect("the VIP moves off an unhealthy holder");
+    let new = lab.wait_for_holder(ELECT);
+    assert_ne!(new, old);
+    let dropped = lab.first_change(old, sick, false).expect("drop time");
+    let taken = lab.first_change(new, sick, true).expect("take time");
+    assert!(
+        dropped < taken,
+        "S4: address removed before the next holder added it"
+    );
+    eprintln!(
+        "holder {} unhealthy -> dropped after {:.2?}, {} took over after {:.2?}",
+        lab.hosts[old].name(),
+        dropped - sick,
+        lab.hosts[new].name(),
+        taken - sick
+    );
+    std::thread::sleep(lab.timing.takeover_after * 2);
+    assert_eq!(lab.holders_now(), vec![new], "the unhealthy host stays out");
+    lab.assert_one_mac_at_a_time(since);
+}
+
 #[test]
 fn a_restarted_agent_removes_a_leftover_vip_before_anything_else() {
     let _serial = serial();
