@@ -61,6 +61,11 @@ enum LabCommand {
         /// bare metal) instead of from the image. Give them 2048 MiB.
         #[arg(long)]
         pxe: Option<PathBuf>,
+        /// An extra kernel command-line argument for every VM (repeatable),
+        /// e.g. `systemd.log_level=debug`; appended after the image's own,
+        /// so it wins. Disk boots only.
+        #[arg(long = "kernel-arg", value_name = "ARG")]
+        kernel_args: Vec<String>,
     },
     /// Show every node and whether the cluster has assembled.
     Status,
@@ -124,6 +129,7 @@ pub fn run(cli: LabCli) -> Result<(), LabError> {
             timeout,
             no_wait,
             pxe,
+            kernel_args,
         } => {
             let accel = accel.map(|a| match a {
                 AccelArg::Kvm => Accel::Kvm,
@@ -143,6 +149,7 @@ pub fn run(cli: LabCli) -> Result<(), LabError> {
                 accel: Some(chosen),
                 pxe,
                 wait: (!no_wait).then(|| Duration::from_secs(timeout.unwrap_or(default_wait))),
+                kernel_args,
             })?;
         }
         LabCommand::Status => print!("{}", lab.status()?),

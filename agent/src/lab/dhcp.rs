@@ -83,6 +83,7 @@ mod tests {
             secret: "s".repeat(40),
             created_at: 1_700_000_000,
             boot: Default::default(),
+            kernel_args: Vec::new(),
             nodes: vec![],
         };
         lab.add_node(0).expect("node 1");

@@ -46,6 +46,9 @@ pub struct UpArgs {
     pub pxe: Option<PathBuf>,
     /// Wait for assembly this long; `None` returns once the VMs are booting.
     pub wait: Option<Duration>,
+    /// Extra kernel command-line arguments for disk boots (see
+    /// [`LabState::kernel_args`]).
+    pub kernel_args: Vec<String>,
 }
 
 /// The files of a PXE set that the lab serves.
@@ -121,6 +124,13 @@ impl Lab {
             )));
         }
         let boot = match &args.pxe {
+            Some(_) if !args.kernel_args.is_empty() => {
+                return Err(LabError::Usage(
+                    "--kernel-arg applies to disk boots (systemd-stub reads it); a PXE set's \
+                     kernel command line is in its muster.ipxe"
+                        .into(),
+                ));
+            }
             Some(dir) => {
                 if let Some(missing) = PXE_FILES.iter().find(|f| !dir.join(f).is_file()) {
                     return Err(LabError::Usage(format!(
@@ -170,6 +180,7 @@ impl Lab {
             secret: new_secret()?,
             created_at: now_secs(),
             boot,
+            kernel_args: args.kernel_args.clone(),
             nodes: Vec::new(),
         };
         for i in 0..args.control_plane + args.workers {

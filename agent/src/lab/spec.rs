@@ -53,6 +53,12 @@ pub struct LabState {
     /// How the VMs boot: their own disks (cloud-like) or the network (PXE).
     #[serde(default)]
     pub boot: BootMode,
+    /// Extra kernel command-line arguments for every VM booted from disk:
+    /// systemd-stub appends the SMBIOS type-11 string
+    /// `io.systemd.stub.kernel-cmdline-extra` to the UKI's own command
+    /// line (without Secure Boot, as in the lab), so a later setting wins.
+    #[serde(default)]
+    pub kernel_args: Vec<String>,
     pub nodes: Vec<NodeState>,
 }
 

@@ -50,6 +50,17 @@ pub fn qemu_args(lab: &LabState, paths: &LabPaths, index: u32) -> Vec<String> {
         ],
         BootMode::Pxe => vec!["-boot".into(), "n".into()],
     };
+    let kernel_args: Vec<String> = match lab.boot {
+        BootMode::Disk if !lab.kernel_args.is_empty() => vec![
+            "-smbios".into(),
+            // QEMU's option syntax: a comma inside a value is doubled.
+            format!(
+                "type=11,value=io.systemd.stub.kernel-cmdline-extra={}",
+                lab.kernel_args.join(" ").replace(',', ",,")
+            ),
+        ],
+        _ => Vec::new(),
+    };
     let accel = match lab.accel {
         Accel::Kvm => "kvm",
         Accel::Tcg => "tcg,thread=multi",
@@ -81,6 +92,7 @@ pub fn qemu_args(lab: &LabState, paths: &LabPaths, index: u32) -> Vec<String> {
     ]
     .into_iter()
     .chain(boot)
+    .chain(kernel_args)
     .chain([
         "-netdev".into(),
         format!(

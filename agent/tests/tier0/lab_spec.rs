@@ -18,6 +18,7 @@ fn lab(accel: Accel, boot: BootMode) -> LabState {
         secret: "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA==".into(),
         created_at: 1_700_000_000,
         boot,
+        kernel_args: Vec::new(),
         nodes: Vec::new(),
     };
     for i in 0..4 {
@@ -73,4 +74,36 @@ fn disk_boots_read_peers_from_the_group_and_pxe_boots_from_a_list() {
     for n in 11..=14 {
         assert!(pxe.contains(&format!("- 10.77.3.{n}\n")), "{pxe}");
     }
+}
+
+#[test]
+fn kernel_args_reach_a_disk_booted_vm_as_the_stub_smbios_string() {
+    use muster::lab::vm::qemu_args;
+    let paths = muster::lab::spec::LabPaths::new(std::path::Path::new("/tmp/labs"), "demo");
+    let smbios = |lab: &LabState| -> Vec<String> {
+        let args = qemu_args(lab, &paths, 0);
+        args.windows(2)
+            .filter(|w| w[0] == "-smbios")
+            .map(|w| w[1].clone())
+            .collect()
+    };
+    let mut disk = lab(Accel::Tcg, BootMode::Disk);
+    assert!(smbios(&disk).is_empty(), "no arguments, no SMBIOS string");
+    disk.kernel_args = vec![
+        "systemd.default_device_timeout_sec=20".into(),
+        "quiet,odd".into(),
+    ];
+    assert_eq!(
+        smbios(&disk),
+        vec![
+            "type=11,value=io.systemd.stub.kernel-cmdline-extra=\
+             systemd.default_device_timeout_sec=20 quiet,,odd"
+                .to_string()
+        ],
+        "one string, space-separated, commas doubled for QEMU"
+    );
+    // PXE boots have no systemd-stub (iPXE loads the kernel itself).
+    let mut pxe = lab(Accel::Tcg, BootMode::Pxe);
+    pxe.kernel_args = disk.kernel_args.clone();
+    assert!(smbios(&pxe).is_empty());
 }

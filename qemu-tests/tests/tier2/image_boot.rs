@@ -87,15 +87,24 @@ fn a_flipped_byte_in_usr_stops_the_boot_at_dm_verity() {
     let t = TestLab::new("tamper");
     let tampered = t.root.path().join("tampered.qcow2");
     flip_usr_byte(&image(), &tampered, t.root.path());
-    t.up(1, 0, &tampered);
+    // The image gives devices 180 s (mkosi.conf) for slow clouds; waiting
+    // that out is three minutes of nothing, so this VM gets 30 s through
+    // the stub's SMBIOS command line (`muster lab up --kernel-arg`),
+    // which also checks that systemd-stub honours it.
+    t.up_with_kernel_args(1, &tampered, &["systemd.default_device_timeout_sec=30"]);
     let limit = budget(600);
 
     // dm-verity refuses the block; udev cannot read the device, /usr is
-    // never mounted, and after the device timeout (180 s, mkosi.conf) the
-    // initrd gives up.
+    // never mounted, and after the device timeout the initrd gives up.
     t.wait_serial(1, "device-mapper: verity:", limit);
     t.wait_serial(1, "data block 0 is corrupted", limit);
     t.wait_serial(1, "Reached target emergency.target", limit);
+    let console = t.serial(1);
+    assert!(
+        console.contains("systemd.default_device_timeout_sec=30"),
+        "the kernel command line lacks the lab's extra argument:\n{}",
+        tail(&console, 40)
+    );
     let console = t.serial(1);
     assert!(
         !console.contains("muster["),

@@ -131,6 +131,28 @@ impl TestLab {
             accel: None,
             pxe: None,
             wait: None,
+            kernel_args: Vec::new(),
+        })
+    }
+
+    /// Like [`TestLab::up`] with extra kernel command-line arguments
+    /// (`muster lab up --kernel-arg`).
+    pub fn up_with_kernel_args(
+        &self,
+        control_plane: u32,
+        image: &Path,
+        kernel_args: &[&str],
+    ) -> LabState {
+        self.up_with(UpArgs {
+            control_plane,
+            workers: 0,
+            memory_mb: 2048,
+            cpus: 1,
+            image: image.to_path_buf(),
+            accel: None,
+            pxe: None,
+            wait: None,
+            kernel_args: kernel_args.iter().map(|a| a.to_string()).collect(),
         })
     }
 
@@ -147,6 +169,7 @@ impl TestLab {
             accel: None,
             pxe: Some(pxe.to_path_buf()),
             wait: None,
+            kernel_args: Vec::new(),
         })
     }
 
