@@ -80,6 +80,33 @@ fn the_image_boots_a_verity_usr_and_the_agent_reads_its_metadata_and_plans() {
         "figures: QEMU start -> first agent log line {boot_secs:.1} s (accel {})",
         lab.accel
     );
+
+    // The boot budget (issue 17): once the boot has finished, the image
+    // reports its systemd-analyze time and the ten slowest units.
+    t.wait_serial(1, "muster-boot-report: Startup finished in", limit);
+    let report = |console: &str| -> Vec<String> {
+        console
+            .lines()
+            .filter_map(|l| {
+                l.split_once("muster-boot-report: ")
+                    .map(|(_, r)| r.to_string())
+            })
+            .collect()
+    };
+    let started = Instant::now();
+    while report(&t.serial(1)).len() < 11 && started.elapsed() < budget(30) {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let report = report(&t.serial(1));
+    let blame: Vec<&String> = report.iter().filter(|l| l.starts_with("blame ")).collect();
+    assert!(
+        blame.len() == 10 && blame.iter().all(|l| is_blame_line(l)),
+        "the boot report lists the ten slowest units:\n{}",
+        report.join("\n")
+    );
+    for line in &report {
+        println!("figures: boot report: {line}");
+    }
 }
 
 #[test]
@@ -218,6 +245,37 @@ fn flip_usr_byte(src: &std::path::Path, dst: &std::path::Path, work: &std::path:
         .arg(&raw)
         .arg(dst));
     std::fs::remove_file(&raw).expect("remove raw");
+}
+
+/// `blame 12.345s systemd-udev-settle.service` (or `blame 1min 2.345s
+/// …`): a duration in one or more parts, then a unit.
+fn is_blame_line(line: &str) -> bool {
+    const UNIT_TYPES: [&str; 8] = [
+        "service", "mount", "socket", "swap", "timer", "path", "slice", "scope",
+    ];
+    let words: Vec<&str> = line.split_whitespace().collect();
+    match &words[..] {
+        ["blame", duration @ .., unit] if !duration.is_empty() => {
+            duration
+                .iter()
+                .all(|d| d.starts_with(|c: char| c.is_ascii_digit()))
+                && unit
+                    .rsplit_once('.')
+                    .is_some_and(|(_, kind)| UNIT_TYPES.contains(&kind))
+        }
+        _ => false,
+    }
+}
+
+#[test]
+fn blame_lines_are_told_apart_from_other_output() {
+    assert!(is_blame_line("blame 12.345s systemd-udev-settle.service"));
+    assert!(is_blame_line("blame 1min 2.345s containerd.service"));
+    assert!(is_blame_line("blame 88ms tmp.mount"));
+    assert!(!is_blame_line("blame 88ms dev-vda.device"));
+    assert!(!is_blame_line("blame Bootup is not yet finished"));
+    assert!(!is_blame_line("blame 3s"));
+    assert!(!is_blame_line("Startup finished in 3s = 3s"));
 }
 
 fn failed_lines(console: &str) -> String {
