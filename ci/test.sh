@@ -30,6 +30,9 @@ packer validate image/packer
 phase "node image with the Kubernetes test binaries and the busybox test image (tier 2 boots it)"
 bash image/build.sh --kubernetes "${MUSTER_TOOLS:-/opt/muster-test}/kubernetes/bin" --test-images
 
+phase "node image size budget (issue 17; docs/benchmarks.md, \"Image size\")"
+python3 image/size-report.py build/image build/mkosi
+
 phase "tests (tier 0 unit + tier 1 host + tier 2 QEMU)"
 if cargo nextest --version >/dev/null 2>&1; then
     # Two cores: keep test parallelism at the core count.

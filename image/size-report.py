@@ -217,8 +217,12 @@ def main():
         try:
             unpack_usr(usr, tmp)
             files = walk_sizes(tmp)
+        except (OSError, subprocess.CalledProcessError) as e:
+            print(f"\n/usr: could not unpack {usr} ({e}); its files are left out")
+            files = []
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+    if usr and files:
         total = sum(s for _, s in files)
         print(f"\n/usr: {len(files)} files, {mb(total)} MB uncompressed, "
               f"{mb(os.path.getsize(usr))} MB as erofs "
@@ -231,8 +235,12 @@ def main():
 
     initrd = parts.get("initrd")
     if initrd:
-        with open(initrd, "rb") as f:
-            members = cpio_members(f.read())
+        try:
+            with open(initrd, "rb") as f:
+                members = cpio_members(f.read())
+        except (OSError, ValueError) as e:
+            print(f"\ninitrd: could not read {initrd} ({e})")
+            return
         total = sum(s for _, s in members)
         print(f"\ninitrd: {len(members)} files, {mb(total)} MB uncompressed, "
               f"{mb(os.path.getsize(initrd))} MB compressed. By directory:\n")
