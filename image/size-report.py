@@ -128,46 +128,54 @@ def walk_sizes(root):
 
 
 def cpio_members(data):
-    """(name, bytes) of every file in a run of newc cpio archives, each
-    raw or zstd/gzip/xz-compressed (how mkosi and dracut write initrds)."""
+    """(name, bytes) of every file in an initrd: newc cpio archives, raw or
+    zstd-compressed, one after another (mkosi's initrd, then its kernel
+    modules; padding between them). A later archive's file of the same name
+    replaces an earlier one, as the kernel unpacks them."""
+    members = {}
+    for name, size in raw_cpio_members(data):
+        members[name] = size
+    # Each zstd frame start, decompressed to wherever its stream ends. A
+    # frame that ran straight into the next gives both; the names dedupe.
+    start = data.find(ZSTD_MAGIC)
+    while start != -1:
+        for name, size in raw_cpio_members(decompress(["zstd", "-dcq"], data[start:])):
+            members[name] = size
+        start = data.find(ZSTD_MAGIC, start + 1)
+    return list(members.items())
+
+
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+def raw_cpio_members(data):
+    """Files of the uncompressed newc cpio archives at the start of `data`
+    (stops at the first byte that is neither an archive nor padding)."""
     members, pos = [], 0
-    while pos < len(data):
-        magic = data[pos:pos + 6]
-        if magic in (b"070701", b"070702"):
-            head = data[pos:pos + 110]
-            namesize = int(head[94:102], 16)
-            filesize = int(head[54:62], 16)
-            mode = int(head[14:22], 16)
-            name = data[pos + 110:pos + 110 + namesize - 1].decode(errors="replace")
-            pos = (pos + 110 + namesize + 3) & ~3
-            if name == "TRAILER!!!":
-                # Archives are padded; the next one starts at a non-zero byte.
-                while pos < len(data) and data[pos] == 0:
-                    pos += 1
+    while pos + 110 <= len(data):
+        if data[pos:pos + 6] not in (b"070701", b"070702"):
+            if data[pos] == 0:
+                pos += 1
                 continue
-            if mode & 0o170000 == 0o100000:
-                members.append((name, filesize))
-            pos = (pos + filesize + 3) & ~3
-        elif data[pos:pos + 4] == b"\x28\xb5\x2f\xfd":
-            members += cpio_members(decompress(["zstd", "-dcq"], data[pos:]))
             break
-        elif data[pos:pos + 2] == b"\x1f\x8b":
-            members += cpio_members(decompress(["gzip", "-dc"], data[pos:]))
-            break
-        elif data[pos:pos + 6] == b"\xfd7zXZ\x00":
-            members += cpio_members(decompress(["xz", "-dc"], data[pos:]))
-            break
-        elif data[pos] == 0:
-            pos += 1
-        else:
-            raise ValueError(f"initrd: unknown data at byte {pos}: {data[pos:pos + 8]!r}")
+        head = data[pos:pos + 110]
+        namesize = int(head[94:102], 16)
+        filesize = int(head[54:62], 16)
+        mode = int(head[14:22], 16)
+        name = data[pos + 110:pos + 110 + namesize - 1].decode(errors="replace")
+        pos = (pos + 110 + namesize + 3) & ~3
+        if name == "TRAILER!!!":
+            continue
+        if mode & 0o170000 == 0o100000:
+            members.append((name, filesize))
+        pos = (pos + filesize + 3) & ~3
     return members
 
 
 def decompress(cmd, data):
-    # Trailing bytes after the compressed stream are not an error here.
-    r = subprocess.run(cmd, input=data, capture_output=True)
-    return r.stdout
+    # What comes after the compressed stream is not an error here: the
+    # output up to there is what counts.
+    return subprocess.run(cmd, input=data, capture_output=True).stdout
 
 
 def by_directory(files, depth):
@@ -238,7 +246,7 @@ def main():
         try:
             with open(initrd, "rb") as f:
                 members = cpio_members(f.read())
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, subprocess.SubprocessError) as e:
             print(f"\ninitrd: could not read {initrd} ({e})")
             return
         total = sum(s for _, s in members)
