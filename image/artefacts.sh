@@ -24,6 +24,10 @@ usrhash=$(objcopy -O binary --only-section=.cmdline "$base.efi" /dev/stdout | tr
 [ -n "$usrhash" ] || { echo "artefacts: no usrhash= in the UKI's command line" >&2; exit 1; }
 cmdline=$(objcopy -O binary --only-section=.cmdline "$base.efi" /dev/stdout | tr -d '\0')
 
+# Every supported platform's disk and network drivers are in the image
+# (and the disk ones in the initrd), or no artefact is made.
+python3 "$here/check-drivers.py" "$src"
+
 rm -rf "$out"
 mkdir -p "$out/pxe"
 

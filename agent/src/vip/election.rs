@@ -58,7 +58,9 @@ impl Timing {
 /// How late Linux removes an expired IPv4 address: its lifetime check runs
 /// on a timer rounded up to a whole second when that is within
 /// `ADDRCONF_TIMER_FUZZ` (HZ/4) of the expiry (net/ipv4/devinet.c,
-/// `check_lifetime`). Measured in tests/tier1/vip.rs.
+/// `check_lifetime`). Measured in tests/tier1/vip.rs. On a busy host the
+/// worker that runs that check can also wait for a CPU: once 471 ms late
+/// beside an image build on 2 cores. That margin is not part of this bound.
 pub const KERNEL_EXPIRY_LATE: Duration = Duration::from_millis(250);
 
 impl Default for Timing {
