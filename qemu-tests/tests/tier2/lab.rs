@@ -71,7 +71,7 @@ fn three_vms_assemble_kubernetes_run_pods_then_fail_over_replace_a_member_and_su
     }
     // Which part keeps the emulated CPUs busy (three control planes on two
     // host cores is this lab's limit).
-    print_cpu_share(&t, &[1, 2, 3], Duration::from_secs(60));
+    print_cpu_share(&t, &[1, 2, 3], Duration::from_secs(30));
 
     // 3. Hard power-off of the VIP holder -> the VIP, and the API behind
     // it, answer from another VM. Under TCG a status request can miss its
