@@ -500,7 +500,7 @@ impl<M: Mover, H: HealthCheck> VipManager<M, H> {
     }
 }
 
-/// One renewal round at `at`: touch, keep-alive and health check at once.
+/// One renewal round at `at`: touch and keep-alive at once.
 async fn renew(st: &Store, lease: i64, at: Instant) -> Round {
     sleep_until(at).await;
     let sent = Instant::now();

@@ -121,18 +121,7 @@ impl TestLab {
 
     /// Boots the lab from disks (without waiting for it to assemble).
     pub fn up(&self, control_plane: u32, workers: u32, image: &Path) -> LabState {
-        self.up_with(UpArgs {
-            control_plane,
-            workers,
-            // etcd, the Kubernetes control plane and a kubelet.
-            memory_mb: 2048,
-            cpus: 1,
-            image: image.to_path_buf(),
-            accel: None,
-            pxe: None,
-            wait: None,
-            kernel_args: Vec::new(),
-        })
+        self.up_with(disk_boot(control_plane, workers, image))
     }
 
     /// Like [`TestLab::up`] with extra kernel command-line arguments
@@ -144,15 +133,8 @@ impl TestLab {
         kernel_args: &[&str],
     ) -> LabState {
         self.up_with(UpArgs {
-            control_plane,
-            workers: 0,
-            memory_mb: 2048,
-            cpus: 1,
-            image: image.to_path_buf(),
-            accel: None,
-            pxe: None,
-            wait: None,
             kernel_args: kernel_args.iter().map(|a| a.to_string()).collect(),
+            ..disk_boot(control_plane, 0, image)
         })
     }
 
@@ -454,4 +436,20 @@ pub fn wait_for<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<
         std::thread::sleep(Duration::from_millis(100));
     }
     None
+}
+
+/// `lab up` from disks: each VM gets room for etcd, the Kubernetes control
+/// plane and a kubelet.
+fn disk_boot(control_plane: u32, workers: u32, image: &Path) -> UpArgs {
+    UpArgs {
+        control_plane,
+        workers,
+        memory_mb: 2048,
+        cpus: 1,
+        image: image.to_path_buf(),
+        accel: None,
+        pxe: None,
+        wait: None,
+        kernel_args: Vec::new(),
+    }
 }
