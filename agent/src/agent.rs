@@ -27,7 +27,7 @@ use crate::service::systemd::SystemdSupervisor;
 use crate::service::{ServiceError, Supervisor, SupervisorKind, child::ChildSupervisor};
 use crate::state::{Phase, StateDir, StateError, Status, StatusBoard};
 use crate::status_endpoint;
-use crate::vip::{self, EtcdAccess, EtcdMemberHealth, VipError};
+use crate::vip::{self, EtcdAccess, VipError};
 
 /// The image's defaults file, the lowest config layer.
 pub const DEFAULT_DEFAULTS_FILE: &str = "/usr/lib/muster/defaults.yaml";
@@ -258,17 +258,12 @@ async fn pipeline(args: &AgentArgs, board: &StatusBoard) -> Result<(), AgentErro
         let _ = rx.wait_for(|stop| *stop).await;
     };
     let peer_urls = peer_client_urls(&source, ip).await;
-    // The VIP follows the local apiserver once Kubernetes runs, else the
-    // local etcd member.
-    let health = match kube_version {
-        Some(_) => ServeHealth::ApiServer(kubernetes::health::ApiServerHealth::new(
-            kubernetes::control_plane::ControlPlane::agent_kubeconfig(&args.kubernetes.paths),
-            vip::election::Timing::from_settings(&config.api_endpoint.timing).hold_for / 2,
-        )),
-        None => ServeHealth::Etcd(Box::new(EtcdMemberHealth::new(
-            EtcdAccess::mtls(vec![client_url(ip)], &node_pki).map_err(VipError::from)?,
-        ))),
-    };
+    let health = ServeHealth::for_node(
+        &config,
+        kube_version.is_some(),
+        &args.kubernetes.paths,
+        EtcdAccess::mtls(vec![client_url(ip)], &node_pki).map_err(VipError::from)?,
+    );
     let vip_task = vip::setup::start(
         vip::setup::VipInputs {
             config: &config,

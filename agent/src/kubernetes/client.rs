@@ -54,7 +54,12 @@ pub async fn from_kubeconfig(path: &Path, timeout: Duration) -> Result<Client, C
 
 /// `GET /readyz` answered `ok`.
 pub async fn ready(client: &Client, timeout: Duration) -> bool {
-    let request = match http::Request::get("/readyz").body(Vec::new()) {
+    ready_at(client, "/readyz", timeout).await
+}
+
+/// `GET path` (a readiness endpoint, with its query) answered `ok`.
+pub async fn ready_at(client: &Client, path: &str, timeout: Duration) -> bool {
+    let request = match http::Request::get(path).body(Vec::new()) {
         Ok(r) => r,
         Err(_) => return false,
     };

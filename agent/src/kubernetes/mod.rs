@@ -48,7 +48,7 @@ use crate::pki::PkiError;
 use crate::roles::Role;
 use crate::service::Supervisor;
 use crate::state::{KubernetesStatus, StatusBoard};
-use crate::vip::{EtcdMemberHealth, HealthCheck};
+use crate::vip::{EtcdAccess, EtcdMemberHealth, HealthCheck};
 use certs::{ApiNames, NodeNames};
 use control_plane::{Authorities, ControlPlane};
 use flags::ControlPlaneSpec;
@@ -658,6 +658,31 @@ pub enum ServeHealth {
     ApiServer(health::ApiServerHealth),
     /// Boxed: an etcd client is large, and the enum lives in the VIP task.
     Etcd(Box<EtcdMemberHealth>),
+}
+
+impl ServeHealth {
+    /// The VIP follows the local apiserver once Kubernetes runs (with the
+    /// local etcd member where it is stacked), else the local etcd member.
+    pub fn for_node(
+        c: &Config,
+        kubernetes_runs: bool,
+        paths: &KubePaths,
+        local_etcd: EtcdAccess,
+    ) -> ServeHealth {
+        let etcd = EtcdMemberHealth::new(local_etcd);
+        if !kubernetes_runs {
+            return ServeHealth::Etcd(Box::new(etcd));
+        }
+        let stacked = match c.topology.etcd.placement {
+            EtcdPlacement::ControlPlane => Some(etcd),
+            EtcdPlacement::Dedicated => None,
+        };
+        ServeHealth::ApiServer(health::ApiServerHealth::new(
+            ControlPlane::agent_kubeconfig(paths),
+            crate::vip::election::Timing::from_settings(&c.api_endpoint.timing).hold_for / 2,
+            stacked,
+        ))
+    }
 }
 
 impl HealthCheck for ServeHealth {

@@ -34,6 +34,7 @@ where
 pub struct EtcdMemberHealth {
     access: EtcdAccess,
     client: Option<Client>,
+    timeout: Duration,
 }
 
 impl EtcdMemberHealth {
@@ -42,7 +43,15 @@ impl EtcdMemberHealth {
         EtcdMemberHealth {
             access,
             client: None,
+            timeout: CHECK_TIMEOUT,
         }
+    }
+
+    /// The same check, allowed `timeout` (at least [`CHECK_TIMEOUT`]):
+    /// slow machines' timers are longer.
+    pub fn with_timeout(mut self, timeout: Duration) -> EtcdMemberHealth {
+        self.timeout = timeout.max(CHECK_TIMEOUT);
+        self
     }
 
     async fn check(&mut self) -> Result<bool, etcd_client::Error> {
@@ -51,7 +60,7 @@ impl EtcdMemberHealth {
             None => self.client.insert(
                 Client::connect(
                     &self.access.endpoints,
-                    Some(self.access.options(CHECK_TIMEOUT)),
+                    Some(self.access.options(self.timeout)),
                 )
                 .await?,
             ),
@@ -62,7 +71,7 @@ impl EtcdMemberHealth {
 
 impl HealthCheck for EtcdMemberHealth {
     async fn healthy(&mut self) -> bool {
-        match tokio::time::timeout(CHECK_TIMEOUT, self.check()).await {
+        match tokio::time::timeout(self.timeout, self.check()).await {
             Ok(Ok(has_leader)) => has_leader,
             Ok(Err(e)) => {
                 tracing::debug!("vip health: local etcd member: {e}");

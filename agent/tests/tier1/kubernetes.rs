@@ -248,6 +248,34 @@ fn three_agents_run_kubernetes_behind_the_vip_and_heal_it() {
             .unwrap_or_else(|e| panic!("node {from} -> {to}: {e}\n{}", k.diagnose()));
         }
     }
+    // The VIP's health check leaves out exactly the apiserver's two etcd
+    // checks (kubernetes/health.rs); an unknown name would only be warned
+    // about, so the verbose answer must list both as excluded, and no warning.
+    let path = format!(
+        "{}&verbose",
+        muster::kubernetes::health::READYZ_WITHOUT_ETCD
+    );
+    let mut verbose = String::new();
+    let _ = wait_until(
+        "readiness without etcd",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || {
+            verbose = k.api(0, &["get", "--raw", &path]).unwrap_or_default();
+            verbose.contains("readyz check passed")
+        },
+    );
+    for check in ["etcd", "etcd-readiness"] {
+        assert!(
+            verbose.contains(&format!("[+]{check} excluded: ok")),
+            "{path} does not leave out {check}:\n{verbose}"
+        );
+    }
+    assert!(!verbose.contains("warn:"), "{path}:\n{verbose}");
+    assert!(
+        verbose.contains("readyz check passed"),
+        "{path}:\n{verbose}"
+    );
 
     // 3. One leader lease per component, held by a node of the cluster;
     // the cluster objects are there once.

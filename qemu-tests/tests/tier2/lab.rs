@@ -4,14 +4,14 @@
 //! nodes (control plane, schedulable: the lab has no workers); a workload
 //! runs across them (pod to pod, ClusterIP, logs, exec). Then it heals:
 //! the VIP holder is powered off (the VIP and the API answer from another
-//! VM), a replacement machine takes its etcd seat and becomes a node, the
-//! dead machine's Node is deleted and its pods run elsewhere, and a full
-//! power cycle brings back the same cluster, its data, its nodes and the
-//! workload.
+//! VM), a replacement machine takes its etcd seat, holds the data and
+//! becomes a node, the dead machine's Node is deleted and its pods run
+//! elsewhere. (A power cycle of a whole lab is nodes.rs's: it costs as
+//! much as a boot, and one per CI run is what the budget holds.)
 //!
-//! Invariants checked on the way: S1 (one etcd cluster id, ever), S2 (the
-//! same cluster and its data after every VM lost power), S4 (one node
-//! claims the VIP; between assembly and the kill it moved at most once).
+//! Invariants checked on the way: S1 (one etcd cluster id, ever), S3 (the
+//! data on the replacement), S4 (one node claims the VIP; between assembly
+//! and the kill it moved at most once).
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -23,14 +23,13 @@ use crate::support::{TestLab, budget, image, tail, wait_for};
 use crate::workload::{
     CONTROL_PLANE_LABEL, CONTROL_PLANE_PARTS, NODE_PARTS, print_cpu_share, print_memory,
     ready_nodes, run_web_across_nodes, taints, wait_control_plane_labels, wait_node_deleted,
-    wait_web_rescheduled, web_pods,
+    wait_web_rescheduled,
 };
 
 const KEY: &str = "/tier2/canary";
 
 #[test]
-fn three_vms_assemble_kubernetes_run_pods_then_fail_over_replace_a_member_and_survive_a_power_cycle()
- {
+fn three_vms_assemble_kubernetes_run_pods_then_fail_over_and_replace_a_member() {
     let t = TestLab::new("heal");
     t.up(3, 0, &image());
 
@@ -61,7 +60,7 @@ fn three_vms_assemble_kubernetes_run_pods_then_fail_over_replace_a_member_and_su
             "{name} is tainted control-plane although the lab has no workers: {taints:?}"
         );
     }
-    t.etcd_put(1, KEY, "survives-everything");
+    t.etcd_put(1, KEY, "survives-a-lost-member");
 
     // 2. A workload across the nodes, and what each node's parts use.
     run_web_across_nodes(&t);
@@ -171,41 +170,18 @@ fn three_vms_assemble_kubernetes_run_pods_then_fail_over_replace_a_member_and_su
         !members.contains(&lab.node_ip(holder).to_string()),
         "the dead VM is still a member: {members:?}"
     );
+    // The data is on the replacement (read from its own member).
+    let (value, stderr) = t.etcd_get(new_index, KEY);
+    assert_eq!(
+        value, "survives-a-lost-member",
+        "data on the replacement: {stderr}"
+    );
     let gone = wait_node_deleted(&t, &dead, killed);
     println!(
         "figures: VIP holder powered off -> its Node deleted: {:.0} s",
         gone.as_secs_f64()
     );
     wait_web_rescheduled(&t, &dead, budget(600));
-
-    // 5. Every VM loses power, then boots from its disk -> the same
-    // cluster, its data, the same Ready nodes and the workload.
-    let before = ready_nodes(&t);
-    t.lab.stop(&[]).expect("lab stop");
-    t.lab.start(&[]).expect("lab start");
-    let took = t.wait_assembled(budget(1200));
-    println!(
-        "figures: full power cycle -> assembled again, all nodes Ready: {:.0} s",
-        took.as_secs_f64()
-    );
-    assert_eq!(
-        one_cluster_id(&t, &alive),
-        cluster_id,
-        "S2: a power cycle changed the cluster"
-    );
-    // A failed request is retried; an answer without the value is not.
-    let (value, stderr) = t.etcd_get(alive[0], KEY);
-    assert_eq!(value, "survives-everything", "S2: data lost: {stderr}");
-    // The Nodes' Ready conditions lag behind (the controller manager marks
-    // a silent kubelet after 40 s), so this waits for the same set.
-    wait_for(budget(300), || (ready_nodes(&t) == before).then_some(())).unwrap_or_else(|| {
-        panic!(
-            "the same nodes after a power cycle: want {before:?}, Ready {:?}",
-            ready_nodes(&t)
-        )
-    });
-    wait_for(budget(600), || (web_pods(&t).len() == 2).then_some(()))
-        .unwrap_or_else(|| panic!("web pods after the power cycle: {:?}", web_pods(&t)));
 }
 
 /// VIP takeovers summed over `nodes`, once every one of them has answered

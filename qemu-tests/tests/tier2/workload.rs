@@ -56,6 +56,12 @@ pub struct WebPod {
 /// two different nodes, then checks pod to pod across the nodes, the
 /// ClusterIP Service, `kubectl exec` and `kubectl logs`. Returns the pods.
 pub fn run_web_across_nodes(t: &TestLab) -> Vec<WebPod> {
+    run_web(t, 2)
+}
+
+/// [`run_web_across_nodes`] where the pods must spread over `nodes` nodes
+/// (1: a lab with one schedulable node; pod to pod then stays on it).
+pub fn run_web(t: &TestLab, nodes: usize) -> Vec<WebPod> {
     // A loaded TCG host can miss one request (the VIP moving, a slow
     // apiserver): apply is idempotent, so it is tried for a while. The
     // manifest is fixed, so kubectl's client-side validation (a download
@@ -72,12 +78,12 @@ pub fn run_web_across_nodes(t: &TestLab) -> Vec<WebPod> {
     let started = Instant::now();
     let pods = wait_for(budget(900), || {
         let p = web_pods(t);
-        let nodes: BTreeSet<&String> = p.iter().map(|p| &p.node).collect();
-        (p.len() == 2 && nodes.len() == 2).then_some(p)
+        let on: BTreeSet<&String> = p.iter().map(|p| &p.node).collect();
+        (p.len() == 2 && on.len() == nodes).then_some(p)
     })
     .unwrap_or_else(|| {
         panic!(
-            "no two web pods Running on two nodes: {:?}\n{}",
+            "no two web pods Running on {nodes} node(s): {:?}\n{}",
             t.kubectl(&["get", "pods", "-o", "wide"], None),
             t.consoles_tail()
         )
@@ -89,7 +95,8 @@ pub fn run_web_across_nodes(t: &TestLab) -> Vec<WebPod> {
         started.elapsed().as_secs_f64()
     );
 
-    // Pod to pod across nodes: exec into one, fetch from the other's IP.
+    // Pod to pod (across nodes when spread): exec into one, fetch from the
+    // other's IP.
     let (a, b) = (&pods[0], &pods[1]);
     let direct = wait_for(budget(120), || {
         fetch(t, &a.name, &format!("http://{}:8080/", b.ip))
