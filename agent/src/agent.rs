@@ -306,7 +306,7 @@ async fn pipeline(args: &AgentArgs, board: &StatusBoard) -> Result<(), AgentErro
     .await
     .map_err(Box::new)?;
     let etcd_timing = config.topology.etcd.timing.millis();
-    let runner = Runner::new(
+    let mut runner = Runner::new(
         RunnerConfig {
             cluster_name: config.cluster.name.clone(),
             topology: plan::topology(&config),
@@ -336,11 +336,14 @@ async fn pipeline(args: &AgentArgs, board: &StatusBoard) -> Result<(), AgentErro
     };
     backup::phase::start(backup.as_ref(), backup_inputs, stopped(stop_rx.clone()));
     if let Some((kube, version)) = kube_phase {
+        let (drained_tx, drained_rx) = tokio::sync::watch::channel(false);
+        runner.wait_for_drain(drained_rx);
         let phase = kubernetes::run(
             kube,
             version,
             runner.roles(),
             runner.views(),
+            drained_tx,
             board.clone(),
             stopped(stop_rx.clone()),
         );

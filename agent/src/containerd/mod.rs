@@ -10,6 +10,7 @@
 //! index's `org.opencontainers.image.ref.name` annotation.
 
 pub mod config;
+pub mod unpack;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -92,6 +93,20 @@ pub struct Layout {
     manifest: OciDescriptor,
     /// Children first: layers, config, then the manifest.
     blobs: Vec<Blob>,
+    /// The layers, bottom first, and their uncompressed digests (the
+    /// config's `rootfs.diff_ids`), for unpacking.
+    layers: Vec<OciDescriptor>,
+    diff_ids: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct ImageConfig {
+    rootfs: RootFs,
+}
+
+#[derive(Deserialize)]
+struct RootFs {
+    diff_ids: Vec<String>,
 }
 
 impl Layout {
@@ -121,16 +136,35 @@ impl Layout {
             })?;
         let m: Manifest = serde_json::from_slice(&read_json(blob_path(dir, &manifest.digest))?)
             .map_err(|e| bad(format!("manifest {}: {e}", manifest.digest)))?;
+        let config: ImageConfig =
+            serde_json::from_slice(&read_json(blob_path(dir, &m.config.digest))?)
+                .map_err(|e| bad(format!("config {}: {e}", m.config.digest)))?;
+        let diff_ids = config.rootfs.diff_ids;
         let mut blobs: Vec<Blob> = m
             .layers
             .iter()
-            .chain(std::iter::once(&m.config))
             .map(|d| Blob {
                 digest: d.digest.clone(),
                 size: d.size,
                 labels: HashMap::new(),
             })
             .collect();
+        // The config keeps the unpacked layers alive (what containerd's own
+        // unpack labels it with): `unpack` names the top snapshot so.
+        let top = unpack::chain_ids(&diff_ids).pop();
+        blobs.push(Blob {
+            digest: m.config.digest.clone(),
+            size: m.config.size,
+            labels: top
+                .map(|id| {
+                    (
+                        format!("containerd.io/gc.ref.snapshot.{}", unpack::SNAPSHOTTER),
+                        id,
+                    )
+                })
+                .into_iter()
+                .collect(),
+        });
         let mut labels = HashMap::from([(
             "containerd.io/gc.ref.content.config".to_string(),
             m.config.digest.clone(),
@@ -163,6 +197,8 @@ impl Layout {
             name,
             manifest: manifest.clone(),
             blobs,
+            layers: m.layers.clone(),
+            diff_ids,
         })
     }
 }
@@ -348,8 +384,9 @@ impl Containerd {
     }
 }
 
-/// Imports every image layout under `dir` into the CRI namespace, pinned.
-/// Returns the names imported now (already present ones are skipped).
+/// Imports every image layout under `dir` into the CRI namespace, pinned,
+/// and unpacks it durably (`unpack`). Returns the names imported now
+/// (already present ones are skipped; their missing layers are unpacked).
 pub async fn import_shipped(
     containerd: &Containerd,
     dir: &Path,
@@ -373,10 +410,11 @@ pub async fn import_shipped(
     for path in entries {
         let layout = Layout::read(&path)?;
         let labels = [(PINNED_LABEL, "pinned"), (MANAGED_LABEL, "managed")];
-        if containerd
+        let new = containerd
             .import(config::CRI_NAMESPACE, &layout, &labels)
-            .await?
-        {
+            .await?;
+        containerd.unpack(config::CRI_NAMESPACE, &layout).await?;
+        if new {
             imported.push(layout.name);
         }
     }
@@ -398,7 +436,8 @@ mod tests {
             (format!("sha256:{hex}"), bytes.len())
         };
         let (layer, layer_len) = put(b"layer");
-        let (config, config_len) = put(b"{}");
+        let config_json = format!(r#"{{"rootfs":{{"type":"layers","diff_ids":["{layer}"]}}}}"#);
+        let (config, config_len) = put(config_json.as_bytes());
         let manifest = format!(
             r#"{{"schemaVersion":2,"config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":{config_len}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{layer}","size":{layer_len}}}]}}"#
         );
@@ -429,6 +468,15 @@ mod tests {
             manifest.labels.get("containerd.io/gc.ref.content.config"),
             Some(&l.blobs[1].digest)
         );
+        // The config refers to the unpacked top layer (one layer: its
+        // chain ID is its diff ID, here the layer's own digest).
+        assert_eq!(
+            l.blobs[1]
+                .labels
+                .get("containerd.io/gc.ref.snapshot.overlayfs"),
+            Some(&l.blobs[0].digest)
+        );
+        assert_eq!(l.diff_ids, vec![l.blobs[0].digest.clone()]);
     }
 
     #[test]

@@ -56,6 +56,28 @@ pub struct Peer {
 pub mod source;
 pub mod static_list;
 
+/// The group's addresses, split by whether the machine is on its way out.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupAddresses {
+    /// Machines that stay ([`live_addresses`]).
+    pub live: std::collections::BTreeSet<std::net::IpAddr>,
+    /// Machines being terminated on purpose (`Lifecycle::Leaving`).
+    pub leaving: std::collections::BTreeSet<std::net::IpAddr>,
+}
+
+impl GroupAddresses {
+    pub fn of(peers: &[Peer]) -> GroupAddresses {
+        GroupAddresses {
+            live: live_addresses(peers),
+            leaving: peers
+                .iter()
+                .filter(|p| p.lifecycle == Lifecycle::Leaving)
+                .map(|p| std::net::IpAddr::V4(p.address))
+                .collect(),
+        }
+    }
+}
+
 /// The addresses of the group's machines that are not on their way out:
 /// what the control plane's Node clean-up and the DNS publisher count as
 /// "still here".

@@ -4,8 +4,6 @@
 //! running with the rendered flags, and (once per agent start, under an
 //! etcd lock) apply the cluster objects.
 
-use std::collections::BTreeSet;
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -19,6 +17,7 @@ use super::flags::{self, ControlPlaneSpec};
 use super::kubeconfig::{self, Credential, KubeconfigSpec};
 use super::objects::{self, ObjectInputs};
 use super::token::BootstrapToken;
+use crate::discovery::GroupAddresses;
 use crate::etcd::client::{Etcd, EtcdTls};
 use crate::pki::{
     self, Authority, CERT_MODE, ClusterCa, DerivedP256, KEY_MODE, PkiError, ensure_private_dir,
@@ -185,7 +184,7 @@ impl ControlPlane {
 
     /// One round; what it found goes to the status. `group`: the
     /// addresses of the cluster's machines, as discovery lists them.
-    pub async fn round(&mut self, status: &mut KubernetesStatus, group: &BTreeSet<IpAddr>) {
+    pub async fn round(&mut self, status: &mut KubernetesStatus, group: &GroupAddresses) {
         status.components = vec![
             "kube-apiserver".into(),
             "kube-controller-manager".into(),
@@ -264,13 +263,15 @@ impl ControlPlane {
 
     /// What only a control-plane node can do for the nodes: mark itself as
     /// control plane (a kubelet may not set `node-role` labels), approve
-    /// the kubelet serving certificates it can vouch for, and delete the
-    /// Nodes of machines that left the group for good.
+    /// the kubelet serving certificates it can vouch for, drain the Nodes
+    /// of machines that are leaving, and delete the Nodes of machines that
+    /// left the group for good.
     async fn look_after_nodes(
         &mut self,
         client: &kube::Client,
-        group: &BTreeSet<IpAddr>,
+        addresses: &GroupAddresses,
     ) -> Result<(), kube::Error> {
+        let group = &addresses.live;
         let nodes: Api<Node> = Api::all(client.clone());
         if !self.labelled {
             let me = &self.node.name;
@@ -295,13 +296,22 @@ impl ControlPlane {
             return Ok(());
         }
         super::serving::approve_pending(client, group).await?;
-        for gone in super::gone_nodes(&nodes.list(&ListParams::default()).await?.items, group) {
-            match nodes.delete(&gone, &Default::default()).await {
-                Ok(_) => {
-                    info!(node = %gone, "kubernetes: deleted the Node of a machine that left the group")
+        let listed = nodes.list(&ListParams::default()).await?.items;
+        for action in super::node_actions(&listed, addresses) {
+            match action {
+                super::NodeAction::Drain(name) => {
+                    super::drain::round(client, &name).await?;
                 }
-                Err(kube::Error::Api(e)) if e.code == 404 => {}
-                Err(e) => return Err(e),
+                super::NodeAction::Uncordon(name) => super::drain::uncordon(client, &name).await?,
+                super::NodeAction::Delete(name) => {
+                    match nodes.delete(&name, &Default::default()).await {
+                        Ok(_) => {
+                            info!(node = %name, "kubernetes: deleted the Node of a machine that left the group")
+                        }
+                        Err(kube::Error::Api(e)) if e.code == 404 => {}
+                        Err(e) => return Err(e),
+                    }
+                }
             }
         }
         Ok(())

@@ -15,6 +15,7 @@
 //! * `certs`, `flags`, `kubeconfig`, `objects`, `token` — pure renderers
 //! * `client` — the API (`kube`): apply, readiness, leases
 //! * `control_plane` — the thin side-effect layer, one round at a time
+//! * `drain` — cordon and evict the Node of a machine that is leaving
 //! * `health` — the VIP's health check once Kubernetes runs
 //!
 //! The design and what each identity may do: `docs/design/kubernetes.md`.
@@ -22,6 +23,7 @@
 pub mod certs;
 pub mod client;
 pub mod control_plane;
+pub mod drain;
 pub mod flags;
 pub mod health;
 pub mod join;
@@ -40,7 +42,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::config::{Config, EtcdPlacement};
 use crate::etcd::client::{EtcdTls, client_url};
@@ -186,6 +188,9 @@ pub struct KubePhase {
     node_runner: Option<(Role, node::NodeRunner)>,
 }
 
+/// How long a leaving machine's look at its own Node may take.
+const DRAIN_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// What the node part is made from, whatever the role turns out to be.
 struct NodeInputs {
     node_name: String,
@@ -209,6 +214,39 @@ struct NodeInputs {
 }
 
 impl NodeInputs {
+    /// The group lists this machine as leaving on purpose.
+    fn leaving(&self, views: &[crate::discovery::Peer]) -> bool {
+        views
+            .iter()
+            .any(|p| p.address == self.ip && p.lifecycle == crate::discovery::Lifecycle::Leaving)
+    }
+
+    /// This machine's Node is drained (or gone), asked with the kubelet's
+    /// own identity (a node may read itself and the pods bound to it).
+    async fn drained(&self) -> bool {
+        let client =
+            match client::from_kubeconfig(&self.paths.kubelet_conf(), DRAIN_CHECK_TIMEOUT).await {
+                Ok(c) => c,
+                Err(e) => {
+                    debug!("kubernetes: drain check: {e}");
+                    return false;
+                }
+            };
+        match tokio::time::timeout(
+            DRAIN_CHECK_TIMEOUT,
+            drain::is_drained(&client, &self.node_name),
+        )
+        .await
+        {
+            Ok(Ok(done)) => done,
+            Ok(Err(e)) => {
+                debug!("kubernetes: drain check: {e}");
+                false
+            }
+            Err(_) => false,
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn new(
         c: &Config,
@@ -280,7 +318,7 @@ impl NodeInputs {
             taints,
             config_file: root.join("kubelet.yaml"),
             bootstrap_kubeconfig: root.join("bootstrap-kubelet.conf"),
-            kubeconfig: root.join("kubelet.conf"),
+            kubeconfig: self.paths.kubelet_conf(),
             root_dir: PathBuf::from(kubelet::ROOT_DIR),
             resolv_conf: PathBuf::from("/run/systemd/resolve/resolv.conf"),
         };
@@ -554,6 +592,7 @@ pub async fn run(
     version: KubeVersion,
     mut roles: watch::Receiver<Option<Role>>,
     views: watch::Receiver<Vec<crate::discovery::Peer>>,
+    drained: watch::Sender<bool>,
     board: StatusBoard,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -574,7 +613,7 @@ pub async fn run(
                 announced = Some(role);
             }
             if role == Role::ControlPlane {
-                let group = crate::discovery::live_addresses(&views.borrow());
+                let group = crate::discovery::GroupAddresses::of(&views.borrow());
                 if let Some(cp) = phase.control_plane.as_mut() {
                     cp.round(&mut status, &group).await;
                 }
@@ -615,6 +654,12 @@ pub async fn run(
                     status.node = Some(node);
                 }
             }
+            // A machine being terminated on purpose tells its etcd runner
+            // when its Node is drained (etcd::runner::leave waits for it).
+            if phase.node.leaving(&views.borrow()) {
+                let done = !nodes_here || phase.node.drained().await;
+                drained.send_replace(done);
+            }
             if let Err(e) = board.update(|s| s.kubernetes = Some(status.clone())) {
                 warn!("cannot write status: {e}");
             }
@@ -627,6 +672,18 @@ pub async fn run(
     }
 }
 
+/// A Node's InternalIP addresses (none until its kubelet reported them).
+fn internal_ips(n: &k8s_openapi::api::core::v1::Node) -> Vec<std::net::IpAddr> {
+    n.status
+        .as_ref()
+        .and_then(|s| s.addresses.as_ref())
+        .into_iter()
+        .flatten()
+        .filter(|a| a.type_ == "InternalIP")
+        .filter_map(|a| a.address.parse().ok())
+        .collect()
+}
+
 /// Nodes whose every address has left the cluster's group: their machines
 /// are gone for good (the same signal that replaces an etcd member).
 /// Pure. A Node with no InternalIP yet is kept.
@@ -637,19 +694,67 @@ pub fn gone_nodes(
     nodes
         .iter()
         .filter_map(|n| {
-            let internal: Vec<std::net::IpAddr> = n
-                .status
-                .as_ref()?
-                .addresses
-                .as_ref()?
-                .iter()
-                .filter(|a| a.type_ == "InternalIP")
-                .filter_map(|a| a.address.parse().ok())
-                .collect();
+            let internal = internal_ips(n);
             (!internal.is_empty() && internal.iter().all(|ip| !group.contains(ip)))
                 .then(|| n.metadata.name.clone())?
         })
         .collect()
+}
+
+/// What a control-plane agent does with a Node its group no longer counts
+/// on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeAction {
+    /// The machine is being terminated on purpose and its kubelet still
+    /// reports: cordon the Node and evict its pods ([`drain`]).
+    Drain(String),
+    /// The machine left the group, or is leaving with its kubelet silent
+    /// (nothing there could finish a graceful eviction): delete the Node,
+    /// so its pods are removed and run elsewhere.
+    Delete(String),
+    /// The machine is live again (out of standby, a cancelled scale-in):
+    /// lift the cordon [`drain`] set (never an operator's own).
+    Uncordon(String),
+}
+
+/// What to do with the Nodes, given the group's live and leaving
+/// addresses. Pure. Nodes of live machines, and Nodes with no InternalIP
+/// yet, are left alone.
+pub fn node_actions(
+    nodes: &[k8s_openapi::api::core::v1::Node],
+    group: &crate::discovery::GroupAddresses,
+) -> Vec<NodeAction> {
+    let known: std::collections::BTreeSet<std::net::IpAddr> =
+        group.live.union(&group.leaving).copied().collect();
+    let gone = gone_nodes(nodes, &known);
+    let leaving = gone_nodes(nodes, &group.live);
+    nodes
+        .iter()
+        .filter_map(|n| {
+            let name = n.metadata.name.clone()?;
+            if gone.contains(&name) || (leaving.contains(&name) && !node_ready(n)) {
+                Some(NodeAction::Delete(name))
+            } else if leaving.contains(&name) {
+                Some(NodeAction::Drain(name))
+            } else if drain::cordoned_while_leaving(n)
+                && internal_ips(n).iter().any(|ip| group.live.contains(ip))
+            {
+                Some(NodeAction::Uncordon(name))
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+/// The Node's Ready condition is True (its kubelet reports).
+fn node_ready(n: &k8s_openapi::api::core::v1::Node) -> bool {
+    n.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .any(|c| c.type_ == "Ready" && c.status == "True")
 }
 
 /// Whether a node may serve the API, for the VIP: its apiserver once
@@ -753,5 +858,77 @@ mod tests {
         std::fs::remove_file(bin.join("kube-scheduler")).expect("rm");
         let e = check_found(None, v("1.28.7"), bin).expect_err("missing");
         assert!(e.to_string().contains("kube-scheduler is missing"), "{e}");
+    }
+
+    fn node(name: &str, ip: Option<&str>, ready: &str) -> k8s_openapi::api::core::v1::Node {
+        let addresses: Vec<serde_json::Value> = ip
+            .map(|ip| serde_json::json!({"type": "InternalIP", "address": ip}))
+            .into_iter()
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name},
+            "status": {
+                "addresses": addresses,
+                "conditions": [{"type": "Ready", "status": ready}]
+            }
+        }))
+        .expect("node")
+    }
+
+    #[test]
+    fn leaving_machines_nodes_are_drained_while_their_kubelet_reports_and_deleted_once_gone() {
+        let ip = |s: &str| -> std::net::IpAddr { s.parse().expect("ip") };
+        let group = crate::discovery::GroupAddresses {
+            live: [ip("10.0.0.1")].into(),
+            leaving: [ip("10.0.0.2"), ip("10.0.0.3")].into(),
+        };
+        let nodes = [
+            node("live", Some("10.0.0.1"), "True"),
+            node("refresh", Some("10.0.0.2"), "True"),
+            node("stopped", Some("10.0.0.3"), "Unknown"),
+            node("gone", Some("10.0.0.4"), "True"),
+            node("new", None, "False"),
+        ];
+        assert_eq!(
+            node_actions(&nodes, &group),
+            vec![
+                NodeAction::Drain("refresh".into()),
+                NodeAction::Delete("stopped".into()),
+                NodeAction::Delete("gone".into()),
+            ]
+        );
+        // Without leaving machines, only the gone one is touched (as before).
+        let steady = crate::discovery::GroupAddresses {
+            live: [ip("10.0.0.1"), ip("10.0.0.2"), ip("10.0.0.3")].into(),
+            leaving: Default::default(),
+        };
+        assert_eq!(
+            node_actions(&nodes, &steady),
+            vec![NodeAction::Delete("gone".into())]
+        );
+        // Back in service after a drain: the drain's cordon is lifted, an
+        // operator's cordon (no mark) is not.
+        let mut drained = node("refresh", Some("10.0.0.2"), "True");
+        drained.spec = Some(k8s_openapi::api::core::v1::NodeSpec {
+            unschedulable: Some(true),
+            ..Default::default()
+        });
+        let mut by_operator = drained.clone();
+        by_operator.metadata.name = Some("maintenance".into());
+        drained.metadata.annotations = Some(
+            [(
+                drain::CORDONED_WHILE_LEAVING.to_string(),
+                "true".to_string(),
+            )]
+            .into(),
+        );
+        // A Node with no address in the group is nobody's to uncordon.
+        let mut unknown = drained.clone();
+        unknown.metadata.name = Some("no-address".into());
+        unknown.status = None;
+        assert_eq!(
+            node_actions(&[drained, by_operator, unknown], &steady),
+            vec![NodeAction::Uncordon("refresh".into())]
+        );
     }
 }

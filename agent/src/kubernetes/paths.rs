@@ -66,6 +66,11 @@ impl KubePaths {
         self.root.join("join-credential.yaml")
     }
 
+    /// The kubelet's own kubeconfig (its node identity, after TLS bootstrap).
+    pub fn kubelet_conf(&self) -> PathBuf {
+        self.root().join("kubelet.conf")
+    }
+
     pub fn admin_conf(&self) -> PathBuf {
         self.root.join("admin.conf")
     }

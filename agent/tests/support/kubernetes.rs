@@ -50,6 +50,29 @@ pub fn kubectl(host: &Host, kubeconfig: &Path, args: &[&str]) -> Output {
     cmd.output().expect("run kubectl")
 }
 
+/// [`kubectl`] with `input` on its standard input (`apply -f -`).
+pub fn kubectl_stdin(host: &Host, kubeconfig: &Path, args: &[&str], input: &str) -> Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = host
+        .command(kubectl_bin())
+        .arg(format!("--kubeconfig={}", kubeconfig.display()))
+        .arg("--request-timeout=3s")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run kubectl");
+    child
+        .stdin
+        .take()
+        .expect("kubectl stdin")
+        .write_all(input.as_bytes())
+        .expect("write kubectl stdin");
+    child.wait_with_output().expect("kubectl output")
+}
+
 /// kubectl's stdout when it succeeded.
 pub fn kubectl_ok(host: &Host, kubeconfig: &Path, args: &[&str]) -> Option<String> {
     let out = kubectl(host, kubeconfig, args);

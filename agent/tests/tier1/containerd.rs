@@ -153,7 +153,30 @@ fn the_shipped_sandbox_image_is_imported_pinned_and_runs_without_a_registry() {
         .unwrap_or_else(|| panic!("{check}"));
     assert!(check_line.contains("complete"), "{check_line}");
 
-    // And it runs: unpacked on first use, the static pause answers.
+    // The agent unpacked it at import (synced, so a power cut cannot leave
+    // its files empty: containerd/unpack.rs), and the collection above
+    // kept the snapshot: the config's GC label names it.
+    let (ok, snaps) = ctr(&["snapshots", "--snapshotter", "overlayfs", "ls"]);
+    assert!(ok, "{snaps}");
+    assert!(
+        snaps
+            .lines()
+            .any(|l| l.starts_with("sha256:") && l.contains("Committed")),
+        "no committed snapshot named by its chain ID:\n{snaps}"
+    );
+    let snapshot_dirs = dir.join("root/io.containerd.snapshotter.v1.overlayfs/snapshots");
+    let pause_sizes: Vec<u64> = std::fs::read_dir(&snapshot_dirs)
+        .expect("snapshot dirs")
+        .flatten()
+        .filter_map(|e| std::fs::metadata(e.path().join("fs/pause")).ok())
+        .map(|m| m.len())
+        .collect();
+    assert!(
+        pause_sizes.len() == 1 && pause_sizes[0] > 0,
+        "the unpacked /pause: {pause_sizes:?}"
+    );
+
+    // And it runs from that snapshot: the static pause answers.
     let (ok, out) = ctr(&[
         "run",
         "--rm",

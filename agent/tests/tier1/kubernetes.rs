@@ -330,6 +330,9 @@ fn three_agents_run_kubernetes_behind_the_vip_and_heal_it() {
         },
     )
     .unwrap_or_else(|e| panic!("{e}\n{}", k.diagnose()));
+    // 3b. Draining a leaving machine's Node (tier1/drain.rs).
+    crate::drain::check(&k.c.nodes[0].host, &k.admin_conf(0), || k.diagnose());
+
     // `muster kubeconfig` prints the admin kubeconfig the agent wrote.
     let printed = std::process::Command::new(env!("CARGO_BIN_EXE_muster"))
         .args(["kubeconfig", "--kubernetes-dir"])

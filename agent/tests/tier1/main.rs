@@ -16,6 +16,7 @@ mod dns_agents;
 mod dns_handover;
 mod dns_rfc2136;
 mod dns_route53;
+mod drain;
 mod etcd;
 mod fault_campaign;
 mod gce_group;

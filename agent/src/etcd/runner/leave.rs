@@ -1,10 +1,14 @@
 //! Leaving on purpose: the group terminates this machine (an instance
-//! refresh, a scale-in) and holds it in a termination lifecycle hook. The
-//! agent hands etcd leadership to a healthy voter, removes its own member
-//! while the others keep quorum (`membership::leave_plan`), stops etcd,
-//! and only then lets the group go on. It refuses while leaving would
-//! break quorum, and says so in its status; the hook's timeout is then the
-//! operator's decision.
+//! refresh, a scale-in) and holds it in a termination lifecycle hook. Once
+//! Kubernetes runs, the agent first waits until its Node is drained (the
+//! control-plane agents cordon it and evict its pods: `kubernetes::drain`),
+//! at most [`DRAIN_LIMIT`]. Then it hands etcd leadership to a healthy
+//! voter, removes its own member while the others keep quorum
+//! (`membership::leave_plan`), stops etcd, and only then lets the group go
+//! on. It refuses while leaving would break quorum, and says so in its
+//! status; the hook's timeout is then the operator's decision.
+
+use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
@@ -12,6 +16,12 @@ use super::{Runner, SERVICE};
 use crate::discovery::Peer;
 use crate::etcd::client;
 use crate::etcd::membership::{self, Leave, MemberHealth};
+
+/// The longest a leaving machine waits for its Node to be drained before
+/// it hands off anyway: a PodDisruptionBudget that never allows an
+/// eviction must not hold a scale-in forever (the group's hook timeout
+/// would end it less gracefully).
+pub const DRAIN_LIMIT: Duration = Duration::from_secs(300);
 
 /// Where a hand-off stands.
 enum HandOff {
@@ -25,6 +35,26 @@ impl Runner {
     /// One round of leaving: hand off while etcd runs here, then complete
     /// the group's lifecycle action (once).
     pub(super) async fn leave(&mut self, me: &Peer, running: bool) -> Result<(), String> {
+        // The Node first: its pods move while etcd and the API still run
+        // here (a stacked apiserver stops serving once its member is gone).
+        let since = *self.leaving_since.get_or_insert_with(Instant::now);
+        let drained = self.drained.as_ref().is_none_or(|rx| *rx.borrow());
+        if !self.left && !drained {
+            if since.elapsed() < DRAIN_LIMIT {
+                self.report(|s| {
+                    s.message = Some(format!(
+                        "leaving: waiting for this machine's Node to be drained (at most {} s)",
+                        DRAIN_LIMIT.as_secs()
+                    ))
+                });
+                return Ok(());
+            }
+            warn!(
+                limit_s = DRAIN_LIMIT.as_secs(),
+                "leaving: the Node is not drained after the limit; handing off anyway"
+            );
+            self.drained = None;
+        }
         if !self.left {
             if running {
                 match self.hand_off().await? {

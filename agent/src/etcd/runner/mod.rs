@@ -94,6 +94,10 @@ pub struct Runner {
     left: bool,
     /// The group was told it may terminate this machine.
     let_go: bool,
+    /// Whether this machine's Node is drained (the Kubernetes phase says),
+    /// and since when this machine is leaving (`leave::DRAIN_LIMIT`).
+    drained: Option<tokio::sync::watch::Receiver<bool>>,
+    leaving_since: Option<Instant>,
     /// Connections to the local member and the members, kept across rounds.
     pool: pool::Pool,
     /// The last member round found the cluster calm: the next one waits
@@ -143,6 +147,8 @@ impl Runner {
             restore_refused: false,
             left: false,
             let_go: false,
+            drained: None,
+            leaving_since: None,
             pool: pool::Pool::new(cfg_tls, client::PROBE_TIMEOUT),
             calm_until: None,
         }
@@ -179,6 +185,12 @@ impl Runner {
     }
 
     /// Follows the group as each round lists it.
+    /// Before leaving on purpose, wait (at most `leave::DRAIN_LIMIT`) until
+    /// `drained` says this machine's Node has been drained.
+    pub fn wait_for_drain(&mut self, drained: tokio::sync::watch::Receiver<bool>) {
+        self.drained = Some(drained);
+    }
+
     pub fn views(&self) -> tokio::sync::watch::Receiver<Vec<Peer>> {
         self.view_tx.subscribe()
     }
