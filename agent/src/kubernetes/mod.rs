@@ -46,6 +46,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::{Config, EtcdPlacement};
 use crate::etcd::client::{EtcdTls, client_url};
+use crate::network::{after_reboot, bridge};
 use crate::pki::PkiError;
 use crate::roles::Role;
 use crate::service::Supervisor;
@@ -211,6 +212,8 @@ struct NodeInputs {
     bin_dir: PathBuf,
     supervisor: Supervisor,
     record_dir: PathBuf,
+    /// Names the boot whose leftover sandbox files were cleared.
+    sandbox_stamp: PathBuf,
 }
 
 impl NodeInputs {
@@ -256,7 +259,7 @@ impl NodeInputs {
         token: token::BootstrapToken,
         opts: &KubeOptions,
         supervisor: Supervisor,
-        record_dir: PathBuf,
+        state_dir: &Path,
     ) -> NodeInputs {
         NodeInputs {
             node_name,
@@ -281,7 +284,8 @@ impl NodeInputs {
             paths: opts.paths.clone(),
             bin_dir: opts.bin_dir.clone(),
             supervisor,
-            record_dir,
+            record_dir: record_dir(state_dir),
+            sandbox_stamp: state_dir.join("node").join("cni-boot-id"),
         }
     }
 
@@ -344,6 +348,12 @@ impl NodeInputs {
                 containerd_socket: PathBuf::from(crate::containerd::SOCKET),
                 containerd_config: PathBuf::from(crate::containerd::config::CONFIG_FILE),
                 images_dir: PathBuf::from(crate::containerd::IMAGES_DIR),
+                sandbox_state: after_reboot::SandboxState {
+                    cni_state_dir: PathBuf::from(after_reboot::CNI_STATE_DIR),
+                    network: bridge::NETWORK.into(),
+                    boot_id_file: PathBuf::from(after_reboot::BOOT_ID_FILE),
+                    stamp: self.sandbox_stamp.clone(),
+                },
             },
             self.bin_dir.clone(),
             self.supervisor.clone(),
@@ -403,7 +413,7 @@ pub fn prepare(i: KubeInputs<'_>) -> Result<KubePhase, SetupError> {
         authorities.token.clone(),
         i.opts,
         i.supervisor.clone(),
-        record_dir.clone(),
+        i.state_dir,
     );
     Ok(KubePhase {
         control_plane: Some(ControlPlane::new(
@@ -490,14 +500,7 @@ pub async fn join_as_worker(
     };
     info!(%endpoint, "kubernetes: the API server's CA matches the pin; joining as a worker");
     let inputs = NodeInputs::new(
-        config,
-        node_name,
-        ip,
-        ca_pem,
-        token,
-        opts,
-        supervisor,
-        record_dir(state_dir),
+        config, node_name, ip, ca_pem, token, opts, supervisor, state_dir,
     );
     let mut runner = inputs.runner(Role::Worker);
     loop {

@@ -22,7 +22,7 @@ use super::paths::KubePaths;
 use super::proxy::{self, ProxySpec};
 use super::token::BootstrapToken;
 use crate::containerd::{self, Containerd};
-use crate::network::{bridge, routes};
+use crate::network::{after_reboot, bridge, routes};
 use crate::pki::{CERT_MODE, KEY_MODE, PkiError, write_if_changed};
 use crate::service::{CpuShare, Ensured, ServiceSpec, Supervisor};
 use crate::state::NodeStatus;
@@ -53,6 +53,9 @@ pub struct NodeSpec {
     pub containerd_socket: PathBuf,
     pub containerd_config: PathBuf,
     pub images_dir: PathBuf,
+    /// The CNI files of an earlier boot's sandboxes, cleared before the
+    /// kubelet starts.
+    pub sandbox_state: after_reboot::SandboxState,
 }
 
 /// The node's services and network, one round at a time.
@@ -62,6 +65,8 @@ pub struct NodeRunner {
     pub supervisor: Supervisor,
     pub record_dir: PathBuf,
     images_imported: bool,
+    /// This agent has seen the earlier boot's sandbox files cleared.
+    sandboxes_cleared: bool,
     client: Option<kube::Client>,
     /// Routes this agent added: pod CIDR → gateway.
     routes: BTreeMap<Ipv4Net, Ipv4Addr>,
@@ -86,6 +91,7 @@ impl NodeRunner {
             supervisor,
             record_dir,
             images_imported: false,
+            sandboxes_cleared: false,
             client: None,
             routes: BTreeMap::new(),
         }
@@ -101,6 +107,22 @@ impl NodeRunner {
         if let Err(e) = self.write_files() {
             status.message = Some(format!("kubelet files: {e}"));
             return;
+        }
+        if !self.sandboxes_cleared {
+            match self.spec.sandbox_state.clear_once_per_boot() {
+                Ok(Some(removed)) => {
+                    info!(
+                        removed,
+                        "pod network: cleared the earlier boot's sandbox files"
+                    )
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    status.message = Some(e.to_string());
+                    return;
+                }
+            }
+            self.sandboxes_cleared = true;
         }
         if let Err(e) = self
             .ensure(KUBELET, "kubelet", kubelet::flags(&self.spec.kubelet))

@@ -11,6 +11,9 @@ use serde_json::json;
 pub const CONFLIST: &str = "10-muster-bridge.conflist";
 /// The bridge on each node, gateway of its pods.
 pub const BRIDGE: &str = "cni0";
+/// The network's name: host-local keeps its reservations under
+/// `/var/lib/cni/networks/NAME`, libcni its results as `NAME-…`.
+pub const NETWORK: &str = "muster";
 
 /// The CNI network config for a node whose pods live in `pod_cidr`.
 /// `ipMasq` makes traffic from pods to anything outside the node's pod
@@ -19,7 +22,7 @@ pub const BRIDGE: &str = "cni0";
 pub fn conflist(pod_cidr: Ipv4Net) -> String {
     let c = json!({
         "cniVersion": "1.0.0",
-        "name": "muster",
+        "name": NETWORK,
         "plugins": [
             {
                 "type": "bridge",

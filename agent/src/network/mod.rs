@@ -1,9 +1,11 @@
 //! network — boot phase 9: the pod network. Built: `kubernetes.cni:
 //! bridge` (`bridge.rs` renders the CNI config from the node's podCIDR,
 //! `routes.rs` plans the routes to the other nodes' pods; the node round in
-//! `kubernetes::node` applies both). Cilium and Calico are not run here:
+//! `kubernetes::node` applies both; `after_reboot.rs` clears what the CNI
+//! plugins kept for sandboxes of an earlier boot). Cilium and Calico are not run here:
 //! their images cannot be pulled on the build machines.
 
+pub mod after_reboot;
 pub mod bridge;
 pub mod routes;
 

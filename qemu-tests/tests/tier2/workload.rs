@@ -216,6 +216,39 @@ pub fn wait_web_rescheduled(t: &TestLab, not_on: &str, limit: Duration) -> Vec<W
     })
 }
 
+/// Waits until both web pods run again after their node rebooted: each
+/// Ready with its container restarted at least once. What the kubelet
+/// wrote before the power cut still says Running, so the phase alone
+/// proves nothing. Returns how long it took.
+pub fn wait_web_restarted(t: &TestLab, limit: Duration) -> Duration {
+    let started = Instant::now();
+    let back = wait_for(limit, || {
+        let out = t.kubectl_ok(&[
+            "get",
+            "pods",
+            "-l",
+            "app=web",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name} {.status.containerStatuses[0].restartCount} {.status.containerStatuses[0].ready}{\"\\n\"}{end}",
+        ])?;
+        let restarted = out
+            .lines()
+            .filter(|l| {
+                let w: Vec<&str> = l.split_whitespace().collect();
+                matches!(w.as_slice(), [_, n, "true"] if n.parse::<u32>().is_ok_and(|n| n >= 1))
+            })
+            .count();
+        (restarted == 2).then_some(())
+    });
+    assert!(
+        back.is_some(),
+        "the web pods did not run again after the power cycle: {:?}\n{}",
+        t.kubectl(&["get", "pods", "-o", "wide"], None),
+        t.consoles_tail()
+    );
+    started.elapsed()
+}
+
 /// Names of the nodes whose Ready condition is True.
 pub fn ready_nodes(t: &TestLab) -> BTreeSet<String> {
     t.kubectl_ok(&[
