@@ -118,14 +118,7 @@ pub fn step(node: &Node, pods: &[Pod]) -> DrainStep {
 /// a PodDisruptionBudget refuses (429) is asked again next round. Returns
 /// the step it found.
 pub async fn round(client: &kube::Client, name: &str) -> Result<DrainStep, kube::Error> {
-    let nodes: Api<Node> = Api::all(client.clone());
-    let Some(node) = nodes.get_opt(name).await? else {
-        return Ok(DrainStep::Drained);
-    };
-    let pods: Api<Pod> = Api::all(client.clone());
-    let on_node = ListParams::default().fields(&format!("spec.nodeName={name}"));
-    let bound = pods.list(&on_node).await?.items;
-    let next = step(&node, &bound);
+    let next = observe(client, name).await?;
     match &next {
         DrainStep::Cordon => {
             set_cordon(client, name, true).await?;
@@ -185,13 +178,19 @@ pub async fn uncordon(client: &kube::Client, name: &str) -> Result<(), kube::Err
 /// Whether `name` is drained (or gone): what a leaving machine asks, with
 /// its kubelet's identity, before it lets the group terminate it.
 pub async fn is_drained(client: &kube::Client, name: &str) -> Result<bool, kube::Error> {
+    Ok(observe(client, name).await? == DrainStep::Drained)
+}
+
+/// The Node `name` and the pods bound to it, read, and the step they call
+/// for (a Node that is gone is drained).
+async fn observe(client: &kube::Client, name: &str) -> Result<DrainStep, kube::Error> {
     let nodes: Api<Node> = Api::all(client.clone());
     let Some(node) = nodes.get_opt(name).await? else {
-        return Ok(true);
+        return Ok(DrainStep::Drained);
     };
     let pods: Api<Pod> = Api::all(client.clone());
     let on_node = ListParams::default().fields(&format!("spec.nodeName={name}"));
-    Ok(step(&node, &pods.list(&on_node).await?.items) == DrainStep::Drained)
+    Ok(step(&node, &pods.list(&on_node).await?.items))
 }
 
 #[cfg(test)]

@@ -58,13 +58,8 @@ impl ApiServerHealth {
         }
     }
 
-    /// The readiness request this node's check sends.
-    pub fn readyz_path(&self) -> &'static str {
-        readyz_path(self.local_etcd.is_some())
-    }
-
     async fn check(&mut self) -> bool {
-        let path = self.readyz_path();
+        let path = readyz_path(self.local_etcd.is_some());
         if self.client.is_none() {
             // Until the Kubernetes phase has written it, nothing serves.
             self.client = super::client::from_kubeconfig(&self.kubeconfig, self.timeout)

@@ -110,13 +110,14 @@ impl NodeRunner {
         }
         if !self.sandboxes_cleared {
             match self.spec.sandbox_state.clear_once_per_boot() {
+                // Said only when there were some (a first boot has none).
+                Ok(Some(0)) | Ok(None) => {}
                 Ok(Some(removed)) => {
                     info!(
                         removed,
                         "pod network: cleared the earlier boot's sandbox files"
                     )
                 }
-                Ok(None) => {}
                 Err(e) => {
                     status.message = Some(e.to_string());
                     return;

@@ -123,13 +123,7 @@ pub fn aws(endpoint: &str) -> AwsClient {
 /// Runs AWS calls from inside the cloud host's namespace (moto is only
 /// reachable there).
 pub fn in_cloud<T: Send>(cloud: &Host, f: impl AsyncFnOnce() -> T + Send) -> T {
-    cloud.in_netns(|| {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime")
-            .block_on(f())
-    })
+    cloud.block_on(f)
 }
 
 /// The group's peers as the agents see them.

@@ -44,26 +44,20 @@ impl ClientTls {
 pub fn put_many(host: &Host, endpoint: &str, prefix: &str, n: usize, value_bytes: usize) {
     let tls = ClientTls::read(host);
     let value = "v".repeat(value_bytes);
-    host.in_netns(|| {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime")
-            .block_on(async {
-                let client = etcd_client::Client::connect([endpoint], Some(tls.options()))
-                    .await
-                    .expect("connect");
-                let keys: Vec<String> = (0..n).map(|k| format!("{prefix}key{k:05}")).collect();
-                for chunk in keys.chunks(16) {
-                    let puts = chunk.iter().map(|key| {
-                        let mut kv = client.kv_client();
-                        let value = value.clone();
-                        async move { kv.put(key.as_str(), value, None).await }
-                    });
-                    for put in futures_util::future::join_all(puts).await {
-                        put.expect("put");
-                    }
-                }
-            })
+    host.block_on(async || {
+        let client = etcd_client::Client::connect([endpoint], Some(tls.options()))
+            .await
+            .expect("connect");
+        let keys: Vec<String> = (0..n).map(|k| format!("{prefix}key{k:05}")).collect();
+        for chunk in keys.chunks(16) {
+            let puts = chunk.iter().map(|key| {
+                let mut kv = client.kv_client();
+                let value = value.clone();
+                async move { kv.put(key.as_str(), value, None).await }
+            });
+            for put in futures_util::future::join_all(puts).await {
+                put.expect("put");
+            }
+        }
     })
 }

@@ -403,6 +403,19 @@ impl Host {
         })
     }
 
+    /// Runs the future `f` makes to completion on a current-thread tokio
+    /// runtime of its own, inside this host's network namespace (what it
+    /// connects to is what this host reaches).
+    pub fn block_on<T: Send>(&self, f: impl AsyncFnOnce() -> T + Send) -> T {
+        self.in_netns(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime")
+                .block_on(f())
+        })
+    }
+
     /// Whether `ip` answers from this host: a TCP connect to port 9 that
     /// either connects or is refused (a RST proves the path) within
     /// `timeout`. Works without `ping` installed.

@@ -40,24 +40,18 @@ fn s3(endpoint: &str) -> AwsClient {
 /// The cluster's snapshots in the bucket, oldest first (listed from the
 /// cloud host: moto is only reachable there).
 fn snapshots(cloud: &Host, endpoint: &str) -> Vec<SnapshotName> {
-    cloud.in_netns(|| {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime")
-            .block_on(async {
-                let objects = s3(endpoint)
-                    .list_objects("us-east-1", BUCKET, "tier1/")
-                    .await
-                    .expect("list the bucket");
-                let mut names: Vec<SnapshotName> = objects
-                    .iter()
-                    .filter_map(|o| o.key.rsplit('/').next())
-                    .filter_map(|file| SnapshotName::parse(CLUSTER, file))
-                    .collect();
-                names.sort();
-                names
-            })
+    cloud.block_on(async || {
+        let objects = s3(endpoint)
+            .list_objects("us-east-1", BUCKET, "tier1/")
+            .await
+            .expect("list the bucket");
+        let mut names: Vec<SnapshotName> = objects
+            .iter()
+            .filter_map(|o| o.key.rsplit('/').next())
+            .filter_map(|file| SnapshotName::parse(CLUSTER, file))
+            .collect();
+        names.sort();
+        names
     })
 }
 

@@ -41,21 +41,15 @@ fn srv_records_list_the_group_and_agents_form_etcd_from_them() {
     // The source, from node 0's namespace.
     let server = ns.ip().to_string();
     let listed = |c: &Cluster| -> BTreeSet<String> {
-        c.nodes[0].host.in_netns(|| {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime")
-                .block_on(async {
-                    let source = SrvSource::new(SRV, Some(&server)).expect("source");
-                    source
-                        .list()
-                        .await
-                        .expect("list")
-                        .into_iter()
-                        .map(|p| p.id)
-                        .collect()
-                })
+        c.nodes[0].host.block_on(async || {
+            let source = SrvSource::new(SRV, Some(&server)).expect("source");
+            source
+                .list()
+                .await
+                .expect("list")
+                .into_iter()
+                .map(|p| p.id)
+                .collect()
         })
     };
     assert_eq!(listed(&c), ips.iter().cloned().collect::<BTreeSet<_>>());

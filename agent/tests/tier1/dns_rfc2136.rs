@@ -36,13 +36,7 @@ fn rfc2136_publishes_in_externaldns_format_and_respects_other_owners() {
     let bind = Bind::start(&server_host, ZONE);
     // The agent's side runs in the client's namespace: its sockets reach
     // only the test's own network.
-    client.in_netns(|| {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime")
-            .block_on(scenario(&bind, &client))
-    });
+    client.block_on(async || scenario(&bind, &client).await);
 }
 
 async fn scenario(bind: &Bind, client: &Host) {

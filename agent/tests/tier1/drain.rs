@@ -55,18 +55,11 @@ fn with_client<T: Send>(
     admin: &Path,
     f: impl AsyncFnOnce(kube::Client) -> T + Send,
 ) -> T {
-    host.in_netns(|| {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime")
-            .block_on(async {
-                let client =
-                    muster::kubernetes::client::from_kubeconfig(admin, Duration::from_secs(5))
-                        .await
-                        .expect("admin client");
-                f(client).await
-            })
+    host.block_on(async || {
+        let client = muster::kubernetes::client::from_kubeconfig(admin, Duration::from_secs(5))
+            .await
+            .expect("admin client");
+        f(client).await
     })
 }
 

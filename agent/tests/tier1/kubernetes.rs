@@ -382,13 +382,7 @@ fn three_agents_run_kubernetes_behind_the_vip_and_heal_it() {
     let endpoint = format!("https://{vip}:6443");
     let discover = |pin: String, token: BootstrapToken| {
         let endpoint = endpoint.clone();
-        host.in_netns(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime")
-                .block_on(join::discover_ca(&endpoint, &pin, &token))
-        })
+        host.block_on(async move || join::discover_ca(&endpoint, &pin, &token).await)
     };
     let ca_found = discover(join.ca_pin.clone(), token.clone()).expect("the pinned CA");
     assert_eq!(ca_found.trim(), String::from_utf8_lossy(&read(&ca)).trim());

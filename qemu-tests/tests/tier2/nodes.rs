@@ -140,6 +140,14 @@ fn a_control_plane_and_a_worker_vm_run_pods_on_the_worker_survive_a_power_cycle_
         "figures: assembled again -> both web pods restarted and Ready: {:.0} s",
         back.as_secs_f64()
     );
+    // The worker's agent removed the CNI files its sandboxes of the first
+    // boot left (it says so only when there were some: the first boot had
+    // none, and the console log spans both boots).
+    t.wait_serial(
+        2,
+        "pod network: cleared the earlier boot's sandbox files",
+        budget(30),
+    );
     // And they serve again: pod to pod, the ClusterIP, logs.
     run_web(&t, 1);
 
