@@ -91,6 +91,18 @@ enum LabCommand {
         #[arg(long, default_value_t = 1)]
         count: u32,
     },
+    /// Replace every machine with one of a new image, one at a time,
+    /// control planes first: each leaves through the group's termination
+    /// hook (drained, etcd handed on), then its replacement joins; reports
+    /// each step's API gap.
+    Upgrade {
+        /// The new node image (qcow2).
+        #[arg(long)]
+        image: PathBuf,
+        /// How long each replacement may take to assemble, in seconds.
+        #[arg(long, default_value_t = 1800)]
+        timeout: u64,
+    },
     /// Run kubectl against the lab's API (inside the lab network, with
     /// the lab's admin kubeconfig): `muster lab kubectl -- get nodes`.
     Kubectl {
@@ -162,6 +174,9 @@ pub fn run(cli: LabCli) -> Result<(), LabError> {
         LabCommand::Start { nodes } => lab.start(&nodes)?,
         LabCommand::Add { count } => {
             lab.add(count)?;
+        }
+        LabCommand::Upgrade { image, timeout } => {
+            lab.upgrade(&image, Duration::from_secs(timeout))?;
         }
         LabCommand::Kubectl { args } => lab.kubectl(&args)?,
         LabCommand::Down => lab.down()?,

@@ -22,7 +22,7 @@ pub mod query;
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
@@ -108,7 +108,17 @@ pub struct LabInstance {
     /// Listed by the group while also `Running`; the lab takes a killed VM
     /// out of the group, as an ASG replaces an unhealthy instance.
     pub in_group: bool,
+    /// Held in `Terminating:Wait` by the group's termination hook
+    /// ([`REPLACE_HOOK`]) until its agent completes the action
+    /// (`lab upgrade`).
+    #[serde(default)]
+    pub leaving: bool,
 }
+
+/// The group's one lifecycle hook: it holds a terminating instance until
+/// its agent has handed off (drained its Node, left etcd) and completed
+/// the action, as an ASG instance refresh with a termination hook does.
+pub const REPLACE_HOOK: &str = "muster-lab-replace";
 
 /// The EC2 states the lab uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -269,17 +279,48 @@ struct Server {
     world: WorldProvider,
     tokens: Arc<Tokens>,
     requests: Arc<AtomicU64>,
+    /// Where an accepted `CompleteLifecycleAction` is recorded: an empty
+    /// file named after the instance (`lab upgrade` waits for it).
+    completions: Option<PathBuf>,
 }
 
 /// The server's routes: `POST /` is the Query API, the rest is IMDS. Serve
 /// it with `into_make_service_with_connect_info::<SocketAddr>()`: IMDS needs
 /// the peer address.
 pub fn router(world: WorldProvider, tokens: Tokens) -> Router {
+    router_recording(world, tokens, None)
+}
+
+/// [`router`], recording completed lifecycle actions in `completions`.
+pub fn router_recording(
+    world: WorldProvider,
+    tokens: Tokens,
+    completions: Option<PathBuf>,
+) -> Router {
     Router::new().fallback(handle).with_state(Server {
         world,
         tokens: Arc::new(tokens),
         requests: Arc::new(AtomicU64::new(0)),
+        completions,
     })
+}
+
+/// The file that says `instance_id`'s termination hook was completed.
+pub fn completion_marker(completions: &Path, instance_id: &str) -> PathBuf {
+    completions.join(instance_id)
+}
+
+/// Records an accepted completion (the instance id was checked against
+/// the group's members by the handler).
+fn record_completion(completions: &Path, instance_id: &str) {
+    let marker = completion_marker(completions, instance_id);
+    let written = std::fs::create_dir_all(completions).and_then(|()| std::fs::write(&marker, b""));
+    match written {
+        Ok(()) => tracing::info!(instance_id, "lab cloud: lifecycle action completed"),
+        Err(e) => {
+            tracing::error!(path = %marker.display(), "lab cloud: cannot record a completion: {e}")
+        }
+    }
 }
 
 /// Serves the lab cloud on `listener` until the task is dropped or the
@@ -318,7 +359,16 @@ async fn handle(
                 imds::error(StatusCode::INTERNAL_SERVER_ERROR)
             }
         }
-        Ok(world) if query_api => query::handle(&world, &headers, &body, &request_id),
+        Ok(world) if query_api => {
+            let reply = query::handle(&world, &headers, &body, &request_id);
+            if reply.status == StatusCode::OK
+                && let (Some(dir), Some(id)) =
+                    (&server.completions, query::completed_instance(&body))
+            {
+                record_completion(dir, &id);
+            }
+            reply
+        }
         Ok(world) => {
             let request = ImdsRequest {
                 method: &method,

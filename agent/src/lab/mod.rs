@@ -19,6 +19,7 @@ pub mod ops;
 pub mod progress;
 pub mod pxe;
 pub mod spec;
+pub mod upgrade;
 pub mod vm;
 
 use std::path::PathBuf;

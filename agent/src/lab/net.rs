@@ -186,6 +186,26 @@ pub fn http_get(
     })
 }
 
+/// Whether the Kubernetes API serves a read that goes through etcd's
+/// quorum (one namespace, listed), asked from inside the lab namespace
+/// with the kubeconfig at `kubeconfig`.
+pub fn api_reads(ns: &str, kubeconfig: &std::path::Path, timeout: Duration) -> bool {
+    let path = kubeconfig.to_path_buf();
+    run_in_netns(ns, move || async move {
+        let client = crate::kubernetes::client::from_kubeconfig(&path, timeout)
+            .await
+            .map_err(|e| e.to_string())?;
+        let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(client);
+        let one = kube::api::ListParams::default().limit(1);
+        let list = namespaces.list(&one);
+        Ok(matches!(
+            tokio::time::timeout(timeout, list).await,
+            Ok(Ok(_))
+        ))
+    })
+    .unwrap_or(false)
+}
+
 /// Whether the Kubernetes API answers `/readyz` with `ok`, asked from
 /// inside the lab namespace with the kubeconfig at `kubeconfig`.
 pub fn api_ready(ns: &str, kubeconfig: &std::path::Path, timeout: Duration) -> bool {

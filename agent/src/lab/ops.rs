@@ -55,7 +55,7 @@ pub struct UpArgs {
 const PXE_FILES: [&str; 4] = ["vmlinuz", "initrd", "muster-usr.cpio", "muster.ipxe"];
 
 impl Lab {
-    fn paths(&self) -> LabPaths {
+    pub(super) fn paths(&self) -> LabPaths {
         LabPaths::new(&self.root, &self.name)
     }
 
@@ -81,7 +81,7 @@ impl Lab {
     /// Writes `lab.json`, then the files derived from it (the cloud's view,
     /// the DHCP leases), each atomically, all 0600: the user data in the
     /// cloud's view holds the cluster secret.
-    fn save(&self, lab: &LabState) -> Result<(), LabError> {
+    pub(super) fn save(&self, lab: &LabState) -> Result<(), LabError> {
         let p = self.paths();
         let state = serde_json::to_string_pretty(lab).map_err(|e| LabError::State {
             path: p.state(),
@@ -808,7 +808,15 @@ pub fn serve(
     rt.block_on(async {
         let tokens = cloud::Tokens::random()
             .map_err(|_| LabError::Usage("no system randomness for the IMDS token key".into()))?;
-        let mut app = cloud::router(cloud::world_file(world.clone()), tokens);
+        // Completed lifecycle actions are recorded beside the world file
+        // (`lab upgrade` waits for them).
+        let completions = world.parent().map(|d| {
+            LabPaths {
+                dir: d.to_path_buf(),
+            }
+            .completions()
+        });
+        let mut app = cloud::router_recording(cloud::world_file(world.clone()), tokens, completions);
         if let Some(dir) = pxe_dir {
             app = super::pxe::router(dir).merge(app);
         }

@@ -102,6 +102,10 @@ pub struct NodeState {
     pub power: Power,
     /// Seconds after the lab's creation this machine was launched.
     pub launched_after: u64,
+    /// The group is terminating it and holds it in `Terminating:Wait`
+    /// until its agent completes the lifecycle action (`lab upgrade`).
+    #[serde(default)]
+    pub leaving: bool,
 }
 
 /// What has happened to a node's machine.
@@ -184,6 +188,7 @@ impl LabState {
             instance_id: instance_id(self.subnet, index, self.created_at),
             power: Power::On,
             launched_after: after_secs,
+            leaving: false,
         });
         Ok(&self.nodes[self.nodes.len() - 1])
     }
@@ -379,6 +384,7 @@ pub fn cloud_view(lab: &LabState) -> LabCloud {
                     Power::Gone => InstanceState::Terminated,
                 },
                 in_group: n.power != Power::Gone,
+                leaving: n.leaving,
             })
             .collect(),
     }
@@ -408,6 +414,14 @@ impl LabPaths {
     /// A cluster-admin kubeconfig for the API through the VIP (0600).
     pub fn admin_conf(&self) -> PathBuf {
         self.dir.join("admin.conf")
+    }
+    /// Where the fake cloud records completed lifecycle actions.
+    pub fn completions(&self) -> PathBuf {
+        self.dir.join("lifecycle-completed")
+    }
+    /// A copy of the image `lab upgrade` launches replacements from.
+    pub fn upgrade_image(&self, n: u64) -> PathBuf {
+        self.dir.join(format!("image-upgrade-{n}.qcow2"))
     }
     pub fn server_pid(&self) -> PathBuf {
         self.dir.join("cloud.pid")

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
-use muster::cloud::aws::autoscaling::parse_describe_auto_scaling_groups;
+use muster::cloud::aws::autoscaling::{self, parse_describe_auto_scaling_groups};
 use muster::cloud::aws::ec2::parse_describe_instances;
 use muster::cloud::aws::{
     AwsClient, AwsError, AwsOptions, Credentials, parse_error_response, parse_imds_role_credentials,
@@ -62,6 +62,24 @@ async fn start(world: WorldProvider) -> Lab {
     let url =
         url::Url::parse(&format!("http://{}/", listener.local_addr().expect("addr"))).expect("url");
     let task = tokio::spawn(cloud::serve(listener, world));
+    Lab { url, task }
+}
+
+/// [`start`], recording completed lifecycle actions in `completions`, as
+/// `muster lab serve` does.
+async fn start_recording(world: WorldProvider, completions: std::path::PathBuf) -> Lab {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url =
+        url::Url::parse(&format!("http://{}/", listener.local_addr().expect("addr"))).expect("url");
+    let tokens = Tokens::random().expect("randomness");
+    let app = cloud::router_recording(world, tokens, Some(completions));
+    let task = tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await
+    });
     Lab { url, task }
 }
 
@@ -267,6 +285,56 @@ async fn group_discovery_lists_the_running_members_sorted_by_id() {
     );
 }
 
+/// `lab upgrade`'s termination hook, through the agent's own calls: a
+/// member held in `Terminating:Wait` lists as leaving, the group names its
+/// termination hook, and the agent's completion is accepted and recorded;
+/// a completion for a member that is not leaving is refused.
+#[tokio::test]
+async fn a_leaving_member_waits_in_its_hook_until_its_agent_completes_it() {
+    let (state, provider) = shared(world());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let completions = dir.path().join("lifecycle-completed");
+    let lab = start_recording(provider, completions.clone()).await;
+    let client = aws_client(&lab, "eu-west-1").await;
+    let marker = cloud::completion_marker(&completions, VM1);
+
+    let hooks = autoscaling::termination_hooks(&client, "muster-lab")
+        .await
+        .expect("hooks");
+    let names: Vec<&str> = hooks.iter().map(|h| h.name.as_str()).collect();
+    assert_eq!(names, [cloud::REPLACE_HOOK]);
+
+    let err =
+        autoscaling::complete_lifecycle_action(&client, "muster-lab", cloud::REPLACE_HOOK, VM1)
+            .await
+            .expect_err("VM1 is in service: nothing to complete");
+    let AwsError::Api(api) = &err else {
+        panic!("not an API error: {err:?}");
+    };
+    assert_eq!((api.status, api.code.as_str()), (400, "ValidationError"));
+    assert!(!marker.exists(), "a refused completion was recorded");
+
+    state.lock().expect("lock").instances[0].leaving = true;
+    let view = list_group(&client, "muster-lab").await.expect("listed");
+    let vm1 = view.peers.iter().find(|p| p.id == VM1).expect("VM1 listed");
+    assert_eq!(vm1.lifecycle, Lifecycle::Leaving);
+    let others_in_service = view
+        .peers
+        .iter()
+        .filter(|p| p.id != VM1)
+        .all(|p| p.lifecycle == Lifecycle::InService);
+    assert!(others_in_service, "{:?}", view.peers);
+
+    autoscaling::complete_lifecycle_action(&client, "muster-lab", cloud::REPLACE_HOOK, VM1)
+        .await
+        .expect("completed");
+    assert!(marker.exists(), "the completion was not recorded");
+    let wrong_hook = autoscaling::complete_lifecycle_action(&client, "muster-lab", "other", VM1)
+        .await
+        .expect_err("no such hook");
+    assert!(matches!(wrong_hook, AwsError::Api(_)), "{wrong_hook:?}");
+}
+
 #[tokio::test]
 async fn group_discovery_sees_the_world_change_without_a_restart() {
     let (state, provider) = shared(world());
@@ -299,6 +367,7 @@ async fn group_discovery_sees_the_world_change_without_a_restart() {
             launch_time: "2026-03-01T10:10:00Z".into(),
             state: InstanceState::Running,
             in_group: true,
+            leaving: false,
         });
     }
     let after = list_group(&client, "muster-lab").await.expect("listed");

@@ -3,7 +3,11 @@
 //! the API reference and moto).
 //!
 //! - Auto Scaling `DescribeAutoScalingGroups` (`AutoScalingGroupNames.member.N`):
-//!   the one group, its members `InService`/`Healthy`.
+//!   the one group, its members `InService`/`Healthy` (`Terminating:Wait`
+//!   while `lab upgrade` replaces them).
+//! - Auto Scaling `DescribeLifecycleHooks`: the group's one termination
+//!   hook; `CompleteLifecycleAction` for a member in `Terminating:Wait`
+//!   (the server records it: [`completed_instance`]).
 //! - EC2 `DescribeInstances` (`InstanceId.N`; filters `instance-id`,
 //!   `instance-state-name`, `private-ip-address`, `tag-key`, `tag:KEY`, exact
 //!   values only): every instance the lab launched, terminated ones included.
@@ -20,7 +24,7 @@ use std::collections::BTreeMap;
 
 use axum::http::{HeaderMap, StatusCode, header};
 
-use super::{ACCOUNT_ID, IMAGE_ID, INSTANCE_TYPE, LabCloud, LabInstance, Reply};
+use super::{ACCOUNT_ID, IMAGE_ID, INSTANCE_TYPE, LabCloud, LabInstance, REPLACE_HOOK, Reply};
 use crate::cloud::aws::{AUTOSCALING, EC2};
 
 const AUTOSCALING_NS: &str = "http://autoscaling.amazonaws.com/doc/2011-01-01/";
@@ -86,6 +90,12 @@ pub fn handle(world: &LabCloud, headers: &HeaderMap, body: &[u8], request_id: &s
         ("DescribeInstances", v) if v == EC2.api_version => {
             describe_instances(world, &params, &call)
         }
+        ("DescribeLifecycleHooks", v) if v == AUTOSCALING.api_version => {
+            describe_lifecycle_hooks(world, &params, &call)
+        }
+        ("CompleteLifecycleAction", v) if v == AUTOSCALING.api_version => {
+            complete_lifecycle_action(world, &params, &call)
+        }
         _ => {
             let message = match shape {
                 Shape::Ec2 => format!("The action {action} is not valid for this web service."),
@@ -94,6 +104,80 @@ pub fn handle(world: &LabCloud, headers: &HeaderMap, body: &[u8], request_id: &s
             call.error(StatusCode::BAD_REQUEST, "InvalidAction", &message)
         }
     }
+}
+
+/// The instance a `CompleteLifecycleAction` request names, for the server
+/// to record once [`handle`] accepted it (pure).
+pub fn completed_instance(body: &[u8]) -> Option<String> {
+    let params: Vec<(String, String)> = url::form_urlencoded::parse(body).into_owned().collect();
+    let param = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v);
+    (param("Action").map(String::as_str) == Some("CompleteLifecycleAction"))
+        .then(|| param("InstanceId").cloned())
+        .flatten()
+}
+
+fn describe_lifecycle_hooks(
+    world: &LabCloud,
+    params: &[(String, String)],
+    call: &Call<'_>,
+) -> Reply {
+    let group = params
+        .iter()
+        .find(|(k, _)| k == "AutoScalingGroupName")
+        .map_or("", |(_, v)| v.as_str());
+    if group != world.group_name {
+        return call.error(
+            StatusCode::BAD_REQUEST,
+            "ValidationError",
+            &format!("Group {group} not found"),
+        );
+    }
+    let body = format!(
+        "<DescribeLifecycleHooksResponse xmlns=\"{AUTOSCALING_NS}\"><DescribeLifecycleHooksResult>\
+         <LifecycleHooks><member><LifecycleHookName>{REPLACE_HOOK}</LifecycleHookName>\
+         <AutoScalingGroupName>{}</AutoScalingGroupName>\
+         <LifecycleTransition>{}</LifecycleTransition><HeartbeatTimeout>900</HeartbeatTimeout>\
+         <GlobalTimeout>90000</GlobalTimeout><DefaultResult>CONTINUE</DefaultResult></member>\
+         </LifecycleHooks></DescribeLifecycleHooksResult><ResponseMetadata><RequestId>{}</RequestId>\
+         </ResponseMetadata></DescribeLifecycleHooksResponse>",
+        esc(&world.group_name),
+        crate::cloud::aws::autoscaling::TERMINATING,
+        esc(call.request_id)
+    );
+    Reply::new(StatusCode::OK, "text/xml", body)
+}
+
+/// Accepted for a member held in `Terminating:Wait` by the lab's hook;
+/// AWS's `ValidationError` otherwise (wrong group, hook or instance).
+fn complete_lifecycle_action(
+    world: &LabCloud,
+    params: &[(String, String)],
+    call: &Call<'_>,
+) -> Reply {
+    let param = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map_or("", |(_, v)| v.as_str())
+    };
+    let id = param("InstanceId");
+    let waiting = world.members().any(|i| i.instance_id == id && i.leaving);
+    if param("AutoScalingGroupName") != world.group_name
+        || param("LifecycleHookName") != REPLACE_HOOK
+        || !waiting
+    {
+        return call.error(
+            StatusCode::BAD_REQUEST,
+            "ValidationError",
+            &format!("No active Lifecycle Action found with instance ID {id}"),
+        );
+    }
+    let body = format!(
+        "<CompleteLifecycleActionResponse xmlns=\"{AUTOSCALING_NS}\"><CompleteLifecycleActionResult/>\
+         <ResponseMetadata><RequestId>{}</RequestId></ResponseMetadata></CompleteLifecycleActionResponse>",
+        esc(call.request_id)
+    );
+    Reply::new(StatusCode::OK, "text/xml", body)
 }
 
 /// The answer when the server has no world to read (the agents retry it).
@@ -194,9 +278,10 @@ fn group_xml(world: &LabCloud) -> String {
         .map(|i| {
             format!(
                 "<member><InstanceId>{}</InstanceId><InstanceType>{INSTANCE_TYPE}</InstanceType>\
-                 <AvailabilityZone>{zone}</AvailabilityZone><LifecycleState>InService</LifecycleState>\
+                 <AvailabilityZone>{zone}</AvailabilityZone><LifecycleState>{}</LifecycleState>\
                  <HealthStatus>Healthy</HealthStatus><ProtectedFromScaleIn>false</ProtectedFromScaleIn></member>",
-                esc(&i.instance_id)
+                esc(&i.instance_id),
+                if i.leaving { "Terminating:Wait" } else { "InService" }
             )
         })
         .collect();

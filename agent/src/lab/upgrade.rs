@@ -1,0 +1,336 @@
+//! `muster lab upgrade --image NEW.qcow2`: replaces every machine of the
+//! lab with one launched from a new image, one at a time, control planes
+//! first, the way an Auto Scaling instance refresh with a termination hook
+//! does it:
+//!
+//! 1. the group puts the machine in `Terminating:Wait` (its agent sees
+//!    itself leaving: its Node is drained, it hands etcd leadership and
+//!    its member on and lets the VIP go, then completes the lifecycle
+//!    action; docs/design/bootstrap.md, "Leaving on purpose");
+//! 2. once it has (or the hook's heartbeat timeout passed: the group then
+//!    goes on, as AWS does with `DefaultResult=CONTINUE`), the machine is
+//!    terminated and a replacement from the new image is launched;
+//! 3. the next step starts when the cluster has assembled again.
+//!
+//! Throughout, the Kubernetes API is read through the VIP once a second (a
+//! namespace list: a quorum read, so etcd is in it too); each step reports
+//! its longest gap. Deciding the order and the gaps is pure; the rest is
+//! the lab's own operations.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use super::LabError;
+use super::cloud;
+use super::net;
+use super::ops::Lab;
+use super::progress::NodeView;
+use super::spec::{Power, node_name};
+
+/// How long a leaving machine may hold its termination: the lab hook's
+/// `HeartbeatTimeout` (query.rs answers 900).
+pub const LEAVE_LIMIT: Duration = Duration::from_secs(900);
+/// How often the API is read during a step.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// What one replacement did.
+#[derive(Debug, Clone)]
+pub struct StepReport {
+    pub node: String,
+    pub role: String,
+    pub replacement: String,
+    /// From `Terminating:Wait` until its agent completed the action (or the
+    /// hook timed out: `completed` is false).
+    pub leave: Duration,
+    pub completed: bool,
+    /// From `Terminating:Wait` until the cluster had assembled again.
+    pub step: Duration,
+    pub probes: usize,
+    pub failed_probes: usize,
+    pub longest_gap: Duration,
+}
+
+/// The order machines are replaced in: control planes first (their etcd
+/// members and apiservers are what a step can break), then the rest, each
+/// by index. Only powered-on machines. Pure.
+pub fn order(nodes: &[(u32, Power, Option<String>)]) -> Vec<u32> {
+    let mut on: Vec<&(u32, Power, Option<String>)> =
+        nodes.iter().filter(|(_, p, _)| *p == Power::On).collect();
+    on.sort_by_key(|(index, _, role)| (role.as_deref() != Some("control-plane"), *index));
+    on.into_iter().map(|(index, _, _)| *index).collect()
+}
+
+/// The longest time the API went without a successful read: from the
+/// last success before a run of failures to the first success after it
+/// (to the last probe when it never came back). `samples` are (time
+/// since the step started, answered), in order. Pure.
+pub fn longest_gap(samples: &[(Duration, bool)]) -> Duration {
+    let mut longest = Duration::ZERO;
+    let mut last_ok: Option<Duration> = None;
+    let mut failing_since: Option<Duration> = None;
+    for &(at, ok) in samples {
+        if ok {
+            if let Some(since) = failing_since.take() {
+                longest = longest.max(at.saturating_sub(last_ok.unwrap_or(since)));
+            }
+            last_ok = Some(at);
+        } else if failing_since.is_none() {
+            failing_since = Some(at);
+        }
+    }
+    if let (Some(since), Some(&(end, _))) = (failing_since, samples.last()) {
+        longest = longest.max(end.saturating_sub(last_ok.unwrap_or(since)));
+    }
+    longest
+}
+
+/// Reads the API through the VIP once a second on a thread of its own.
+struct ApiProbe {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<(Duration, bool)>>,
+}
+
+impl ApiProbe {
+    fn start(netns: String, admin: std::path::PathBuf) -> ApiProbe {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let started = Instant::now();
+            let mut samples = Vec::new();
+            while !flag.load(Ordering::Relaxed) {
+                let round = Instant::now();
+                let ok = net::api_reads(&netns, &admin, PROBE_TIMEOUT);
+                samples.push((started.elapsed(), ok));
+                std::thread::sleep(PROBE_EVERY.saturating_sub(round.elapsed()));
+            }
+            samples
+        });
+        ApiProbe { stop, thread }
+    }
+
+    fn finish(self) -> Vec<(Duration, bool)> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap_or_default()
+    }
+}
+
+fn role_of(view: &NodeView) -> Option<String> {
+    view.status.as_ref().ok().and_then(|s| s.role.clone())
+}
+
+impl Lab {
+    /// `muster lab upgrade --image NEW`: see the module doc. `limit`: how
+    /// long each step may take to assemble again.
+    pub fn upgrade(&self, image: &Path, limit: Duration) -> Result<Vec<StepReport>, LabError> {
+        if !image.is_file() {
+            return Err(LabError::Usage(format!(
+                "image {}: not found; build it with `bash image/build.sh`",
+                image.display()
+            )));
+        }
+        let p = self.paths();
+        let mut lab = self.load()?;
+        if lab.boot != super::spec::BootMode::Disk {
+            return Err(LabError::Usage(
+                "lab upgrade replaces disk-booted machines; a PXE lab boots whatever its PXE set is"
+                    .into(),
+            ));
+        }
+        let views = self.views(&lab);
+        let plan = order(
+            &views
+                .iter()
+                .map(|v| (v.index, v.power, role_of(v)))
+                .collect::<Vec<_>>(),
+        );
+        // Replacements launch from a copy of the new image, as `up` does.
+        let copy = p.upgrade_image(crate::state::now_secs());
+        std::fs::copy(image, &copy).map_err(LabError::io(&copy))?;
+        lab.image = copy;
+        self.save(&lab)?;
+        println!(
+            "upgrading {} machines one at a time, control planes first: {}",
+            plan.len(),
+            plan.iter()
+                .map(|i| node_name(*i))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let mut reports = Vec::new();
+        for index in plan {
+            reports.push(self.replace_one(index, &views, limit)?);
+        }
+        self.print_upgrade(&reports)?;
+        Ok(reports)
+    }
+
+    fn replace_one(
+        &self,
+        index: u32,
+        views: &[NodeView],
+        limit: Duration,
+    ) -> Result<StepReport, LabError> {
+        let p = self.paths();
+        let mut lab = self.load()?;
+        let name = node_name(index);
+        let role = views
+            .iter()
+            .find(|v| v.index == index)
+            .and_then(role_of)
+            .unwrap_or_else(|| "-".into());
+        let Some(node) = lab.nodes.iter_mut().find(|n| n.index == index) else {
+            return Err(LabError::Usage(format!("no {name} in the lab")));
+        };
+        node.leaving = true;
+        let instance_id = node.instance_id.clone();
+        let probe = ApiProbe::start(lab.netns(), p.admin_conf());
+        let started = Instant::now();
+        self.save(&lab)?;
+        println!("{name} ({role}): Terminating:Wait; waiting for its agent to hand off");
+        let marker = cloud::completion_marker(&p.completions(), &instance_id);
+        let completed = loop {
+            if marker.exists() {
+                break true;
+            }
+            if started.elapsed() >= LEAVE_LIMIT {
+                break false;
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        };
+        let leave = started.elapsed();
+        if completed {
+            println!(
+                "{name}: its agent completed the lifecycle action after {:.0} s; terminating it",
+                leave.as_secs_f64()
+            );
+        } else {
+            println!(
+                "{name}: no completion within {} s (the hook's timeout); terminating it anyway",
+                LEAVE_LIMIT.as_secs()
+            );
+        }
+        self.kill(&name)?;
+        let added = self.add(1)?;
+        let replacement = added.first().cloned().unwrap_or_default();
+        let assembled = self.wait(limit);
+        let samples = probe.finish();
+        assembled?;
+        let report = StepReport {
+            node: name,
+            role,
+            replacement,
+            leave,
+            completed,
+            step: started.elapsed(),
+            probes: samples.len(),
+            failed_probes: samples.iter().filter(|(_, ok)| !ok).count(),
+            longest_gap: longest_gap(&samples),
+        };
+        println!(
+            "{} -> {}: {:.0} s; API reads failed {} of {}, longest gap {:.1} s",
+            report.node,
+            report.replacement,
+            report.step.as_secs_f64(),
+            report.failed_probes,
+            report.probes,
+            report.longest_gap.as_secs_f64()
+        );
+        Ok(report)
+    }
+
+    /// The steps as a table, and the image version every machine runs now.
+    fn print_upgrade(&self, reports: &[StepReport]) -> Result<(), LabError> {
+        println!(
+            "{:<8} {:<14} {:<8} {:>9} {:>8} {:>14} {:>12}",
+            "node", "role", "new", "handoff", "step", "API failed", "longest gap"
+        );
+        for r in reports {
+            println!(
+                "{:<8} {:<14} {:<8} {:>8.0}s{} {:>7.0}s {:>9}/{:<4} {:>11.1}s",
+                r.node,
+                r.role,
+                r.replacement,
+                r.leave.as_secs_f64(),
+                if r.completed { " " } else { "!" },
+                r.step.as_secs_f64(),
+                r.failed_probes,
+                r.probes,
+                r.longest_gap.as_secs_f64()
+            );
+        }
+        if reports.iter().any(|r| !r.completed) {
+            println!("! the agent did not complete the lifecycle action in time");
+        }
+        let lab = self.load()?;
+        for v in self.views(&lab).iter().filter(|v| v.power == Power::On) {
+            let version = v
+                .status
+                .as_ref()
+                .ok()
+                .and_then(|s| s.image.as_ref())
+                .and_then(|i| i.version.clone())
+                .unwrap_or_else(|| "-".into());
+            println!("{}: image {version}", node_name(v.index));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_planes_go_first_and_machines_that_are_off_or_gone_are_skipped() {
+        let cp = Some("control-plane".to_string());
+        let w = Some("worker".to_string());
+        let nodes = vec![
+            (1, Power::On, w.clone()),
+            (2, Power::On, cp.clone()),
+            (3, Power::Gone, cp.clone()),
+            (4, Power::On, None),
+            (5, Power::On, cp.clone()),
+            (6, Power::Off, w),
+        ];
+        assert_eq!(order(&nodes), vec![2, 5, 1, 4]);
+    }
+
+    fn s(secs: &[(u64, bool)]) -> Vec<(Duration, bool)> {
+        secs.iter()
+            .map(|&(t, ok)| (Duration::from_secs(t), ok))
+            .collect()
+    }
+
+    #[test]
+    fn a_gap_runs_from_the_last_answer_to_the_next() {
+        assert_eq!(longest_gap(&s(&[(0, true), (1, true)])), Duration::ZERO);
+        // Failed at 2 and 3, back at 4: 3 s without an answer since 1.
+        assert_eq!(
+            longest_gap(&s(&[
+                (0, true),
+                (1, true),
+                (2, false),
+                (3, false),
+                (4, true),
+                (5, false),
+                (6, true)
+            ])),
+            Duration::from_secs(3)
+        );
+    }
+
+    #[test]
+    fn a_gap_that_never_closed_or_began_at_once_counts_to_the_edges() {
+        assert_eq!(
+            longest_gap(&s(&[(0, true), (1, false), (7, false)])),
+            Duration::from_secs(7)
+        );
+        assert_eq!(
+            longest_gap(&s(&[(0, false), (2, false), (3, true)])),
+            Duration::from_secs(3)
+        );
+    }
+}
