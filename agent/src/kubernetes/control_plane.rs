@@ -161,7 +161,7 @@ impl ControlPlane {
         if self.files_checked.is_none() {
             return Ok(());
         }
-        info!("kubernetes: no longer a control-plane node; stopping its services");
+        info!("no longer a control-plane node; stopping its services");
         for name in [SCHEDULER, CONTROLLER_MANAGER, APISERVER] {
             self.supervisor
                 .stop(name)
@@ -288,7 +288,7 @@ impl ControlPlane {
                         &Patch::Apply(&patch),
                     )
                     .await?;
-                info!(node = %me, "kubernetes: labelled this node as control plane");
+                info!(node = %me, "labelled this node as control plane");
                 self.labelled = true;
             }
         }
@@ -306,7 +306,7 @@ impl ControlPlane {
                 super::NodeAction::Delete(name) => {
                     match nodes.delete(&name, &Default::default()).await {
                         Ok(_) => {
-                            info!(node = %name, "kubernetes: deleted the Node of a machine that left the group")
+                            info!(node = %name, "deleted the Node of a machine that left the group")
                         }
                         Err(kube::Error::Api(e)) if e.code == 404 => {}
                         Err(e) => return Err(e),
@@ -444,7 +444,7 @@ impl ControlPlane {
             write(path, text.as_bytes(), KEY_MODE)?;
         }
         if !repaired.is_empty() {
-            info!(files = ?repaired, "kubernetes: wrote derived files");
+            info!(files = ?repaired, "wrote derived files");
         }
         Ok(())
     }
@@ -515,7 +515,7 @@ impl ControlPlane {
         let result = apply_all(client, &objects).await;
         etcd.unlock(key, lease).await;
         result.map_err(|e| format!("kubernetes objects: {e}"))?;
-        info!(objects = ?objects.names(), %fingerprint, "kubernetes: cluster objects applied");
+        info!(objects = ?objects.names(), %fingerprint, "cluster objects applied");
         Ok(fingerprint)
     }
 }

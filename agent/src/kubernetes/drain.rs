@@ -122,7 +122,7 @@ pub async fn round(client: &kube::Client, name: &str) -> Result<DrainStep, kube:
     match &next {
         DrainStep::Cordon => {
             set_cordon(client, name, true).await?;
-            info!(node = %name, "kubernetes: cordoned the Node of a machine that is leaving");
+            info!(node = %name, "cordoned the Node of a machine that is leaving");
         }
         DrainStep::Evict(list) => {
             for pod in list {
@@ -133,7 +133,7 @@ pub async fn round(client: &kube::Client, name: &str) -> Result<DrainStep, kube:
                 let evict = api.evict(&pod.name, &params);
                 match tokio::time::timeout(EVICT_TIMEOUT, evict).await {
                     Ok(Ok(_)) => {
-                        info!(node = %name, pod = %format!("{}/{}", pod.namespace, pod.name), "kubernetes: evicted")
+                        info!(node = %name, pod = %format!("{}/{}", pod.namespace, pod.name), "evicted")
                     }
                     // 429: a disruption budget says not now; 404: gone already.
                     Ok(Err(kube::Error::Api(e))) if e.code == 429 || e.code == 404 => {}
@@ -171,7 +171,7 @@ async fn set_cordon(client: &kube::Client, name: &str, cordon: bool) -> Result<(
 /// Lifts the cordon of a Node whose machine came back instead of leaving.
 pub async fn uncordon(client: &kube::Client, name: &str) -> Result<(), kube::Error> {
     set_cordon(client, name, false).await?;
-    info!(node = %name, "kubernetes: uncordoned the Node of a machine that is no longer leaving");
+    info!(node = %name, "uncordoned the Node of a machine that is no longer leaving");
     Ok(())
 }
 

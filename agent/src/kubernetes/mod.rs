@@ -231,7 +231,7 @@ impl NodeInputs {
             match client::from_kubeconfig(&self.paths.kubelet_conf(), DRAIN_CHECK_TIMEOUT).await {
                 Ok(c) => c,
                 Err(e) => {
-                    debug!("kubernetes: drain check: {e}");
+                    debug!("drain check: {e}");
                     return false;
                 }
             };
@@ -243,7 +243,7 @@ impl NodeInputs {
         {
             Ok(Ok(done)) => done,
             Ok(Err(e)) => {
-                debug!("kubernetes: drain check: {e}");
+                debug!("drain check: {e}");
                 false
             }
             Err(_) => false,
@@ -498,7 +498,7 @@ pub async fn join_as_worker(
         }
         backoff = (backoff * 2).min(Duration::from_secs(30));
     };
-    info!(%endpoint, "kubernetes: the API server's CA matches the pin; joining as a worker");
+    info!(%endpoint, "the API server's CA matches the pin; joining as a worker");
     let inputs = NodeInputs::new(
         config, node_name, ip, ca_pem, token, opts, supervisor, state_dir,
     );
@@ -612,7 +612,7 @@ pub async fn run(
         let role = *roles.borrow_and_update();
         if let Some(role) = role.filter(|r| *r != Role::Etcd) {
             if announced != Some(role) {
-                info!(%version, %role, "kubernetes: running this node's part");
+                info!(%version, %role, "running this node's part");
                 announced = Some(role);
             }
             if role == Role::ControlPlane {
@@ -625,7 +625,7 @@ pub async fn run(
                 if let Some(cp) = phase.control_plane.as_mut()
                     && let Err(e) = cp.stand_down().await
                 {
-                    warn!("kubernetes: {e}");
+                    warn!("{e}");
                 }
             }
             // A control-plane node's kubelet talks to the local apiserver:

@@ -50,7 +50,7 @@ pub struct StepReport {
     pub step: Duration,
     pub probes: usize,
     pub failed_probes: usize,
-    pub longest_gap: Duration,
+    pub longest_gap: Gap,
 }
 
 /// The order machines are replaced in: control planes first (their etcd
@@ -63,18 +63,24 @@ pub fn order(nodes: &[(u32, Power, Option<String>)]) -> Vec<u32> {
     on.into_iter().map(|(index, _, _)| *index).collect()
 }
 
-/// The longest time the API went without a successful read: from the
-/// last success before a run of failures to the first success after it
-/// (to the last probe when it never came back). `samples` are (time
-/// since the step started, answered), in order. Pure.
-pub fn longest_gap(samples: &[(Duration, bool)]) -> Duration {
-    let mut longest = Duration::ZERO;
+/// The longest time the API went without a successful read, and when
+/// that gap began: from the last success before a run of failures to the
+/// first success after it (to the last probe when it never came back).
+/// `samples` are (time since the step started, answered), in order. Pure.
+pub fn longest_gap(samples: &[(Duration, bool)]) -> Gap {
+    let mut longest = Gap::default();
     let mut last_ok: Option<Duration> = None;
     let mut failing_since: Option<Duration> = None;
+    let mut consider = |from: Duration, to: Duration| {
+        let length = to.saturating_sub(from);
+        if length > longest.length {
+            longest = Gap { length, from };
+        }
+    };
     for &(at, ok) in samples {
         if ok {
             if let Some(since) = failing_since.take() {
-                longest = longest.max(at.saturating_sub(last_ok.unwrap_or(since)));
+                consider(last_ok.unwrap_or(since), at);
             }
             last_ok = Some(at);
         } else if failing_since.is_none() {
@@ -82,9 +88,17 @@ pub fn longest_gap(samples: &[(Duration, bool)]) -> Duration {
         }
     }
     if let (Some(since), Some(&(end, _))) = (failing_since, samples.last()) {
-        longest = longest.max(end.saturating_sub(last_ok.unwrap_or(since)));
+        consider(last_ok.unwrap_or(since), end);
     }
     longest
+}
+
+/// A stretch without a successful API read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Gap {
+    pub length: Duration,
+    /// When it began, from the start of the step.
+    pub from: Duration,
 }
 
 /// Reads the API through the VIP once a second on a thread of its own.
@@ -230,13 +244,19 @@ impl Lab {
             longest_gap: longest_gap(&samples),
         };
         println!(
-            "{} -> {}: {:.0} s; API reads failed {} of {}, longest gap {:.1} s",
+            "{} -> {}: {:.0} s; API reads failed {} of {}, longest gap {:.1} s from +{:.0} s ({})",
             report.node,
             report.replacement,
             report.step.as_secs_f64(),
             report.failed_probes,
             report.probes,
-            report.longest_gap.as_secs_f64()
+            report.longest_gap.length.as_secs_f64(),
+            report.longest_gap.from.as_secs_f64(),
+            if report.longest_gap.from < report.leave {
+                "during the hand-off"
+            } else {
+                "while the replacement joined"
+            }
         );
         Ok(report)
     }
@@ -244,12 +264,12 @@ impl Lab {
     /// The steps as a table, and the image version every machine runs now.
     fn print_upgrade(&self, reports: &[StepReport]) -> Result<(), LabError> {
         println!(
-            "{:<8} {:<14} {:<8} {:>9} {:>8} {:>14} {:>12}",
-            "node", "role", "new", "handoff", "step", "API failed", "longest gap"
+            "{:<8} {:<14} {:<8} {:>9} {:>8} {:>14} {:>12} {:>8}",
+            "node", "role", "new", "handoff", "step", "API failed", "longest gap", "from"
         );
         for r in reports {
             println!(
-                "{:<8} {:<14} {:<8} {:>8.0}s{} {:>7.0}s {:>9}/{:<4} {:>11.1}s",
+                "{:<8} {:<14} {:<8} {:>8.0}s{} {:>7.0}s {:>9}/{:<4} {:>11.1}s {:>7.0}s",
                 r.node,
                 r.role,
                 r.replacement,
@@ -258,7 +278,8 @@ impl Lab {
                 r.step.as_secs_f64(),
                 r.failed_probes,
                 r.probes,
-                r.longest_gap.as_secs_f64()
+                r.longest_gap.length.as_secs_f64(),
+                r.longest_gap.from.as_secs_f64()
             );
         }
         if reports.iter().any(|r| !r.completed) {
@@ -298,6 +319,13 @@ mod tests {
         assert_eq!(order(&nodes), vec![2, 5, 1, 4]);
     }
 
+    fn gap(length: u64, from: u64) -> Gap {
+        Gap {
+            length: Duration::from_secs(length),
+            from: Duration::from_secs(from),
+        }
+    }
+
     fn s(secs: &[(u64, bool)]) -> Vec<(Duration, bool)> {
         secs.iter()
             .map(|&(t, ok)| (Duration::from_secs(t), ok))
@@ -306,7 +334,7 @@ mod tests {
 
     #[test]
     fn a_gap_runs_from_the_last_answer_to_the_next() {
-        assert_eq!(longest_gap(&s(&[(0, true), (1, true)])), Duration::ZERO);
+        assert_eq!(longest_gap(&s(&[(0, true), (1, true)])), Gap::default());
         // Failed at 2 and 3, back at 4: 3 s without an answer since 1.
         assert_eq!(
             longest_gap(&s(&[
@@ -318,7 +346,7 @@ mod tests {
                 (5, false),
                 (6, true)
             ])),
-            Duration::from_secs(3)
+            gap(3, 1)
         );
     }
 
@@ -326,11 +354,11 @@ mod tests {
     fn a_gap_that_never_closed_or_began_at_once_counts_to_the_edges() {
         assert_eq!(
             longest_gap(&s(&[(0, true), (1, false), (7, false)])),
-            Duration::from_secs(7)
+            gap(7, 0)
         );
         assert_eq!(
             longest_gap(&s(&[(0, false), (2, false), (3, true)])),
-            Duration::from_secs(3)
+            gap(3, 0)
         );
     }
 }

@@ -6,8 +6,8 @@ use std::time::Instant;
 use tracing::{info, warn};
 
 use super::Runner;
+use crate::discovery::Peer;
 use crate::discovery::source::PeerSource;
-use crate::discovery::{Lifecycle, Peer};
 use crate::etcd::membership::{self, MemberAction, MemberHealth};
 use crate::etcd::pacing;
 use crate::state::{EtcdStatus, MemberStatus, Phase};
@@ -32,10 +32,7 @@ impl Runner {
                 self.unhealthy_since.insert(m.id, now);
             }
             let address = m.address();
-            let listed = address.is_some_and(|a| {
-                view.iter()
-                    .any(|p| p.address == a && p.lifecycle != Lifecycle::Leaving)
-            });
+            let listed = address.is_some_and(|a| in_group(view, a));
             let listed_before = self.seen_in_group.contains(&m.id);
             if listed {
                 self.seen_in_group.insert(m.id);
@@ -144,5 +141,39 @@ impl Runner {
             }
         }
         Ok(())
+    }
+}
+
+/// Whether the group lists a machine at `address`, in any lifecycle state.
+/// A machine leaving on purpose is still in the group: its own agent hands
+/// its member off, after its Node is drained, and the drain needs the
+/// member (a stacked apiserver reads through it). Counting it as gone had
+/// the leader remove it in the middle of a drain (a `lab upgrade` run,
+/// 2026-12-06). A leaving agent that died is removed once unreachable for
+/// the grace, or once the group drops its machine. Pure.
+pub fn in_group(view: &[Peer], address: std::net::Ipv4Addr) -> bool {
+    view.iter().any(|p| p.address == address)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::discovery::Lifecycle;
+
+    #[test]
+    fn a_machine_leaving_on_purpose_is_still_in_the_group() {
+        let peer = |ip: [u8; 4], lifecycle| Peer {
+            id: format!("i-{}", ip[3]),
+            address: ip.into(),
+            launched_at_ms: None,
+            lifecycle,
+        };
+        let view = [
+            peer([10, 0, 0, 1], Lifecycle::InService),
+            peer([10, 0, 0, 2], Lifecycle::Leaving),
+        ];
+        assert!(in_group(&view, [10, 0, 0, 1].into()));
+        assert!(in_group(&view, [10, 0, 0, 2].into()));
+        assert!(!in_group(&view, [10, 0, 0, 3].into()));
     }
 }
