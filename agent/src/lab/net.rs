@@ -190,31 +190,37 @@ pub fn http_get(
 /// quorum (one namespace, listed), asked from inside the lab namespace
 /// with the kubeconfig at `kubeconfig`.
 pub fn api_reads(ns: &str, kubeconfig: &std::path::Path, timeout: Duration) -> bool {
-    let path = kubeconfig.to_path_buf();
-    run_in_netns(ns, move || async move {
-        let client = crate::kubernetes::client::from_kubeconfig(&path, timeout)
-            .await
-            .map_err(|e| e.to_string())?;
+    api_check(ns, kubeconfig, timeout, move |client| async move {
         let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(client);
         let one = kube::api::ListParams::default().limit(1);
-        let list = namespaces.list(&one);
-        Ok(matches!(
-            tokio::time::timeout(timeout, list).await,
+        matches!(
+            tokio::time::timeout(timeout, namespaces.list(&one)).await,
             Ok(Ok(_))
-        ))
+        )
     })
-    .unwrap_or(false)
 }
 
 /// Whether the Kubernetes API answers `/readyz` with `ok`, asked from
 /// inside the lab namespace with the kubeconfig at `kubeconfig`.
 pub fn api_ready(ns: &str, kubeconfig: &std::path::Path, timeout: Duration) -> bool {
+    api_check(ns, kubeconfig, timeout, move |client| async move {
+        crate::kubernetes::client::ready(&client, timeout).await
+    })
+}
+
+/// Runs `check` with a client of the kubeconfig at `kubeconfig`, inside
+/// the lab namespace; false when there is no client.
+fn api_check<F, Fut>(ns: &str, kubeconfig: &std::path::Path, timeout: Duration, check: F) -> bool
+where
+    F: FnOnce(kube::Client) -> Fut + Send + 'static,
+    Fut: Future<Output = bool>,
+{
     let path = kubeconfig.to_path_buf();
     run_in_netns(ns, move || async move {
         let client = crate::kubernetes::client::from_kubeconfig(&path, timeout)
             .await
             .map_err(|e| e.to_string())?;
-        Ok(crate::kubernetes::client::ready(&client, timeout).await)
+        Ok(check(client).await)
     })
     .unwrap_or(false)
 }
