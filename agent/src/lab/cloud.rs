@@ -119,6 +119,9 @@ pub struct LabInstance {
 /// its agent has handed off (drained its Node, left etcd) and completed
 /// the action, as an ASG instance refresh with a termination hook does.
 pub const REPLACE_HOOK: &str = "muster-lab-replace";
+/// How long the hook holds a machine whose agent never completes it
+/// (`HeartbeatTimeout`; the group then goes on, `DefaultResult=CONTINUE`).
+pub const REPLACE_HOOK_TIMEOUT_SECS: u64 = 900;
 
 /// The EC2 states the lab uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -30,8 +30,8 @@ use super::progress::NodeView;
 use super::spec::{Power, node_name};
 
 /// How long a leaving machine may hold its termination: the lab hook's
-/// `HeartbeatTimeout` (query.rs answers 900).
-pub const LEAVE_LIMIT: Duration = Duration::from_secs(900);
+/// `HeartbeatTimeout`.
+pub const LEAVE_LIMIT: Duration = Duration::from_secs(cloud::REPLACE_HOOK_TIMEOUT_SECS);
 /// How often the API is read during a step.
 const PROBE_EVERY: Duration = Duration::from_secs(1);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);

@@ -24,7 +24,10 @@ use std::collections::BTreeMap;
 
 use axum::http::{HeaderMap, StatusCode, header};
 
-use super::{ACCOUNT_ID, IMAGE_ID, INSTANCE_TYPE, LabCloud, LabInstance, REPLACE_HOOK, Reply};
+use super::{
+    ACCOUNT_ID, IMAGE_ID, INSTANCE_TYPE, LabCloud, LabInstance, REPLACE_HOOK,
+    REPLACE_HOOK_TIMEOUT_SECS, Reply,
+};
 use crate::cloud::aws::{AUTOSCALING, EC2};
 
 const AUTOSCALING_NS: &str = "http://autoscaling.amazonaws.com/doc/2011-01-01/";
@@ -66,14 +69,8 @@ impl Call<'_> {
 
 /// Answers one `POST /` (pure). `request_id` goes into the answer.
 pub fn handle(world: &LabCloud, headers: &HeaderMap, body: &[u8], request_id: &str) -> Reply {
-    let params: Vec<(String, String)> = url::form_urlencoded::parse(body).into_owned().collect();
-    let param = |name: &str| {
-        params
-            .iter()
-            .find(|(k, _)| k == name)
-            .map_or("", |(_, v)| v.as_str())
-    };
-    let (action, version) = (param("Action"), param("Version"));
+    let params = form(body);
+    let (action, version) = (param(&params, "Action"), param(&params, "Version"));
     let shape = if version == EC2.api_version {
         Shape::Ec2
     } else {
@@ -109,11 +106,23 @@ pub fn handle(world: &LabCloud, headers: &HeaderMap, body: &[u8], request_id: &s
 /// The instance a `CompleteLifecycleAction` request names, for the server
 /// to record once [`handle`] accepted it (pure).
 pub fn completed_instance(body: &[u8]) -> Option<String> {
-    let params: Vec<(String, String)> = url::form_urlencoded::parse(body).into_owned().collect();
-    let param = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v);
-    (param("Action").map(String::as_str) == Some("CompleteLifecycleAction"))
-        .then(|| param("InstanceId").cloned())
-        .flatten()
+    let params = form(body);
+    let id = param(&params, "InstanceId");
+    (param(&params, "Action") == "CompleteLifecycleAction" && !id.is_empty())
+        .then(|| id.to_string())
+}
+
+/// A Query API request's form parameters.
+fn form(body: &[u8]) -> Vec<(String, String)> {
+    url::form_urlencoded::parse(body).into_owned().collect()
+}
+
+/// The value of parameter `name` ("" when absent).
+fn param<'p>(params: &'p [(String, String)], name: &str) -> &'p str {
+    params
+        .iter()
+        .find(|(k, _)| k == name)
+        .map_or("", |(_, v)| v.as_str())
 }
 
 fn describe_lifecycle_hooks(
@@ -121,10 +130,7 @@ fn describe_lifecycle_hooks(
     params: &[(String, String)],
     call: &Call<'_>,
 ) -> Reply {
-    let group = params
-        .iter()
-        .find(|(k, _)| k == "AutoScalingGroupName")
-        .map_or("", |(_, v)| v.as_str());
+    let group = param(params, "AutoScalingGroupName");
     if group != world.group_name {
         return call.error(
             StatusCode::BAD_REQUEST,
@@ -136,7 +142,7 @@ fn describe_lifecycle_hooks(
         "<DescribeLifecycleHooksResponse xmlns=\"{AUTOSCALING_NS}\"><DescribeLifecycleHooksResult>\
          <LifecycleHooks><member><LifecycleHookName>{REPLACE_HOOK}</LifecycleHookName>\
          <AutoScalingGroupName>{}</AutoScalingGroupName>\
-         <LifecycleTransition>{}</LifecycleTransition><HeartbeatTimeout>900</HeartbeatTimeout>\
+         <LifecycleTransition>{}</LifecycleTransition><HeartbeatTimeout>{REPLACE_HOOK_TIMEOUT_SECS}</HeartbeatTimeout>\
          <GlobalTimeout>90000</GlobalTimeout><DefaultResult>CONTINUE</DefaultResult></member>\
          </LifecycleHooks></DescribeLifecycleHooksResult><ResponseMetadata><RequestId>{}</RequestId>\
          </ResponseMetadata></DescribeLifecycleHooksResponse>",
@@ -154,12 +160,7 @@ fn complete_lifecycle_action(
     params: &[(String, String)],
     call: &Call<'_>,
 ) -> Reply {
-    let param = |name: &str| {
-        params
-            .iter()
-            .find(|(k, _)| k == name)
-            .map_or("", |(_, v)| v.as_str())
-    };
+    let param = |name: &str| param(params, name);
     let id = param("InstanceId");
     let waiting = world.members().any(|i| i.instance_id == id && i.leaving);
     if param("AutoScalingGroupName") != world.group_name
