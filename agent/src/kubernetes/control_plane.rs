@@ -102,7 +102,9 @@ pub struct ControlPlane {
     /// The local apiserver has answered /readyz since the agent started:
     /// from then on the controllers (and this node's kubelet) run.
     seen_ready: bool,
-    labelled: bool,
+    /// The last round's node work failed or timed out: the next failure
+    /// is only logged at debug, the recovery at info.
+    nodes_failing: bool,
 }
 
 /// The control-plane services to keep running. The controller manager and
@@ -148,7 +150,7 @@ impl ControlPlane {
             applied: None,
             was_ready: false,
             seen_ready: false,
-            labelled: false,
+            nodes_failing: false,
         }
     }
 
@@ -173,7 +175,6 @@ impl ControlPlane {
         self.applied = None;
         self.was_ready = false;
         self.seen_ready = false;
-        self.labelled = false;
         Ok(())
     }
 
@@ -242,11 +243,17 @@ impl ControlPlane {
         // The round's own calls are bounded tighter than the client's
         // limit: the node part (kubelet, kube-proxy, routes) runs after
         // this round, and must not wait behind a slow apiserver.
-        match tokio::time::timeout(ROUND_TIMEOUT, self.look_after_nodes(&client, group)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => debug!("kubernetes nodes: {e}"),
-            Err(_) => debug!("kubernetes nodes: no answer within {ROUND_TIMEOUT:?}"),
-        }
+        let failure = match tokio::time::timeout(
+            ROUND_TIMEOUT,
+            self.look_after_nodes(&client, group),
+        )
+        .await
+        {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => Some(format!("no answer within {ROUND_TIMEOUT:?}")),
+        };
+        self.report_node_work(failure);
         let leader = |lease: &'static str| {
             let client = client.clone();
             async move {
@@ -261,11 +268,24 @@ impl ControlPlane {
             tokio::join!(leader("kube-controller-manager"), leader("kube-scheduler"));
     }
 
+    /// Logs the node work's failures once per streak (a slow apiserver
+    /// under TCG fails many rounds in a row), and its recovery.
+    fn report_node_work(&mut self, failure: Option<String>) {
+        match (&failure, self.nodes_failing) {
+            (Some(e), false) => warn!("kubernetes nodes: {e} (retried every round)"),
+            (Some(e), true) => debug!("kubernetes nodes: {e}"),
+            (None, true) => info!("kubernetes nodes: answered again"),
+            (None, false) => {}
+        }
+        self.nodes_failing = failure.is_some();
+    }
+
     /// What only a control-plane node can do for the nodes: mark itself as
-    /// control plane (a kubelet may not set `node-role` labels), approve
-    /// the kubelet serving certificates it can vouch for, drain the Nodes
-    /// of machines that are leaving, and delete the Nodes of machines that
-    /// left the group for good.
+    /// control plane (a kubelet may not set `node-role` labels; checked
+    /// every round, so a Node its kubelet registered again is marked
+    /// again), approve the kubelet serving certificates it can vouch for,
+    /// drain the Nodes of machines that are leaving, and delete the Nodes
+    /// of machines that left the group for good.
     async fn look_after_nodes(
         &mut self,
         client: &kube::Client,
@@ -273,30 +293,27 @@ impl ControlPlane {
     ) -> Result<(), kube::Error> {
         let group = &addresses.live;
         let nodes: Api<Node> = Api::all(client.clone());
-        if !self.labelled {
-            let me = &self.node.name;
-            if nodes.get_opt(me).await?.is_some() {
-                let patch = serde_json::json!({
-                    "apiVersion": "v1",
-                    "kind": "Node",
-                    "metadata": {"name": me, "labels": {super::kubelet::CONTROL_PLANE_LABEL: ""}}
-                });
-                nodes
-                    .patch(
-                        me,
-                        &PatchParams::apply(client::FIELD_MANAGER),
-                        &Patch::Apply(&patch),
-                    )
-                    .await?;
-                info!(node = %me, "labelled this node as control plane");
-                self.labelled = true;
-            }
+        let listed = nodes.list(&ListParams::default()).await?.items;
+        let me = &self.node.name;
+        if super::lacks_control_plane_label(&listed, me) {
+            let patch = serde_json::json!({
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": {"name": me, "labels": {super::kubelet::CONTROL_PLANE_LABEL: ""}}
+            });
+            nodes
+                .patch(
+                    me,
+                    &PatchParams::apply(client::FIELD_MANAGER),
+                    &Patch::Apply(&patch),
+                )
+                .await?;
+            info!(node = %me, "labelled this node as control plane");
         }
         if group.is_empty() {
             return Ok(());
         }
         super::serving::approve_pending(client, group).await?;
-        let listed = nodes.list(&ListParams::default()).await?.items;
         for action in super::node_actions(&listed, addresses) {
             match action {
                 super::NodeAction::Drain(name) => {

@@ -704,6 +704,21 @@ pub fn gone_nodes(
         .collect()
 }
 
+/// Whether the Node named `me` is listed without the control-plane label
+/// (an agent sets it after its kubelet registers; a Node registered again
+/// lacks it). Not listed yet: nothing to label. Pure.
+pub fn lacks_control_plane_label(nodes: &[k8s_openapi::api::core::v1::Node], me: &str) -> bool {
+    nodes
+        .iter()
+        .find(|n| n.metadata.name.as_deref() == Some(me))
+        .is_some_and(|n| {
+            !n.metadata
+                .labels
+                .as_ref()
+                .is_some_and(|l| l.contains_key(kubelet::CONTROL_PLANE_LABEL))
+        })
+}
+
 /// What a control-plane agent does with a Node its group no longer counts
 /// on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -876,6 +891,19 @@ mod tests {
             }
         }))
         .expect("node")
+    }
+
+    #[test]
+    fn a_control_plane_node_is_labelled_while_its_node_lacks_the_label() {
+        let mut labelled = node("cp-1", Some("10.0.0.1"), "True");
+        labelled.metadata.labels =
+            Some([(kubelet::CONTROL_PLANE_LABEL.to_string(), String::new())].into());
+        let bare = node("cp-2", Some("10.0.0.2"), "True");
+        let nodes = [labelled, bare];
+        assert!(!lacks_control_plane_label(&nodes, "cp-1"));
+        assert!(lacks_control_plane_label(&nodes, "cp-2"));
+        // Not registered yet: nothing to patch.
+        assert!(!lacks_control_plane_label(&nodes, "cp-3"));
     }
 
     #[test]

@@ -273,11 +273,30 @@ pub fn wait_control_plane_labels(t: &TestLab, want: &BTreeSet<String>) {
     let labelled = wait_for(budget(120), || {
         (nodes_labelled(t, CONTROL_PLANE_LABEL) == *want).then_some(())
     });
-    assert!(
-        labelled.is_some(),
-        "want {want:?} labelled control-plane, got {:?}",
-        nodes_labelled(t, CONTROL_PLANE_LABEL)
-    );
+    if labelled.is_none() {
+        // What the agents said about their node work (stdout: CI keeps the
+        // tail of a long log, where the panic message is).
+        for n in &t.state().nodes {
+            let console = t.serial(n.index);
+            let said: Vec<&str> = console
+                .lines()
+                .filter(|l| {
+                    ["kubernetes nodes", "as control plane", "deleted the Node"]
+                        .iter()
+                        .any(|needle| l.contains(needle))
+                })
+                .collect();
+            println!(
+                "--- node-{}: node work on the console ---\n{}",
+                n.index,
+                said[said.len().saturating_sub(10)..].join("\n")
+            );
+        }
+        panic!(
+            "want {want:?} labelled control-plane, got {:?} (the agents' node work is in stdout above)",
+            nodes_labelled(t, CONTROL_PLANE_LABEL)
+        );
+    }
 }
 
 /// Names of the Nodes that match a label selector (kubectl refuses a
