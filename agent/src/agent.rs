@@ -258,26 +258,6 @@ async fn pipeline(args: &AgentArgs, board: &StatusBoard) -> Result<(), AgentErro
         let _ = rx.wait_for(|stop| *stop).await;
     };
     let peer_urls = peer_client_urls(&source, ip).await;
-    let health = ServeHealth::for_node(
-        &config,
-        kube_version.is_some(),
-        &args.kubernetes.paths,
-        EtcdAccess::mtls(vec![client_url(ip)], &node_pki).map_err(VipError::from)?,
-    );
-    let vip_task = vip::setup::start(
-        vip::setup::VipInputs {
-            config: &config,
-            facts: &facts,
-            ip,
-            node_pki: &node_pki,
-            peer_endpoints: peer_urls.clone(),
-            imds: &args.metadata,
-            board,
-        },
-        health,
-        stopped(stop_rx.clone()),
-    )
-    .await?;
     let kube_phase = match kube_version {
         Some(version) => Some((
             kubernetes::prepare(KubeInputs {
@@ -289,7 +269,7 @@ async fn pipeline(args: &AgentArgs, board: &StatusBoard) -> Result<(), AgentErro
                 supervisor: supervisor.clone(),
                 state_dir: args.state_dir.root(),
                 etcd_tls: tls.clone(),
-                etcd_peers: peer_urls,
+                etcd_peers: peer_urls.clone(),
             })?,
             version,
         )),
@@ -325,6 +305,27 @@ async fn pipeline(args: &AgentArgs, board: &StatusBoard) -> Result<(), AgentErro
         },
         source,
     );
+    let health = ServeHealth::for_node(
+        &config,
+        kube_version.is_some(),
+        &args.kubernetes.paths,
+        EtcdAccess::mtls(vec![client_url(ip)], &node_pki).map_err(VipError::from)?,
+    );
+    let vip_task = vip::setup::start(
+        vip::setup::VipInputs {
+            config: &config,
+            facts: &facts,
+            ip,
+            node_pki: &node_pki,
+            peer_endpoints: peer_urls,
+            imds: &args.metadata,
+            board,
+            leaving: runner.leaving(),
+        },
+        health,
+        stopped(stop_rx.clone()),
+    )
+    .await?;
     let backup_inputs = backup::phase::BackupInputs {
         cluster: config.cluster.name.clone(),
         ip,

@@ -42,6 +42,9 @@ pub struct VipInputs<'a> {
     pub peer_endpoints: Vec<String>,
     pub imds: &'a metadata::Options,
     pub board: &'a StatusBoard,
+    /// True while the group terminates this machine on purpose: the VIP
+    /// is handed on at once ([`VipManager::withdraw_when`]).
+    pub leaving: tokio::sync::watch::Receiver<bool>,
 }
 
 /// How this node's mover is made, decided from the config alone; owned,
@@ -155,6 +158,7 @@ pub async fn start<H: HealthCheck + 'static>(
         peer_endpoints,
         imds,
         board,
+        leaving,
     } = inputs;
     let endpoint = &config.api_endpoint;
     let mode = endpoint.resolved_mode(VipMode::for_platform(facts.provider.as_str()));
@@ -199,7 +203,7 @@ pub async fn start<H: HealthCheck + 'static>(
             runtime.block_on(async move {
                 let built = async {
                     let mover = spec.build(vip, interface.as_deref(), ip).await?;
-                    VipManager::new(vip_config, mover, health)
+                    VipManager::new(vip_config, mover, health).map(|m| m.withdraw_when(leaving))
                 }
                 .await;
                 let manager = match built {

@@ -76,8 +76,23 @@ impl CloudApi {
 /// moto in a "cloud" host of its network, and the agents' environment
 /// pointed at it. No agent is started.
 pub fn start(hint: &str, group: &str, desired: u32, which: Moto) -> (Cluster, Host, CloudApi) {
-    let mut c = Cluster::with_discovery(hint, 3, |_| {
-        format!("discovery:\n  cloudGroup:\n    provider: aws\n    name: {group}\n")
+    start_with(hint, group, desired, which, |_| String::new())
+}
+
+/// [`start`], with more of the cluster config (`extra`, given the test
+/// network: an `apiEndpoint` on one of its spare addresses, say).
+pub fn start_with(
+    hint: &str,
+    group: &str,
+    desired: u32,
+    which: Moto,
+    extra: impl FnOnce(&super::netns::Net) -> String,
+) -> (Cluster, Host, CloudApi) {
+    let mut c = Cluster::with_discovery(hint, 3, |net| {
+        format!(
+            "discovery:\n  cloudGroup:\n    provider: aws\n    name: {group}\n{}",
+            extra(net)
+        )
     });
     let cloud = c.net.add_host("cloud");
     let api = CloudApi::start(&cloud, which);

@@ -169,6 +169,9 @@ pub struct Lab {
     pub health_delay: Duration,
     /// Per candidate: its health check says "unhealthy" while set.
     sick: Vec<Arc<AtomicBool>>,
+    /// Per candidate: "this machine is leaving on purpose" (the agent's
+    /// runner says so from the group's listing).
+    leaving: Vec<watch::Sender<bool>>,
     endpoints: Vec<String>,
     _etcd: Vec<Proc>,
     stop: Arc<AtomicBool>,
@@ -260,6 +263,7 @@ impl Lab {
             realtime: true,
             health_delay: Duration::ZERO,
             sick: (0..n).map(|_| Arc::new(AtomicBool::new(false))).collect(),
+            leaving: (0..n).map(|_| watch::channel(false).0).collect(),
             endpoints,
             _etcd: etcd,
             stop: Arc::new(AtomicBool::new(false)),
@@ -350,6 +354,7 @@ impl Lab {
         };
         let (mode, router) = (self.mode, self.observer.ip());
         let (health_delay, sick) = (self.health_delay, self.sick[i].clone());
+        let leaving = self.leaving[i].subscribe();
         let aws = match mode {
             LabMode::Aws => {
                 let t = self
@@ -420,7 +425,9 @@ impl Lab {
                         delay: health_delay,
                         sick,
                     };
-                    let manager = VipManager::new(cfg, mover, health).expect("vip manager");
+                    let manager = VipManager::new(cfg, mover, health)
+                        .expect("vip manager")
+                        .withdraw_when(leaving);
                     let _ = role_tx.send(manager.role());
                     let mut stop_rx = cmd_rx.clone();
                     let clean = async move {
@@ -454,6 +461,11 @@ impl Lab {
         let mut e = self.endpoints.clone();
         e.rotate_left(i);
         e
+    }
+
+    /// Says that candidate `i`'s machine is leaving on purpose (or not).
+    pub fn set_leaving(&self, i: usize, leaving: bool) {
+        self.leaving[i].send_replace(leaving);
     }
 
     /// Clean shutdown of candidate `i` (returns when `run` has returned).

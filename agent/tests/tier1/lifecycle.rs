@@ -7,9 +7,14 @@
 //! state, so it runs with `support/moto_lifecycle.py` (AWS's documented
 //! Terminating:Wait -> CompleteLifecycleAction; everything else is moto).
 //!
-//! Checks: no acknowledged write lost, one cluster id throughout, and the
-//! member was out of etcd before its machine died. Prints each step's
-//! longest write gap (the unavailability a client saw).
+//! The agents also hold the API VIP (ARP mode on the test bridge), sampled
+//! every 100 ms from their interfaces.
+//!
+//! Checks: no acknowledged write lost, one cluster id throughout, the
+//! member was out of etcd before its machine died, a leaving VIP holder
+//! handed the VIP on before it removed its member, and never two holders
+//! in one sample. Prints each step's longest write gap and the longest time
+//! no machine held the VIP (the unavailability a client saw).
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -137,13 +142,92 @@ async fn member_names(tls: &ClientTls, endpoints: Vec<String>) -> Vec<String> {
         .collect()
 }
 
+/// Who held the VIP, sampled from the members' interfaces.
+#[derive(Default)]
+struct VipSamples {
+    /// When, and the names of the hosts that had the address.
+    seen: Vec<(Instant, Vec<String>)>,
+}
+
+impl VipSamples {
+    fn within(&self, from: Instant, to: Instant) -> impl Iterator<Item = &(Instant, Vec<String>)> {
+        self.seen
+            .iter()
+            .filter(move |(t, _)| *t >= from && *t <= to)
+    }
+
+    /// The longest run of samples with no holder, from its first empty
+    /// sample to the next sample with a holder (or `to`).
+    fn longest_without_holder(&self, from: Instant, to: Instant) -> Duration {
+        let mut empty_since: Option<Instant> = None;
+        let mut longest = Duration::ZERO;
+        for (t, holders) in self.within(from, to) {
+            match (holders.is_empty(), empty_since) {
+                (true, None) => empty_since = Some(*t),
+                (false, Some(since)) => {
+                    longest = longest.max(*t - since);
+                    empty_since = None;
+                }
+                _ => {}
+            }
+        }
+        empty_since.map_or(longest, |since| longest.max(to - since))
+    }
+
+    fn holder_at(&self, at: Instant) -> Option<String> {
+        self.seen
+            .iter()
+            .rev()
+            .find(|(t, _)| *t <= at)
+            .and_then(|(_, h)| h.first().cloned())
+    }
+
+    fn doubles(&self) -> Vec<&(Instant, Vec<String>)> {
+        self.seen.iter().filter(|(_, h)| h.len() > 1).collect()
+    }
+}
+
+/// Samples `hosts` every 100 ms until `stop`. The test removes a host
+/// from the list (under its lock) before it destroys it.
+fn sample_vip(
+    vip: std::net::Ipv4Addr,
+    hosts: &Mutex<Vec<crate::support::netns::Host>>,
+    stop: &AtomicBool,
+    samples: &Mutex<VipSamples>,
+) {
+    let needle = format!("inet {vip}/32");
+    while !stop.load(Ordering::Relaxed) {
+        let holders: Vec<String> = hosts
+            .lock()
+            .expect("hosts")
+            .iter()
+            .filter(|h| {
+                h.ip_cmd(&["-4", "addr", "show", "dev", "eth0"])
+                    .contains(&needle)
+            })
+            .map(|h| h.name().to_string())
+            .collect();
+        samples
+            .lock()
+            .expect("samples")
+            .seen
+            .push((Instant::now(), holders));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn endpoint_of(peer: &muster::discovery::Peer) -> String {
     format!("https://{}:2379", peer.address)
 }
 
 #[test]
 fn a_rolling_replacement_through_a_lifecycle_hook_loses_no_write() {
-    let (mut c, cloud, api) = asg_lab::start("roll", GROUP, 3, Moto::WithLifecycleHooks);
+    let mut vip = std::net::Ipv4Addr::UNSPECIFIED;
+    let (mut c, cloud, api) =
+        asg_lab::start_with("roll", GROUP, 3, Moto::WithLifecycleHooks, |net| {
+            vip = net.spare_ip(0);
+            format!("apiEndpoint:\n  vip: {vip}\n  mode: arp\n  interface: eth0\n")
+        });
     let endpoint = api.endpoint.clone();
     in_cloud(&cloud, async || {
         let aws = aws(&endpoint);
@@ -197,8 +281,31 @@ fn a_rolling_replacement_through_a_lifecycle_hook_loses_no_write() {
             })
         })
     };
+    let vip_hosts = Arc::new(Mutex::new(
+        nodes
+            .iter()
+            .map(|&i| c.nodes[i].host.clone())
+            .collect::<Vec<_>>(),
+    ));
+    let vip_samples = Arc::new(Mutex::new(VipSamples::default()));
+    let sampler = {
+        let (hosts, stop, samples) = (
+            Arc::clone(&vip_hosts),
+            Arc::clone(&stop),
+            Arc::clone(&vip_samples),
+        );
+        std::thread::spawn(move || sample_vip(vip, &hosts, &stop, &samples))
+    };
+    wait_until(
+        "one agent holds the VIP",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || c.vip_holders(vip, &nodes).len() == 1,
+    )
+    .unwrap_or_else(|e| panic!("{e}: holders {:?}", c.vip_holders(vip, &nodes)));
     std::thread::sleep(Duration::from_secs(2));
 
+    let mut holder_left = 0;
     let original: Vec<(usize, muster::discovery::Peer)> = members.clone();
     let mut steps = Vec::new();
     for (victim, peer) in &original {
@@ -254,11 +361,33 @@ fn a_rolling_replacement_through_a_lifecycle_hook_loses_no_write() {
         let log = std::fs::read_to_string(c.nodes[*victim].host.dir().join("agent.log"))
             .unwrap_or_default();
         let moved = log.contains("handing etcd leadership over first");
+        let victim_name = c.nodes[*victim].host.name().to_string();
+        let held = vip_samples.lock().expect("samples").holder_at(step_start);
+        if held.as_deref() == Some(victim_name.as_str()) {
+            // In its agent's own order: the VIP went before the member did
+            // (it used to go only once the health check failed after).
+            let handed = log.find("leaving on purpose: handing the VIP on");
+            let removed = log.find("removed this member from the etcd cluster");
+            assert!(
+                matches!((handed, removed), (Some(h), Some(r)) if h < r),
+                "{victim_name} held the VIP: it must hand it on before it removes its member \
+                 (handed at {handed:?}, removed at {removed:?} in its log)"
+            );
+            holder_left += 1;
+        }
+        vip_hosts
+            .lock()
+            .expect("hosts")
+            .retain(|h| h.name() != victim_name);
         c.destroy(*victim);
         members.retain(|(i, _)| i != victim);
 
         let replacement = replacement.expect("replacement");
         let new = add_instance(&mut c, &replacement, GROUP);
+        vip_hosts
+            .lock()
+            .expect("hosts")
+            .push(c.nodes[new].host.clone());
         c.start_agent(new);
         members.push((new, replacement.clone()));
         endpoints
@@ -286,8 +415,12 @@ fn a_rolling_replacement_through_a_lifecycle_hook_loses_no_write() {
                 (*t - step_start).as_secs_f64()
             );
         }
+        let no_vip = vip_samples
+            .lock()
+            .expect("samples")
+            .longest_without_holder(step_start, step_end);
         eprintln!(
-            "replaced {} -> {}{}: hand-off {:.1}s, step {:.1}s, longest write gap {} ms",
+            "replaced {} -> {}{}{}: hand-off {:.1}s, step {:.1}s, longest write gap {} ms, longest without a VIP holder {} ms",
             peer.id,
             replacement.id,
             if moved {
@@ -295,15 +428,34 @@ fn a_rolling_replacement_through_a_lifecycle_hook_loses_no_write() {
             } else {
                 ""
             },
+            if held.as_deref() == Some(victim_name.as_str()) {
+                " (it held the VIP)"
+            } else {
+                ""
+            },
             (let_go - step_start).as_secs_f64(),
             (step_end - step_start).as_secs_f64(),
-            gap.as_millis()
+            gap.as_millis(),
+            no_vip.as_millis()
         );
         steps.push(gap);
     }
     std::thread::sleep(Duration::from_secs(1));
     stop.store(true, Ordering::Relaxed);
     writer.join().expect("writer thread");
+    sampler.join().expect("VIP sampler thread");
+    let samples = vip_samples.lock().expect("samples");
+    assert!(
+        samples.doubles().is_empty(),
+        "S4: two VIP holders in one sample: {:?}",
+        samples.doubles().first().map(|(_, h)| h)
+    );
+    assert!(
+        holder_left > 0,
+        "no step replaced the VIP holder ({} samples)",
+        samples.seen.len()
+    );
+    drop(samples);
 
     let w = writes.lock().expect("writes");
     let eps = endpoints.lock().expect("endpoints").clone();

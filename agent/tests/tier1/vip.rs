@@ -249,6 +249,53 @@ fn a_holder_that_stays_unhealthy_hands_the_vip_on() {
     lab.assert_one_mac_at_a_time(since);
 }
 
+/// A machine the group terminates on purpose hands the VIP on at once
+/// (issue 15): its health check still passes here, so only the leaving
+/// signal can move the VIP (in the agent, the apiserver would fail its
+/// checks only after the etcd member left, 16-20 s of no API under TCG).
+/// The address goes first, a candidate takes it on its next poll (the
+/// lease was revoked, not left to expire), and the leaving machine does
+/// not campaign again.
+#[test]
+fn a_leaving_holder_hands_the_vip_on_at_once_and_stays_out() {
+    let _serial = serial();
+    let mut lab = Lab::new("vipleave", 3);
+    let since = Instant::now();
+    for i in 0..3 {
+        lab.start(i);
+    }
+    let old = lab.wait_for_holder(ELECT);
+    let told = Instant::now();
+    lab.set_leaving(old, true);
+    wait_until("another host holds the VIP", ELECT, POLL, || {
+        lab.holders_now().iter().any(|&i| i != old)
+    })
+    .expect("the VIP moves off a leaving holder whose health is fine");
+    let new = lab.wait_for_holder(ELECT);
+    assert_ne!(new, old);
+    let dropped = lab.first_change(old, told, false).expect("drop time");
+    let taken = lab.first_change(new, told, true).expect("take time");
+    assert!(
+        dropped < taken,
+        "S4: address removed before the next holder added it"
+    );
+    let answered = lab
+        .first_answer_from(told, |n| n != lab.hosts[old].name())
+        .map(|at| at - told);
+    eprintln!(
+        "holder {} leaving -> dropped after {:.2?}, {} took over after {:.2?}, answered after {answered:.2?} \
+         (a lease expiry would take {:?})",
+        lab.hosts[old].name(),
+        dropped - told,
+        lab.hosts[new].name(),
+        taken - told,
+        lab.timing.lease_ttl
+    );
+    std::thread::sleep(lab.timing.takeover_after * 2);
+    assert_eq!(lab.holders_now(), vec![new], "the leaving host stays out");
+    lab.assert_one_mac_at_a_time(since);
+}
+
 #[test]
 fn a_restarted_agent_removes_a_leftover_vip_before_anything_else() {
     let _serial = serial();

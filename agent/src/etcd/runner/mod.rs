@@ -84,6 +84,9 @@ pub struct Runner {
     role_tx: tokio::sync::watch::Sender<Option<Role>>,
     /// The group as last listed, for the phases that need it.
     view_tx: tokio::sync::watch::Sender<Vec<Peer>>,
+    /// Whether the group lists this machine as leaving on purpose (the VIP
+    /// hands itself on at once).
+    leaving_tx: tokio::sync::watch::Sender<bool>,
     /// Pacing of an agent without a seat (issue 18, `etcd::pacing`).
     pace: paced::Pace,
     /// The restore source as last resolved, and when.
@@ -130,6 +133,7 @@ impl Runner {
         let cfg_tls = cfg.tls.clone();
         let (role_tx, _) = tokio::sync::watch::channel(role);
         let (view_tx, _) = tokio::sync::watch::channel(Vec::new());
+        let (leaving_tx, _) = tokio::sync::watch::channel(false);
         Runner {
             cfg,
             source,
@@ -142,6 +146,7 @@ impl Runner {
             role,
             role_tx,
             view_tx,
+            leaving_tx,
             pace: paced::Pace::default(),
             restore_resolved: None,
             restore_refused: false,
@@ -193,6 +198,20 @@ impl Runner {
 
     pub fn views(&self) -> tokio::sync::watch::Receiver<Vec<Peer>> {
         self.view_tx.subscribe()
+    }
+
+    /// Follows whether the group is terminating this machine on purpose
+    /// (`Lifecycle::Leaving`, as each round lists it).
+    pub fn leaving(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.leaving_tx.subscribe()
+    }
+
+    /// Tells the phases that follow [`Self::leaving`] what this round's
+    /// listing says of this machine (a cancelled scale-in turns it back).
+    pub(super) fn note_lifecycle(&self, me: &Peer) {
+        let leaving = me.lifecycle == Lifecycle::Leaving;
+        self.leaving_tx
+            .send_if_modified(|was| std::mem::replace(was, leaving) != leaving);
     }
 
     /// Follows this node's role: `None` until it is decided (or read back
@@ -248,6 +267,7 @@ impl Runner {
         self.calm_until = None;
         let (view, me) = self.view_for_round().await?;
         let running = self.etcd_running().await?;
+        self.note_lifecycle(&me);
         if me.lifecycle == Lifecycle::Leaving {
             return self.leave(&me, running).await;
         }

@@ -110,6 +110,7 @@ impl Runner {
             let me = self.find_me(&view)?;
             (view, me)
         };
+        self.note_lifecycle(&me);
         // A worker being terminated on purpose has nothing of etcd's to
         // hand off (its Node is not drained yet): it lets the group go on.
         if me.lifecycle == crate::discovery::Lifecycle::Leaving {
