@@ -326,6 +326,9 @@ async fn pipeline(args: &AgentArgs, board: &StatusBoard) -> Result<(), AgentErro
         stopped(stop_rx.clone()),
     )
     .await?;
+    if let Some(task) = &vip_task {
+        runner.wait_for_vip_release(task.role.clone());
+    }
     let backup_inputs = backup::phase::BackupInputs {
         cluster: config.cluster.name.clone(),
         ip,

@@ -29,6 +29,8 @@ pub struct VipTask {
     pub handle: tokio::task::JoinHandle<Result<(), VipError>>,
     pub vip: Ipv4Addr,
     pub mode: VipMode,
+    /// This node's part in the election, as it changes.
+    pub role: tokio::sync::watch::Receiver<super::VipRole>,
 }
 
 /// What the manager needs from the rest of the agent.
@@ -181,7 +183,9 @@ pub async fn start<H: HealthCheck + 'static>(
         shed_etcd_leadership: endpoint.shed_etcd_leadership.unwrap_or(true),
     };
     let board = board.clone();
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<Result<(), VipError>>();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<
+        Result<tokio::sync::watch::Receiver<super::VipRole>, VipError>,
+    >();
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<Result<(), VipError>>();
     let thread = std::thread::Builder::new()
         .name("muster-vip".into())
@@ -222,7 +226,7 @@ pub async fn start<H: HealthCheck + 'static>(
                     manager.role(),
                     manager.renewals(),
                 ));
-                let _ = ready_tx.send(Ok(()));
+                let _ = ready_tx.send(Ok(manager.role()));
                 let ended = manager
                     .run(shutdown)
                     .instrument(info_span!("api-endpoint"))
@@ -231,8 +235,8 @@ pub async fn start<H: HealthCheck + 'static>(
             });
         })
         .map_err(VipError::Thread)?;
-    match ready_rx.await {
-        Ok(Ok(())) => {}
+    let role = match ready_rx.await {
+        Ok(Ok(role)) => role,
         Ok(Err(e)) => return Err(e),
         Err(_) => {
             let _ = thread.join();
@@ -240,7 +244,7 @@ pub async fn start<H: HealthCheck + 'static>(
                 "the VIP thread ended before its manager started",
             )));
         }
-    }
+    };
     Ok(Some(VipTask {
         handle: tokio::spawn(async move {
             done_rx.await.unwrap_or_else(|_| {
@@ -251,6 +255,7 @@ pub async fn start<H: HealthCheck + 'static>(
         }),
         vip,
         mode,
+        role,
     }))
 }
 

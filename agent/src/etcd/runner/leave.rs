@@ -2,7 +2,8 @@
 //! refresh, a scale-in) and holds it in a termination lifecycle hook. Once
 //! Kubernetes runs, the agent first waits until its Node is drained (the
 //! control-plane agents cordon it and evict its pods: `kubernetes::drain`),
-//! at most [`DRAIN_LIMIT`]. Then it hands etcd leadership to a healthy
+//! at most [`DRAIN_LIMIT`], and until its VIP manager has handed the VIP
+//! on (at most [`VIP_RELEASE_LIMIT`]). Then it hands etcd leadership to a healthy
 //! voter, removes its own member while the others keep quorum
 //! (`membership::leave_plan`), stops etcd, and only then lets the group go
 //! on. It refuses while leaving would break quorum, and says so in its
@@ -22,6 +23,12 @@ use crate::etcd::membership::{self, Leave, MemberHealth};
 /// eviction must not hold a scale-in forever (the group's hook timeout
 /// would end it less gracefully).
 pub const DRAIN_LIMIT: Duration = Duration::from_secs(300);
+
+/// The longest a leaving VIP holder waits for its VIP manager to hand the
+/// VIP on (it does so as soon as the runner says the machine is leaving:
+/// `VipManager::withdraw_when`) before it removes its member anyway: the
+/// API behind the VIP must not lose its etcd member while it answers.
+pub const VIP_RELEASE_LIMIT: Duration = Duration::from_secs(10);
 
 /// Where a hand-off stands.
 enum HandOff {
@@ -54,6 +61,21 @@ impl Runner {
                 "leaving: the Node is not drained after the limit; handing off anyway"
             );
             self.drained = None;
+        }
+        let holds_vip = self
+            .vip_role
+            .as_ref()
+            .is_some_and(|role| *role.borrow() == crate::vip::VipRole::Holder);
+        if !self.left && running && holds_vip {
+            if since.elapsed() < VIP_RELEASE_LIMIT {
+                self.report(|s| s.message = Some("leaving: handing the API VIP on first".into()));
+                return Ok(());
+            }
+            warn!(
+                limit_s = VIP_RELEASE_LIMIT.as_secs(),
+                "leaving: this node still holds the VIP after the limit; handing off etcd anyway"
+            );
+            self.vip_role = None;
         }
         if !self.left {
             if running {

@@ -101,6 +101,9 @@ pub struct Runner {
     /// and since when this machine is leaving (`leave::DRAIN_LIMIT`).
     drained: Option<tokio::sync::watch::Receiver<bool>>,
     leaving_since: Option<Instant>,
+    /// This node's part in the VIP election: a leaving holder's member
+    /// stays until the VIP has moved (`leave::VIP_RELEASE_LIMIT`).
+    vip_role: Option<tokio::sync::watch::Receiver<crate::vip::VipRole>>,
     /// Connections to the local member and the members, kept across rounds.
     pool: pool::Pool,
     /// The last member round found the cluster calm: the next one waits
@@ -154,6 +157,7 @@ impl Runner {
             let_go: false,
             drained: None,
             leaving_since: None,
+            vip_role: None,
             pool: pool::Pool::new(cfg_tls, client::PROBE_TIMEOUT),
             calm_until: None,
         }
@@ -194,6 +198,15 @@ impl Runner {
     /// `drained` says this machine's Node has been drained.
     pub fn wait_for_drain(&mut self, drained: tokio::sync::watch::Receiver<bool>) {
         self.drained = Some(drained);
+    }
+
+    /// Before leaving on purpose, wait (at most `leave::VIP_RELEASE_LIMIT`)
+    /// until `role` says this node no longer holds the VIP.
+    pub fn wait_for_vip_release(
+        &mut self,
+        role: tokio::sync::watch::Receiver<crate::vip::VipRole>,
+    ) {
+        self.vip_role = Some(role);
     }
 
     pub fn views(&self) -> tokio::sync::watch::Receiver<Vec<Peer>> {
