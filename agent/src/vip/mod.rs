@@ -129,8 +129,10 @@ struct Round {
 
 type Shutdown<'a> = Pin<&'a mut (dyn Future<Output = ()> + Send)>;
 
-fn is_leaving(leaving: &Option<watch::Receiver<bool>>) -> bool {
-    leaving.as_ref().is_some_and(|rx| *rx.borrow())
+/// A candidate's test: healthy, and not leaving on purpose (then the
+/// health check is not asked).
+async fn may_serve(leaving: &Option<watch::Receiver<bool>>, health: &mut impl HealthCheck) -> bool {
+    !leaving.as_ref().is_some_and(|rx| *rx.borrow()) && health.healthy().await
 }
 
 /// Resolves once this machine is leaving; never without a signal (or once
@@ -264,7 +266,7 @@ impl<M: Mover, H: HealthCheck> VipManager<M, H> {
             // Health costs a call: ask only when it could change the step.
             let mut step = election::next(me, true, &key, seen_now, now, &t);
             if matches!(step, Next::Campaign(_)) {
-                let healthy = !is_leaving(&self.leaving) && self.health.healthy().await;
+                let healthy = may_serve(&self.leaving, &mut self.health).await;
                 health = Some((healthy, Instant::now()));
                 if !healthy {
                     step = election::next(me, false, &key, seen_now, now, &t);
@@ -299,7 +301,7 @@ impl<M: Mover, H: HealthCheck> VipManager<M, H> {
                     let healthy = match health {
                         Some((h, at)) if at.elapsed() < HEALTH_SHOWN_FOR => h,
                         _ => {
-                            let h = !is_leaving(&self.leaving) && self.health.healthy().await;
+                            let h = may_serve(&self.leaving, &mut self.health).await;
                             health = Some((h, Instant::now()));
                             h
                         }

@@ -164,12 +164,7 @@ impl Cluster {
         alive
             .iter()
             .copied()
-            .filter(|&i| {
-                self.nodes[i]
-                    .host
-                    .ip_cmd(&["-4", "addr", "show", "dev", "eth0"])
-                    .contains(&format!("inet {vip}/32"))
-            })
+            .filter(|&i| carries_vip(&self.nodes[i].host, vip))
             .collect()
     }
 
@@ -346,4 +341,10 @@ impl Drop for Cluster {
             let _ = std::fs::remove_dir_all(dir);
         }
     }
+}
+
+/// Whether `host`'s eth0 carries `vip` right now.
+pub fn carries_vip(host: &Host, vip: std::net::Ipv4Addr) -> bool {
+    host.ip_cmd(&["-4", "addr", "show", "dev", "eth0"])
+        .contains(&format!("inet {vip}/32"))
 }

@@ -195,16 +195,12 @@ fn sample_vip(
     stop: &AtomicBool,
     samples: &Mutex<VipSamples>,
 ) {
-    let needle = format!("inet {vip}/32");
     while !stop.load(Ordering::Relaxed) {
         let holders: Vec<String> = hosts
             .lock()
             .expect("hosts")
             .iter()
-            .filter(|h| {
-                h.ip_cmd(&["-4", "addr", "show", "dev", "eth0"])
-                    .contains(&needle)
-            })
+            .filter(|h| crate::support::cluster::carries_vip(h, vip))
             .map(|h| h.name().to_string())
             .collect();
         samples
