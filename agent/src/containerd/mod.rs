@@ -2,14 +2,16 @@
 //! the node image ships, imported into containerd's `k8s.io` namespace
 //! before the kubelet starts, so the CRI plugin never pulls (there may be
 //! no registry). Talks to containerd's gRPC API (`containerd-client`):
-//! content blobs are written with the labels containerd's garbage
-//! collector follows, then the image record is created, pinned.
+//! under a lease (`lease.rs`), content blobs are written with the labels
+//! containerd's garbage collector follows, then the image record is
+//! created, pinned, and the layers are unpacked (`unpack.rs`).
 //!
 //! An image is an OCI image layout directory (`oci-layout`, `index.json`,
 //! `blobs/sha256/...`, built by `image/images/build.sh`); its name is the
 //! index's `org.opencontainers.image.ref.name` annotation.
 
 pub mod config;
+mod lease;
 pub mod unpack;
 
 use std::collections::HashMap;
@@ -23,7 +25,6 @@ use containerd_client::services::v1::{
 };
 use containerd_client::tonic::{self, Request, transport::Channel};
 use containerd_client::types::Descriptor;
-use containerd_client::with_namespace;
 use serde::Deserialize;
 
 /// Where the node image keeps the images it ships.
@@ -49,12 +50,15 @@ pub enum ContainerdError {
     Timeout { op: String, timeout: Duration },
     #[error("image layout {dir}: {message}")]
     Layout { dir: PathBuf, message: String },
+    #[error("containerd: {header} {value:?} is not a valid gRPC header value")]
+    Header { header: &'static str, value: String },
 }
 
-/// A connection to containerd.
+/// A connection to containerd, optionally holding a lease (`lease.rs`).
 #[derive(Clone)]
 pub struct Containerd {
     channel: Channel,
+    lease: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -234,18 +238,40 @@ impl Containerd {
                     socket: socket.display().to_string(),
                     message: e.to_string(),
                 })?;
-        Ok(Containerd { channel })
+        Ok(Containerd {
+            channel,
+            lease: None,
+        })
+    }
+
+    /// A call in `namespace`, under this connection's lease if it has one
+    /// (containerd reads both from gRPC metadata).
+    fn request<T>(&self, namespace: &str, message: T) -> Result<Request<T>, ContainerdError> {
+        let mut req = Request::new(message);
+        let headers = [
+            ("containerd-namespace", Some(namespace)),
+            ("containerd-lease", self.lease.as_deref()),
+        ];
+        for (header, value) in headers {
+            let Some(value) = value else { continue };
+            let parsed = value.parse().map_err(|_| ContainerdError::Header {
+                header,
+                value: value.to_string(),
+            })?;
+            req.metadata_mut().insert(header, parsed);
+        }
+        Ok(req)
     }
 
     /// Whether `namespace` has an image named `name`.
     pub async fn has_image(&self, namespace: &str, name: &str) -> Result<bool, ContainerdError> {
         let mut images = ImagesClient::new(self.channel.clone());
-        let req = with_namespace!(
+        let req = self.request(
+            namespace,
             GetImageRequest {
-                name: name.to_string()
+                name: name.to_string(),
             },
-            namespace
-        );
+        )?;
         match images.get(req).await {
             Ok(r) => Ok(r.into_inner().image.is_some()),
             Err(s) if s.code() == tonic::Code::NotFound => Ok(false),
@@ -287,13 +313,13 @@ impl Containerd {
             updated_at: None,
         };
         let mut images = ImagesClient::new(self.channel.clone());
-        let req = with_namespace!(
+        let req = self.request(
+            namespace,
             CreateImageRequest {
                 image: Some(image),
                 source_date_epoch: None,
             },
-            namespace
-        );
+        )?;
         match images.create(req).await {
             Ok(_) => Ok(true),
             // Another import got there first: fine.
@@ -312,12 +338,12 @@ impl Containerd {
         blob: &Blob,
     ) -> Result<(), ContainerdError> {
         let mut content = ContentClient::new(self.channel.clone());
-        let info = with_namespace!(
+        let info = self.request(
+            namespace,
             InfoRequest {
-                digest: blob.digest.clone()
+                digest: blob.digest.clone(),
             },
-            namespace
-        );
+        )?;
         match content.info(info).await {
             Ok(_) => return Ok(()),
             Err(s) if s.code() == tonic::Code::NotFound => {}
@@ -361,7 +387,7 @@ impl Containerd {
             data: Vec::new(),
             labels: blob.labels.clone(),
         });
-        let req = with_namespace!(futures_util::stream::iter(requests), namespace);
+        let req = self.request(namespace, futures_util::stream::iter(requests))?;
         let op = format!("write {}", blob.digest);
         let mut responses = match within(&op, content.write(req)).await {
             Ok(r) => r,
@@ -406,9 +432,26 @@ pub async fn import_shipped(
         }
     };
     entries.sort();
+    let leased = containerd
+        .leased(config::CRI_NAMESPACE, IMPORT_LEASE)
+        .await?;
+    let imported = import_layouts(&leased, &entries).await;
+    let released = leased.release(config::CRI_NAMESPACE).await;
+    let imported = imported?;
+    released?;
+    Ok(imported)
+}
+
+/// The lease every import holds (`lease.rs`): one at a time per node.
+const IMPORT_LEASE: &str = "muster-import";
+
+async fn import_layouts(
+    containerd: &Containerd,
+    entries: &[PathBuf],
+) -> Result<Vec<String>, ContainerdError> {
     let mut imported = Vec::new();
     for path in entries {
-        let layout = Layout::read(&path)?;
+        let layout = Layout::read(path)?;
         let labels = [(PINNED_LABEL, "pinned"), (MANAGED_LABEL, "managed")];
         let new = containerd
             .import(config::CRI_NAMESPACE, &layout, &labels)

@@ -20,9 +20,8 @@ use containerd_client::services::v1::snapshots::snapshots_client::SnapshotsClien
 use containerd_client::services::v1::snapshots::{
     CommitSnapshotRequest, PrepareSnapshotRequest, RemoveSnapshotRequest, StatSnapshotRequest,
 };
-use containerd_client::tonic::{self, Request};
+use containerd_client::tonic;
 use containerd_client::types::Descriptor;
-use containerd_client::with_namespace;
 use std::collections::HashMap;
 
 use super::{Containerd, ContainerdError, Layout, within};
@@ -83,13 +82,13 @@ impl Containerd {
 
     async fn snapshot_exists(&self, namespace: &str, key: &str) -> Result<bool, ContainerdError> {
         let mut snapshots = SnapshotsClient::new(self.channel.clone());
-        let req = with_namespace!(
+        let req = self.request(
+            namespace,
             StatSnapshotRequest {
                 snapshotter: SNAPSHOTTER.into(),
                 key: key.into(),
             },
-            namespace
-        );
+        )?;
         match snapshots.stat(req).await {
             Ok(_) => Ok(true),
             Err(s) if s.code() == tonic::Code::NotFound => Ok(false),
@@ -115,29 +114,29 @@ impl Containerd {
         let mut snapshots = SnapshotsClient::new(self.channel.clone());
         // A GC root while it is being filled (nothing else refers to it yet).
         let labels = HashMap::from([("containerd.io/gc.root".to_string(), "muster".to_string())]);
-        let req = with_namespace!(
+        let req = self.request(
+            namespace,
             PrepareSnapshotRequest {
                 snapshotter: SNAPSHOTTER.into(),
                 key: key.clone(),
                 parent: parent.into(),
                 labels,
             },
-            namespace
-        );
+        )?;
         let op = format!("prepare snapshot {chain_id}");
         let mounts = within(&op, snapshots.prepare(req)).await?.mounts;
         let applied = self.apply(namespace, layer, mounts).await;
         let committed = match applied {
             Ok(()) => {
-                let req = with_namespace!(
+                let req = self.request(
+                    namespace,
                     CommitSnapshotRequest {
                         snapshotter: SNAPSHOTTER.into(),
                         name: chain_id.into(),
                         key: key.clone(),
                         labels: HashMap::new(),
                     },
-                    namespace
-                );
+                )?;
                 within(
                     &format!("commit snapshot {chain_id}"),
                     snapshots.commit(req),
@@ -160,7 +159,8 @@ impl Containerd {
         mounts: Vec<containerd_client::types::Mount>,
     ) -> Result<(), ContainerdError> {
         let mut diff = DiffClient::new(self.channel.clone());
-        let req = with_namespace!(
+        let req = self.request(
+            namespace,
             ApplyRequest {
                 diff: Some(Descriptor {
                     media_type: layer.media_type.clone(),
@@ -172,8 +172,7 @@ impl Containerd {
                 payloads: HashMap::new(),
                 sync_fs: true,
             },
-            namespace
-        );
+        )?;
         within(&format!("apply layer {}", layer.digest), diff.apply(req))
             .await
             .map(|_| ())
@@ -182,14 +181,16 @@ impl Containerd {
     /// Best effort: a leftover active snapshot of an interrupted unpack.
     async fn remove_snapshot(&self, namespace: &str, key: &str) {
         let mut snapshots = SnapshotsClient::new(self.channel.clone());
-        let req = with_namespace!(
+        let req = self.request(
+            namespace,
             RemoveSnapshotRequest {
                 snapshotter: SNAPSHOTTER.into(),
                 key: key.into(),
             },
-            namespace
         );
-        let _ = snapshots.remove(req).await;
+        if let Ok(req) = req {
+            let _ = snapshots.remove(req).await;
+        }
     }
 }
 

@@ -41,6 +41,20 @@ fn build_images(out: &Path) {
     );
 }
 
+/// The garbage collector runs after every change to containerd's metadata,
+/// at once, from its start. By default it runs 100 ms after containerd
+/// starts and then after 100 changes, which is the window CI once hit: a
+/// collection between two blob writes took the layer nobody referred to
+/// yet ("apply layer …: content digest … not found"). Eager, it takes every
+/// unreferenced blob, so an import that does not hold a lease fails every
+/// time.
+const EAGER_GC: &str = r#"[plugins."io.containerd.gc.v1.scheduler"]
+  pause_threshold = 0.5
+  deletion_threshold = 0
+  mutation_threshold = 1
+  schedule_delay = "0s"
+  startup_delay = "0s""#;
+
 #[test]
 fn the_shipped_sandbox_image_is_imported_pinned_and_runs_without_a_registry() {
     let bin = containerd_dir();
@@ -61,7 +75,7 @@ fn the_shipped_sandbox_image_is_imported_pinned_and_runs_without_a_registry() {
     std::fs::write(
         &config_file,
         format!(
-            "root = \"{}\"\nstate = \"{}\"\n{rendered}\n[grpc]\n  address = \"{}\"\n",
+            "root = \"{}\"\nstate = \"{}\"\n{rendered}\n{EAGER_GC}\n[grpc]\n  address = \"{}\"\n",
             dir.join("root").display(),
             dir.join("state").display(),
             socket.display()
