@@ -17,11 +17,22 @@
 //! `/metrics`), per-worker CPU (% of one core) and RSS at rest, and the
 //! etcd revision rate (writes per second) at rest.
 //!
+//! `MASS_JOIN_GROUP=aws`: the same through an AWS Auto Scaling group of
+//! 3 + N instances in moto (in the workers' namespace, reached over the
+//! bridge by the control-plane hosts): each agent is one instance (its id
+//! and moto's private IP as its facts) and lists the group through the
+//! AWS API with SigV4, as on EC2. The control-plane agents are the group's
+//! formation set (`roles::formation_set`), each on a host of its own with
+//! the instance's address (etcd checks a peer's certificate against the
+//! address it connects from). The cloud API calls are moto's requests,
+//! counted from its log.
+//!
 //! Run: `cargo bench -p muster-agent --bench mass_join` (root; needs
 //! `bash ci/install-deps.sh`); `MUSTER_BIN=path` measures another agent
 //! binary. `MASS_JOIN_N=50,100` picks the sizes
 //! (default 50,100,200,500), `MASS_JOIN_LIMIT_S` the limit per size
-//! (default 240), `MASS_JOIN_REST_S` the rest window (default 30).
+//! (default 240), `MASS_JOIN_REST_S` the rest window (default 30),
+//! `MASS_JOIN_LOGS=dir` keeps some agents' logs.
 //! Figures, not assertions: a shared 2-core machine is too noisy for
 //! timed asserts.
 
@@ -30,6 +41,9 @@ mod etcd_bin;
 #[path = "../tests/support/http_get.rs"]
 #[allow(dead_code)]
 mod http_get;
+#[path = "../tests/support/moto.rs"]
+#[allow(dead_code)]
+mod moto;
 #[path = "../tests/support/netns.rs"]
 mod netns;
 #[path = "support/proc_stats.rs"]
@@ -39,6 +53,9 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use muster::cloud::aws::{AwsClient, AwsOptions, Credentials};
+use muster::discovery::Peer;
+use muster::roles::{Topology, formation_set};
 use netns::{Host, Net, Proc};
 use proc_stats::{cpu_ticks, rss_kib};
 
@@ -51,6 +68,29 @@ const CONTROL_PLANE: usize = 3;
 fn worker_address(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(10, 201, 10 + (i / 150) as u8, 100 + (i % 150) as u8)
 }
+
+/// Where the group lives: the config lists every machine, or an AWS Auto
+/// Scaling group in moto lists them (`MASS_JOIN_GROUP=aws`).
+#[derive(Clone, Copy, PartialEq)]
+enum Group {
+    Static,
+    Aws,
+}
+
+fn group() -> Group {
+    match std::env::var("MASS_JOIN_GROUP").as_deref() {
+        Ok("aws") => Group::Aws,
+        _ => Group::Static,
+    }
+}
+
+const GROUP_NAME: &str = "massjoin";
+const MOTO_PORT: u16 = 5000;
+const AWS_KEY: &str = "AKIDMUSTERBENCH";
+const AWS_SECRET_KEY: &str = "muster-bench-secret";
+/// The group's VPC and subnet: room for 500 workers, apart from the
+/// bridge's subnet.
+const AWS_SUBNET: &str = "10.201.0.0/16";
 
 /// `MASS_JOIN_NETNS=1`: every worker on a host (namespace) of its own on
 /// the bridge, as tier 1 runs machines (at most 176 workers per run).
@@ -94,11 +134,111 @@ impl Agent {
 struct Run {
     config: PathBuf,
     agents: Vec<Agent>,
+    /// The agents' extra environment (the AWS endpoint and keys).
+    env: Vec<(String, String)>,
+    /// moto, for the AWS group: its log counts the API calls.
+    cloud: Option<Cloud>,
+}
+
+struct Cloud {
+    log: PathBuf,
+    _moto: Proc,
+}
+
+impl Cloud {
+    /// API requests moto has answered so far (one log line each).
+    fn calls(&self) -> usize {
+        std::fs::read_to_string(&self.log)
+            .map(|t| t.lines().filter(|l| l.contains("\"POST / HTTP")).count())
+            .unwrap_or(0)
+    }
+}
+
+/// An AWS client for moto at `endpoint` with the bench's keys.
+fn aws(endpoint: &str) -> AwsClient {
+    let mut opts = AwsOptions::new("us-east-1");
+    opts.endpoint = Some(url::Url::parse(endpoint).expect("url"));
+    AwsClient::new(opts, Credentials::new(AWS_KEY, AWS_SECRET_KEY, None)).expect("aws client")
+}
+
+/// moto in `shared`, an Auto Scaling group of `machines` instances, and
+/// the instances as the agents will list them (formation set first).
+fn start_cloud(shared: &Host, machines: usize) -> (Cloud, String, Vec<Peer>) {
+    let port = MOTO_PORT.to_string();
+    let proc = shared.spawn(
+        moto::binary(),
+        &["-H", "0.0.0.0", "-p", &port],
+        &[],
+        "moto.log",
+    );
+    let ip = shared.ip();
+    netns::wait_until(
+        "moto answers",
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || shared.in_netns(|| std::net::TcpStream::connect((ip, MOTO_PORT)).is_ok()),
+    )
+    .expect("moto starts");
+    let endpoint = format!("http://{ip}:{MOTO_PORT}/");
+    let peers = shared.block_on(async || {
+        let client = aws(&endpoint);
+        moto::create_group(&client, GROUP_NAME, machines as u32, AWS_SUBNET, AWS_SUBNET).await;
+        muster::discovery::aws_asg::list_group(&client, GROUP_NAME)
+            .await
+            .expect("list the group")
+            .peers
+    });
+    assert_eq!(
+        peers.len(),
+        machines,
+        "moto launched {} of {machines}",
+        peers.len()
+    );
+    let topology = Topology {
+        control_plane_count: CONTROL_PLANE,
+        dedicated_etcd_count: None,
+    };
+    let first = formation_set(topology, &peers);
+    let rest = peers.iter().filter(|p| !first.contains(p)).cloned();
+    let ordered = first.iter().cloned().chain(rest).collect();
+    let cloud = Cloud {
+        log: shared.dir().join("moto.log"),
+        _moto: proc,
+    };
+    (cloud, endpoint, ordered)
+}
+
+/// A control-plane host with its instance's address `ip` on the bridge
+/// (beside the bridge address it came with), reaching the other
+/// control-plane instances on the link and the workers through `shared`,
+/// always from `ip`. `shared` routes back to it.
+fn instance_host(net: &Net, name: &str, ip: Ipv4Addr, others: &[Ipv4Addr], shared: &Host) -> Host {
+    let h = net.add_host(name);
+    let me = ip.to_string();
+    h.ip_cmd(&["addr", "add", &format!("{me}/32"), "dev", "eth0"]);
+    for other in others.iter().filter(|o| **o != ip) {
+        h.ip_cmd(&[
+            "route",
+            "add",
+            &format!("{other}/32"),
+            "dev",
+            "eth0",
+            "src",
+            &me,
+        ]);
+    }
+    let via = shared.ip().to_string();
+    h.ip_cmd(&["route", "add", AWS_SUBNET, "via", &via, "src", &me]);
+    shared.ip_cmd(&["route", "add", &format!("{me}/32"), "dev", "eth0"]);
+    h
 }
 
 impl Run {
     fn new(net: &Net, workers: usize) -> Run {
         let shared = net.add_host("workers");
+        if group() == Group::Aws {
+            return Run::with_aws_group(net, shared, workers);
+        }
         let mut hosts: Vec<(Host, Ipv4Addr)> = (0..CONTROL_PLANE)
             .map(|i| {
                 let h = net.add_host(&format!("cp{i}"));
@@ -137,28 +277,58 @@ impl Run {
             ),
         )
         .expect("write config");
-        let agents = hosts
+        let machines: Vec<(Host, Ipv4Addr, String)> = hosts
             .into_iter()
             .enumerate()
-            .map(|(i, (host, ip))| {
-                let dir = host.dir().join(format!("a{i}"));
-                std::fs::create_dir_all(&dir).expect("agent dir");
-                std::fs::write(
-                    dir.join("facts.yaml"),
-                    format!("instance_id: i-{i:04}\nhostname: mj{i}\nprivate_ipv4: {ip}\n"),
-                )
-                .expect("facts");
-                Agent {
-                    host,
-                    ip,
-                    dir,
-                    proc: None,
-                    started: None,
-                    steady_after: None,
-                }
+            .map(|(i, (host, ip))| (host, ip, format!("i-{i:04}")))
+            .collect();
+        Run {
+            config,
+            agents: agents(machines, ""),
+            env: Vec::new(),
+            cloud: None,
+        }
+    }
+
+    /// The AWS variant: moto's instances are the machines.
+    fn with_aws_group(net: &Net, shared: Host, workers: usize) -> Run {
+        let (cloud, endpoint, peers) = start_cloud(&shared, CONTROL_PLANE + workers);
+        let cp_ips: Vec<Ipv4Addr> = peers[..CONTROL_PLANE].iter().map(|p| p.address).collect();
+        let machines: Vec<(Host, Ipv4Addr, String)> = peers
+            .iter()
+            .enumerate()
+            .map(|(i, peer)| {
+                let host = if i < CONTROL_PLANE {
+                    instance_host(net, &format!("cp{i}"), peer.address, &cp_ips, &shared)
+                } else {
+                    let ip = peer.address.to_string();
+                    shared.ip_cmd(&["addr", "add", &format!("{ip}/32"), "dev", "lo"]);
+                    shared.clone()
+                };
+                (host, peer.address, peer.id.clone())
             })
             .collect();
-        Run { config, agents }
+        let config = shared.dir().join("cluster.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "cluster:\n  name: massjoin\n  secret: \"{SECRET}\"\n\
+                 topology:\n  controlPlane:\n    count: {CONTROL_PLANE}\n\
+                 discovery:\n  cloudGroup:\n    provider: aws\n    name: {GROUP_NAME}\n"
+            ),
+        )
+        .expect("write config");
+        let facts = format!("region: us-east-1\nzone: us-east-1a\ngroup: {GROUP_NAME}\n");
+        Run {
+            config,
+            agents: agents(machines, &facts),
+            env: vec![
+                ("MUSTER_AWS_ENDPOINT".into(), endpoint),
+                ("AWS_ACCESS_KEY_ID".into(), AWS_KEY.into()),
+                ("AWS_SECRET_ACCESS_KEY".into(), AWS_SECRET_KEY.into()),
+            ],
+            cloud: Some(cloud),
+        }
     }
 
     fn start(&mut self, i: usize) {
@@ -186,10 +356,9 @@ impl Run {
         ];
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let log = Path::new(&format!("a{i}")).join("agent.log");
-        a.proc = Some(
-            a.host
-                .spawn(muster_bin(), &args, &[("RUST_LOG", "info")], log),
-        );
+        let mut env: Vec<(&str, &str)> = vec![("RUST_LOG", "info")];
+        env.extend(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        a.proc = Some(a.host.spawn(muster_bin(), &args, &env, log));
         a.started = Some(Instant::now());
     }
 
@@ -231,6 +400,33 @@ impl Run {
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
         v[0]["Status"]["header"]["revision"].as_i64()
     }
+}
+
+/// The agents on `machines` (host, address, instance id), each with a
+/// state directory and facts as the metadata service would give them
+/// (`extra_facts` added).
+fn agents(machines: Vec<(Host, Ipv4Addr, String)>, extra_facts: &str) -> Vec<Agent> {
+    machines
+        .into_iter()
+        .enumerate()
+        .map(|(i, (host, ip, id))| {
+            let dir = host.dir().join(format!("a{i}"));
+            std::fs::create_dir_all(&dir).expect("agent dir");
+            std::fs::write(
+                dir.join("facts.yaml"),
+                format!("instance_id: {id}\nhostname: mj{i}\nprivate_ipv4: {ip}\n{extra_facts}"),
+            )
+            .expect("facts");
+            Agent {
+                host,
+                ip,
+                dir,
+                proc: None,
+                started: None,
+                steady_after: None,
+            }
+        })
+        .collect()
 }
 
 fn quantile<T: Copy + Ord>(sorted: &[T], q: f64) -> T {
@@ -277,6 +473,7 @@ fn measure(workers: usize, limit: Duration, rest: Duration) {
     }
     let cp_formed = cp_start.elapsed();
 
+    let boot_calls0 = run.cloud.as_ref().map(Cloud::calls);
     let boot = Instant::now();
     for i in CONTROL_PLANE..total {
         run.start(i);
@@ -299,6 +496,7 @@ fn measure(workers: usize, limit: Duration, rest: Duration) {
         std::thread::sleep(Duration::from_millis(500));
     }
     let boot_window = boot.elapsed();
+    let boot_calls1 = run.cloud.as_ref().map(Cloud::calls);
     let boot_lists = run.counter("muster_group_lists_total", 0..total);
     let boot_conns = run.counter("muster_etcd_connections_total", 0..total);
 
@@ -327,6 +525,7 @@ fn measure(workers: usize, limit: Duration, rest: Duration) {
     let lists0 = run.counter("muster_group_lists_total", 0..total);
     let conns0 = run.counter("muster_etcd_connections_total", 0..total);
     let rev0 = run.revision();
+    let rest_calls0 = run.cloud.as_ref().map(Cloud::calls);
     let cpu0: Vec<Option<u64>> = worker_pids.iter().map(|p| cpu_ticks(*p)).collect();
     let t0 = Instant::now();
     std::thread::sleep(rest);
@@ -335,6 +534,7 @@ fn measure(workers: usize, limit: Duration, rest: Duration) {
     let lists1 = run.counter("muster_group_lists_total", 0..total);
     let conns1 = run.counter("muster_etcd_connections_total", 0..total);
     let rev1 = run.revision();
+    let rest_calls1 = run.cloud.as_ref().map(Cloud::calls);
     let ticks_per_s = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
         .ok()
         .flatten()
@@ -381,6 +581,17 @@ fn measure(workers: usize, limit: Duration, rest: Duration) {
             _ => "?".into(),
         },
     );
+    if let (Some(b0), Some(b1), Some(r0), Some(r1)) =
+        (boot_calls0, boot_calls1, rest_calls0, rest_calls1)
+    {
+        println!(
+            "N={workers}: AWS API calls (moto's requests, fleet): boot {:.0}/min, at rest {:.0}/min \
+             ({:.2} per agent per min)",
+            (b1 - b0) as f64 * 60.0 / boot_window.as_secs_f64(),
+            per_min(r0 as u64, r1 as u64),
+            per_min(r0 as u64, r1 as u64) / total as f64,
+        );
+    }
     if !cpu.is_empty() && !rss.is_empty() {
         println!(
             "N={workers}: per idle worker over {:.0} s: CPU p50 {:.2} %, max {:.2} % of one core; \
@@ -392,9 +603,31 @@ fn measure(workers: usize, limit: Duration, rest: Duration) {
             quantile(&rss, 1.0),
         );
     }
+    if let Some(keep) = std::env::var_os("MASS_JOIN_LOGS") {
+        keep_logs(&run, Path::new(&keep), workers);
+    }
     // Dropping the Net kills every process in its namespaces.
     drop(run);
     drop(net);
+}
+
+/// `MASS_JOIN_LOGS=dir`: the first control-plane agent's, the first and
+/// last workers' logs (and moto's) are copied there before the run's
+/// namespaces go.
+fn keep_logs(run: &Run, dir: &Path, workers: usize) {
+    let dir = dir.join(format!("n{workers}"));
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        println!("MASS_JOIN_LOGS: {}: {e}", dir.display());
+        return;
+    }
+    let last = run.agents.len() - 1;
+    for i in [0, CONTROL_PLANE, last] {
+        let from = run.agents[i].dir.join("agent.log");
+        let _ = std::fs::copy(&from, dir.join(format!("a{i}.log")));
+    }
+    if let Some(cloud) = &run.cloud {
+        let _ = std::fs::copy(&cloud.log, dir.join("moto.log"));
+    }
 }
 
 fn main() {

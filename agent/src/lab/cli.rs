@@ -51,7 +51,7 @@ enum LabCommand {
         /// Force an accelerator (default: kvm when the CPU has vmx/svm, else tcg).
         #[arg(long, value_enum)]
         accel: Option<AccelArg>,
-        /// Give up waiting after this many seconds (default 1800 under TCG, 300 under KVM).
+        /// Give up waiting after this many seconds (default 2700 under TCG, 300 under KVM).
         #[arg(long)]
         timeout: Option<u64>,
         /// Return once the VMs boot, without waiting for the cluster.
@@ -150,7 +150,8 @@ pub fn run(cli: LabCli) -> Result<(), LabError> {
             let chosen = accel.unwrap_or_else(super::vm::detect_accel);
             let default_wait = match chosen {
                 Accel::Kvm => 300,
-                Accel::Tcg => 1800,
+                // A demo beside a release build assembled in 1683 s.
+                Accel::Tcg => 2700,
             };
             lab.up(&UpArgs {
                 control_plane: nodes,

@@ -89,7 +89,7 @@ pub async fn create_group(
             ("AutoScalingGroupName", name),
             ("LaunchTemplate.LaunchTemplateName", name),
             ("MinSize", "0"),
-            ("MaxSize", "10"),
+            ("MaxSize", &desired.max(10).to_string()),
             ("DesiredCapacity", &desired.to_string()),
             ("VPCZoneIdentifier", &subnet_id),
         ]),
