@@ -257,7 +257,8 @@ async fn pipeline(args: &AgentArgs, board: &StatusBoard) -> Result<(), AgentErro
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let peer_urls = peer_client_urls(&source, ip).await;
+    let first_view = source.list().await.ok();
+    let peer_urls = peer_client_urls(first_view.as_deref().unwrap_or_default(), ip);
     let kube_phase = match kube_version {
         Some(version) => Some((
             kubernetes::prepare(KubeInputs {
@@ -305,6 +306,9 @@ async fn pipeline(args: &AgentArgs, board: &StatusBoard) -> Result<(), AgentErro
         },
         source,
     );
+    if let Some(view) = first_view {
+        runner.seed_view(view);
+    }
     let health = ServeHealth::for_node(
         &config,
         kube_version.is_some(),
@@ -446,16 +450,13 @@ async fn join_as_worker(
 }
 
 /// The etcd client URLs of the other listed peers, for the VIP manager to
-/// fall back on; empty if the list cannot be read yet.
-async fn peer_client_urls(source: &PeerSource, ip: std::net::Ipv4Addr) -> Vec<String> {
-    match source.list().await {
-        Ok(peers) => peers
-            .iter()
-            .filter(|p| p.address != ip && !p.address.is_unspecified())
-            .map(|p| client_url(p.address))
-            .collect(),
-        Err(_) => Vec::new(),
-    }
+/// fall back on; empty if the list could not be read yet.
+fn peer_client_urls(peers: &[crate::discovery::Peer], ip: std::net::Ipv4Addr) -> Vec<String> {
+    peers
+        .iter()
+        .filter(|p| p.address != ip && !p.address.is_unspecified())
+        .map(|p| client_url(p.address))
+        .collect()
 }
 
 /// Changes the live status; a status file that cannot be written is logged,

@@ -4,6 +4,12 @@
 //! says which errors are transient; everything else fails at once. The
 //! schedule itself is a pure function so tests can check it without sleeping.
 //! Time is tokio's clock, so tests with a paused clock run instantly.
+//!
+//! Each wait is jittered ("equal jitter": half the delay, plus a random
+//! part of the other half). Machines that boot together fail together: 100
+//! agents whose first group listing timed out at once retried at once, in
+//! step, and kept an overloaded API (moto in the mass-join bench) overloaded
+//! until every one had given up (issue 18).
 
 use std::future::Future;
 use std::time::Duration;
@@ -85,6 +91,7 @@ where
                         exhausted: true,
                     });
                 }
+                let delay = jittered(delay, random_u32());
                 tracing::debug!(
                     attempt,
                     delay_ms = delay.as_millis() as u64,
@@ -97,9 +104,38 @@ where
     }
 }
 
+/// `delay` spread by `draw` over [delay/2, delay]: equal jitter. Pure.
+pub fn jittered(delay: Duration, draw: u32) -> Duration {
+    let half = delay / 2;
+    half + half.mul_f64(f64::from(draw) / f64::from(u32::MAX))
+}
+
+/// A random draw for the jitter; a failing system RNG means no jitter
+/// (the wait is then the full delay), never a failed retry.
+fn random_u32() -> u32 {
+    ring::rand::generate::<[u8; 4]>(&ring::rand::SystemRandom::new())
+        .map(|r| u32::from_le_bytes(r.expose()))
+        .unwrap_or(u32::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_jittered_wait_lies_between_half_and_all_of_the_delay() {
+        let d = Duration::from_millis(800);
+        assert_eq!(jittered(d, 0), Duration::from_millis(400));
+        assert_eq!(jittered(d, u32::MAX), d);
+        let mid = jittered(d, u32::MAX / 2);
+        assert!(
+            mid > Duration::from_millis(590) && mid < Duration::from_millis(610),
+            "{mid:?}"
+        );
+        // Two draws from the system give two different waits (2^-32 odds
+        // of a tie).
+        assert_ne!(random_u32(), random_u32());
+    }
 
     #[test]
     fn delays_double_and_cap() {

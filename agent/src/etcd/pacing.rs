@@ -42,6 +42,19 @@ pub const WORKER_LIST_EVERY: Duration = Duration::from_secs(30);
 /// 650 times a second (39 000 a minute): through a cloud API, throttled.
 pub const BOOTING_LIST_EVERY: Duration = Duration::from_secs(10);
 
+/// How long a booting agent's listing stays good for its next round: the
+/// pipeline lists the group once at start, and its first round, then its
+/// first round as a worker, used to list again within a second, three
+/// listings per booting machine where one does. Through moto, 100 machines
+/// booting at once made 300 listings in a few seconds and the API timed
+/// out for minutes (issue 18).
+pub const LISTING_REUSE: Duration = Duration::from_secs(3);
+
+/// Whether a listing made `ago` (`None`: never) may serve this round.
+pub fn reuse_listing(ago: Option<Duration>) -> bool {
+    ago.is_some_and(|ago| ago < LISTING_REUSE)
+}
+
 /// The longest wait between two probes of an agent that found nothing to
 /// do (no cluster yet, or one still forming).
 pub const WAIT_CAP: Duration = Duration::from_secs(4);
@@ -277,5 +290,15 @@ mod tests {
         let mut gone = three.clone();
         gone[1].in_group = Some(false);
         assert!(!calm(&gone, 1, 3), "gone or leaving from the group");
+    }
+
+    #[test]
+    fn a_listing_serves_the_next_rounds_for_a_few_seconds_only() {
+        assert!(!reuse_listing(None));
+        assert!(reuse_listing(Some(Duration::ZERO)));
+        assert!(reuse_listing(Some(
+            LISTING_REUSE - Duration::from_millis(1)
+        )));
+        assert!(!reuse_listing(Some(LISTING_REUSE)));
     }
 }

@@ -338,6 +338,21 @@ impl Runner {
     /// Lists the group, publishes the view, and finds this node in it.
     async fn list_view(&mut self) -> Result<(Vec<Peer>, Peer), String> {
         let view = self.source.list().await.map_err(|e| e.to_string())?;
+        self.take_view(view.clone());
+        let me = self.find_me(&view)?;
+        Ok((view, me))
+    }
+
+    /// Starts from a listing the pipeline made a moment ago: a booting
+    /// agent's first rounds use it instead of listing again
+    /// (`pacing::LISTING_REUSE`).
+    pub fn seed_view(&mut self, view: Vec<Peer>) {
+        self.take_view(view);
+    }
+
+    /// Publishes a fresh listing and notes when the group last changed.
+    fn take_view(&mut self, view: Vec<Peer>) {
+        self.pace.listed_at = Some(std::time::Instant::now());
         self.view_tx.send_if_modified(|v| {
             let changed = *v != view;
             if changed {
@@ -353,8 +368,6 @@ impl Runner {
             self.view_ids = ids;
             self.view_stable_since_ms = now_ms();
         }
-        let me = self.find_me(&view)?;
-        Ok((view, me))
     }
 
     /// This node in `view`, found by its address.

@@ -25,6 +25,8 @@ pub(super) struct Pace {
     next_boot_list: Option<Instant>,
     next_step_in: Option<Instant>,
     next_probe: Option<Instant>,
+    /// When the group was last listed (`LISTING_REUSE`).
+    pub(super) listed_at: Option<Instant>,
     /// Probes in a row that found nothing to do.
     idle: u32,
     /// Rounds of bounded probes (which window of the rest to probe).
@@ -73,7 +75,9 @@ impl Runner {
     pub(super) async fn view_for_round(&mut self) -> Result<(Vec<Peer>, Peer), String> {
         let now = Instant::now();
         let booting = self.role.is_none() && !super::has_wal(&self.data_dir());
-        if booting && self.pace.next_boot_list.is_some_and(|t| now < t) {
+        if booting
+            && (self.pace.next_boot_list.is_some_and(|t| now < t) || self.listed_recently(now))
+        {
             let cached = self.view_tx.borrow().clone();
             if let Ok(me) = self.find_me(&cached)
                 && !pacing::probes_everyone(self.cfg.topology, &cached, &me)
@@ -89,6 +93,15 @@ impl Runner {
         Ok((view, me))
     }
 
+    /// Whether the last listing is young enough to serve this round.
+    fn listed_recently(&self, now: Instant) -> bool {
+        pacing::reuse_listing(
+            self.pace
+                .listed_at
+                .map(|at| now.saturating_duration_since(at)),
+        )
+    }
+
     /// A worker's round: list the group every `WORKER_LIST_EVERY`, and ask
     /// whether the cluster is short of members every `step_in_every`
     /// (both jittered). Nothing at all in between.
@@ -100,6 +113,14 @@ impl Runner {
             return Ok(());
         }
         let ip = self.cfg.ip;
+        // Just became a worker on a fresh listing: that one counts.
+        if self.pace.next_list.is_none()
+            && let Some(at) = self.pace.listed_at.filter(|_| self.listed_recently(now))
+        {
+            let every = pacing::WORKER_LIST_EVERY.mul_f64(self.pace.jitter(ip));
+            self.pace.next_list = Some(at + every);
+        }
+        let list_due = list_due && self.pace.next_list.is_none_or(|t| now >= t);
         let (view, me) = if list_due {
             let listed = self.list_view().await?;
             let every = pacing::WORKER_LIST_EVERY.mul_f64(self.pace.jitter(ip));
