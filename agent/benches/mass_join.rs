@@ -266,17 +266,10 @@ impl Run {
             }
         }
         let peers: Vec<String> = hosts.iter().map(|(_, ip)| format!("\"{ip}\"")).collect();
-        let config = shared.dir().join("cluster.yaml");
-        std::fs::write(
-            &config,
-            format!(
-                "cluster:\n  name: massjoin\n  secret: \"{SECRET}\"\n\
-                 topology:\n  controlPlane:\n    count: {CONTROL_PLANE}\n\
-                 discovery:\n  static:\n    peers: [{}]\n",
-                peers.join(", ")
-            ),
-        )
-        .expect("write config");
+        let config = write_config(
+            &shared,
+            &format!("  static:\n    peers: [{}]\n", peers.join(", ")),
+        );
         let machines: Vec<(Host, Ipv4Addr, String)> = hosts
             .into_iter()
             .enumerate()
@@ -308,16 +301,10 @@ impl Run {
                 (host, peer.address, peer.id.clone())
             })
             .collect();
-        let config = shared.dir().join("cluster.yaml");
-        std::fs::write(
-            &config,
-            format!(
-                "cluster:\n  name: massjoin\n  secret: \"{SECRET}\"\n\
-                 topology:\n  controlPlane:\n    count: {CONTROL_PLANE}\n\
-                 discovery:\n  cloudGroup:\n    provider: aws\n    name: {GROUP_NAME}\n"
-            ),
-        )
-        .expect("write config");
+        let config = write_config(
+            &shared,
+            &format!("  cloudGroup:\n    provider: aws\n    name: {GROUP_NAME}\n"),
+        );
         let facts = format!("region: us-east-1\nzone: us-east-1a\ngroup: {GROUP_NAME}\n");
         Run {
             config,
@@ -400,6 +387,21 @@ impl Run {
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
         v[0]["Status"]["header"]["revision"].as_i64()
     }
+}
+
+/// The fleet's cluster config, with `discovery` (the section's body).
+fn write_config(shared: &Host, discovery: &str) -> PathBuf {
+    let config = shared.dir().join("cluster.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "cluster:\n  name: massjoin\n  secret: \"{SECRET}\"\n\
+             topology:\n  controlPlane:\n    count: {CONTROL_PLANE}\n\
+             discovery:\n{discovery}"
+        ),
+    )
+    .expect("write config");
+    config
 }
 
 /// The agents on `machines` (host, address, instance id), each with a

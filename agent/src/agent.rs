@@ -307,7 +307,7 @@ async fn pipeline(args: &AgentArgs, board: &StatusBoard) -> Result<(), AgentErro
         source,
     );
     if let Some(view) = first_view {
-        runner.seed_view(view);
+        runner.take_view(view);
     }
     let health = ServeHealth::for_node(
         &config,

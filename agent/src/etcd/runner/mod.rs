@@ -343,15 +343,11 @@ impl Runner {
         Ok((view, me))
     }
 
-    /// Starts from a listing the pipeline made a moment ago: a booting
+    /// Publishes a fresh listing and notes when the group last changed.
+    /// The pipeline hands in the listing it made at start, so a booting
     /// agent's first rounds use it instead of listing again
     /// (`pacing::LISTING_REUSE`).
-    pub fn seed_view(&mut self, view: Vec<Peer>) {
-        self.take_view(view);
-    }
-
-    /// Publishes a fresh listing and notes when the group last changed.
-    fn take_view(&mut self, view: Vec<Peer>) {
+    pub fn take_view(&mut self, view: Vec<Peer>) {
         self.pace.listed_at = Some(std::time::Instant::now());
         self.view_tx.send_if_modified(|v| {
             let changed = *v != view;
