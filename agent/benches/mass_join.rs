@@ -53,7 +53,6 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use muster::cloud::aws::{AwsClient, AwsOptions, Credentials};
 use muster::discovery::Peer;
 use muster::roles::{Topology, formation_set};
 use netns::{Host, Net, Proc};
@@ -86,8 +85,6 @@ fn group() -> Group {
 
 const GROUP_NAME: &str = "massjoin";
 const MOTO_PORT: u16 = 5000;
-const AWS_KEY: &str = "AKIDMUSTERBENCH";
-const AWS_SECRET_KEY: &str = "muster-bench-secret";
 /// The group's VPC and subnet: room for 500 workers, apart from the
 /// bridge's subnet.
 const AWS_SUBNET: &str = "10.201.0.0/16";
@@ -154,13 +151,6 @@ impl Cloud {
     }
 }
 
-/// An AWS client for moto at `endpoint` with the bench's keys.
-fn aws(endpoint: &str) -> AwsClient {
-    let mut opts = AwsOptions::new("us-east-1");
-    opts.endpoint = Some(url::Url::parse(endpoint).expect("url"));
-    AwsClient::new(opts, Credentials::new(AWS_KEY, AWS_SECRET_KEY, None)).expect("aws client")
-}
-
 /// moto in `shared`, an Auto Scaling group of `machines` instances, and
 /// the instances as the agents will list them (formation set first).
 fn start_cloud(shared: &Host, machines: usize) -> (Cloud, String, Vec<Peer>) {
@@ -181,7 +171,7 @@ fn start_cloud(shared: &Host, machines: usize) -> (Cloud, String, Vec<Peer>) {
     .expect("moto starts");
     let endpoint = format!("http://{ip}:{MOTO_PORT}/");
     let peers = shared.block_on(async || {
-        let client = aws(&endpoint);
+        let client = moto::client(&endpoint);
         moto::create_group(&client, GROUP_NAME, machines as u32, AWS_SUBNET, AWS_SUBNET).await;
         muster::discovery::aws_asg::list_group(&client, GROUP_NAME)
             .await
@@ -311,8 +301,8 @@ impl Run {
             agents: agents(machines, &facts),
             env: vec![
                 ("MUSTER_AWS_ENDPOINT".into(), endpoint),
-                ("AWS_ACCESS_KEY_ID".into(), AWS_KEY.into()),
-                ("AWS_SECRET_ACCESS_KEY".into(), AWS_SECRET_KEY.into()),
+                ("AWS_ACCESS_KEY_ID".into(), moto::KEY.into()),
+                ("AWS_SECRET_ACCESS_KEY".into(), moto::SECRET_KEY.into()),
             ],
             cloud: Some(cloud),
         }

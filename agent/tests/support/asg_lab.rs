@@ -7,7 +7,7 @@ use std::net::TcpStream;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use muster::cloud::aws::{AwsClient, AwsOptions, Credentials};
+use muster::cloud::aws::AwsClient;
 use muster::discovery::aws_asg::list_group;
 use muster::discovery::{Lifecycle, Peer};
 
@@ -15,8 +15,7 @@ use super::cluster::Cluster;
 use super::moto;
 use super::netns::{Host, Proc, wait_until};
 
-pub const KEY: &str = "AKIDMUSTERTEST";
-pub const SECRET_KEY: &str = "muster-test-secret";
+pub use super::moto::{KEY, SECRET_KEY};
 
 /// moto in `cloud` on port 5000.
 pub struct CloudApi {
@@ -130,9 +129,7 @@ pub fn terminate(cloud: &Host, endpoint: &str, instance_id: &str) {
 }
 
 pub fn aws(endpoint: &str) -> AwsClient {
-    let mut opts = AwsOptions::new("us-east-1");
-    opts.endpoint = Some(url::Url::parse(endpoint).expect("url"));
-    AwsClient::new(opts, Credentials::new(KEY, SECRET_KEY, None)).expect("client")
+    moto::client(endpoint)
 }
 
 /// Runs AWS calls from inside the cloud host's namespace (moto is only

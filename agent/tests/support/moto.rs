@@ -11,6 +11,18 @@ use std::time::{Duration, Instant};
 
 const DEFAULT_MOTO: &str = "/opt/muster-test/moto/bin/moto_server";
 
+/// The keys every test gives moto (it accepts any unless told to check).
+pub const KEY: &str = "AKIDMUSTERTEST";
+pub const SECRET_KEY: &str = "muster-test-secret";
+
+/// An AWS client in us-east-1 for moto at `endpoint`, with the test keys.
+pub fn client(endpoint: &str) -> muster::cloud::aws::AwsClient {
+    use muster::cloud::aws::{AwsClient, AwsOptions, Credentials};
+    let mut opts = AwsOptions::new("us-east-1");
+    opts.endpoint = Some(url::Url::parse(endpoint).expect("moto endpoint url"));
+    AwsClient::new(opts, Credentials::new(KEY, SECRET_KEY, None)).expect("aws client")
+}
+
 /// The moto_server binary; fails the test (never skips it) when missing.
 pub fn binary() -> PathBuf {
     let binary = std::env::var_os("MUSTER_MOTO_SERVER")

@@ -8,7 +8,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use muster::backup::plan::SnapshotName;
-use muster::cloud::aws::{AwsClient, AwsOptions, Credentials};
+use muster::cloud::aws::AwsClient;
 
 use crate::support::cluster::Cluster;
 use crate::support::etcd_direct;
@@ -17,8 +17,6 @@ use crate::support::netns::{Host, wait_until};
 
 const BUCKET: &str = "muster-backups";
 const CLUSTER: &str = "backup";
-const KEY: &str = "AKIDMUSTERTEST";
-const SECRET_KEY: &str = "muster-test-secret";
 /// Values the size of a small Kubernetes object.
 const VALUE_BYTES: usize = 1024;
 
@@ -32,9 +30,7 @@ fn key_count() -> usize {
 }
 
 fn s3(endpoint: &str) -> AwsClient {
-    let mut opts = AwsOptions::new("us-east-1");
-    opts.endpoint = Some(url::Url::parse(endpoint).expect("url"));
-    AwsClient::new(opts, Credentials::new(KEY, SECRET_KEY, None)).expect("client")
+    moto::client(endpoint)
 }
 
 /// The cluster's snapshots in the bucket, oldest first (listed from the
@@ -119,8 +115,11 @@ fn backups_go_to_s3_and_a_new_group_restores_the_lost_cluster_from_the_newest() 
     create_bucket(&cloud);
     c.agent_env.extend([
         ("MUSTER_AWS_ENDPOINT".to_string(), endpoint.clone()),
-        ("AWS_ACCESS_KEY_ID".to_string(), KEY.to_string()),
-        ("AWS_SECRET_ACCESS_KEY".to_string(), SECRET_KEY.to_string()),
+        ("AWS_ACCESS_KEY_ID".to_string(), moto::KEY.to_string()),
+        (
+            "AWS_SECRET_ACCESS_KEY".to_string(),
+            moto::SECRET_KEY.to_string(),
+        ),
     ]);
     for &i in &old {
         c.start_agent(i);

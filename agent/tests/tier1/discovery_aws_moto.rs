@@ -15,7 +15,7 @@ use muster::discovery::aws_asg::list_group;
 use muster::discovery::error::DiscoveryError;
 use muster::discovery::group::GroupView;
 use muster::retry::Backoff;
-use support::moto::{Moto, create_group, params};
+use support::moto::{self, Moto, create_group, params};
 
 const REGION: &str = "us-east-1";
 const VPC: &str = "10.0.0.0/16";
@@ -33,7 +33,7 @@ fn client(moto: &Moto, credentials: Credentials) -> AwsClient {
 }
 
 fn test_credentials() -> Credentials {
-    Credentials::new("AKIDMUSTERTEST", "muster-test-secret", None)
+    Credentials::new(moto::KEY, moto::SECRET_KEY, None)
 }
 
 async fn autoscaling(aws: &AwsClient, action: &str, pairs: &[(&str, &str)]) {

@@ -19,7 +19,7 @@ use muster::dns::{Fault, Provider, reconcile};
 use muster::retry::Backoff;
 
 use crate::support::dns as dns_support;
-use crate::support::moto::{Moto, first};
+use crate::support::moto::{self, Moto, first};
 
 const ZONE: &str = "example.com";
 const NODES: usize = 200;
@@ -32,11 +32,7 @@ fn client(moto: &Moto) -> AwsClient {
         max_delay: Duration::from_millis(200),
         total: Duration::from_secs(10),
     };
-    AwsClient::new(
-        opts,
-        Credentials::new("AKIDMUSTERTEST", "muster-test-secret", None),
-    )
-    .expect("client")
+    AwsClient::new(opts, Credentials::new(moto::KEY, moto::SECRET_KEY, None)).expect("client")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

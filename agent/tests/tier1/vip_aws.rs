@@ -18,16 +18,14 @@ use crate::support::vip_lab;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use muster::cloud::aws::AwsClient;
 use muster::cloud::aws::network_interfaces::describe_network_interfaces;
-use muster::cloud::aws::{AwsClient, AwsOptions, Credentials};
 use muster::discovery::aws_asg::list_group;
 use muster::vip::VipRole;
 use netns::{Proc, wait_until};
 use vip_lab::{AwsTarget, Lab, LabMode};
 
 const GROUP: &str = "muster-cp";
-const KEY: &str = "AKIDMUSTERTEST";
-const SECRET_KEY: &str = "muster-test-secret";
 const PORT: u16 = 5000;
 const ELECT: Duration = Duration::from_secs(30);
 
@@ -39,9 +37,7 @@ struct AwsLab {
 }
 
 fn client(endpoint: &url::Url) -> AwsClient {
-    let mut opts = AwsOptions::new("us-east-1");
-    opts.endpoint = Some(endpoint.clone());
-    AwsClient::new(opts, Credentials::new(KEY, SECRET_KEY, None)).expect("client")
+    moto::client(endpoint.as_str())
 }
 
 impl AwsLab {
@@ -78,8 +74,8 @@ impl AwsLab {
         lab.aws = Some(AwsTarget {
             endpoint: endpoint.clone(),
             instance_ids: ids.clone(),
-            key: KEY.into(),
-            secret_key: SECRET_KEY.into(),
+            key: moto::KEY.into(),
+            secret_key: moto::SECRET_KEY.into(),
         });
         AwsLab {
             lab,
