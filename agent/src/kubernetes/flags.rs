@@ -133,9 +133,21 @@ pub fn controller_manager(s: &ControlPlaneSpec) -> Vec<String> {
         flag("root-ca-file", path(ca)),
         flag("service-account-private-key-file", path(p.sa_key())),
         flag("service-cluster-ip-range", s.service_cidr),
-        flag("use-service-account-credentials", true),
     ]);
+    args.extend(serving(p, "controller-manager-server"));
+    args.push(flag("use-service-account-credentials", true));
     args
+}
+
+/// `--tls-cert-file` and `--tls-private-key-file` from the agent's table
+/// (`certs.rs`): a component without them makes its own RSA keys at
+/// every start, minutes under TCG.
+fn serving(p: &KubePaths, stem: &str) -> [String; 2] {
+    let (cert, key) = p.leaf(stem);
+    [
+        flag("tls-cert-file", path(cert)),
+        flag("tls-private-key-file", path(key)),
+    ]
 }
 
 /// `--leader-elect` and its timers.
@@ -158,6 +170,7 @@ pub fn scheduler(s: &ControlPlaneSpec) -> Vec<String> {
     ];
     args.extend(leader_election(&s.leader_election));
     args.push(flag("profiling", false));
+    args.extend(serving(&s.paths, "scheduler-server"));
     args
 }
 

@@ -214,6 +214,9 @@ struct NodeInputs {
     record_dir: PathBuf,
     /// Names the boot whose leftover sandbox files were cleared.
     sandbox_stamp: PathBuf,
+    /// The kubelet's first client certificate, where this agent holds the
+    /// Kubernetes CA (see `certs::kubelet_client`).
+    kubelet_client: Option<crate::pki::IssuedCert>,
 }
 
 impl NodeInputs {
@@ -286,6 +289,7 @@ impl NodeInputs {
             supervisor,
             record_dir: record_dir(state_dir),
             sandbox_stamp: state_dir.join("node").join("cni-boot-id"),
+            kubelet_client: None,
         }
     }
 
@@ -341,6 +345,7 @@ impl NodeInputs {
                 cluster: self.cluster.clone(),
                 ca_pem: self.ca_pem.clone(),
                 token: self.token.clone(),
+                kubelet_client: self.kubelet_client.clone().filter(|_| control_plane),
                 paths: self.paths.clone(),
                 bridge: self.cni == crate::config::Cni::Bridge,
                 cni_bin_dir: PathBuf::from("/usr/lib/cni"),
@@ -405,7 +410,7 @@ pub fn prepare(i: KubeInputs<'_>) -> Result<KubePhase, SetupError> {
         EtcdPlacement::Dedicated => i.etcd_peers,
     };
     let record_dir = record_dir(i.state_dir);
-    let node_inputs = NodeInputs::new(
+    let mut node_inputs = NodeInputs::new(
         c,
         node.name.clone(),
         i.ip,
@@ -414,6 +419,11 @@ pub fn prepare(i: KubeInputs<'_>) -> Result<KubePhase, SetupError> {
         i.opts,
         i.supervisor.clone(),
         i.state_dir,
+    );
+    node_inputs.kubelet_client = Some(
+        authorities
+            .kubernetes
+            .issue(&certs::kubelet_client(&node.name))?,
     );
     Ok(KubePhase {
         control_plane: Some(ControlPlane::new(

@@ -23,7 +23,7 @@ use super::proxy::{self, ProxySpec};
 use super::token::BootstrapToken;
 use crate::containerd::{self, Containerd};
 use crate::network::{after_reboot, bridge, routes};
-use crate::pki::{CERT_MODE, KEY_MODE, PkiError, write_if_changed};
+use crate::pki::{CERT_MODE, IssuedCert, KEY_MODE, PkiError, write_if_changed};
 use crate::service::{CpuShare, Ensured, ServiceSpec, Supervisor};
 use crate::state::NodeStatus;
 
@@ -42,6 +42,10 @@ pub struct NodeSpec {
     pub cluster: String,
     pub ca_pem: String,
     pub token: BootstrapToken,
+    /// A control-plane node's kubelet starts with this client certificate
+    /// (a `kubelet.conf` that embeds it, written once); every other
+    /// kubelet bootstraps with the token.
+    pub kubelet_client: Option<IssuedCert>,
     pub paths: KubePaths,
     /// The pod network is `bridge`: the agent writes its CNI config and
     /// keeps the routes (else the cluster's CNI add-on does).
@@ -297,6 +301,9 @@ impl NodeRunner {
             kubelet::config(&s.kubelet).as_bytes(),
             CERT_MODE,
         )?;
+        if let Some(issued) = &s.kubelet_client {
+            self.write_kubelet_conf_once(issued)?;
+        }
         let pem = kubelet_client_pem(&s.kubelet.root_dir);
         let proxy_conf = kubeconfig::render(&KubeconfigSpec {
             cluster: &s.cluster,
@@ -314,6 +321,32 @@ impl NodeRunner {
             proxy::config(&s.proxy).as_bytes(),
             CERT_MODE,
         )?;
+        Ok(())
+    }
+
+    /// Only where there is none: once the kubelet runs, `kubelet.conf` is
+    /// its own (it may point it at its certificate store), and a
+    /// certificate it renewed must not be replaced by this one.
+    fn write_kubelet_conf_once(&self, issued: &IssuedCert) -> Result<(), PkiError> {
+        let s = &self.spec;
+        let path = &s.kubelet.kubeconfig;
+        match std::fs::symlink_metadata(path) {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(PkiError::io("inspecting", path, e)),
+        }
+        let conf = kubeconfig::render(&KubeconfigSpec {
+            cluster: &s.cluster,
+            server: &s.server,
+            ca_pem: &s.ca_pem,
+            user: "kubelet",
+            credential: Credential::Embedded {
+                cert_pem: issued.cert_pem.clone(),
+                key_pem: issued.key_pem.clone(),
+            },
+        });
+        write_if_changed(path, conf.as_bytes(), KEY_MODE)?;
+        info!(path = %path.display(), node = %s.kubelet.node_name, "kubelet: wrote its kubeconfig with a client certificate from the cluster CA (no TLS bootstrap on a control-plane node)");
         Ok(())
     }
 

@@ -295,6 +295,17 @@ fn three_agents_run_kubernetes_behind_the_vip_and_heal_it() {
         let holder = holder.expect("holder");
         assert!(names.contains(&holder), "{lease} held by {holder}");
     }
+    // Their secure ports serve the agent's certificates, trusted through
+    // the cluster CA (a self-generated one would fail the handshake).
+    let ca_pem = String::from_utf8_lossy(&k.pki(0, "ca.crt")).into_owned();
+    for (component, port) in [
+        ("kube-controller-manager", 10257),
+        ("kube-scheduler", 10259),
+    ] {
+        let url = format!("https://127.0.0.1:{port}/healthz");
+        let status = anonymous_get_status(&k.c.nodes[0].host, &url, &ca_pem);
+        assert_eq!(status, 200, "{component}: GET {url}");
+    }
     let mut before = String::new();
     wait_until(
         "the bootstrap token Secret",
