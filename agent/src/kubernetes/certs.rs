@@ -104,10 +104,12 @@ fn client(cn: &str, org: Option<&str>) -> LeafSpec {
 /// 200 s under TCG: the signer is among the last controllers started).
 /// The kubelet copies it into its own store and renews it from there.
 pub fn kubelet_client(node_name: &str) -> LeafSpec {
-    client(&format!("system:node:{node_name}"), Some(NODES_GROUP))
+    client(&format!("{NODE_USER_PREFIX}{node_name}"), Some(NODES_GROUP))
 }
 
-/// The group the Node authorizer and NodeRestriction admit kubelets by.
+/// A kubelet's user name is this and its node's name; its group is
+/// [`NODES_GROUP`]: what the Node authorizer and NodeRestriction admit.
+pub const NODE_USER_PREFIX: &str = "system:node:";
 pub const NODES_GROUP: &str = "system:nodes";
 
 /// A serving certificate for a component that listens on loopback only.

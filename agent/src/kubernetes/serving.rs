@@ -25,6 +25,8 @@ use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use tracing::{debug, info};
 
+use super::certs::{NODE_USER_PREFIX, NODES_GROUP};
+
 /// The signer of kubelet serving certificates.
 pub const SIGNER: &str = "kubernetes.io/kubelet-serving";
 
@@ -64,14 +66,14 @@ pub fn judge(
     if r.decided || r.signer != SIGNER {
         return Verdict::NotMine;
     }
-    let Some(node) = r.username.strip_prefix("system:node:") else {
+    let Some(node) = r.username.strip_prefix(NODE_USER_PREFIX) else {
         return Verdict::Leave(format!("requested by {}, not a node", r.username));
     };
-    if !r.groups.iter().any(|g| g == "system:nodes") {
+    if !r.groups.iter().any(|g| g == NODES_GROUP) {
         return Verdict::Leave("requester is not in system:nodes".into());
     }
     if r.subject_cn.as_deref() != Some(r.username.as_str())
-        || r.subject_o != ["system:nodes".to_string()]
+        || r.subject_o != [NODES_GROUP.to_string()]
     {
         return Verdict::Leave("the subject is not the requesting node".into());
     }
@@ -175,7 +177,10 @@ pub async fn approve_pending(
         if req.decided || req.signer != SIGNER {
             continue;
         }
-        let node_name = req.username.trim_start_matches("system:node:").to_string();
+        let node_name = req
+            .username
+            .trim_start_matches(NODE_USER_PREFIX)
+            .to_string();
         let node_addresses: BTreeSet<IpAddr> = match nodes.get_opt(&node_name).await? {
             Some(n) => n
                 .status
