@@ -15,6 +15,24 @@ const DEFAULT_MOTO: &str = "/opt/muster-test/moto/bin/moto_server";
 pub const KEY: &str = "AKIDMUSTERTEST";
 pub const SECRET_KEY: &str = "muster-test-secret";
 
+/// A client of this test's moto in `region` whose retries are quick (20 ms
+/// doubling to 200 ms, 10 s in all): moto answers at once or not at all.
+pub fn quick_client(
+    moto: &Moto,
+    region: &str,
+    credentials: muster::cloud::aws::Credentials,
+) -> muster::cloud::aws::AwsClient {
+    use muster::cloud::aws::{AwsClient, AwsOptions};
+    let mut opts = AwsOptions::new(region);
+    opts.endpoint = Some(moto.endpoint.clone());
+    opts.backoff = muster::retry::Backoff {
+        initial: Duration::from_millis(20),
+        max_delay: Duration::from_millis(200),
+        total: Duration::from_secs(10),
+    };
+    AwsClient::new(opts, credentials).expect("aws client")
+}
+
 /// An AWS client in us-east-1 for moto at `endpoint`, with the test keys.
 pub fn client(endpoint: &str) -> muster::cloud::aws::AwsClient {
     use muster::cloud::aws::{AwsClient, AwsOptions, Credentials};

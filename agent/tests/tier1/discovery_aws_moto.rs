@@ -7,14 +7,12 @@ use crate::support;
 
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
-use std::time::Duration;
 
-use muster::cloud::aws::{AUTOSCALING, AwsClient, AwsError, AwsOptions, Credentials};
+use muster::cloud::aws::{AUTOSCALING, AwsClient, AwsError, Credentials};
 use muster::discovery::Lifecycle;
 use muster::discovery::aws_asg::list_group;
 use muster::discovery::error::DiscoveryError;
 use muster::discovery::group::GroupView;
-use muster::retry::Backoff;
 use support::moto::{self, Moto, create_group, params};
 
 const REGION: &str = "us-east-1";
@@ -22,14 +20,7 @@ const VPC: &str = "10.0.0.0/16";
 const SUBNET: &str = "10.0.1.0/24";
 
 fn client(moto: &Moto, credentials: Credentials) -> AwsClient {
-    let mut opts = AwsOptions::new(REGION);
-    opts.endpoint = Some(moto.endpoint.clone());
-    opts.backoff = Backoff {
-        initial: Duration::from_millis(20),
-        max_delay: Duration::from_millis(200),
-        total: Duration::from_secs(10),
-    };
-    AwsClient::new(opts, credentials).expect("client")
+    moto::quick_client(moto, REGION, credentials)
 }
 
 fn test_credentials() -> Credentials {

@@ -10,13 +10,12 @@
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use muster::cloud::aws::{AwsClient, AwsOptions, Credentials, InstanceSession, ROUTE53};
+use muster::cloud::aws::{AwsClient, Credentials, InstanceSession, ROUTE53};
 use muster::dns::records;
 use muster::dns::route53::Route53Provider;
 use muster::dns::{Fault, Provider, reconcile};
-use muster::retry::Backoff;
 
 use crate::support::dns as dns_support;
 use crate::support::moto::{self, Moto, first};
@@ -25,14 +24,11 @@ const ZONE: &str = "example.com";
 const NODES: usize = 200;
 
 fn client(moto: &Moto) -> AwsClient {
-    let mut opts = AwsOptions::new("eu-west-1");
-    opts.endpoint = Some(moto.endpoint.clone());
-    opts.backoff = Backoff {
-        initial: Duration::from_millis(20),
-        max_delay: Duration::from_millis(200),
-        total: Duration::from_secs(10),
-    };
-    AwsClient::new(opts, Credentials::new(moto::KEY, moto::SECRET_KEY, None)).expect("client")
+    moto::quick_client(
+        moto,
+        "eu-west-1",
+        Credentials::new(moto::KEY, moto::SECRET_KEY, None),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
