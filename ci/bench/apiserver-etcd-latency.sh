@@ -107,8 +107,9 @@ for delay in "${delays[@]}"; do
         sleep 0.2
     done
     ready=$(python3 -c "import time; print(f'{time.time() - $started:.1f}')")
-    commits=$(curl -s http://127.0.0.1:23790/metrics | awk '/^etcd_server_proposals_committed_total/ {print $2}')
-    ranges=$(curl -s http://127.0.0.1:23790/metrics | awk '/^etcd_mvcc_range_total/ {print $2}')
+    metrics=$(curl -s http://127.0.0.1:23790/metrics)
+    commits=$(awk '/^etcd_server_proposals_committed_total/ {print $2}' <<<"$metrics")
+    ranges=$(awk '/^etcd_mvcc_range_total/ {print $2}' <<<"$metrics")
     echo "etcd delayed ${delay} ms each way: /readyz after ${ready} s; kube-apiserver $(cpu_s "$api_pid") s CPU; etcd ${commits} commits, ${ranges} reads"
     kill "$api_pid" "$proxy_pid" "$etcd_pid" 2>/dev/null || true
     wait "$api_pid" "$proxy_pid" "$etcd_pid" 2>/dev/null || true
