@@ -24,8 +24,10 @@
 //! AWS API with SigV4, as on EC2. The control-plane agents are the group's
 //! formation set (`roles::formation_set`), each on a host of its own with
 //! the instance's address (etcd checks a peer's certificate against the
-//! address it connects from). The cloud API calls are moto's requests,
-//! counted from its log.
+//! address it connects from). moto sits behind `moto_throttled.py`, which
+//! refuses what exceeds AWS's token buckets at once, as AWS does
+//! (`MASS_JOIN_AWS_FRONT=none`: plain moto, which queues instead); the
+//! cloud API calls, answered and throttled, are counted from its log.
 //!
 //! Run: `cargo bench -p muster-agent --bench mass_join` (root; needs
 //! `bash ci/install-deps.sh`); `MUSTER_BIN=path` measures another agent
@@ -139,28 +141,88 @@ struct Run {
 
 struct Cloud {
     log: PathBuf,
+    /// The throttling front's request log (`None`: plain moto).
+    front_log: Option<PathBuf>,
     _moto: Proc,
 }
 
+/// Cloud API requests so far: answered (by moto or the front's cache) and
+/// refused by the front's token buckets.
+#[derive(Clone, Copy, Default)]
+struct Calls {
+    answered: usize,
+    throttled: usize,
+}
+
 impl Cloud {
-    /// API requests moto has answered so far (one log line each).
-    fn calls(&self) -> usize {
-        std::fs::read_to_string(&self.log)
-            .map(|t| t.lines().filter(|l| l.contains("\"POST / HTTP")).count())
-            .unwrap_or(0)
+    fn calls(&self) -> Calls {
+        match &self.front_log {
+            Some(log) => {
+                let outcomes = moto::FrontOutcomes::read(log);
+                let throttled = outcomes
+                    .requests
+                    .iter()
+                    .filter(|(_, _, _, o)| o == "throttled")
+                    .count();
+                Calls {
+                    answered: outcomes.requests.len() - throttled,
+                    throttled,
+                }
+            }
+            // Plain moto: one log line per answered request.
+            None => Calls {
+                answered: std::fs::read_to_string(&self.log)
+                    .map(|t| t.lines().filter(|l| l.contains("\"POST / HTTP")).count())
+                    .unwrap_or(0),
+                throttled: 0,
+            },
+        }
     }
 }
 
-/// moto in `shared`, an Auto Scaling group of `machines` instances, and
-/// the instances as the agents will list them (formation set first).
+/// `MASS_JOIN_AWS_FRONT=none` runs plain moto (it queues every request);
+/// the default puts `moto_throttled.py` in front: AWS's token buckets
+/// (EC2 describes 100 + 20/s; Auto Scaling, not published, the same unless
+/// `MASS_JOIN_ASG_BUCKET=size,refill`) and a 1 s read cache.
+fn throttling() -> Option<moto::Throttling> {
+    if std::env::var("MASS_JOIN_AWS_FRONT").as_deref() == Ok("none") {
+        return None;
+    }
+    let mut throttling = moto::Throttling::aws();
+    if let Ok(spec) = std::env::var("MASS_JOIN_ASG_BUCKET") {
+        let parsed = spec
+            .split_once(',')
+            .and_then(|(b, r)| Some((b.trim().parse().ok()?, r.trim().parse().ok()?)));
+        throttling.autoscaling =
+            Some(parsed.expect("MASS_JOIN_ASG_BUCKET is `size,refill`, e.g. `40,8`"));
+    }
+    Some(throttling)
+}
+
+/// moto in `shared` (behind the throttling front unless told otherwise),
+/// an Auto Scaling group of `machines` instances, and the instances as the
+/// agents will list them (formation set first).
 fn start_cloud(shared: &Host, machines: usize) -> (Cloud, String, Vec<Peer>) {
     let port = MOTO_PORT.to_string();
-    let proc = shared.spawn(
-        moto::binary(),
-        &["-H", "0.0.0.0", "-p", &port],
-        &[],
-        "moto.log",
-    );
+    let front_log = shared.dir().join("front.log");
+    let throttling = throttling();
+    let proc = match &throttling {
+        Some(t) => shared.spawn(
+            moto::python(),
+            &t.args("0.0.0.0", MOTO_PORT, &front_log)
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+            &[],
+            "moto.log",
+        ),
+        None => shared.spawn(
+            moto::binary(),
+            &["-H", "0.0.0.0", "-p", &port],
+            &[],
+            "moto.log",
+        ),
+    };
     let ip = shared.ip();
     netns::wait_until(
         "moto answers",
@@ -193,6 +255,7 @@ fn start_cloud(shared: &Host, machines: usize) -> (Cloud, String, Vec<Peer>) {
     let ordered = first.iter().cloned().chain(rest).collect();
     let cloud = Cloud {
         log: shared.dir().join("moto.log"),
+        front_log: throttling.map(|_| front_log),
         _moto: proc,
     };
     (cloud, endpoint, ordered)
@@ -576,12 +639,16 @@ fn measure(workers: usize, limit: Duration, rest: Duration) {
     if let (Some(b0), Some(b1), Some(r0), Some(r1)) =
         (boot_calls0, boot_calls1, rest_calls0, rest_calls1)
     {
+        let boot = |a: usize, b: usize| (b - a) as f64 * 60.0 / boot_window.as_secs_f64();
+        let rest = |a: usize, b: usize| per_min(a as u64, b as u64);
         println!(
-            "N={workers}: AWS API calls (moto's requests, fleet): boot {:.0}/min, at rest {:.0}/min \
-             ({:.2} per agent per min)",
-            (b1 - b0) as f64 * 60.0 / boot_window.as_secs_f64(),
-            per_min(r0 as u64, r1 as u64),
-            per_min(r0 as u64, r1 as u64) / total as f64,
+            "N={workers}: AWS API calls (fleet): boot {:.0}/min answered, {:.0}/min throttled; \
+             at rest {:.0}/min answered ({:.2} per agent per min), {:.0}/min throttled",
+            boot(b0.answered, b1.answered),
+            boot(b0.throttled, b1.throttled),
+            rest(r0.answered, r1.answered),
+            rest(r0.answered, r1.answered) / total as f64,
+            rest(r0.throttled, r1.throttled),
         );
     }
     if !cpu.is_empty() && !rss.is_empty() {
@@ -619,6 +686,9 @@ fn keep_logs(run: &Run, dir: &Path, workers: usize) {
     }
     if let Some(cloud) = &run.cloud {
         let _ = std::fs::copy(&cloud.log, dir.join("moto.log"));
+        if let Some(front) = &cloud.front_log {
+            let _ = std::fs::copy(front, dir.join("front.log"));
+        }
     }
 }
 

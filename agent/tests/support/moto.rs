@@ -54,6 +54,98 @@ pub fn binary() -> PathBuf {
     binary
 }
 
+/// The Python that runs moto (beside `moto_server`): it runs the
+/// throttling front too.
+pub fn python() -> PathBuf {
+    binary().with_file_name("python3")
+}
+
+/// AWS's request throttling, as `moto_throttled.py` applies it.
+#[derive(Clone, Debug)]
+pub struct Throttling {
+    /// Tokens in each EC2 read action's bucket (AWS: 100).
+    pub bucket: f64,
+    /// EC2 read tokens added per second (AWS: 20).
+    pub refill: f64,
+    /// Auto Scaling's one shared bucket and refill (not published by AWS;
+    /// the EC2 figures when `None`).
+    pub autoscaling: Option<(f64, f64)>,
+    /// How long an identical read is answered from the front's cache.
+    pub cache_ttl: Duration,
+}
+
+impl Throttling {
+    /// EC2's documented figures for non-mutating actions.
+    pub fn aws() -> Throttling {
+        Throttling {
+            bucket: 100.0,
+            refill: 20.0,
+            autoscaling: None,
+            cache_ttl: Duration::from_secs(1),
+        }
+    }
+
+    /// The front's command line (after the Python interpreter).
+    pub fn args(&self, host: &str, port: u16, log: &std::path::Path) -> Vec<String> {
+        let mut args = vec![
+            front_script().display().to_string(),
+            "-H".into(),
+            host.into(),
+            "-p".into(),
+            port.to_string(),
+            "--bucket".into(),
+            self.bucket.to_string(),
+            "--refill".into(),
+            self.refill.to_string(),
+            "--cache-ttl".into(),
+            self.cache_ttl.as_secs_f64().to_string(),
+            "--log".into(),
+            log.display().to_string(),
+        ];
+        if let Some((bucket, refill)) = self.autoscaling {
+            args.extend(["--asg-bucket".into(), bucket.to_string()]);
+            args.extend(["--asg-refill".into(), refill.to_string()]);
+        }
+        args
+    }
+}
+
+/// The throttling front's script.
+pub fn front_script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/support/moto_throttled.py")
+}
+
+/// Request outcomes from the front's log (one line per request:
+/// `<unix time> <service> <action> <answered|cached|throttled>`).
+#[derive(Clone, Debug, Default)]
+pub struct FrontOutcomes {
+    /// (unix time, service, action, outcome) per request, in order.
+    pub requests: Vec<(f64, String, String, String)>,
+}
+
+impl FrontOutcomes {
+    pub fn read(path: &std::path::Path) -> FrontOutcomes {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let requests = text
+            .lines()
+            .filter_map(|line| {
+                let mut f = line.split_whitespace();
+                let t = f.next()?.parse().ok()?;
+                Some((t, f.next()?.to_string(), f.next()?.to_string(), f.next()?.to_string()))
+            })
+            .collect();
+        FrontOutcomes { requests }
+    }
+
+    /// Requests of `service` with `outcome` (`None`: any outcome).
+    pub fn count(&self, service: &str, outcome: Option<&str>) -> usize {
+        self.requests
+            .iter()
+            .filter(|(_, s, _, o)| s == service && outcome.is_none_or(|want| o == want))
+            .count()
+    }
+}
+
 /// Query API parameters from string pairs.
 pub fn params(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs
@@ -132,6 +224,8 @@ pub struct Moto {
     pub endpoint: url::Url,
     child: Child,
     log: tempfile::NamedTempFile,
+    /// The throttling front's request log, when there is a front.
+    front_log: Option<tempfile::NamedTempFile>,
 }
 
 impl Moto {
@@ -143,32 +237,66 @@ impl Moto {
     /// moto with extra environment, e.g. `INITIAL_NO_AUTH_ACTION_COUNT=0`
     /// to make it check credentials like AWS does.
     pub fn start_with_env(env: &[(&str, &str)]) -> Moto {
-        let binary = binary();
+        Moto::launch(&binary(), |port| vec!["-H".into(), "127.0.0.1".into(), "-p".into(), port.to_string()], env, None)
+    }
+
+    /// moto behind `moto_throttled.py`: AWS's token buckets and throttling
+    /// answers, and a short read cache (see the script's docstring).
+    pub fn start_throttled(throttling: &Throttling) -> Moto {
+        let front_log = tempfile::NamedTempFile::new().expect("temp file for the front's log");
+        let log_path = front_log.path().to_path_buf();
+        Moto::launch(
+            &python(),
+            |port| throttling.args("127.0.0.1", port, &log_path),
+            &[],
+            Some(front_log),
+        )
+    }
+
+    fn launch(
+        program: &std::path::Path,
+        args: impl Fn(u16) -> Vec<String>,
+        env: &[(&str, &str)],
+        front_log: Option<tempfile::NamedTempFile>,
+    ) -> Moto {
         // A port taken by someone else between probe and bind makes moto exit: try again.
         let mut last = String::new();
+        let mut front_log = front_log;
         for _ in 0..3 {
             let port = free_port();
             let log = tempfile::NamedTempFile::new().expect("temp file for the moto log");
-            let child = Command::new(&binary)
-                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            let child = Command::new(program)
+                .args(args(port))
                 .envs(env.iter().copied())
                 .stdin(Stdio::null())
                 .stdout(log.reopen().expect("log"))
                 .stderr(log.reopen().expect("log"))
                 .spawn()
-                .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+                .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
             let endpoint = url::Url::parse(&format!("http://127.0.0.1:{port}/")).expect("url");
             let mut moto = Moto {
                 endpoint,
                 child,
                 log,
+                front_log: front_log.take(),
             };
             match moto.wait_ready(port, Duration::from_secs(60)) {
                 Ok(()) => return moto,
-                Err(why) => last = why,
+                Err(why) => {
+                    last = why;
+                    front_log = moto.front_log.take();
+                }
             }
         }
         panic!("moto did not start: {last}");
+    }
+
+    /// The throttling front's request outcomes so far (empty without one).
+    pub fn front_outcomes(&self) -> FrontOutcomes {
+        self.front_log
+            .as_ref()
+            .map(|f| FrontOutcomes::read(f.path()))
+            .unwrap_or_default()
     }
 
     fn wait_ready(&mut self, port: u16, budget: Duration) -> Result<(), String> {

@@ -185,3 +185,60 @@ fn moto_is_stopped_even_when_a_test_panics() {
         "moto still answers on {port}"
     );
 }
+
+/// Many agents listing at once meet AWS's throttling (`moto_throttled.py`
+/// answers over-budget reads at once with EC2's `RequestLimitExceeded`,
+/// 503, and Auto Scaling's `Throttling`, 400): every listing still
+/// succeeds, through the production retry policy (jittered, capped
+/// backoff), and the same group comes back to every caller.
+#[tokio::test]
+async fn listings_over_the_throttling_budget_are_retried_until_they_succeed() {
+    const CALLERS: usize = 30;
+    let moto = Moto::start_throttled(&moto::Throttling {
+        // EC2's budget below what Auto Scaling's lets through, so both throttle.
+        bucket: 2.0,
+        refill: 2.0,
+        autoscaling: Some((4.0, 4.0)),
+        // No cache: every answered read is moto's own.
+        cache_ttl: std::time::Duration::ZERO,
+    });
+    // The setup's writes are not throttled; its one listing may be.
+    let aws = {
+        let mut opts = muster::cloud::aws::AwsOptions::new(REGION);
+        opts.endpoint = Some(moto.endpoint.clone());
+        AwsClient::new(opts, test_credentials()).expect("aws client")
+    };
+    create_group(&aws, "muster-cp", 3, VPC, SUBNET).await;
+    let expected = list_group(&aws, "muster-cp").await.expect("first listing");
+    assert_all_in_service(&expected, 3);
+
+    let listings = (0..CALLERS).map(|_| list_group(&aws, "muster-cp"));
+    let started = std::time::Instant::now();
+    let views = futures_util::future::join_all(listings).await;
+    let took = started.elapsed();
+    for (i, view) in views.into_iter().enumerate() {
+        let view = view.unwrap_or_else(|e| panic!("listing {i} failed: {e}"));
+        assert_eq!(view.peers, expected.peers, "listing {i}");
+    }
+
+    let outcomes = moto.front_outcomes();
+    let throttled = (
+        outcomes.count("autoscaling", Some("throttled")),
+        outcomes.count("ec2", Some("throttled")),
+    );
+    let answered = (
+        outcomes.count("autoscaling", Some("answered")),
+        outcomes.count("ec2", Some("answered")),
+    );
+    eprintln!(
+        "{CALLERS} listings in {took:?}: throttled (autoscaling, ec2) {throttled:?}, answered {answered:?}"
+    );
+    assert!(
+        throttled.0 > 0 && throttled.1 > 0,
+        "the budgets (4 + 4/s, 2 + 2/s) are below {CALLERS} listings at once, so both services throttle: {throttled:?}"
+    );
+    assert!(
+        answered.0 > CALLERS && answered.1 > CALLERS,
+        "every listing got both answers in the end: {answered:?}"
+    );
+}
