@@ -20,6 +20,8 @@ pub enum PeerSource {
     AwsGroup {
         session: Box<InstanceSession>,
         group: String,
+        /// EC2 details of settled members, for workers' listings.
+        known: std::sync::Mutex<aws_asg::KnownInstances>,
     },
     /// A GCE managed instance group, through the Compute API with the
     /// instance's service-account token.
@@ -79,6 +81,7 @@ impl PeerSource {
                 Ok(PeerSource::AwsGroup {
                     session: Box::new(session),
                     group,
+                    known: Default::default(),
                 })
             }
         }
@@ -106,7 +109,7 @@ impl PeerSource {
     /// `Terminating:Wait` hook). Returns how many hooks were completed; 0
     /// for sources without lifecycle hooks.
     pub async fn let_go(&self, instance_id: &str) -> Result<usize, SourceError> {
-        let PeerSource::AwsGroup { session, group } = self else {
+        let PeerSource::AwsGroup { session, group, .. } = self else {
             return Ok(0);
         };
         let client = session
@@ -125,19 +128,44 @@ impl PeerSource {
         Ok(hooks.len())
     }
 
-    /// Lists the peers now.
+    /// Lists the peers now, every detail afresh.
     pub async fn list(&self) -> Result<Vec<Peer>, SourceError> {
+        self.list_with(aws_asg::Freshness::Full).await
+    }
+
+    /// Lists the peers for a worker: an AWS group asks EC2 only about
+    /// members it has not seen settled (`aws_asg::Freshness`); the others
+    /// list as [`PeerSource::list`] does.
+    pub async fn list_for_worker(&self) -> Result<Vec<Peer>, SourceError> {
+        self.list_with(aws_asg::Freshness::KnownAddresses).await
+    }
+
+    async fn list_with(&self, freshness: aws_asg::Freshness) -> Result<Vec<Peer>, SourceError> {
         crate::calls::group_listed();
         match self {
             PeerSource::Static(entries) => Ok(static_list::resolve(entries).await?),
             PeerSource::DnsA(name) => Ok(static_list::resolve_all(name).await?),
             PeerSource::DnsSrv(source) => Ok(source.list().await?),
-            PeerSource::AwsGroup { session, group } => {
+            PeerSource::AwsGroup {
+                session,
+                group,
+                known,
+            } => {
                 let client = session
                     .client()
                     .await
                     .map_err(|e| SourceError::Setup(e.to_string()))?;
-                Ok(aws_asg::list_group(client, group).await?.peers)
+                // Taken out for the call (no lock held across an await),
+                // put back after; a failed listing forgets nothing.
+                let mut mine = known
+                    .lock()
+                    .map(|mut k| std::mem::take(&mut *k))
+                    .unwrap_or_default();
+                let listed = aws_asg::list_group_with(client, group, &mut mine, freshness).await;
+                if let Ok(mut k) = known.lock() {
+                    *k = mine;
+                }
+                Ok(listed?.peers)
             }
             PeerSource::GceGroup { client, mig } => {
                 Ok(super::gce_mig::list_group(client, mig).await?.peers)

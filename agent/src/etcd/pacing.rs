@@ -32,9 +32,25 @@ pub const STEP_IN_MIN: Duration = Duration::from_secs(5);
 /// is one probe of a member and a health check of each member).
 pub const FLEET_CHECKS_PER_S: f64 = 10.0;
 
-/// How often a worker lists its group (cloud API calls): it needs the list
-/// only to find the members, who rarely change.
+/// How often a worker lists its group at least (cloud API calls): it needs
+/// the list only to find the members, who rarely change, and to see its own
+/// machine leave.
 pub const WORKER_LIST_EVERY: Duration = Duration::from_secs(30);
+
+/// How many group listings a second the fleet's workers make at most
+/// (before jitter). A listing of an AWS group by a worker is one Auto
+/// Scaling call at rest; AWS does not publish that API's budget, and
+/// EC2's describe budget refills 20 a second, so the fleet keeps to a
+/// quarter of it. Through the throttling front (benches/mass_join.rs),
+/// 200 workers listing every 30 s already made AWS refuse half the calls.
+pub const FLEET_LISTS_PER_S: f64 = 5.0;
+
+/// How long a worker waits between its listings: at least
+/// `WORKER_LIST_EVERY`, longer in a large fleet so that the workers
+/// together list at most `FLEET_LISTS_PER_S` (500 workers: every 100 s).
+pub fn worker_list_every(workers: usize) -> Duration {
+    WORKER_LIST_EVERY.max(Duration::from_secs_f64(workers as f64 / FLEET_LISTS_PER_S))
+}
 
 /// How often a booting agent that cannot form the cluster lists its group
 /// (jittered): it needs the list only to know where the members are, and
@@ -193,6 +209,21 @@ mod tests {
             );
         }
         assert_eq!(step_in_every(500), Duration::from_secs(50));
+    }
+
+    #[test]
+    fn the_fleets_listings_stay_bounded_as_it_grows() {
+        for workers in [1, 10, 150, 151, 500, 5000] {
+            let every = worker_list_every(workers);
+            assert!(every >= WORKER_LIST_EVERY, "{workers}: {every:?}");
+            let fleet_rate = workers as f64 / every.as_secs_f64();
+            assert!(
+                fleet_rate <= FLEET_LISTS_PER_S + 1e-9,
+                "{workers}: {fleet_rate}/s"
+            );
+        }
+        assert_eq!(worker_list_every(100), WORKER_LIST_EVERY);
+        assert_eq!(worker_list_every(500), Duration::from_secs(100));
     }
 
     #[test]

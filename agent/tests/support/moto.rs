@@ -131,7 +131,12 @@ impl FrontOutcomes {
             .filter_map(|line| {
                 let mut f = line.split_whitespace();
                 let t = f.next()?.parse().ok()?;
-                Some((t, f.next()?.to_string(), f.next()?.to_string(), f.next()?.to_string()))
+                Some((
+                    t,
+                    f.next()?.to_string(),
+                    f.next()?.to_string(),
+                    f.next()?.to_string(),
+                ))
             })
             .collect();
         FrontOutcomes { requests }
@@ -237,7 +242,19 @@ impl Moto {
     /// moto with extra environment, e.g. `INITIAL_NO_AUTH_ACTION_COUNT=0`
     /// to make it check credentials like AWS does.
     pub fn start_with_env(env: &[(&str, &str)]) -> Moto {
-        Moto::launch(&binary(), |port| vec!["-H".into(), "127.0.0.1".into(), "-p".into(), port.to_string()], env, None)
+        Moto::launch(
+            &binary(),
+            |port| {
+                vec![
+                    "-H".into(),
+                    "127.0.0.1".into(),
+                    "-p".into(),
+                    port.to_string(),
+                ]
+            },
+            env,
+            None,
+        )
     }
 
     /// moto behind `moto_throttled.py`: AWS's token buckets and throttling

@@ -10,7 +10,7 @@ use std::net::Ipv4Addr;
 
 use muster::cloud::aws::{AUTOSCALING, AwsClient, AwsError, Credentials};
 use muster::discovery::Lifecycle;
-use muster::discovery::aws_asg::list_group;
+use muster::discovery::aws_asg::{Freshness, KnownInstances, list_group, list_group_with};
 use muster::discovery::error::DiscoveryError;
 use muster::discovery::group::GroupView;
 use support::moto::{self, Moto, create_group, params};
@@ -240,5 +240,46 @@ async fn listings_over_the_throttling_budget_are_retried_until_they_succeed() {
     assert!(
         answered.0 > CALLERS && answered.1 > CALLERS,
         "every listing got both answers in the end: {answered:?}"
+    );
+}
+
+/// What a listing costs in API calls, counted by the front: a group of 120
+/// (more than one DescribeInstances call's worth of ids) is listed in one
+/// Auto Scaling and one EC2 call (by the group's tag), and a worker's
+/// next listing, once every member is settled, in the Auto Scaling call
+/// alone.
+#[tokio::test]
+async fn a_large_group_is_listed_in_two_calls_and_a_workers_next_listing_in_one() {
+    const MEMBERS: u32 = 120;
+    let moto = Moto::start_throttled(&moto::Throttling::aws());
+    let aws = client(&moto, test_credentials());
+    create_group(&aws, "muster-big", MEMBERS, VPC, SUBNET).await;
+    let calls = |moto: &Moto| {
+        let o = moto.front_outcomes();
+        (o.count("autoscaling", None), o.count("ec2", None))
+    };
+
+    let before = calls(&moto);
+    let mut known = KnownInstances::default();
+    let full = list_group_with(&aws, "muster-big", &mut known, Freshness::Full)
+        .await
+        .expect("full listing");
+    assert_all_in_service(&full, MEMBERS as usize);
+    let after_full = calls(&moto);
+    assert_eq!(
+        (after_full.0 - before.0, after_full.1 - before.1),
+        (1, 1),
+        "one DescribeAutoScalingGroups and one DescribeInstances"
+    );
+
+    let again = list_group_with(&aws, "muster-big", &mut known, Freshness::KnownAddresses)
+        .await
+        .expect("worker listing");
+    assert_eq!(again, full, "the same view from what was known");
+    let after_worker = calls(&moto);
+    assert_eq!(
+        (after_worker.0 - after_full.0, after_worker.1 - after_full.1),
+        (1, 0),
+        "a worker's listing at rest asks EC2 nothing"
     );
 }

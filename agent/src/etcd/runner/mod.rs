@@ -343,6 +343,19 @@ impl Runner {
         Ok((view, me))
     }
 
+    /// [`Runner::list_view`] for a worker: a cloud group asks again only
+    /// about members not yet seen settled (`PeerSource::list_for_worker`).
+    async fn list_view_for_worker(&mut self) -> Result<(Vec<Peer>, Peer), String> {
+        let view = self
+            .source
+            .list_for_worker()
+            .await
+            .map_err(|e| e.to_string())?;
+        self.take_view(view.clone());
+        let me = self.find_me(&view)?;
+        Ok((view, me))
+    }
+
     /// Publishes a fresh listing and notes when the group last changed.
     /// The pipeline hands in the listing it made at start, so a booting
     /// agent's first rounds use it instead of listing again

@@ -102,7 +102,7 @@ impl Runner {
         )
     }
 
-    /// A worker's round: list the group every `WORKER_LIST_EVERY`, and ask
+    /// A worker's round: list the group every `worker_list_every`, and ask
     /// whether the cluster is short of members every `step_in_every`
     /// (both jittered). Nothing at all in between.
     pub(super) async fn worker_round(&mut self, role: Role) -> Result<(), String> {
@@ -117,14 +117,12 @@ impl Runner {
         if self.pace.next_list.is_none()
             && let Some(at) = self.pace.listed_at.filter(|_| self.listed_recently(now))
         {
-            let every = pacing::WORKER_LIST_EVERY.mul_f64(self.pace.jitter(ip));
-            self.pace.next_list = Some(at + every);
+            self.pace.next_list = Some(at + self.worker_list_every());
         }
         let list_due = list_due && self.pace.next_list.is_none_or(|t| now >= t);
         let (view, me) = if list_due {
-            let listed = self.list_view().await?;
-            let every = pacing::WORKER_LIST_EVERY.mul_f64(self.pace.jitter(ip));
-            self.pace.next_list = Some(now + every);
+            let listed = self.list_view_for_worker().await?;
+            self.pace.next_list = Some(now + self.worker_list_every());
             listed
         } else {
             let view = self.view_tx.borrow().clone();
@@ -153,6 +151,14 @@ impl Runner {
             self.maybe_step_in(role, &view, &me).await?;
         }
         Ok(())
+    }
+
+    /// The wait until this worker's next listing (`pacing::worker_list_every`
+    /// for the fleet of the last listing, jittered).
+    fn worker_list_every(&mut self) -> Duration {
+        let listed = self.view_tx.borrow().len();
+        let workers = listed.saturating_sub(self.cfg.topology.etcd_members());
+        pacing::worker_list_every(workers).mul_f64(self.pace.jitter(self.cfg.ip))
     }
 
     /// S7: asks the cluster whether it is short of members, and joins if so.
