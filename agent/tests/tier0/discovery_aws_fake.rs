@@ -106,8 +106,12 @@ async fn two_503s_then_the_real_answer_are_retried() {
             .contains("Version=2011-01-01&AutoScalingGroupNames.member.1=muster-cp")
     );
     let ec2 = &requests[3].body;
+    // The group's instances by its tag, in one call.
     assert!(
-        ec2.contains("Version=2016-11-15&Filter.1.Name=instance-id&Filter.1.Value.1=i-"),
+        ec2.contains(
+            "Version=2016-11-15&Filter.1.Name=tag%3Aaws%3Aautoscaling%3AgroupName\
+             &Filter.1.Value.1=muster-cp&MaxResults=1000"
+        ),
         "{ec2}"
     );
 }

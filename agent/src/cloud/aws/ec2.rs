@@ -118,9 +118,6 @@ pub async fn describe_instances(
     Ok(all)
 }
 
-/// The tag EC2 Auto Scaling puts on every instance it launches.
-pub const GROUP_NAME_TAG: &str = "aws:autoscaling:groupName";
-
 /// Describes the instances tagged as launched by Auto Scaling group
 /// `group_name`: one call for up to 1000 instances, where
 /// [`describe_instances`] by id needs one per 100 (issue 18: 500 booting
@@ -134,7 +131,7 @@ pub async fn describe_group_instances(
     group_name: &str,
 ) -> Result<Vec<Ec2Instance>, AwsError> {
     let filter = vec![
-        ("Filter.1.Name".to_string(), format!("tag:{GROUP_NAME_TAG}")),
+        ("Filter.1.Name".to_string(), format!("tag:{}", crate::metadata::aws::GROUP_TAG)),
         ("Filter.1.Value.1".to_string(), group_name.to_string()),
         ("MaxResults".to_string(), "1000".to_string()),
     ];
