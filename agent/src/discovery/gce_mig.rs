@@ -1,8 +1,11 @@
 //! Peers from a GCE managed instance group: `instanceGroupManagers.get` for
-//! the target size, `listManagedInstances` for the members and what the
-//! group is doing to each, then `instances.get` for address and creation
-//! time. The merge ([`assemble`]) is pure.
+//! the target size and the instances' name prefix, `listManagedInstances`
+//! for the members and what the group is doing to each, then the members'
+//! address and creation time from one `instances.aggregatedList` filtered
+//! by that prefix (`instances.get` for any it lacks). The merge
+//! ([`assemble`]) is pure.
 
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
 use tracing::Instrument;
@@ -49,15 +52,23 @@ pub async fn list_group(client: &GceClient, mig: &MigRef) -> Result<GroupView, D
             Err(e) => return Err(e.into()),
         };
         let members = compute::list_managed_instances(client, mig).await?;
-        // One GET per member: groups that form a control plane are small.
+        let exists_yet = |m: &ManagedInstance| {
+            m.instance_status.is_some() || !m.current_action.starts_with("CREATING")
+        };
+        let existing = members.iter().filter(|m| exists_yet(m)).count();
+        // The group's instances in one list (by their names' prefix); a
+        // member it misses is fetched by itself.
+        let mut listed = match manager.base_instance_name.as_deref() {
+            Some(base) if existing > 1 => listed_by_id(client, &mig.project, base).await?,
+            _ => HashMap::new(),
+        };
         let mut details = Vec::with_capacity(members.len());
         for m in &members {
-            let exists_yet =
-                m.instance_status.is_some() || !m.current_action.starts_with("CREATING");
-            details.push(if exists_yet {
-                compute::get_instance(client, &m.instance_url).await?
-            } else {
-                None
+            let found = m.id.as_ref().and_then(|id| listed.remove(id));
+            details.push(match found {
+                Some(instance) => Some(instance),
+                None if exists_yet(m) => compute::get_instance(client, &m.instance_url).await?,
+                None => None,
             });
         }
         let view = assemble(manager.target_size, &members, &details);
@@ -70,6 +81,28 @@ pub async fn list_group(client: &GceClient, mig: &MigRef) -> Result<GroupView, D
     }
     .instrument(span)
     .await
+}
+
+/// The group's instances by id, from one filtered list. Without the
+/// permission to list (`compute.instances.list`; `get` is enough for the
+/// per-member fallback), an empty map: every member is then fetched by
+/// itself, as before, which costs a call per member.
+async fn listed_by_id(
+    client: &GceClient,
+    project: &str,
+    base: &str,
+) -> Result<HashMap<String, ComputeInstance>, DiscoveryError> {
+    match compute::list_instances_named(client, project, base).await {
+        Ok(list) => Ok(list.into_iter().map(|i| (i.id.clone(), i)).collect()),
+        Err(e) if e.status() == Some(403) => {
+            tracing::warn!(
+                error = %e,
+                "cannot list instances (compute.instances.list): fetching each member, a call each"
+            );
+            Ok(HashMap::new())
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Merges the member list with each member's instance (`details[i]` belongs

@@ -13,7 +13,8 @@
 //! * `zoneOperations.get`: RUNNING until done, then DONE with `error` and
 //!   `httpErrorStatusCode` on failure.
 //! * A stopped instance (`TERMINATED`) keeps its ranges.
-//! * `instances.aggregatedList` pages (`page_size` instances per page).
+//! * `instances.aggregatedList` pages (`page_size` instances per page); its
+//!   `filter` is ignored: every instance comes back, callers match by id.
 //! * The metadata server answers for the instance whose address sent the
 //!   request (agents in namespaces), or for `metadata_for` when set.
 //!
@@ -215,7 +216,7 @@ impl FakeCompute {
                 None => not_found(&path),
             },
             ("GET", ["zones", ZONE, "instanceGroupManagers", GROUP]) => Response::json(
-                json!({"kind": "compute#instanceGroupManager", "name": GROUP, "targetSize": s.target_size})
+                json!({"kind": "compute#instanceGroupManager", "name": GROUP, "targetSize": s.target_size, "baseInstanceName": GROUP})
                     .to_string(),
             ),
             ("POST", ["zones", ZONE, "instanceGroupManagers", GROUP, "listManagedInstances"]) => {

@@ -34,6 +34,26 @@ fn client(server: &FakeServer) -> GceClient {
     support::fake_compute::gce_client(server)
 }
 
+const AGGREGATED: &str = "/compute/v1/projects/example-project/aggregated/instances";
+
+/// `instances.get` of `name` as recorded (`instance.json`), the others in
+/// the same shape with their own name, id and address; `None`: no such
+/// instance.
+fn instance(name: &str) -> Option<String> {
+    let (id, ip) = match name {
+        "muster-cp-9j4g" => return Some(fixture("instance.json")),
+        "muster-cp-c63g" => ("4462422841867240255", "10.128.0.3"),
+        "muster-cp-f1hm" => ("6309299611401323327", "10.128.0.5"),
+        _ => return None,
+    };
+    Some(
+        fixture("instance.json")
+            .replace("muster-cp-9j4g", name)
+            .replace("1974815549671473983", id)
+            .replace("10.128.0.2", ip),
+    )
+}
+
 /// A healthy fake: the token, the group, two pages of members, instances.
 fn answer(r: &Request) -> Response {
     let path = r.target.split('?').next().unwrap_or_default();
@@ -50,26 +70,28 @@ fn answer(r: &Request) -> Response {
                 Response::json(fixture("list_managed_instances.json"))
             }
         }
-        (
-            "GET",
-            "/compute/v1/projects/example-project/zones/us-central1-a/instances/muster-cp-9j4g",
-        ) => Response::json(fixture("instance.json")),
-        ("GET", p) if p.contains("/instances/muster-cp-") => {
-            // The others: same shape, their own name, id and address.
-            let name = p.rsplit('/').next().unwrap_or_default();
-            let (id, ip) = match name {
-                "muster-cp-c63g" => ("4462422841867240255", "10.128.0.3"),
-                "muster-cp-f1hm" => ("6309299611401323327", "10.128.0.5"),
-                _ => {
-                    return Response::new(404, "application/json", fixture("error_not_found.json"));
-                }
-            };
+        ("GET", AGGREGATED) => {
+            // The three that exist, in one list (the provisioning one is
+            // not there yet: it is fetched by itself).
+            let instances: Vec<serde_json::Value> =
+                ["muster-cp-9j4g", "muster-cp-c63g", "muster-cp-f1hm"]
+                    .into_iter()
+                    .filter_map(instance)
+                    .map(|text| serde_json::from_str(&text).expect("fixture JSON"))
+                    .collect();
             Response::json(
-                fixture("instance.json")
-                    .replace("muster-cp-9j4g", name)
-                    .replace("1974815549671473983", id)
-                    .replace("10.128.0.2", ip),
+                serde_json::json!({"items": {
+                    "zones/us-central1-a": {"instances": instances},
+                    "zones/us-east1-b": {"warning": {"code": "NO_RESULTS_ON_PAGE"}},
+                }})
+                .to_string(),
             )
+        }
+        ("GET", p) if p.contains("/instances/muster-cp-") => {
+            match instance(p.rsplit('/').next().unwrap_or_default()) {
+                Some(text) => Response::json(text),
+                None => Response::new(404, "application/json", fixture("error_not_found.json")),
+            }
         }
         _ => Response::new(404, "application/json", fixture("error_not_found.json")),
     }
@@ -138,14 +160,58 @@ async fn lists_the_group_with_a_metadata_token() {
         requests
             .iter()
             .any(|r| r.target.ends_with("muster-cp-dck1")),
-        "provisioning: fetched (404 is fine)"
+        "provisioning: not in the list, fetched (404 is fine)"
     );
+    let listed: Vec<&Request> = requests
+        .iter()
+        .filter(|r| r.target.starts_with(AGGREGATED))
+        .collect();
+    assert_eq!(listed.len(), 1, "one list for the group's instances");
+    assert!(
+        listed[0]
+            .target
+            .contains("filter=name+eq+%22muster-cp-.%2B%22"),
+        "{}",
+        listed[0].target
+    );
+    for name in ["muster-cp-9j4g", "muster-cp-c63g", "muster-cp-f1hm"] {
+        assert!(
+            !requests.iter().any(|r| r.target.ends_with(name)),
+            "{name} came with the list: not fetched by itself"
+        );
+    }
     assert!(
         !requests
             .iter()
             .any(|r| r.target.ends_with("muster-cp-zz00")),
         "not created yet: not fetched"
     );
+}
+
+/// Without the permission to list instances, every member is fetched by
+/// itself (`compute.instances.get`), and the view is the same.
+#[tokio::test]
+async fn without_list_permission_each_member_is_fetched() {
+    let forbidden = r#"{"error":{"code":403,"message":"Required 'compute.instances.list' permission for 'projects/example-project'","errors":[{"reason":"forbidden"}]}}"#;
+    let fake = FakeServer::start(move |_, r| {
+        if r.target.starts_with(AGGREGATED) {
+            Response::new(403, "application/json", forbidden)
+        } else {
+            answer(r)
+        }
+    })
+    .await;
+    let view = list_group(&client(&fake), &mig()).await.expect("listed");
+    let healthy = FakeServer::start(|_, r| answer(r)).await;
+    let expected = list_group(&client(&healthy), &mig()).await.expect("listed");
+    assert_eq!(view, expected);
+    let requests = fake.requests();
+    for name in ["muster-cp-9j4g", "muster-cp-c63g", "muster-cp-f1hm"] {
+        assert!(
+            requests.iter().any(|r| r.target.ends_with(name)),
+            "{name} fetched by itself"
+        );
+    }
 }
 
 #[tokio::test]

@@ -131,7 +131,10 @@ pub async fn describe_group_instances(
     group_name: &str,
 ) -> Result<Vec<Ec2Instance>, AwsError> {
     let filter = vec![
-        ("Filter.1.Name".to_string(), format!("tag:{}", crate::metadata::aws::GROUP_TAG)),
+        (
+            "Filter.1.Name".to_string(),
+            format!("tag:{}", crate::metadata::aws::GROUP_TAG),
+        ),
         ("Filter.1.Value.1".to_string(), group_name.to_string()),
         ("MaxResults".to_string(), "1000".to_string()),
     ];

@@ -213,32 +213,18 @@ pub fn parse_instance(text: &str, project: &str) -> Result<InstanceNics, String>
     instance_from_json(json(text)?, project)
 }
 
-/// One page of `instances.aggregatedList`: the instances of every zone
-/// (zones that answered with a warning instead are skipped) (pure).
+/// One page of `instances.aggregatedList` with each instance's
+/// interfaces (pure).
 pub fn parse_aggregated(
     text: &str,
     project: &str,
 ) -> Result<(Vec<InstanceNics>, Option<String>), String> {
-    #[derive(Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Aggregated {
-        #[serde(default)]
-        items: std::collections::BTreeMap<String, Scoped>,
-        next_page_token: Option<String>,
-    }
-    #[derive(Deserialize)]
-    struct Scoped {
-        #[serde(default)]
-        instances: Vec<InstanceJson>,
-    }
-    let page: Aggregated = json(text)?;
-    let mut out = Vec::new();
-    for scoped in page.items.into_values() {
-        for i in scoped.instances {
-            out.push(instance_from_json(i, project)?);
-        }
-    }
-    Ok((out, page.next_page_token.filter(|t| !t.is_empty())))
+    let (instances, next) = super::aggregated_instances::<InstanceJson>(text)?;
+    let instances = instances
+        .into_iter()
+        .map(|i| instance_from_json(i, project))
+        .collect::<Result<_, _>>()?;
+    Ok((instances, next))
 }
 
 /// A zonal operation as far as waiting for it goes.

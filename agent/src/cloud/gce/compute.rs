@@ -76,11 +76,13 @@ impl std::fmt::Display for MigRef {
     }
 }
 
-/// The group itself; only the target size matters here.
+/// The group itself: its target size, and the prefix of the names it
+/// gives its instances (`NAME-xxxx`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InstanceGroupManager {
     pub name: String,
     pub target_size: u32,
+    pub base_instance_name: Option<String>,
 }
 
 /// One entry of listManagedInstances.
@@ -121,6 +123,7 @@ pub struct ComputeInstance {
 struct IgmJson {
     name: Option<String>,
     target_size: Option<u32>,
+    base_instance_name: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -177,6 +180,7 @@ pub fn parse_instance_group_manager(text: &str) -> Result<InstanceGroupManager, 
     Ok(InstanceGroupManager {
         name: igm.name.ok_or("no name")?,
         target_size: igm.target_size.ok_or("no targetSize")?,
+        base_instance_name: igm.base_instance_name.filter(|n| !n.is_empty()),
     })
 }
 
@@ -214,7 +218,22 @@ pub fn parse_list_managed_instances(text: &str) -> Result<ManagedInstancesPage, 
 
 /// Parses `instances.get` (pure).
 pub fn parse_instance(text: &str) -> Result<ComputeInstance, String> {
-    let i: InstanceJson = json(text)?;
+    instance_from_json(json(text)?)
+}
+
+/// One page of `instances.aggregatedList` as [`ComputeInstance`]s (pure).
+pub fn parse_aggregated_instances(
+    text: &str,
+) -> Result<(Vec<ComputeInstance>, Option<String>), String> {
+    let (instances, next) = super::aggregated_instances::<InstanceJson>(text)?;
+    let instances = instances
+        .into_iter()
+        .map(instance_from_json)
+        .collect::<Result<_, _>>()?;
+    Ok((instances, next))
+}
+
+fn instance_from_json(i: InstanceJson) -> Result<ComputeInstance, String> {
     let name = i.name.ok_or("no name")?;
     let network_ip = match i
         .network_interfaces
@@ -359,6 +378,37 @@ pub async fn list_managed_instances(
     .await
 }
 
+/// The instances of `project` named as a managed instance group names its
+/// own (`BASE-xxxx`), in every zone: `instances.aggregatedList` filtered
+/// by name, every page (500 instances a page). One or two calls where
+/// `instances.get` per member made a listing of n machines n calls, and a
+/// fleet's listings n² (issue 18). The answer may lack members the group
+/// named otherwise (stateful names) and hold instances of another group
+/// with the same prefix: callers match it against the member list.
+pub async fn list_instances_named(
+    client: &GceClient,
+    project: &str,
+    base_instance_name: &str,
+) -> Result<Vec<ComputeInstance>, GceError> {
+    let call = "instances.aggregatedList";
+    let mut base = client.api_base().clone();
+    base.path_segments_mut()
+        .map_err(|()| GceError::Config {
+            what: format!("{} cannot be a base URL", client.api_base()),
+        })?
+        .pop_if_empty()
+        .extend(["projects", project, "aggregated", "instances"]);
+    base.query_pairs_mut()
+        // RE2, matched against the whole name; group names are [a-z0-9-].
+        .append_pair("filter", &format!("name eq \"{base_instance_name}-.+\""))
+        .append_pair("returnPartialSuccess", "true")
+        .append_pair(
+            "fields",
+            "items/*/instances(id,name,status,creationTimestamp,networkInterfaces(networkIP)),nextPageToken",
+        );
+    super::all_pages(client, Method::GET, call, &base, parse_aggregated_instances).await
+}
+
 /// `instances.get` for an instance URL; `None` when it no longer (or not
 /// yet) exists.
 pub async fn get_instance(
@@ -387,6 +437,41 @@ mod tests {
 
     fn fixture(name: &str) -> String {
         crate::test_fixture("gce", name)
+    }
+
+    #[test]
+    fn aggregated_instances_across_zones_skip_warnings() {
+        let one: serde_json::Value = serde_json::from_str(&fixture("instance.json")).expect("json");
+        let mut other = one.clone();
+        other["id"] = "42".into();
+        other["name"] = "muster-cp-b000".into();
+        let page = serde_json::json!({
+            "items": {
+                "zones/us-central1-a": {"instances": [one]},
+                "zones/us-central1-b": {"instances": [other]},
+                "zones/us-east1-b": {"warning": {"code": "NO_RESULTS_ON_PAGE"}},
+            },
+            "nextPageToken": "p2",
+        });
+        let (all, next) = parse_aggregated_instances(&page.to_string()).expect("parses");
+        let got: Vec<(&str, &str, Option<Ipv4Addr>)> = all
+            .iter()
+            .map(|i| (i.id.as_str(), i.name.as_str(), i.network_ip))
+            .collect();
+        let ip = Some(Ipv4Addr::new(10, 128, 0, 2));
+        assert_eq!(
+            got,
+            [
+                ("1974815549671473983", "muster-cp-9j4g", ip),
+                ("42", "muster-cp-b000", ip)
+            ]
+        );
+        assert_eq!(next.as_deref(), Some("p2"));
+        assert!(
+            parse_aggregated_instances(r#"{"items": {"zones/a": {"instances": [{"name": "x"}]}}}"#)
+                .is_err(),
+            "no id"
+        );
     }
 
     #[test]
@@ -433,7 +518,8 @@ mod tests {
             igm,
             InstanceGroupManager {
                 name: "muster-cp".into(),
-                target_size: 3
+                target_size: 3,
+                base_instance_name: Some("muster-cp".into()),
             }
         );
 

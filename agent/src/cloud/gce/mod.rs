@@ -395,6 +395,30 @@ pub(crate) async fn all_pages<T>(
     ))
 }
 
+/// One page of `instances.aggregatedList`: the instances of every zone, as
+/// `T` (zones that answered with a warning instead are skipped), and the
+/// next page's token (pure).
+pub(crate) fn aggregated_instances<T: serde::de::DeserializeOwned>(
+    text: &str,
+) -> Result<(Vec<T>, Option<String>), String> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Aggregated<T> {
+        #[serde(default = "std::collections::BTreeMap::new")]
+        items: std::collections::BTreeMap<String, Scoped<T>>,
+        next_page_token: Option<String>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Scoped<T> {
+        #[serde(default = "Vec::new")]
+        instances: Vec<T>,
+    }
+    let page: Aggregated<T> =
+        serde_json::from_str(text).map_err(|e| format!("unexpected JSON: {e}"))?;
+    let instances = page.items.into_values().flat_map(|s| s.instances).collect();
+    Ok((instances, page.next_page_token.filter(|t| !t.is_empty())))
+}
+
 /// A 2xx body as text, or the fault described by Google's error document.
 fn into_text(reply: Reply) -> Result<String, Fault> {
     let status = reply.status.as_u16();
