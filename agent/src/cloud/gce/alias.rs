@@ -336,19 +336,12 @@ pub async fn get(client: &GceClient, instance: &InstanceRef) -> Result<InstanceN
 /// all pages, only the fields read here).
 pub async fn list_all(client: &GceClient, project: &str) -> Result<Vec<InstanceNics>, GceError> {
     let call = "instances.aggregatedList";
-    let mut base = client.api_base().clone();
-    base.path_segments_mut()
-        .map_err(|()| GceError::Config {
-            what: format!("{} cannot be a base URL", client.api_base()),
-        })?
-        .pop_if_empty()
-        .extend(["projects", project, "aggregated", "instances"]);
-    base.query_pairs_mut()
-        .append_pair("returnPartialSuccess", "true")
-        .append_pair(
-            "fields",
-            "items/*/instances(name,zone,status,networkInterfaces(name,fingerprint,networkIP,aliasIpRanges)),nextPageToken",
-        );
+    let base = super::aggregated_instances_url(
+        client,
+        project,
+        None,
+        "items/*/instances(name,zone,status,networkInterfaces(name,fingerprint,networkIP,aliasIpRanges)),nextPageToken",
+    )?;
     super::all_pages(client, Method::GET, call, &base, |text| {
         parse_aggregated(text, project)
     })

@@ -391,21 +391,14 @@ pub async fn list_instances_named(
     base_instance_name: &str,
 ) -> Result<Vec<ComputeInstance>, GceError> {
     let call = "instances.aggregatedList";
-    let mut base = client.api_base().clone();
-    base.path_segments_mut()
-        .map_err(|()| GceError::Config {
-            what: format!("{} cannot be a base URL", client.api_base()),
-        })?
-        .pop_if_empty()
-        .extend(["projects", project, "aggregated", "instances"]);
-    base.query_pairs_mut()
-        // RE2, matched against the whole name; group names are [a-z0-9-].
-        .append_pair("filter", &format!("name eq \"{base_instance_name}-.+\""))
-        .append_pair("returnPartialSuccess", "true")
-        .append_pair(
-            "fields",
-            "items/*/instances(id,name,status,creationTimestamp,networkInterfaces(networkIP)),nextPageToken",
-        );
+    // RE2, matched against the whole name; group names are [a-z0-9-].
+    let filter = format!("name eq \"{base_instance_name}-.+\"");
+    let base = super::aggregated_instances_url(
+        client,
+        project,
+        Some(&filter),
+        "items/*/instances(id,name,status,creationTimestamp,networkInterfaces(networkIP)),nextPageToken",
+    )?;
     super::all_pages(client, Method::GET, call, &base, parse_aggregated_instances).await
 }
 

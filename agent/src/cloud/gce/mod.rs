@@ -395,6 +395,34 @@ pub(crate) async fn all_pages<T>(
     ))
 }
 
+/// The URL of `project`'s `instances.aggregatedList` with partial success
+/// (a zone that fails answers with a warning, not the whole call), only
+/// `fields`, and `filter` when given.
+pub(crate) fn aggregated_instances_url(
+    client: &GceClient,
+    project: &str,
+    filter: Option<&str>,
+    fields: &str,
+) -> Result<Url, GceError> {
+    let mut url = client.api_base().clone();
+    url.path_segments_mut()
+        .map_err(|()| GceError::Config {
+            what: format!("{} cannot be a base URL", client.api_base()),
+        })?
+        .pop_if_empty()
+        .extend(["projects", project, "aggregated", "instances"]);
+    {
+        let mut query = url.query_pairs_mut();
+        if let Some(filter) = filter {
+            query.append_pair("filter", filter);
+        }
+        query
+            .append_pair("returnPartialSuccess", "true")
+            .append_pair("fields", fields);
+    }
+    Ok(url)
+}
+
 /// One page of `instances.aggregatedList`: the instances of every zone, as
 /// `T` (zones that answered with a warning instead are skipped), and the
 /// next page's token (pure).
