@@ -133,14 +133,10 @@ impl PeerSource {
         self.list_with(aws_asg::Freshness::Full).await
     }
 
-    /// Lists the peers for a worker: an AWS group asks EC2 only about
-    /// members it has not seen settled (`aws_asg::Freshness`); the others
-    /// list as [`PeerSource::list`] does.
-    pub async fn list_for_worker(&self) -> Result<Vec<Peer>, SourceError> {
-        self.list_with(aws_asg::Freshness::KnownAddresses).await
-    }
-
-    async fn list_with(&self, freshness: aws_asg::Freshness) -> Result<Vec<Peer>, SourceError> {
+    /// Lists the peers, asking an AWS group's EC2 again only for what
+    /// `freshness` says (`Freshness::KnownAddresses`, a worker's: members
+    /// not yet seen settled); other sources list as [`PeerSource::list`].
+    pub async fn list_with(&self, freshness: aws_asg::Freshness) -> Result<Vec<Peer>, SourceError> {
         crate::calls::group_listed();
         match self {
             PeerSource::Static(entries) => Ok(static_list::resolve(entries).await?),

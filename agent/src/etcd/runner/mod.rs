@@ -16,6 +16,7 @@ use tracing::{info, warn};
 use super::client::{self, EtcdTls};
 use super::flags::{Bootstrap, ClusterState, MemberConfig, TlsFiles};
 use super::pacing;
+use crate::discovery::aws_asg::Freshness;
 use crate::discovery::source::PeerSource;
 use crate::discovery::{Lifecycle, Peer};
 use crate::formation::{self, Decision, FoundCluster, FoundMember, Observed};
@@ -337,18 +338,15 @@ impl Runner {
 
     /// Lists the group, publishes the view, and finds this node in it.
     async fn list_view(&mut self) -> Result<(Vec<Peer>, Peer), String> {
-        let view = self.source.list().await.map_err(|e| e.to_string())?;
-        self.take_view(view.clone());
-        let me = self.find_me(&view)?;
-        Ok((view, me))
+        self.list_view_with(Freshness::Full).await
     }
 
-    /// [`Runner::list_view`] for a worker: a cloud group asks again only
-    /// about members not yet seen settled (`PeerSource::list_for_worker`).
-    async fn list_view_for_worker(&mut self) -> Result<(Vec<Peer>, Peer), String> {
+    /// [`Runner::list_view`] asking the cloud again only for what
+    /// `freshness` says (a worker: members not yet seen settled).
+    async fn list_view_with(&mut self, freshness: Freshness) -> Result<(Vec<Peer>, Peer), String> {
         let view = self
             .source
-            .list_for_worker()
+            .list_with(freshness)
             .await
             .map_err(|e| e.to_string())?;
         self.take_view(view.clone());

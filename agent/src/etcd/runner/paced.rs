@@ -11,6 +11,7 @@ use tracing::info;
 
 use super::{Runner, mark_health};
 use crate::discovery::Peer;
+use crate::discovery::aws_asg::Freshness;
 use crate::etcd::client;
 use crate::etcd::pacing;
 use crate::formation::{self, Decision, FoundCluster};
@@ -121,7 +122,7 @@ impl Runner {
         }
         let list_due = list_due && self.pace.next_list.is_none_or(|t| now >= t);
         let (view, me) = if list_due {
-            let listed = self.list_view_for_worker().await?;
+            let listed = self.list_view_with(Freshness::KnownAddresses).await?;
             self.pace.next_list = Some(now + self.worker_list_every());
             listed
         } else {
@@ -143,7 +144,7 @@ impl Runner {
         // The first check comes one (jittered) period after becoming a
         // worker, so a fleet that just booted does not check at once.
         if check_due || self.pace.next_step_in.is_none() {
-            let workers = view.len().saturating_sub(self.cfg.topology.etcd_members());
+            let workers = self.workers_in(view.len());
             let every = pacing::step_in_every(workers).mul_f64(self.pace.jitter(ip));
             self.pace.next_step_in = Some(now + every);
         }
@@ -153,11 +154,15 @@ impl Runner {
         Ok(())
     }
 
+    /// How many of `listed` machines are workers (no etcd seat).
+    fn workers_in(&self, listed: usize) -> usize {
+        listed.saturating_sub(self.cfg.topology.etcd_members())
+    }
+
     /// The wait until this worker's next listing (`pacing::worker_list_every`
     /// for the fleet of the last listing, jittered).
     fn worker_list_every(&mut self) -> Duration {
-        let listed = self.view_tx.borrow().len();
-        let workers = listed.saturating_sub(self.cfg.topology.etcd_members());
+        let workers = self.workers_in(self.view_tx.borrow().len());
         pacing::worker_list_every(workers).mul_f64(self.pace.jitter(self.cfg.ip))
     }
 
