@@ -159,11 +159,7 @@ impl Cloud {
         match &self.front_log {
             Some(log) => {
                 let outcomes = moto::FrontOutcomes::read(log);
-                let throttled = outcomes
-                    .requests
-                    .iter()
-                    .filter(|(_, _, _, o)| o == "throttled")
-                    .count();
+                let throttled = outcomes.count(None, Some("throttled"));
                 Calls {
                     answered: outcomes.requests.len() - throttled,
                     throttled,

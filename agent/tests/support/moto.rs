@@ -142,11 +142,14 @@ impl FrontOutcomes {
         FrontOutcomes { requests }
     }
 
-    /// Requests of `service` with `outcome` (`None`: any outcome).
-    pub fn count(&self, service: &str, outcome: Option<&str>) -> usize {
+    /// Requests of `service` with `outcome` (`None`: any service, any
+    /// outcome).
+    pub fn count(&self, service: Option<&str>, outcome: Option<&str>) -> usize {
         self.requests
             .iter()
-            .filter(|(_, s, _, o)| s == service && outcome.is_none_or(|want| o == want))
+            .filter(|(_, s, _, o)| {
+                service.is_none_or(|want| s == want) && outcome.is_none_or(|want| o == want)
+            })
             .count()
     }
 }

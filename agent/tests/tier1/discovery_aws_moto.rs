@@ -223,12 +223,12 @@ async fn listings_over_the_throttling_budget_are_retried_until_they_succeed() {
 
     let outcomes = moto.front_outcomes();
     let throttled = (
-        outcomes.count("autoscaling", Some("throttled")),
-        outcomes.count("ec2", Some("throttled")),
+        outcomes.count(Some("autoscaling"), Some("throttled")),
+        outcomes.count(Some("ec2"), Some("throttled")),
     );
     let answered = (
-        outcomes.count("autoscaling", Some("answered")),
-        outcomes.count("ec2", Some("answered")),
+        outcomes.count(Some("autoscaling"), Some("answered")),
+        outcomes.count(Some("ec2"), Some("answered")),
     );
     eprintln!(
         "{CALLERS} listings in {took:?}: throttled (autoscaling, ec2) {throttled:?}, answered {answered:?}"
@@ -256,7 +256,10 @@ async fn a_large_group_is_listed_in_two_calls_and_a_workers_next_listing_in_one(
     create_group(&aws, "muster-big", MEMBERS, VPC, SUBNET).await;
     let calls = |moto: &Moto| {
         let o = moto.front_outcomes();
-        (o.count("autoscaling", None), o.count("ec2", None))
+        (
+            o.count(Some("autoscaling"), None),
+            o.count(Some("ec2"), None),
+        )
     };
 
     let before = calls(&moto);
