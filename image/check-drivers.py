@@ -97,7 +97,7 @@ def missing(platforms, usr_loadable, builtin, initrd):
 def main():
     mkosi_out = sys.argv[1] if len(sys.argv) > 1 else "build/mkosi"
     parts = size_report.mkosi_parts(mkosi_out)
-    usr = parts.get("/usr partition (erofs, zstd)")
+    usr = parts.get(size_report.USR_PARTITION)
     initrd_path = parts.get("initrd")
     if not usr or not initrd_path:
         sys.exit(f"check-drivers: no /usr partition or initrd in {mkosi_out}")

@@ -44,6 +44,10 @@ def one(pattern):
     return found[0] if found else None
 
 
+# The key of the /usr partition in mkosi_parts(); check-drivers.py reads it too.
+USR_PARTITION = "/usr partition (erofs)"
+
+
 def mkosi_parts(mkosi_out):
     """mkosi's split outputs: name -> path (missing ones left out)."""
     raw = [p for p in glob.glob(f"{mkosi_out}/*.raw")
@@ -55,7 +59,7 @@ def mkosi_parts(mkosi_out):
         "UKI (kernel + initrd + command line)": one(f"{base}.efi"),
         "kernel": one(f"{base}.vmlinuz"),
         "initrd": one(f"{base}.initrd"),
-        "/usr partition (erofs, zstd)": one(f"{base}.usr-*[0-9].raw"),
+        USR_PARTITION: one(f"{base}.usr-*[0-9].raw"),
         "/usr verity hash partition": one(f"{base}.usr-*-verity.raw"),
         "ESP partition": one(f"{base}.esp.raw"),
     }
@@ -104,16 +108,34 @@ def packages(manifest, lists):
     return sorted(sized, key=lambda p: -(p[1] or 0))
 
 
-def unpack_usr(partition, into):
-    """Unpacks an erofs image with the tools tree's fsck.erofs (its own
-    loader and libraries: the host may be an older Debian)."""
+def erofs_tool(name, *args):
+    """A command line for one of the tools tree's erofs-utils, run with the
+    tree's own loader and libraries (the host may be an older Debian)."""
     loader = os.path.join(TOOLS, "usr/lib64/ld-linux-x86-64.so.2")
     libs = os.path.join(TOOLS, "usr/lib/x86_64-linux-gnu")
-    fsck = os.path.join(TOOLS, "usr/bin/fsck.erofs")
-    cmd = [fsck, f"--extract={into}", "--no-preserve", partition]
+    cmd = [os.path.join(TOOLS, "usr/bin", name), *args]
     if os.path.exists(loader):
         cmd = [loader, "--library-path", libs] + cmd
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    return cmd
+
+
+def unpack_usr(partition, into):
+    """Unpacks an erofs image with the tools tree's fsck.erofs."""
+    subprocess.run(erofs_tool("fsck.erofs", f"--extract={into}", "--no-preserve", partition),
+                   check=True, stdout=subprocess.DEVNULL)
+
+
+def erofs_settings(partition):
+    """'lzma; big_pcluster fragments …' from the superblock, or None."""
+    try:
+        out = subprocess.run(erofs_tool("dump.erofs", "-s", partition), check=True,
+                             capture_output=True, text=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
+    algorithms = fields.get("Filesystem compr_algs", "").strip()
+    features = fields.get("Filesystem features", "").strip()
+    return f"{algorithms or 'uncompressed'}; features: {features}"
 
 
 def walk_sizes(root):
@@ -219,7 +241,7 @@ def main():
               "docs and unneeded files). The 20 largest:\n")
         print(table(["package", "MB installed"], [(n, mb(s)) for n, s in known[:20]]))
 
-    usr = parts.get("/usr partition (erofs, zstd)")
+    usr = parts.get(USR_PARTITION)
     if usr:
         tmp = tempfile.mkdtemp(prefix="muster-size-")
         try:
@@ -234,7 +256,8 @@ def main():
         total = sum(s for _, s in files)
         print(f"\n/usr: {len(files)} files, {mb(total)} MB uncompressed, "
               f"{mb(os.path.getsize(usr))} MB as erofs "
-              f"({os.path.getsize(usr) / max(total, 1):.0%}). By directory:\n")
+              f"({os.path.getsize(usr) / max(total, 1):.0%}; {erofs_settings(usr)}). "
+              "By directory:\n")
         print(table(["directory", "MB"], [(f"/usr/{d}", mb(s))
                                            for d, s in by_directory(files, 2)[:20]]))
         print("\nLargest files in /usr:\n")
