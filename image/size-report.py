@@ -126,12 +126,12 @@ def unpack_usr(partition, into):
 
 
 def erofs_settings(partition):
-    """'lzma; big_pcluster fragments …' from the superblock, or None."""
+    """'lzma; features: … big_pcluster fragments …' from the superblock."""
     try:
         out = subprocess.run(erofs_tool("dump.erofs", "-s", partition), check=True,
                              capture_output=True, text=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return None
+    except (OSError, subprocess.CalledProcessError) as e:
+        return f"settings unknown: dump.erofs failed ({e})"
     fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
     algorithms = fields.get("Filesystem compr_algs", "").strip()
     features = fields.get("Filesystem features", "").strip()
