@@ -273,6 +273,10 @@ pub struct MemberStatus {
     pub peer_url: String,
     pub is_learner: bool,
     pub healthy: bool,
+    /// A learner that does not serve yet but answers on its peer URL: it
+    /// is applying the log (etcd serves clients only once it has).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub catching_up: bool,
 }
 
 impl Status {

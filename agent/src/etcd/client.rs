@@ -292,6 +292,35 @@ pub async fn probe(endpoint: String, tls: &EtcdTls) -> Option<FoundCluster> {
     })
 }
 
+/// Whether the etcd at `peer_url` answers on its peer URL (`GET /version`
+/// with the agent's client certificate). etcd serves its peer URL from the
+/// moment it starts, while its client URL stays closed until it has
+/// applied the log up to its own publication: a learner that catches up
+/// answers here and nowhere else. (etcd 3.5 also registers gRPC on the
+/// peer port, but behind TLS it wraps TLS twice and no client gets an
+/// answer; plain HTTP works.)
+pub async fn peer_answers(peer_url: &str, tls: &EtcdTls, timeout: Duration) -> bool {
+    crate::http::install_crypto_provider();
+    let identity = format!("{}\n{}", tls.cert_pem, tls.key_pem);
+    let client = match (
+        reqwest::Certificate::from_pem(tls.ca_pem.as_bytes()),
+        reqwest::Identity::from_pem(identity.as_bytes()),
+    ) {
+        (Ok(ca), Ok(identity)) => reqwest::Client::builder()
+            .tls_certs_only([ca])
+            .identity(identity)
+            .timeout(timeout)
+            .no_proxy()
+            .build(),
+        _ => return false,
+    };
+    let Ok(client) = client else {
+        return false;
+    };
+    let url = format!("{}/version", peer_url.trim_end_matches('/'));
+    matches!(client.get(&url).send().await, Ok(r) if r.status().is_success())
+}
+
 /// Whether the member serving `endpoint` answers, knows a leader and (a
 /// voter) serves a linearizable read. Learners refuse linearizable reads
 /// by design, so for them status must do.

@@ -70,8 +70,29 @@ pub fn quorum(n: usize) -> usize {
 /// every member's version before it serves; each dead member still listed
 /// costs etcd's peer dial timeout (1 s plus the election timeout). Tier 1
 /// measured 5 s and more with two dead voters listed, and a learner removed
-/// for that joins again, round after round.
+/// for that joins again, round after round. The clock runs only while the
+/// learner shows no sign of life either ([`learner_alive`]).
 pub const LEARNER_START_MS: u64 = 30_000;
+
+/// How long a learner may catch up (answer on its peer URL without
+/// serving) before its answers stop counting. A learner's process
+/// answers while it applies the log, and etcd allows one learner at a
+/// time: one that never finishes would hold the seat for ever. Catch-ups
+/// measured: seconds on real machines, about a minute for a lab VM under
+/// TCG (docs/benchmarks.md); this is far above both.
+pub const LEARNER_CATCH_UP_MS: u64 = 15 * 60_000;
+
+/// Whether a learner that does not serve counts as alive this round: its
+/// etcd answers on its peer URL (it is catching up: etcd opens the client
+/// URL only once the log is applied), and it has not been at it for longer
+/// than `LEARNER_CATCH_UP_MS`. An alive learner's grace starts again. Under
+/// TCG the grace used to run out while a learner caught up: a `lab
+/// upgrade` run removed one replacement's learner twice, 61 s after each
+/// add, and each new learner had the leader send the whole log again
+/// (2026-12-07, docs/benchmarks.md). Pure.
+pub fn learner_alive(answers_peers: bool, not_serving_for_ms: u64) -> bool {
+    answers_peers && not_serving_for_ms < LEARNER_CATCH_UP_MS
+}
 
 /// Whether a member counts as gone: its machine left the group, or it has
 /// been unreachable for at least `grace_ms` (a learner: `LEARNER_START_MS`
@@ -357,6 +378,17 @@ mod tests {
         let mut members: Vec<_> = (1..=7).map(|i| member(i, i <= 5, 99_000)).collect();
         members[6].in_group = Some(false);
         assert_eq!(removed(&plan(&members, policy(5, 1_000))), [7]);
+    }
+
+    #[test]
+    fn a_learner_that_answers_its_peers_is_alive_until_the_catch_up_limit() {
+        assert!(learner_alive(true, 0));
+        assert!(learner_alive(true, LEARNER_CATCH_UP_MS - 1));
+        assert!(
+            !learner_alive(true, LEARNER_CATCH_UP_MS),
+            "stuck: its seat is freed"
+        );
+        assert!(!learner_alive(false, 0), "silent");
     }
 
     #[test]

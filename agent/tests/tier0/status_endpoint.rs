@@ -54,6 +54,7 @@ fn sample() -> Status {
         peer_url: format!("https://10.77.0.1{n}:2380"),
         is_learner: learner,
         healthy,
+        catching_up: false,
     };
     let mut s = Status::new(Phase::SteadyState);
     s.provider = Some(ProviderKind::Qemu);

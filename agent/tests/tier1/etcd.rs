@@ -335,3 +335,145 @@ fn clients_without_a_cluster_certificate_are_refused() {
         "a certificate from another CA must be refused"
     );
 }
+
+/// A learner that needs longer than the grace to apply the log is kept
+/// while it catches up, and becomes a voter on its first try. etcd opens a
+/// member's client URL only once it has applied the log, so the leader's
+/// agent asks the learner's peer URL whether its etcd runs. Before,
+/// a `lab upgrade` under TCG removed the same replacement's learner 61 s
+/// after each add and it started over from nothing (2026-12-07). Here the
+/// replacement's etcd runs 4 % of the time (SIGSTOP/SIGCONT) against a
+/// log of ~160 MB, so its catch-up outlasts the 30 s a learner gets.
+#[test]
+fn a_learner_that_catches_up_slowly_is_kept_and_promoted_on_its_first_try() {
+    let mut c = Cluster::new("slowlearner", 4, 3);
+    for i in 0..3 {
+        c.add_host();
+        c.start_agent(i);
+    }
+    let id = c.wait_for_cluster(&[0, 1, 2], 3, FORM_TIMEOUT);
+    put_large_values(&c, 1, 160);
+    c.destroy(0);
+    let new = c.add_host();
+    let netns_path = c.nodes[new].host.netns_path();
+    let throttle = Throttle::start(move || netns::pids_in_netns(&netns_path));
+    let started = Instant::now();
+    c.start_agent(new);
+    // The others' status shows the learner catching up: the peer-URL
+    // probe works with the cluster's TLS.
+    let mut catching_up_seen = false;
+    let joined = wait_until(
+        "the slow replacement a healthy voter",
+        Duration::from_secs(300),
+        Duration::from_millis(500),
+        || {
+            catching_up_seen |= [1, 2].iter().any(|&i| {
+                c.status(i).is_some_and(|s| {
+                    s["etcd"]["members"]
+                        .as_array()
+                        .is_some_and(|ms| ms.iter().any(|m| m["catching_up"] == true))
+                })
+            });
+            // The replacement's own status: there only once its member
+            // serves, which it does only once caught up.
+            c.etcd_view(new)
+                .is_some_and(|v| v.healthy_voters == 3 && v.learners == 0 && v.listed == 3)
+        },
+    );
+    let caught_up = started.elapsed();
+    throttle.stop();
+    joined.expect("the replacement joined");
+    eprintln!("slow replacement: agent start -> voter in {caught_up:?}");
+    assert!(
+        caught_up > Duration::from_secs(40),
+        "the catch-up took {caught_up:?}, within the 30 s a silent learner gets: \
+         this test proves nothing unless the replacement is slower (raise the log size)"
+    );
+    assert!(catching_up_seen, "no status showed the learner catching up");
+    let log = std::fs::read_to_string(c.nodes[new].host.dir().join("agent.log")).expect("log");
+    assert_eq!(
+        log.matches("added as a learner").count(),
+        1,
+        "the learner was removed and added again"
+    );
+    assert_eq!(c.wait_for_cluster(&[1, 2, new], 3, FORM_TIMEOUT), id);
+}
+
+/// `count` values of 1 MB (quorum writes through node `i`): a log a
+/// new member takes a while to apply.
+fn put_large_values(c: &Cluster, i: usize, count: usize) {
+    use std::io::Write;
+    let value = "v".repeat(1_000_000);
+    let pki = c.nodes[i].host.dir().join("state/pki");
+    let host = &c.nodes[i].host;
+    for k in 0..count {
+        let mut cmd = host.command(cluster::etcdctl_bin());
+        cmd.arg(format!("--endpoints=https://{}:2379", host.ip()))
+            .arg(format!("--cacert={}", pki.join("ca.crt").display()))
+            .arg(format!("--cert={}", pki.join("client.crt").display()))
+            .arg(format!("--key={}", pki.join("client.key").display()))
+            .arg("--command-timeout=10s")
+            .args(["put", &format!("large/{k:03}")])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null());
+        let mut child = cmd.spawn().expect("etcdctl put");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(value.as_bytes())
+            .expect("value to etcdctl");
+        assert!(child.wait().expect("etcdctl").success(), "put large/{k:03}");
+    }
+}
+
+/// Lets the etcd processes of one host run 10 ms in every 250 ms, as on a
+/// machine much slower than its peers, until stopped.
+struct Throttle {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Throttle {
+    fn start(pids: impl Fn() -> Vec<i32> + Send + 'static) -> Throttle {
+        use nix::sys::signal::{Signal, kill};
+        use nix::unistd::Pid;
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let etcd = move || -> Vec<Pid> {
+            pids()
+                .into_iter()
+                .filter(|pid| {
+                    std::fs::read(format!("/proc/{pid}/cmdline"))
+                        .ok()
+                        .and_then(|c| c.split(|b| *b == 0).next().map(<[u8]>::to_vec))
+                        .is_some_and(|argv0| argv0.ends_with(b"/etcd"))
+                })
+                .map(Pid::from_raw)
+                .collect()
+        };
+        let thread = std::thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                let running = etcd();
+                for &pid in &running {
+                    let _ = kill(pid, Signal::SIGCONT);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+                for &pid in &running {
+                    let _ = kill(pid, Signal::SIGSTOP);
+                }
+                std::thread::sleep(Duration::from_millis(240));
+            }
+            for pid in etcd() {
+                let _ = kill(pid, Signal::SIGCONT);
+            }
+        });
+        Throttle { stop, thread }
+    }
+
+    fn stop(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = self.thread.join();
+    }
+}

@@ -74,6 +74,8 @@ pub struct Runner {
     view_ids: BTreeSet<String>,
     view_stable_since_ms: u64,
     unhealthy_since: HashMap<u64, Instant>,
+    /// Since when each learner has not served (`membership::learner_alive`).
+    learner_not_serving_since: HashMap<u64, Instant>,
     /// Members whose machine this agent has seen in the group listing.
     seen_in_group: HashSet<u64>,
     /// Since when the local etcd, though running, has not answered.
@@ -144,6 +146,7 @@ impl Runner {
             view_ids: BTreeSet::new(),
             view_stable_since_ms: now_ms(),
             unhealthy_since: HashMap::new(),
+            learner_not_serving_since: HashMap::new(),
             seen_in_group: HashSet::new(),
             silent_since: None,
             paused_until: None,

@@ -62,6 +62,25 @@ impl Pool {
         result
     }
 
+    /// For each learner that does not serve (`health` false), whether its
+    /// etcd answers on its peer URL (`client::peer_answers`); false for the
+    /// rest. Fresh connections: only while a learner catches up.
+    pub async fn learners_answering(&self, members: &[FoundMember], health: &[bool]) -> Vec<bool> {
+        let asks = members.iter().zip(health).map(|(m, healthy)| {
+            let peer_url = (m.is_learner && !healthy)
+                .then(|| m.peer_urls.first().cloned())
+                .flatten();
+            let (tls, timeout) = (self.tls.clone(), self.timeout);
+            async move {
+                match peer_url {
+                    Some(url) => client::peer_answers(&url, &tls, timeout).await,
+                    None => false,
+                }
+            }
+        });
+        futures_join_all(asks).await
+    }
+
     /// Each member's health (`client::member_serves`), checked at once over the
     /// kept connections; members without an address are unhealthy.
     /// Connections to endpoints that are no longer members are dropped.

@@ -23,14 +23,23 @@ impl Runner {
             members,
             health,
         } = self.local_view("etcd").await?;
+        // Learners still catching up do not serve, but answer their peers.
+        let answering = self.pool.learners_answering(&members, &health).await;
         let now = Instant::now();
         let static_group = matches!(self.source, PeerSource::Static(_));
         let mut observed = Vec::with_capacity(members.len());
-        for (m, healthy) in members.iter().zip(&health) {
-            let since = *self.unhealthy_since.entry(m.id).or_insert(now);
-            if *healthy {
+        for ((m, healthy), answering) in members.iter().zip(&health).zip(&answering) {
+            let catching_up = if m.is_learner && !healthy {
+                let since = *self.learner_not_serving_since.entry(m.id).or_insert(now);
+                let for_ms = now.duration_since(since).as_millis() as u64;
+                membership::learner_alive(*answering, for_ms)
+            } else {
+                false
+            };
+            if *healthy || catching_up {
                 self.unhealthy_since.insert(m.id, now);
             }
+            let since = *self.unhealthy_since.entry(m.id).or_insert(now);
             let address = m.address();
             let listed = address.is_some_and(|a| in_group(view, a));
             let listed_before = self.seen_in_group.contains(&m.id);
@@ -52,6 +61,8 @@ impl Runner {
         }
         self.unhealthy_since
             .retain(|id, _| members.iter().any(|m| m.id == *id));
+        self.learner_not_serving_since
+            .retain(|id, _| members.iter().zip(&health).any(|(m, h)| m.id == *id && !h));
         self.seen_in_group
             .retain(|id| members.iter().any(|m| m.id == *id));
 
@@ -78,12 +89,14 @@ impl Runner {
             members: members
                 .iter()
                 .zip(&health)
-                .map(|(m, h)| MemberStatus {
+                .zip(&answering)
+                .map(|((m, h), answering)| MemberStatus {
                     id: format!("{:x}", m.id),
                     name: m.name.clone(),
                     peer_url: m.peer_urls.first().cloned().unwrap_or_default(),
                     is_learner: m.is_learner,
                     healthy: *h,
+                    catching_up: m.is_learner && !h && *answering,
                 })
                 .collect(),
         };
