@@ -102,6 +102,15 @@ enum LabCommand {
         /// How long each replacement may take to assemble, in seconds.
         #[arg(long, default_value_t = 1800)]
         timeout: u64,
+        /// The nice value (0-19) a replacement's VM runs at until its step
+        /// has assembled, so that it does not take the serving VMs' share
+        /// of the host's cores (real machines bring their own); 0: none.
+        #[arg(long, default_value_t = 10)]
+        replacement_nice: i32,
+        /// Seconds of API reads before the first step: the lab's figure
+        /// at rest, which the steps compare against; 0 skips it.
+        #[arg(long, default_value_t = 60)]
+        baseline: u64,
     },
     /// Run kubectl against the lab's API (inside the lab network, with
     /// the lab's admin kubeconfig): `muster lab kubectl -- get nodes`.
@@ -176,8 +185,18 @@ pub fn run(cli: LabCli) -> Result<(), LabError> {
         LabCommand::Add { count } => {
             lab.add(count)?;
         }
-        LabCommand::Upgrade { image, timeout } => {
-            lab.upgrade(&image, Duration::from_secs(timeout))?;
+        LabCommand::Upgrade {
+            image,
+            timeout,
+            replacement_nice,
+            baseline,
+        } => {
+            let options = super::upgrade::UpgradeOptions {
+                limit: Duration::from_secs(timeout),
+                replacement_nice,
+                baseline: Duration::from_secs(baseline),
+            };
+            lab.upgrade(&image, &options)?;
         }
         LabCommand::Kubectl { args } => lab.kubectl(&args)?,
         LabCommand::Down => lab.down()?,

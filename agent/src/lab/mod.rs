@@ -6,6 +6,7 @@
 //!
 //! - `spec`: the lab as data (addresses, user data, the cloud's view)
 //! - `net`, `dhcp`, `vm`: namespace and bridge, DHCP, QEMU command lines
+//! - `cpu`: a VM's share of the host's cores
 //! - `pxe`: the PXE set served over HTTP for network-booted labs
 //! - `progress`: each node's status and whether the cluster has assembled
 //! - `ops`: the commands (`up`, `status`, `kill`, `stop`, `start`, `add`,
@@ -13,6 +14,7 @@
 
 pub mod cli;
 pub mod cloud;
+pub mod cpu;
 pub mod dhcp;
 pub mod net;
 pub mod ops;

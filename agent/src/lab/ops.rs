@@ -669,6 +669,23 @@ impl Lab {
         self.save(&lab)
     }
 
+    /// Sets the CPU priority of node `name`'s VM (`cpu::set_nice`); a VM
+    /// that is not running has none to set.
+    pub(super) fn set_nice(&self, name: &str, nice: i32) -> Result<(), LabError> {
+        let lab = self.load()?;
+        let Some(node) = lab.node(name) else {
+            return Err(LabError::Usage(format!("no {name} in the lab")));
+        };
+        let pid = read_pid(&self.paths().qemu_pid(node.index))
+            .filter(|pid| pid_alive(*pid, &format!("muster-lab-{}-", lab.name)));
+        match pid {
+            Some(pid) => {
+                super::cpu::set_nice(pid, nice).map_err(LabError::io(format!("/proc/{pid}")))
+            }
+            None => Ok(()),
+        }
+    }
+
     /// `muster lab start [NODE...]`: powers stopped nodes on with their disks.
     pub fn start(&self, nodes: &[String]) -> Result<(), LabError> {
         let mut lab = self.load()?;

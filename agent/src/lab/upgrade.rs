@@ -14,8 +14,12 @@
 //!
 //! Throughout, the Kubernetes API is read through the VIP once a second (a
 //! namespace list: a quorum read, so etcd is in it too); each step reports
-//! its longest gap. Deciding the order and the gaps is pure; the rest is
-//! the lab's own operations.
+//! its longest gap. The same reads over a quiet stretch before the first
+//! step give the lab's figure at rest, which the steps compare against.
+//! A replacement runs at a lower CPU priority until its step has assembled
+//! (`cpu`: the lab's VMs share the host's cores; real machines do not).
+//! Deciding the order and the gaps is pure; the rest is the lab's own
+//! operations.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -35,6 +39,28 @@ pub const LEAVE_LIMIT: Duration = Duration::from_secs(cloud::REPLACE_HOOK_TIMEOU
 /// How often the API is read during a step.
 const PROBE_EVERY: Duration = Duration::from_secs(1);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How `lab upgrade` runs.
+#[derive(Debug, Clone)]
+pub struct UpgradeOptions {
+    /// How long each step may take to assemble again.
+    pub limit: Duration,
+    /// The nice value (0-19) replacements run at until their step has
+    /// assembled; 0 leaves them as the others.
+    pub replacement_nice: i32,
+    /// How long the API is read before the first step, for the figure at
+    /// rest; zero skips it.
+    pub baseline: Duration,
+}
+
+/// The API reads over a stretch without a step (`UpgradeOptions::baseline`).
+#[derive(Debug, Clone, Copy)]
+pub struct Baseline {
+    pub length: Duration,
+    pub probes: usize,
+    pub failed_probes: usize,
+    pub longest_gap: Gap,
+}
 
 /// What one replacement did.
 #[derive(Debug, Clone)]
@@ -136,9 +162,18 @@ fn role_of(view: &NodeView) -> Option<String> {
 }
 
 impl Lab {
-    /// `muster lab upgrade --image NEW`: see the module doc. `limit`: how
-    /// long each step may take to assemble again.
-    pub fn upgrade(&self, image: &Path, limit: Duration) -> Result<Vec<StepReport>, LabError> {
+    /// `muster lab upgrade --image NEW`: see the module doc.
+    pub fn upgrade(
+        &self,
+        image: &Path,
+        options: &UpgradeOptions,
+    ) -> Result<Vec<StepReport>, LabError> {
+        if !(0..=19).contains(&options.replacement_nice) {
+            return Err(LabError::Usage(format!(
+                "--replacement-nice {}: a nice value is 0 to 19",
+                options.replacement_nice
+            )));
+        }
         if !image.is_file() {
             return Err(LabError::Usage(format!(
                 "image {}: not found; build it with `bash image/build.sh`",
@@ -173,19 +208,48 @@ impl Lab {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
+        let baseline = self.baseline(options.baseline)?;
         let mut reports = Vec::new();
         for index in plan {
-            reports.push(self.replace_one(index, &views, limit)?);
+            reports.push(self.replace_one(index, &views, options)?);
         }
-        self.print_upgrade(&reports)?;
+        self.print_upgrade(baseline.as_ref(), &reports)?;
         Ok(reports)
+    }
+
+    /// Reads the API for `length` with no step going on.
+    fn baseline(&self, length: Duration) -> Result<Option<Baseline>, LabError> {
+        if length.is_zero() {
+            return Ok(None);
+        }
+        let lab = self.load()?;
+        println!(
+            "reading the API through the VIP for {} s before the first step (the lab at rest)",
+            length.as_secs()
+        );
+        let probe = ApiProbe::start(lab.netns(), self.paths().admin_conf());
+        std::thread::sleep(length);
+        let samples = probe.finish();
+        let baseline = Baseline {
+            length,
+            probes: samples.len(),
+            failed_probes: samples.iter().filter(|(_, ok)| !ok).count(),
+            longest_gap: longest_gap(&samples),
+        };
+        println!(
+            "at rest: API reads failed {} of {}, longest gap {:.1} s",
+            baseline.failed_probes,
+            baseline.probes,
+            baseline.longest_gap.length.as_secs_f64()
+        );
+        Ok(Some(baseline))
     }
 
     fn replace_one(
         &self,
         index: u32,
         views: &[NodeView],
-        limit: Duration,
+        options: &UpgradeOptions,
     ) -> Result<StepReport, LabError> {
         let p = self.paths();
         let mut lab = self.load()?;
@@ -229,8 +293,18 @@ impl Lab {
         self.kill(&name)?;
         let added = self.add(1)?;
         let replacement = added.first().cloned().unwrap_or_default();
-        let assembled = self.wait(limit);
+        if options.replacement_nice != 0 {
+            self.set_nice(&replacement, options.replacement_nice)?;
+            println!(
+                "{replacement}: runs at nice {} until the cluster has assembled again",
+                options.replacement_nice
+            );
+        }
+        let assembled = self.wait(options.limit);
         let samples = probe.finish();
+        if options.replacement_nice != 0 {
+            self.set_nice(&replacement, 0)?;
+        }
         assembled?;
         let report = StepReport {
             node: name,
@@ -262,7 +336,24 @@ impl Lab {
     }
 
     /// The steps as a table, and the image version every machine runs now.
-    fn print_upgrade(&self, reports: &[StepReport]) -> Result<(), LabError> {
+    fn print_upgrade(
+        &self,
+        baseline: Option<&Baseline>,
+        reports: &[StepReport],
+    ) -> Result<(), LabError> {
+        if let Some(b) = baseline {
+            println!(
+                "{:<8} {:<14} {:<8} {:>9} {:>7.0}s {:>9}/{:<4} {:>11.1}s",
+                "at rest",
+                "-",
+                "-",
+                "-",
+                b.length.as_secs_f64(),
+                b.failed_probes,
+                b.probes,
+                b.longest_gap.length.as_secs_f64()
+            );
+        }
         println!(
             "{:<8} {:<14} {:<8} {:>9} {:>8} {:>14} {:>12} {:>8}",
             "node", "role", "new", "handoff", "step", "API failed", "longest gap", "from"
