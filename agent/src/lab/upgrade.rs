@@ -53,13 +53,30 @@ pub struct UpgradeOptions {
     pub baseline: Duration,
 }
 
+/// The API reads over a stretch: a step, or the lab at rest.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Reads {
+    pub probes: usize,
+    pub failed_probes: usize,
+    pub longest_gap: Gap,
+}
+
+impl Reads {
+    /// `samples`: (time since the stretch began, answered), in order. Pure.
+    pub fn of(samples: &[(Duration, bool)]) -> Reads {
+        Reads {
+            probes: samples.len(),
+            failed_probes: samples.iter().filter(|(_, ok)| !ok).count(),
+            longest_gap: longest_gap(samples),
+        }
+    }
+}
+
 /// The API reads over a stretch without a step (`UpgradeOptions::baseline`).
 #[derive(Debug, Clone, Copy)]
 pub struct Baseline {
     pub length: Duration,
-    pub probes: usize,
-    pub failed_probes: usize,
-    pub longest_gap: Gap,
+    pub reads: Reads,
 }
 
 /// What one replacement did.
@@ -74,9 +91,7 @@ pub struct StepReport {
     pub completed: bool,
     /// From `Terminating:Wait` until the cluster had assembled again.
     pub step: Duration,
-    pub probes: usize,
-    pub failed_probes: usize,
-    pub longest_gap: Gap,
+    pub reads: Reads,
 }
 
 /// The order machines are replaced in: control planes first (their etcd
@@ -232,15 +247,13 @@ impl Lab {
         let samples = probe.finish();
         let baseline = Baseline {
             length,
-            probes: samples.len(),
-            failed_probes: samples.iter().filter(|(_, ok)| !ok).count(),
-            longest_gap: longest_gap(&samples),
+            reads: Reads::of(&samples),
         };
         println!(
             "at rest: API reads failed {} of {}, longest gap {:.1} s",
-            baseline.failed_probes,
-            baseline.probes,
-            baseline.longest_gap.length.as_secs_f64()
+            baseline.reads.failed_probes,
+            baseline.reads.probes,
+            baseline.reads.longest_gap.length.as_secs_f64()
         );
         Ok(Some(baseline))
     }
@@ -313,20 +326,18 @@ impl Lab {
             leave,
             completed,
             step: started.elapsed(),
-            probes: samples.len(),
-            failed_probes: samples.iter().filter(|(_, ok)| !ok).count(),
-            longest_gap: longest_gap(&samples),
+            reads: Reads::of(&samples),
         };
         println!(
             "{} -> {}: {:.0} s; API reads failed {} of {}, longest gap {:.1} s from +{:.0} s ({})",
             report.node,
             report.replacement,
             report.step.as_secs_f64(),
-            report.failed_probes,
-            report.probes,
-            report.longest_gap.length.as_secs_f64(),
-            report.longest_gap.from.as_secs_f64(),
-            if report.longest_gap.from < report.leave {
+            report.reads.failed_probes,
+            report.reads.probes,
+            report.reads.longest_gap.length.as_secs_f64(),
+            report.reads.longest_gap.from.as_secs_f64(),
+            if report.reads.longest_gap.from < report.leave {
                 "during the hand-off"
             } else {
                 "while the replacement joined"
@@ -341,23 +352,23 @@ impl Lab {
         baseline: Option<&Baseline>,
         reports: &[StepReport],
     ) -> Result<(), LabError> {
+        println!(
+            "{:<8} {:<14} {:<8} {:>9} {:>8} {:>14} {:>12} {:>8}",
+            "node", "role", "new", "handoff", "step", "API failed", "longest gap", "from"
+        );
         if let Some(b) = baseline {
             println!(
-                "{:<8} {:<14} {:<8} {:>9} {:>7.0}s {:>9}/{:<4} {:>11.1}s",
+                "{:<8} {:<14} {:<8} {:>10} {:>7.0}s {:>9}/{:<4} {:>11.1}s",
                 "at rest",
                 "-",
                 "-",
                 "-",
                 b.length.as_secs_f64(),
-                b.failed_probes,
-                b.probes,
-                b.longest_gap.length.as_secs_f64()
+                b.reads.failed_probes,
+                b.reads.probes,
+                b.reads.longest_gap.length.as_secs_f64()
             );
         }
-        println!(
-            "{:<8} {:<14} {:<8} {:>9} {:>8} {:>14} {:>12} {:>8}",
-            "node", "role", "new", "handoff", "step", "API failed", "longest gap", "from"
-        );
         for r in reports {
             println!(
                 "{:<8} {:<14} {:<8} {:>8.0}s{} {:>7.0}s {:>9}/{:<4} {:>11.1}s {:>7.0}s",
@@ -367,10 +378,10 @@ impl Lab {
                 r.leave.as_secs_f64(),
                 if r.completed { " " } else { "!" },
                 r.step.as_secs_f64(),
-                r.failed_probes,
-                r.probes,
-                r.longest_gap.length.as_secs_f64(),
-                r.longest_gap.from.as_secs_f64()
+                r.reads.failed_probes,
+                r.reads.probes,
+                r.reads.longest_gap.length.as_secs_f64(),
+                r.reads.longest_gap.from.as_secs_f64()
             );
         }
         if reports.iter().any(|r| !r.completed) {
@@ -439,6 +450,19 @@ mod tests {
             ])),
             gap(3, 1)
         );
+    }
+
+    #[test]
+    fn reads_count_the_failures_and_keep_the_longest_gap() {
+        let reads = Reads::of(&s(&[
+            (0, true),
+            (1, false),
+            (2, false),
+            (4, true),
+            (5, false),
+        ]));
+        assert_eq!((reads.probes, reads.failed_probes), (5, 3));
+        assert_eq!(reads.longest_gap, gap(4, 0));
     }
 
     #[test]

@@ -96,7 +96,7 @@ impl Runner {
                     peer_url: m.peer_urls.first().cloned().unwrap_or_default(),
                     is_learner: m.is_learner,
                     healthy: *h,
-                    catching_up: m.is_learner && !h && *answering,
+                    catching_up: *answering,
                 })
                 .collect(),
         };
