@@ -222,6 +222,16 @@ impl Cluster {
     /// etcdctl inside host `i` against its own member, with the agent's
     /// client certificate.
     pub fn etcdctl(&self, i: usize, args: &[&str]) -> Output {
+        self.etcdctl_command(i)
+            .arg("--command-timeout=5s")
+            .args(args)
+            .output()
+            .expect("run etcdctl")
+    }
+
+    /// The etcdctl command of [`Cluster::etcdctl`], for callers that need
+    /// its stdin or their own timeout.
+    pub fn etcdctl_command(&self, i: usize) -> std::process::Command {
         let pki = self.nodes[i].host.dir().join("state/pki");
         let host = &self.nodes[i].host;
         let mut cmd = host.command(etcdctl_bin());
@@ -229,10 +239,8 @@ impl Cluster {
             .arg(format!("--cacert={}", pki.join("ca.crt").display()))
             .arg(format!("--cert={}", pki.join("client.crt").display()))
             .arg(format!("--key={}", pki.join("client.key").display()))
-            .arg("--dial-timeout=2s")
-            .arg("--command-timeout=5s")
-            .args(args);
-        cmd.output().expect("run etcdctl")
+            .arg("--dial-timeout=2s");
+        cmd
     }
 
     /// Puts `n` keys `PREFIXkeyNNN` through node `i`'s member (quorum

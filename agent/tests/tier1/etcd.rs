@@ -414,19 +414,15 @@ fn a_learner_that_catches_up_slowly_is_kept_and_promoted_on_its_first_try() {
 fn put_large_values(c: &Cluster, i: usize, count: usize) {
     use std::io::Write;
     let value = "v".repeat(1_000_000);
-    let pki = c.nodes[i].host.dir().join("state/pki");
-    let host = &c.nodes[i].host;
     for k in 0..count {
-        let mut cmd = host.command(cluster::etcdctl_bin());
-        cmd.arg(format!("--endpoints=https://{}:2379", host.ip()))
-            .arg(format!("--cacert={}", pki.join("ca.crt").display()))
-            .arg(format!("--cert={}", pki.join("client.crt").display()))
-            .arg(format!("--key={}", pki.join("client.key").display()))
+        let mut child = c
+            .etcdctl_command(i)
             .arg("--command-timeout=10s")
             .args(["put", &format!("large/{k:03}")])
             .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null());
-        let mut child = cmd.spawn().expect("etcdctl put");
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("etcdctl put");
         child
             .stdin
             .take()
