@@ -16,6 +16,18 @@ use serde_json::Value;
 
 const FORM_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// A cluster of `slots` host slots whose first three hosts have formed
+/// etcd (three members), and its cluster id.
+fn three_formed(hint: &str, slots: u8) -> (Cluster, String) {
+    let mut c = Cluster::new(hint, slots, 3);
+    for i in 0..3 {
+        c.add_host();
+        c.start_agent(i);
+    }
+    let id = c.wait_for_cluster(&[0, 1, 2], 3, FORM_TIMEOUT);
+    (c, id)
+}
+
 fn put_keys(c: &Cluster, node: usize, n: usize) {
     c.put_keys(node, "/test/", n);
 }
@@ -125,12 +137,7 @@ fn five_hosts_with_three_control_plane_nodes_make_three_members_and_two_workers(
 
 #[test]
 fn a_dead_members_host_is_replaced_by_a_new_host_and_keys_survive() {
-    let mut c = Cluster::new("replace", 4, 3);
-    for i in 0..3 {
-        c.add_host();
-        c.start_agent(i);
-    }
-    c.wait_for_cluster(&[0, 1, 2], 3, FORM_TIMEOUT);
+    let (mut c, _) = three_formed("replace", 4);
     put_keys(&c, 1, 50);
     let before = member_ids(&c, 1);
 
@@ -164,12 +171,7 @@ fn a_dead_members_host_is_replaced_by_a_new_host_and_keys_survive() {
 /// joins the one cluster.
 #[test]
 fn a_first_start_that_never_reached_the_cluster_does_not_found_another() {
-    let mut c = Cluster::new("partial", 4, 3);
-    for i in 0..3 {
-        c.add_host();
-        c.start_agent(i);
-    }
-    let id = c.wait_for_cluster(&[0, 1, 2], 3, FORM_TIMEOUT);
+    let (mut c, id) = three_formed("partial", 4);
     c.destroy(0);
     let new = c.add_host();
     // As in the campaign: it was added as a learner under the lock, then
@@ -218,12 +220,7 @@ fn a_first_start_that_never_reached_the_cluster_does_not_found_another() {
 
 #[test]
 fn two_of_three_down_removes_nothing_and_the_cluster_recovers() {
-    let mut c = Cluster::new("quorum", 3, 3);
-    for i in 0..3 {
-        c.add_host();
-        c.start_agent(i);
-    }
-    let id = c.wait_for_cluster(&[0, 1, 2], 3, FORM_TIMEOUT);
+    let (mut c, id) = three_formed("quorum", 3);
     put_keys(&c, 0, 20);
     let before = member_ids(&c, 0);
 
@@ -249,12 +246,7 @@ fn two_of_three_down_removes_nothing_and_the_cluster_recovers() {
 
 #[test]
 fn a_full_power_cycle_brings_back_the_same_cluster_and_data() {
-    let mut c = Cluster::new("cycle", 3, 3);
-    for i in 0..3 {
-        c.add_host();
-        c.start_agent(i);
-    }
-    let id = c.wait_for_cluster(&[0, 1, 2], 3, FORM_TIMEOUT);
+    let (mut c, id) = three_formed("cycle", 3);
     put_keys(&c, 2, 30);
     let before = member_ids(&c, 0);
     for i in 0..3 {
@@ -274,12 +266,7 @@ fn a_full_power_cycle_brings_back_the_same_cluster_and_data() {
 
 #[test]
 fn a_killed_agent_leaves_etcd_running_and_picks_up_again() {
-    let mut c = Cluster::new("agentkill", 3, 3);
-    for i in 0..3 {
-        c.add_host();
-        c.start_agent(i);
-    }
-    let id = c.wait_for_cluster(&[0, 1, 2], 3, FORM_TIMEOUT);
+    let (mut c, id) = three_formed("agentkill", 3);
     c.kill_agent(0, nix::sys::signal::Signal::SIGKILL);
     put_keys(&c, 0, 5);
     c.start_agent(0);
@@ -348,12 +335,7 @@ fn clients_without_a_cluster_certificate_are_refused() {
 /// log of ~240 MB, so its catch-up outlasts the 30 s a learner gets.
 #[test]
 fn a_learner_that_catches_up_slowly_is_kept_and_promoted_on_its_first_try() {
-    let mut c = Cluster::new("slowlearner", 4, 3);
-    for i in 0..3 {
-        c.add_host();
-        c.start_agent(i);
-    }
-    let id = c.wait_for_cluster(&[0, 1, 2], 3, FORM_TIMEOUT);
+    let (mut c, id) = three_formed("slowlearner", 4);
     put_large_values(&c, 1, 240);
     c.destroy(0);
     let new = c.add_host();
